@@ -1,0 +1,121 @@
+"""MLA: multi-head latent attention with decoupled RoPE (DESIGN §3).
+
+Keys and values come from a normalised low-rank latent c (width r) shared by all heads, plus
+one RoPE key k_rope (width d_r) shared by all heads. The cache holds [c ; k_rope]: r + d_r
+elements per token. Decoding absorbs W_uk into the query and W_uv after the attention, so the
+step attends MQA-style over the latent cache and never expands keys or values.
+
+`LatentAttention` is written for a cache slot that covers `stride` tokens; MLA is stride 1 and
+MTLA (mtla.py) overrides the two merge hooks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from s2s.attention.base import DecoderSelfAttention, positions_like, zero_padding
+from s2s.attention.cache import AttentionCache
+from s2s.attention.config import AttentionConfig
+from s2s.attention.ops import latent_decode_attention, parallel_attention
+from s2s.attention.positions import apply_rope
+
+
+class LatentAttention(DecoderSelfAttention):
+    """MLA. Cache buffer "kv": (B, S, r + d_r) = [latent ; rotated rope key] per slot."""
+
+    def __init__(self, cfg: AttentionConfig) -> None:
+        super().__init__(cfg)
+        H, D, R, Dr = cfg.n_heads, cfg.head_dim, cfg.latent_dim, cfg.rope_dim
+        self.n_heads, self.head_dim, self.latent_dim, self.rope_dim = H, D, R, Dr
+        self.q_proj = nn.Linear(cfg.d_model, H * (D + Dr))
+        self.dkv_proj = nn.Linear(cfg.d_model, R + Dr)
+        self.kv_norm = nn.LayerNorm(R)
+        # Bias-free up-projections: absorption into the query / after attention is exact.
+        self.uk_proj = nn.Linear(R, H * D, bias=False)
+        self.uv_proj = nn.Linear(R, H * D, bias=False)
+        self.out_proj = nn.Linear(H * D, cfg.d_model)
+        self.scale = (D + Dr) ** -0.5
+
+    def slot_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"kv": (self.latent_dim + self.rope_dim,)}
+
+    # --- merge hooks (MTLA overrides) -------------------------------------------------------
+    def merge_parallel(self, c: Tensor, pos: Tensor) -> Tensor:
+        """Partial slot content after each token. c: (B, T, r) -> (B, T, r)."""
+        return c
+
+    def merge_step(self, c: Tensor, pos: Tensor, cache: AttentionCache) -> Tensor:
+        """Slot content after token pos[b]. c: (B, r), pos: (B,) -> (B, r)."""
+        return c
+
+    # --- shared pieces ----------------------------------------------------------------------
+    def _query(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T, d) -> q_nope (B, T, H, D), rotated q_rope (B, T, H, Dr)."""
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim + self.rope_dim)
+        q_nope, q_rope = q.split((self.head_dim, self.rope_dim), dim=-1)
+        return q_nope, apply_rope(q_rope, pos, self.cfg.rope_base)
+
+    def _latent(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T, d) -> normalised latent c (B, T, r), rotated shared rope key (B, T, Dr)."""
+        c, k_rope = self.dkv_proj(x).split((self.latent_dim, self.rope_dim), dim=-1)
+        return self.kv_norm(c), apply_rope(k_rope, pos, self.cfg.rope_base)
+
+    def forward(
+        self, x: Tensor, lengths: Tensor | None = None, cache: AttentionCache | None = None
+    ) -> Tensor:
+        B, T, _ = x.shape
+        H, D = self.n_heads, self.head_dim
+        pos = positions_like(x)
+        q_nope, q_rope = self._query(x, pos)
+        c, k_rope = self._latent(x, pos)
+        c_hat = self.merge_parallel(c, pos)
+        k = torch.cat(
+            (self.uk_proj(c_hat).view(B, T, H, D), k_rope[:, :, None].expand(-1, -1, H, -1)), -1
+        )
+        v = self.uv_proj(c_hat).view(B, T, H, D)
+        out = parallel_attention(
+            torch.cat((q_nope, q_rope), -1),
+            k,
+            v,
+            scale=self.scale,
+            stride=self.stride,
+            lengths=lengths,
+            dropout=self.cfg.dropout if self.training else 0.0,
+            backend=self.cfg.backend,
+        )
+        if cache is not None:
+            self._prefill(cache, torch.cat((c_hat, k_rope), -1), lengths)
+        return zero_padding(self.out_proj(out.flatten(2)), lengths)
+
+    def _prefill(self, cache: AttentionCache, kv: Tensor, lengths: Tensor | None) -> None:
+        """Slot m holds the partial slot of its chunk's last valid token: min(ms+s-1, len-1)."""
+        B, T, _ = kv.shape
+        s = self.stride
+        lens = lengths if lengths is not None else torch.full((B,), T, device=kv.device)
+        slots = torch.arange(-(-T // s), device=kv.device)
+        last = torch.minimum(slots[None, :] * s + s - 1, (lens[:, None] - 1).clamp(min=0))
+        cache.fill_prefix({"kv": kv.gather(1, last[..., None].expand(-1, -1, kv.shape[-1]))}, lens)
+
+    def step(self, x: Tensor, cache: AttentionCache) -> Tensor:
+        H, D, R = self.n_heads, self.head_dim, self.latent_dim
+        pos = cache.length
+        q_nope, q_rope = self._query(x, pos[:, None])
+        c, k_rope = self._latent(x, pos[:, None])
+        c_slot = self.merge_step(c[:, 0], pos, cache)
+        cache.write("kv", pos // self.stride, torch.cat((c_slot, k_rope[:, 0]), -1))
+        cache.advance()
+        # Absorb W_uk: q_nope . (c W_uk,h) == (W_uk,h q_nope) . c, a query in latent space.
+        w_uk = self.uk_proj.weight.view(H, D, R)
+        q_lat = torch.einsum("bhd,hdr->bhr", q_nope[:, 0], w_uk)
+        o_lat = latent_decode_attention(
+            torch.cat((q_lat, q_rope[:, 0]), -1),
+            cache.view("kv"),
+            cache.valid_mask(),
+            R,
+            self.scale,
+        )
+        # Absorb W_uv after the attention: sum_j p_j (c_j W_uv,h) == (sum_j p_j c_j) W_uv,h.
+        out = torch.einsum("bhr,hdr->bhd", o_lat, self.uv_proj.weight.view(H, D, R))
+        return self.out_proj(out.flatten(1))[:, None]

@@ -1,0 +1,58 @@
+"""MTLA: multi-head temporal latent attention (arXiv 2505.13544; DESIGN §3).
+
+MLA whose cache merges every `s` temporally adjacent latents into one slot:
+    w_j = sigmoid(<A PE(floor(j / s)), B c_j>)          (hyper-network, A, B: Linear(r, r/4))
+    slot of chunk m after token i = sum_{j = ms..i} w_j c_j, rope key = token i's (replaced)
+so the cache holds ceil(T / s) slots. Training computes every partial slot with a reshape +
+cumsum inside chunks and attends with the stride-aware causal mask. With s = 1 there is nothing
+to merge: no hyper-network, and MTLA is exactly MLA.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s2s.attention.cache import AttentionCache
+from s2s.attention.config import AttentionConfig
+from s2s.attention.mla import LatentAttention
+from s2s.attention.positions import sinusoidal_encoding
+
+
+class TemporalLatentAttention(LatentAttention):
+    """MTLA with stride `cfg.stride`; cache buffer "kv": (B, ceil(T/s), r + d_r)."""
+
+    def __init__(self, cfg: AttentionConfig) -> None:
+        super().__init__(cfg)
+        self.stride = cfg.stride
+        if self.stride > 1:
+            R = cfg.latent_dim
+            self.hyper_pe = nn.Linear(R, R // 4)  # A
+            self.hyper_latent = nn.Linear(R, R // 4)  # B
+
+    def merge_weight(self, c: Tensor, pos: Tensor) -> Tensor:
+        """w = sigmoid(<A PE(pos // s), B c>). c: (..., r), pos: (...) long -> (...)."""
+        pe = sinusoidal_encoding(pos // self.stride, self.latent_dim).to(c.dtype)
+        return torch.sigmoid((self.hyper_pe(pe) * self.hyper_latent(c)).sum(-1))
+
+    def merge_parallel(self, c: Tensor, pos: Tensor) -> Tensor:
+        if self.stride == 1:
+            return c
+        B, T, R = c.shape
+        s = self.stride
+        wc = self.merge_weight(c, pos)[..., None] * c
+        pad = -T % s
+        # Prefix sums inside each chunk: (B, T/s, s, r) cumsum over the chunk axis.
+        chunks = F.pad(wc, (0, 0, 0, pad)).view(B, (T + pad) // s, s, R)
+        return chunks.cumsum(dim=2).view(B, T + pad, R)[:, :T]
+
+    def merge_step(self, c: Tensor, pos: Tensor, cache: AttentionCache) -> Tensor:
+        if self.stride == 1:
+            return c
+        wc = self.merge_weight(c, pos)[:, None] * c
+        first = (pos % self.stride == 0)[:, None]
+        # A chunk's first token starts a new slot; later ones add to it. `where`, not a product:
+        # an unwritten slot may hold anything (NaN included).
+        previous = cache.read("kv", pos // self.stride)[:, : self.latent_dim]
+        return torch.where(first, wc, previous + wc)

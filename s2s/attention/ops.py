@@ -1,0 +1,101 @@
+"""Attention arithmetic shared by every variant: the parallel (training) call and the
+single-step decode call over a cache.
+
+The decode functions here are the PyTorch reference and the CPU path; the Triton kernels in
+`kernels/` compute the same thing and are tested against these.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from s2s.attention.masks import self_attention_mask
+
+
+def parallel_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    scale: float,
+    stride: int = 1,
+    lengths: Tensor | None = None,
+    dropout: float = 0.0,
+    backend: str = "auto",
+) -> Tensor:
+    """Causal (stride-aware for stride > 1) attention over a right-padded batch.
+
+    q: (B, T, H, Dk); k: (B, T, G, Dk); v: (B, T, G, Dv) with H % G == 0 (G == H: plain MHA).
+    lengths: (B,) valid lengths or None. Returns (B, T, H, Dv); padded query rows hold finite
+    values that callers zero (see base.zero_padding).
+    """
+    use_flex = backend == "flex" or (backend == "auto" and q.is_cuda)
+    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, D)
+    gqa = kh.shape[1] != qh.shape[1]
+    if use_flex:
+        out = _flex(qh, kh, vh, scale=scale, stride=stride, lengths=lengths, gqa=gqa)
+    else:
+        mask = self_attention_mask(q.shape[1], stride, lengths, q.device)
+        out = F.scaled_dot_product_attention(
+            qh, kh, vh, attn_mask=mask, dropout_p=dropout, scale=scale, enable_gqa=gqa
+        )
+    return out.transpose(1, 2)
+
+
+@functools.cache
+def _compiled_flex():  # compiled once per process; eager flex is a slow reference
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _flex(
+    q: Tensor, k: Tensor, v: Tensor, *, scale: float, stride: int, lengths: Tensor | None, gqa: bool
+) -> Tensor:
+    """flex_attention with the stride-aware causal mask as a mask_mod (block-sparse on GPU)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    B, T = q.shape[0], q.shape[2]
+    lens = lengths if lengths is not None else torch.full((B,), T, device=q.device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        visible = (kv_idx == q_idx) | ((kv_idx < q_idx) & ((kv_idx + 1) % stride == 0))
+        # Padded queries keep their diagonal so no row is empty (zeroed by the caller).
+        return visible & ((kv_idx < lens[b]) | (kv_idx == q_idx))
+
+    block_mask = create_block_mask(mask_mod, B, None, T, T, device=q.device)
+    fn = _compiled_flex() if q.is_cuda else flex_attention
+    return fn(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa)
+
+
+def decode_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, scale: float) -> Tensor:
+    """One query step over cached keys/values (reference path, float32 softmax).
+
+    q: (B, H, Dk); k: (B, S, G, Dk); v: (B, S, G, Dv), H % G == 0; valid: (B, S) bool with at
+    least one True per row (unused slots may hold anything, NaN included). Returns (B, H, Dv).
+    """
+    B, H, Dk = q.shape
+    G = k.shape[2]
+    qg = q.float().view(B, G, H // G, Dk)
+    scores = torch.einsum("bgqd,bsgd->bgqs", qg, k.float()) * scale
+    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    p = scores.softmax(dim=-1)
+    vf = v.float().masked_fill(~valid[:, :, None, None], 0.0)  # 0 * NaN would poison the sum
+    out = torch.einsum("bgqs,bsgd->bgqd", p, vf)
+    return out.reshape(B, H, -1).to(q.dtype)
+
+
+def latent_decode_attention(
+    q: Tensor, kv: Tensor, valid: Tensor, value_dim: int, scale: float
+) -> Tensor:
+    """MLA/MTLA absorbed decode: every head attends the one shared latent cache (MQA-style).
+
+    q: (B, H, R + Dr) = [W_uk-absorbed query ; rotated rope query]; kv: (B, S, R + Dr) =
+    [latent c ; rotated rope key]; the value is the first value_dim (= R) columns.
+    Returns (B, H, R): the attention-weighted latent, before W_uv.
+    """
+    return decode_attention(q, kv[:, :, None], kv[:, :, None, :value_dim], valid, scale)

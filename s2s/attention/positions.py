@@ -1,0 +1,45 @@
+"""Rotary position embedding (RoPE) at explicit per-sample positions."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def rope_angles(positions: Tensor, dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """cos/sin tables for integer positions.
+
+    positions: (B, T) long. Returns cos, sin: (B, T, dim // 2) float32.
+    """
+    inv_freq = base ** (
+        -torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim
+    )
+    angles = positions.to(torch.float32)[..., None] * inv_freq
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
+    """Rotate pairs (x[2i], x[2i+1]) of the last dim by angle pos * base^(-2i/D).
+
+    x: (B, T, D) or (B, T, H, D); positions: (B, T) long. Same shape and dtype out.
+    Computed in float32 so bf16 inputs keep exact angles.
+    """
+    cos, sin = rope_angles(positions, x.shape[-1], base)
+    if x.dim() == 4:
+        cos, sin = cos[:, :, None], sin[:, :, None]
+    xf = x.float()
+    x1, x2 = xf[..., 0::2], xf[..., 1::2]
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+    return out.to(x.dtype)
+
+
+def sinusoidal_encoding(positions: Tensor, dim: int, base: float = 10000.0) -> Tensor:
+    """Transformer sinusoidal encoding [sin ; cos] of integer positions.
+
+    positions: (...) long. Returns (..., dim) float32.
+    """
+    half = dim // 2
+    inv_freq = base ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+    angles = positions.to(torch.float32)[..., None] * inv_freq
+    pe = torch.cat((angles.sin(), angles.cos()), dim=-1)
+    return torch.nn.functional.pad(pe, (0, dim - 2 * half))

@@ -1,0 +1,228 @@
+"""Decoder self-attention: parallel == incremental, padding invariance, cache sizes, MTLA ≡ MLA
+at s = 1, hyper-network gradients, bf16, and the backends agree."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from s2s.attention import VARIANTS, AttentionConfig, build_attention
+from s2s.attention.mtla import TemporalLatentAttention
+
+
+def small_cfg(variant: str, stride: int = 2, **kw) -> AttentionConfig:
+    args = dict(
+        type=variant,
+        d_model=32,
+        n_heads=4,
+        head_dim=8,
+        latent_dim=16,
+        rope_dim=4,
+        stride=stride,
+        backend="sdpa",
+    )
+    args.update(kw)
+    return AttentionConfig(**args)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def randomise(module: torch.nn.Module, seed: int) -> None:
+    """Random weights everywhere (LayerNorm affine and biases too), not the init defaults."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def decode_stepwise(m, x: torch.Tensor, **cache_kw) -> tuple[torch.Tensor, object]:
+    cache = m.new_cache(x.shape[0], fill=float("nan"), capacity=1, **cache_kw)
+    out = torch.cat([m.step(x[:, t : t + 1], cache) for t in range(x.shape[1])], dim=1)
+    return out, cache
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    variant=st.sampled_from(VARIANTS),
+    stride=st.integers(1, 4),
+    T=st.integers(1, 40),
+    B=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_parallel_equals_incremental(variant: str, stride: int, T: int, B: int, seed: int) -> None:
+    torch.manual_seed(seed)
+    m = build_attention(small_cfg(variant, stride)).eval()
+    randomise(m, seed)
+    x = torch.randn(B, T, 32)
+    with torch.no_grad():
+        parallel = m(x)
+        incremental, cache = decode_stepwise(m, x)
+    assert rel_err(incremental, parallel) <= 1e-5
+    slots = math.ceil(T / stride) if variant == "mtla" else T
+    assert cache.num_slots().tolist() == [slots] * B
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("stride", [1, 2, 3, 4])
+def test_every_length_1_to_40(variant: str, stride: int) -> None:
+    """Every prefix length at once: step t's output must equal the parallel output at t."""
+    m = build_attention(small_cfg(variant, stride)).eval()
+    randomise(m, 7)
+    x = torch.randn(2, 40, 32)
+    with torch.no_grad():
+        incremental, _ = decode_stepwise(m, x)
+        for T in range(1, 41):
+            assert rel_err(incremental[:, :T], m(x[:, :T])) <= 1e-5, T
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_padded_batch_equals_each_alone(variant: str, stride: int) -> None:
+    m = build_attention(small_cfg(variant, stride)).eval()
+    randomise(m, 3)
+    lengths = torch.tensor([9, 4, 1, 7])
+    x = torch.randn(4, 9, 32)
+    x[torch.arange(9)[None, :] >= lengths[:, None]] = 1e3  # garbage in the padding
+    with torch.no_grad():
+        batched = m(x, lengths=lengths)
+        for b, n in enumerate(lengths.tolist()):
+            alone = m(x[b : b + 1, :n])
+            assert rel_err(batched[b : b + 1, :n], alone) <= 1e-5
+            assert torch.all(batched[b, n:] == 0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_ragged_prefill_then_step(variant: str, stride: int) -> None:
+    """A prefix of different length per row, prefilled in parallel, then decoded step by step,
+    equals each row's full sequence run in parallel (the prefix arrangement's pattern)."""
+    m = build_attention(small_cfg(variant, stride)).eval()
+    randomise(m, 11)
+    prefix = torch.tensor([5, 2, 7])
+    n_new = 6
+    full = torch.randn(3, 7 + n_new, 32)
+    with torch.no_grad():
+        cache = m.new_cache(3, fill=float("nan"))
+        m(full[:, :7], lengths=prefix, cache=cache)
+        rows = torch.arange(3)
+        stepped = torch.stack(
+            [m.step(full[rows, prefix + t][:, None], cache)[:, 0] for t in range(n_new)], 1
+        )
+        for b, p in enumerate(prefix.tolist()):
+            ref = m(full[b : b + 1, : p + n_new])[0, p:]
+            assert rel_err(stepped[b], ref) <= 1e-5
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_reorder_follows_beams(variant: str) -> None:
+    """Reordering the cache rows == having decoded the reordered sequences."""
+    m = build_attention(small_cfg(variant, 2)).eval()
+    x = torch.randn(3, 5, 32)
+    with torch.no_grad():
+        _, cache = decode_stepwise(m, x)
+        index = torch.tensor([2, 2, 0])
+        cache.reorder(index)
+        nxt = torch.randn(3, 1, 32)
+        out = m.step(nxt, cache)
+        ref = m(torch.cat([x[index], nxt], 1))[:, -1:]
+    assert rel_err(out, ref) <= 1e-5
+
+
+def test_mtla_stride_1_is_mla() -> None:
+    mla = build_attention(small_cfg("mla")).eval()
+    randomise(mla, 5)
+    mtla = build_attention(small_cfg("mtla", stride=1)).eval()
+    mtla.load_state_dict(mla.state_dict())  # strict: s = 1 has no hyper-network
+    x = torch.randn(2, 13, 32)
+    with torch.no_grad():
+        assert torch.equal(mtla(x), mla(x))
+        assert rel_err(decode_stepwise(mtla, x)[0], decode_stepwise(mla, x)[0]) == 0.0
+
+
+def test_cache_elements_per_token_formulas() -> None:
+    H, D, R, Dr = 8, 64, 256, 32
+    expected = {"mha": 2 * H * D, "mqa": 2 * D, "gqa": 2 * 2 * D, "mla": R + Dr}
+    for variant, n in expected.items():
+        m = build_attention(AttentionConfig(type=variant))
+        assert m.cache_elements_per_token() == n
+        assert m.new_cache(1).elements_per_token() == n
+    for s in (1, 2, 3, 4):
+        m = build_attention(AttentionConfig(type="mtla", stride=s))
+        assert m.cache_elements_per_token() == pytest.approx((R + Dr) / s)
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_mtla_slot_is_weighted_sum_of_chunk(stride: int) -> None:
+    """The cache slot of chunk m equals sum_j w_j c_j over its tokens, with the last token's
+    rotated RoPE key: the definition, checked against the module's own pieces."""
+    m = build_attention(small_cfg("mtla", stride)).eval()
+    assert isinstance(m, TemporalLatentAttention)
+    T = 7
+    x = torch.randn(1, T, 32)
+    with torch.no_grad():
+        _, cache = decode_stepwise(m, x)
+        pos = torch.arange(T)[None]
+        c, k_rope = m._latent(x, pos)
+        w = m.merge_weight(c, pos)
+        for slot in range(math.ceil(T / stride)):
+            js = range(slot * stride, min(slot * stride + stride, T))
+            want_c = sum(w[0, j] * c[0, j] for j in js)
+            got = cache.buffers["kv"][0, slot]
+            torch.testing.assert_close(got[:16], want_c, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(got[16:], k_rope[0, max(js)])
+
+
+def test_gradients_reach_hyper_network() -> None:
+    m = build_attention(small_cfg("mtla", stride=2, dropout=0.1)).train()
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    m(x, lengths=torch.tensor([9, 6])).square().mean().backward()
+    for name in ("hyper_pe", "hyper_latent"):
+        for p in getattr(m, name).parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bf16_forward_close_to_float32(variant: str) -> None:
+    m = build_attention(small_cfg(variant, 2)).eval()
+    x = torch.randn(2, 12, 32)
+    with torch.no_grad():
+        ref = m(x)
+        out = m.to(torch.bfloat16)(x.to(torch.bfloat16)).float()
+    assert torch.isfinite(out).all()
+    assert rel_err(out, ref) < 3e-2
+
+
+@pytest.mark.parametrize("variant", ["mha", "gqa", "mla", "mtla"])
+def test_flex_backend_matches_sdpa(variant: str) -> None:
+    """The flex_attention mask_mod path computes what the boolean-mask SDPA path computes."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    m = build_attention(small_cfg(variant, 3)).eval()
+    x = torch.randn(2, 10, 32)
+    lengths = torch.tensor([10, 6])
+    with torch.no_grad():
+        ref = m(x, lengths=lengths)
+        m.cfg.backend = "flex"
+        out = m(x, lengths=lengths)
+    assert rel_err(out, ref) <= 1e-5
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        AttentionConfig(type="mhaa")
+    with pytest.raises(ValueError, match="gqa"):
+        AttentionConfig(type="gqa", n_heads=8, n_kv_heads=3)
+    with pytest.raises(ValueError, match="stride"):
+        AttentionConfig(type="mtla", stride=0)
+    schema = OmegaConf.structured(AttentionConfig)
+    with pytest.raises(Exception, match="strid"):
+        OmegaConf.merge(schema, OmegaConf.create({"strid": 3}))  # a typo is an error
+    built = build_attention(OmegaConf.merge(schema, {"type": "mtla", "stride": 3}))
+    assert built.stride == 3
