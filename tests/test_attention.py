@@ -150,11 +150,11 @@ def test_cache_elements_per_token_formulas() -> None:
     H, D, R, Dr = 8, 64, 256, 32
     expected = {"mha": 2 * H * D, "mqa": 2 * D, "gqa": 2 * 2 * D, "mla": R + Dr}
     for variant, n in expected.items():
-        m = build_attention(AttentionConfig(type=variant))
+        m = build_attention(AttentionConfig(type=variant), d_model=512, n_heads=H)
         assert m.cache_elements_per_token() == n
         assert m.new_cache(1).elements_per_token() == n
     for s in (1, 2, 3, 4):
-        m = build_attention(AttentionConfig(type="mtla", stride=s))
+        m = build_attention(AttentionConfig(type="mtla", stride=s), d_model=512, n_heads=H)
         assert m.cache_elements_per_token() == pytest.approx((R + Dr) / s)
 
 
@@ -224,5 +224,9 @@ def test_config_validation() -> None:
     schema = OmegaConf.structured(AttentionConfig)
     with pytest.raises(Exception, match="strid"):
         OmegaConf.merge(schema, OmegaConf.create({"strid": 3}))  # a typo is an error
-    built = build_attention(OmegaConf.merge(schema, {"type": "mtla", "stride": 3}))
-    assert built.stride == 3
+    built = build_attention(OmegaConf.merge(schema, {"type": "mtla", "stride": 3}), 64, 4)
+    assert built.stride == 3 and built.head_dim == 16
+    with pytest.raises(ValueError, match="conflicts"):
+        build_attention(AttentionConfig(type="mha", d_model=32), d_model=64, n_heads=4)
+    with pytest.raises(ValueError, match="not set"):
+        build_attention(AttentionConfig(type="mha"))

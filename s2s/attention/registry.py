@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from omegaconf import DictConfig, OmegaConf
+
 from s2s.attention.base import DecoderSelfAttention
 from s2s.attention.config import AttentionConfig
 from s2s.attention.mha import GroupedQueryAttention
@@ -17,14 +19,14 @@ ATTENTION_REGISTRY: dict[str, type[DecoderSelfAttention]] = {
 }
 
 
-def build_attention(cfg: AttentionConfig) -> DecoderSelfAttention:
-    """Instantiate the variant named by cfg.type (cfg may be a DictConfig of AttentionConfig)."""
-    if not isinstance(cfg, AttentionConfig):
-        from omegaconf import OmegaConf
-
-        cfg = (
-            AttentionConfig(**OmegaConf.to_container(cfg, resolve=True))
-            if not isinstance(cfg, dict)
-            else AttentionConfig(**cfg)
-        )
+def build_attention(
+    cfg: AttentionConfig | DictConfig | dict, d_model: int = 0, n_heads: int = 0
+) -> DecoderSelfAttention:
+    """Instantiate the variant named by cfg.type; d_model / n_heads fill unset fields (a
+    decoder passes its own). A DictConfig is converted (and so validated) first."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_object(cfg)
+    elif isinstance(cfg, dict):
+        cfg = AttentionConfig(**cfg)
+    cfg = cfg.resolved(d_model, n_heads)
     return ATTENTION_REGISTRY[cfg.type](cfg)
