@@ -1,0 +1,221 @@
+"""The decoder: N pre-LN layers whose self-attention comes from the attention registry, in one
+of two arrangements (DESIGN §4):
+
+- cross:  self-attention over target tokens + cross-attention over the encoder output.
+- prefix: no cross-attention; the encoder output, through a projector, is prepended to the
+  target sequence inside every layer's self-attention, [prefix_b ; target_b ; padding], so the
+  (compressed) cache covers the encoder frames too. Positions and MTLA chunks count from each
+  sample's first real frame; outputs are read at target positions only.
+
+Training runs the layers in parallel; decoding uses `init_state` then `step` per token, through
+each layer's attention cache.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from s2s.attention import AttentionCache, AttentionConfig, build_attention
+from s2s.models.cross_attention import CrossAttention
+
+ARRANGEMENTS = ("cross", "prefix")
+
+
+@dataclass
+class DecoderConfig:
+    """n_layers pre-LN layers of width d_model; `attention` picks the self-attention variant
+    (its d_model / n_heads are inherited from here)."""
+
+    n_layers: int = 6
+    d_model: int = 256
+    n_heads: int = 4
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    arrangement: str = "cross"
+    tie_embeddings: bool = True
+    attention: AttentionConfig = field(default_factory=lambda: AttentionConfig(type="mtla"))
+
+    def __post_init__(self) -> None:
+        if self.arrangement not in ARRANGEMENTS:
+            raise ValueError(f"decoder arrangement {self.arrangement!r} not in {ARRANGEMENTS}")
+        if self.n_layers < 1 or self.d_model < 1 or self.n_heads < 1 or self.ffn_dim < 1:
+            raise ValueError("decoder n_layers, d_model, n_heads, ffn_dim must be >= 1")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"decoder d_model {self.d_model} not divisible by {self.n_heads} heads"
+            )
+        if isinstance(self.attention, AttentionConfig):
+            self.attention.resolved(self.d_model, self.n_heads)  # validate early
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, d_model: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__(
+            nn.Linear(d_model, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d_model)
+        )
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: DecoderConfig, memory_dim: int) -> None:
+        super().__init__()
+        self.self_norm = nn.LayerNorm(cfg.d_model)
+        self.self_attn = build_attention(cfg.attention, cfg.d_model, cfg.n_heads)
+        self.cross_attn: CrossAttention | None = None
+        if cfg.arrangement == "cross":
+            self.cross_norm = nn.LayerNorm(cfg.d_model)
+            self.cross_attn = CrossAttention(cfg.d_model, cfg.n_heads, memory_dim, cfg.dropout)
+        self.ffn_norm = nn.LayerNorm(cfg.d_model)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def _rest(self, x: Tensor, memory_kv, memory_lens: Tensor | None, beam: int) -> Tensor:
+        if self.cross_attn is not None:
+            x = x + self.dropout(self.cross_attn(self.cross_norm(x), memory_kv, memory_lens, beam))
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+    def forward(
+        self,
+        x: Tensor,
+        lengths: Tensor | None,
+        memory_kv=None,
+        memory_lens: Tensor | None = None,
+        cache: AttentionCache | None = None,
+    ) -> Tensor:
+        """x: (B, T, d). With `cache`, prefills it (the prefix arrangement's prompt)."""
+        x = x + self.dropout(self.self_attn(self.self_norm(x), lengths, cache))
+        return self._rest(x, memory_kv, memory_lens, 1)
+
+    def step(
+        self,
+        x: Tensor,
+        cache: AttentionCache,
+        memory_kv=None,
+        memory_lens: Tensor | None = None,
+        beam: int = 1,
+    ) -> Tensor:
+        """x: (B*beam, 1, d) -> (B*beam, 1, d)."""
+        x = x + self.self_attn.step(self.self_norm(x), cache)
+        return self._rest(x, memory_kv, memory_lens, beam)
+
+
+@dataclass
+class DecoderState:
+    """Incremental decoding state for N = B * beam rows (rows of one utterance adjacent).
+
+    caches: one self-attention cache per layer, N rows. memory_kv: per layer (k, v) of shape
+    (B, H, S, D), shared by the beams (cross arrangement); memory_lens: (B,).
+    """
+
+    caches: list[AttentionCache]
+    memory_kv: list[tuple[Tensor, Tensor]] | None
+    memory_lens: Tensor
+    beam: int = 1
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows `index` (N,) (each within its own utterance's block of rows)."""
+        for cache in self.caches:
+            cache.reorder(index)
+
+    def cache_bytes(self) -> int:
+        """Bytes of the self-attention caches' slots in use (all rows, all layers)."""
+        total = 0
+        for c in self.caches:
+            used = int(c.num_slots().sum())
+            for buf in c.buffers.values():
+                total += used * buf[0, 0].numel() * buf.element_size()
+        return total
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: DecoderConfig, vocab_size: int, memory_dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.embed_scale = math.sqrt(cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, memory_dim) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.output = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.output.weight = self.embed.weight
+        self.projector = (
+            nn.Sequential(nn.Linear(memory_dim, cfg.d_model), nn.LayerNorm(cfg.d_model))
+            if cfg.arrangement == "prefix"
+            else None
+        )
+
+    def _embed(self, tokens: Tensor) -> Tensor:
+        return self.dropout(self.embed(tokens) * self.embed_scale)
+
+    def forward(
+        self, tokens: Tensor, token_lens: Tensor, memory: Tensor, memory_lens: Tensor
+    ) -> Tensor:
+        """Teacher-forced logits. tokens: (B, L) decoder inputs ([bos] + target), token_lens (B,);
+        memory: (B, S, memory_dim), memory_lens (B,). Returns (B, L, V)."""
+        x = self._embed(tokens)
+        if self.projector is None:
+            kvs = [layer.cross_attn.project_memory(memory) for layer in self.layers]
+            for layer, kv in zip(self.layers, kvs):
+                x = layer(x, token_lens, kv, memory_lens)
+            return self.output(self.norm(x))
+        seq, lens, where = self._pack_prefix(self.projector(memory), memory_lens, x, token_lens)
+        for layer in self.layers:
+            seq = layer(seq, lens)
+        h = seq.gather(1, where[..., None].expand(-1, -1, seq.shape[-1]))
+        return self.output(self.norm(h))
+
+    @staticmethod
+    def _pack_prefix(
+        prefix: Tensor, prefix_lens: Tensor, x: Tensor, x_lens: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """[prefix_b ; x_b ; padding] per row. prefix: (B, S, d), x: (B, L, d).
+        Returns seq (B, T, d), lengths (B,), target positions (B, L) (clamped inside T)."""
+        B, S, d = prefix.shape
+        L = x.shape[1]
+        lens = prefix_lens + x_lens
+        T = int(lens.max())
+        seq = prefix.new_zeros(B, T, d)
+        seq[:, : min(S, T)] = prefix[:, :T] * (
+            torch.arange(min(S, T), device=x.device)[None, :] < prefix_lens[:, None]
+        )[..., None].to(prefix.dtype)
+        where = prefix_lens[:, None] + torch.arange(L, device=x.device)[None, :]
+        valid = torch.arange(L, device=x.device)[None, :] < x_lens[:, None]
+        where = torch.where(valid, where, lens[:, None] - 1).clamp(0, T - 1)
+        # Invalid target slots scatter onto a real position's index with zeros added: no-op.
+        seq = seq.scatter_add(
+            1, where[..., None].expand(-1, -1, d), x * valid[..., None].to(x.dtype)
+        )
+        return seq, lens, where
+
+    @torch.no_grad()
+    def init_state(self, memory: Tensor, memory_lens: Tensor, beam: int = 1) -> DecoderState:
+        """Decoding state for B utterances x `beam` hypotheses. memory: (B, S, memory_dim)."""
+        B = memory.shape[0]
+        caches = [layer.self_attn.new_cache(B * beam) for layer in self.layers]
+        if self.projector is None:
+            kvs = [layer.cross_attn.project_memory(memory) for layer in self.layers]
+            return DecoderState(caches, kvs, memory_lens, beam)
+        # Prefix: run the projected encoder frames through every layer once, filling the caches
+        # of the B utterances, then give each hypothesis its own rows.
+        x = self.projector(memory)
+        prefill = [layer.self_attn.new_cache(B) for layer in self.layers]
+        for layer, cache in zip(self.layers, prefill):
+            x = layer(x, memory_lens, cache=cache)
+        if beam > 1:
+            index = torch.arange(B, device=memory.device).repeat_interleave(beam)
+            for cache in prefill:
+                cache.reorder(index)
+        return DecoderState(prefill, None, memory_lens, beam)
+
+    @torch.no_grad()
+    def step(self, tokens: Tensor, state: DecoderState) -> Tensor:
+        """tokens: (N,) the latest token of each row. Returns next-token logits (N, V)."""
+        x = self._embed(tokens)[:, None]
+        kvs = state.memory_kv or [None] * len(self.layers)
+        for layer, cache, kv in zip(self.layers, state.caches, kvs):
+            x = layer.step(x, cache, kv, state.memory_lens, state.beam)
+        return self.output(self.norm(x[:, 0]))
