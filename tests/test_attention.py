@@ -120,19 +120,48 @@ def test_ragged_prefill_then_step(variant: str, stride: int) -> None:
             assert rel_err(stepped[b], ref) <= 1e-5
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_reorder_follows_beams(variant: str) -> None:
-    """Reordering the cache rows == having decoded the reordered sequences."""
-    m = build_attention(small_cfg(variant, 2)).eval()
-    x = torch.randn(3, 5, 32)
+@pytest.mark.parametrize("ancestry", [False, True])
+@pytest.mark.parametrize(("variant", "stride"), [(v, 2) for v in VARIANTS] + [("mtla", 3)])
+def test_reorder_follows_beams(variant: str, stride: int, ancestry: bool) -> None:
+    """Reordering sequences between steps (as beam search does, repeatedly) == having decoded
+    the reordered sequences from scratch; with ancestry no buffer is copied."""
+    m = build_attention(small_cfg(variant, stride)).eval()
+    randomise(m, 13)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 9, 32, generator=g)
     with torch.no_grad():
-        _, cache = decode_stepwise(m, x)
-        index = torch.tensor([2, 2, 0])
-        cache.reorder(index)
-        nxt = torch.randn(3, 1, 32)
+        cache = m.new_cache(4, fill=float("nan"), capacity=1, ancestry=ancestry)
+        history = x[:, :0]
+        for t in range(9):
+            out = m.step(x[:, t : t + 1], cache)
+            history = torch.cat([history, x[:, t : t + 1]], 1)
+            assert rel_err(out, m(history)[:, -1:]) <= 1e-5, t
+            index = torch.randint(0, 4, (4,), generator=g)
+            buffers = {k: v.data_ptr() for k, v in cache.buffers.items()}
+            cache.reorder(index)
+            history = history[index]
+            if ancestry:
+                assert {k: v.data_ptr() for k, v in cache.buffers.items()} == buffers
+
+
+@pytest.mark.parametrize("variant", ["mha", "mla", "mtla"])
+def test_expand_stores_prefix_once(variant: str) -> None:
+    m = build_attention(small_cfg(variant, 3)).eval()
+    x = torch.randn(2, 7, 32)
+    lengths = torch.tensor([7, 4])
+    with torch.no_grad():
+        cache = m.new_cache(2, fill=float("nan"), ancestry=True)
+        m(x, lengths=lengths, cache=cache)
+        cache.expand(3)
+        assert cache.length.tolist() == [7, 7, 7, 4, 4, 4]
+        assert set(cache.owner[:, 0].tolist()) == {0, 3}  # prefix slots live in rows 0 and 3
+        nxt = torch.randn(6, 1, 32)
         out = m.step(nxt, cache)
-        ref = m(torch.cat([x[index], nxt], 1))[:, -1:]
-    assert rel_err(out, ref) <= 1e-5
+        for b, n in enumerate(lengths.tolist()):
+            for k in range(3):
+                row = b * 3 + k
+                ref = m(torch.cat([x[b : b + 1, :n], nxt[row : row + 1]], 1))[:, -1:]
+                assert rel_err(out[row : row + 1], ref) <= 1e-5
 
 
 def test_mtla_stride_1_is_mla() -> None:

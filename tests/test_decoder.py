@@ -67,14 +67,15 @@ def test_padded_batch_equals_each_alone(arrangement: str, variant: str, stride: 
             torch.testing.assert_close(batched[b, :n], alone[0], rtol=1e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("ancestry", [False, True])
 @pytest.mark.parametrize("arrangement", ["cross", "prefix"])
-def test_beams_share_memory_and_match_single(arrangement: str) -> None:
+def test_beams_share_memory_and_match_single(arrangement: str, ancestry: bool) -> None:
     dec = make_decoder(arrangement, "mtla", 2)
     memory, memory_lens, tokens, _ = inputs(2)
     beam = 3
     with torch.no_grad():
         single = dec.init_state(memory, memory_lens)
-        multi = dec.init_state(memory, memory_lens, beam=beam)
+        multi = dec.init_state(memory, memory_lens, beam=beam, ancestry=ancestry)
         if arrangement == "cross":
             k, _ = multi.memory_kv[0]
             assert k.shape[0] == 3  # one copy per utterance, not per beam

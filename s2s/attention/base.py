@@ -52,8 +52,10 @@ class DecoderSelfAttention(nn.Module, ABC):
         dtype: torch.dtype | None = None,
         capacity: int = 16,
         fill: float | None = None,
+        ancestry: bool = False,
     ) -> AttentionCache:
-        """An empty cache for `batch_size` sequences (fill: poison value for tests)."""
+        """An empty cache for `batch_size` sequences (fill: poison value for tests; ancestry:
+        append-only with owner indices, for beam search)."""
         param = next(self.parameters())
         return AttentionCache(
             batch_size,
@@ -63,6 +65,7 @@ class DecoderSelfAttention(nn.Module, ABC):
             dtype=dtype or param.dtype,
             capacity=max(1, -(-capacity // self.stride)),
             fill=fill,
+            ancestry=ancestry,
         )
 
     def cache_elements_per_token(self) -> float:

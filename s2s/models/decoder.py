@@ -192,23 +192,23 @@ class Decoder(nn.Module):
         return seq, lens, where
 
     @torch.no_grad()
-    def init_state(self, memory: Tensor, memory_lens: Tensor, beam: int = 1) -> DecoderState:
-        """Decoding state for B utterances x `beam` hypotheses. memory: (B, S, memory_dim)."""
+    def init_state(
+        self, memory: Tensor, memory_lens: Tensor, beam: int = 1, ancestry: bool = False
+    ) -> DecoderState:
+        """Decoding state for B utterances x `beam` hypotheses. memory: (B, S, memory_dim).
+        ancestry: append-only caches that beam reordering never copies (AttentionCache)."""
         B = memory.shape[0]
-        caches = [layer.self_attn.new_cache(B * beam) for layer in self.layers]
+        caches = [layer.self_attn.new_cache(B * beam, ancestry=ancestry) for layer in self.layers]
         if self.projector is None:
             kvs = [layer.cross_attn.project_memory(memory) for layer in self.layers]
             return DecoderState(caches, kvs, memory_lens, beam)
         # Prefix: run the projected encoder frames through every layer once, filling the caches
         # of the B utterances, then give each hypothesis its own rows.
         x = self.projector(memory)
-        prefill = [layer.self_attn.new_cache(B) for layer in self.layers]
+        prefill = [layer.self_attn.new_cache(B, ancestry=ancestry) for layer in self.layers]
         for layer, cache in zip(self.layers, prefill):
             x = layer(x, memory_lens, cache=cache)
-        if beam > 1:
-            index = torch.arange(B, device=memory.device).repeat_interleave(beam)
-            for cache in prefill:
-                cache.reorder(index)
+            cache.expand(beam)
         return DecoderState(prefill, None, memory_lens, beam)
 
     @torch.no_grad()
