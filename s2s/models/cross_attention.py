@@ -47,4 +47,3 @@ class CrossAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
         )
         return self.out_proj(out.transpose(1, 2).reshape(N, L, d))
-
