@@ -1,0 +1,115 @@
+"""Batched beam search over B utterances x K hypotheses, through the decoder's step and its
+(compressed, append-only) caches.
+
+Per step: decoder step -> log-probs -> per utterance, the best 2K of the K*V extensions; those
+ending in EOS among the first K are finished (fairseq's rule), the best K others continue, and
+the caches follow their parents through ancestry indices (no cache copies). An utterance is done
+once it has K finished hypotheses or reaches its maximum length, where EOS is forced.
+Scores: sum of log-probs; ranking uses score / length ** length_penalty (length counts EOS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from s2s.models.decoder import Decoder
+
+
+@dataclass
+class BeamSearchConfig:
+    """beam_size: K (1 = greedy). nbest: hypotheses returned per utterance (<= K).
+    Maximum output length per utterance: int(max_len_a * S + max_len_b), S = encoder frames
+    after subsampling (fairseq's a/b); min_len: EOS is not allowed before this many tokens.
+    length_penalty: exponent of the length normalisation (0 = raw log-prob sums)."""
+
+    beam_size: int = 4
+    nbest: int = 1
+    max_len_a: float = 0.0
+    max_len_b: int = 200
+    min_len: int = 0
+    length_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1 or not 1 <= self.nbest <= self.beam_size:
+            raise ValueError(f"need beam_size >= 1 and 1 <= nbest <= beam_size, got {self}")
+        if self.max_len_a < 0 or self.max_len_b < 0 or self.min_len < 0:
+            raise ValueError("max_len_a, max_len_b and min_len must be >= 0")
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without BOS/EOS
+    score: float  # normalised: log-prob sum / length ** length_penalty
+    log_prob: float  # log-prob sum, EOS included
+
+
+def max_lengths(memory_lens: Tensor, cfg: BeamSearchConfig) -> Tensor:
+    """(B,) maximum number of output tokens (EOS excluded) per utterance."""
+    return (memory_lens.double() * cfg.max_len_a + cfg.max_len_b).long().clamp(min=1)
+
+
+@torch.no_grad()
+def beam_search(
+    decoder: Decoder,
+    memory: Tensor,
+    memory_lens: Tensor,
+    cfg: BeamSearchConfig,
+    *,
+    bos_id: int,
+    eos_id: int,
+    ancestry: bool = True,
+) -> list[list[Hypothesis]]:
+    """Decode B utterances. memory: (B, S, d_enc), memory_lens: (B,).
+    Returns per utterance its `nbest` hypotheses, best first."""
+    B, K = memory.shape[0], cfg.beam_size
+    device = memory.device
+    state = decoder.init_state(memory, memory_lens, beam=K, ancestry=ancestry)
+    limit = max_lengths(memory_lens, cfg)  # (B,)
+    N = B * K
+    tokens = torch.full((N,), bos_id, dtype=torch.long, device=device)
+    history = torch.empty((N, 0), dtype=torch.long, device=device)
+    scores = torch.zeros(B, K, dtype=torch.float64, device=device)
+    scores[:, 1:] = float("-inf")  # all beams start equal: expand only the first at t = 0
+    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    group_base = torch.arange(B, device=device)[:, None] * K
+
+    for t in range(int(limit.max()) + 1):
+        logp = decoder.step(tokens, state).double().log_softmax(-1)  # (N, V)
+        V = logp.shape[-1]
+        if t < cfg.min_len:
+            logp[:, eos_id] = float("-inf")
+        at_limit = (t >= limit).repeat_interleave(K)
+        if at_limit.any():  # force EOS
+            eos_col = logp[at_limit, eos_id].clone()
+            logp[at_limit] = float("-inf")
+            logp[at_limit, eos_id] = eos_col
+        cand = (scores.view(N, 1) + logp).view(B, K * V)
+        top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=-1)  # (B, 2K), best first
+        parent, word = top_idx // V, top_idx % V
+        is_eos = (word == eos_id) & torch.isfinite(top_scores)
+        rank = torch.arange(top_idx.shape[1], device=device)[None, :].expand_as(top_idx)
+
+        for b, j in (is_eos & (rank < K) & ~done[:, None]).nonzero().tolist():
+            if len(finished[b]) < K:
+                seq = history[b * K + parent[b, j]].tolist()
+                lp = top_scores[b, j].item()
+                finished[b].append(Hypothesis(seq, lp / (len(seq) + 1) ** cfg.length_penalty, lp))
+
+        # The best K non-EOS extensions continue (EOS ones sort last, order kept otherwise).
+        order = (is_eos.long() * top_idx.shape[1] + rank).argsort(dim=-1)[:, :K]
+        keep_parent, keep_word = parent.gather(1, order), word.gather(1, order)
+        scores = top_scores.gather(1, order)
+        scores[is_eos.gather(1, order)] = float("-inf")  # only when fewer than K non-EOS exist
+        done |= torch.tensor([len(f) >= K for f in finished], device=device) | (t >= limit)
+        if bool(done.all()):
+            break
+        rows = (group_base + keep_parent).view(N)
+        state.reorder(rows)
+        history = torch.cat((history[rows], keep_word.view(N, 1)), dim=1)
+        tokens = keep_word.view(N)
+
+    return [sorted(f, key=lambda h: -h.score)[: cfg.nbest] for f in finished]
