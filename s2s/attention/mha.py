@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from s2s.attention.base import DecoderSelfAttention, positions_like, zero_padding
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig
-from s2s.attention.ops import decode_attention, parallel_attention
+from s2s.attention.ops import cached_attention, parallel_attention
 from s2s.attention.positions import apply_rope
 
 
@@ -62,7 +62,6 @@ class GroupedQueryAttention(DecoderSelfAttention):
         cache.write("k", cache.length, k[:, 0])
         cache.write("v", cache.length, v[:, 0])
         cache.advance()
-        out = decode_attention(
-            q[:, 0], cache.view("k"), cache.view("v"), cache.valid_mask(), self.scale
-        )
+        k_buf, v_buf = cache.buffers["k"], cache.buffers["v"]
+        out = cached_attention(q[:, 0], k_buf, v_buf, cache.owner, cache.num_slots(), self.scale)
         return self.out_proj(out.flatten(1))[:, None]

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from s2s.attention.base import DecoderSelfAttention, positions_like, zero_padding
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig
-from s2s.attention.ops import latent_decode_attention, parallel_attention
+from s2s.attention.ops import latent_cached_attention, parallel_attention
 from s2s.attention.positions import apply_rope
 
 
@@ -109,12 +109,9 @@ class LatentAttention(DecoderSelfAttention):
         # Absorb W_uk: q_nope . (c W_uk,h) == (W_uk,h q_nope) . c, a query in latent space.
         w_uk = self.uk_proj.weight.view(H, D, R)
         q_lat = torch.einsum("bhd,hdr->bhr", q_nope[:, 0], w_uk)
-        o_lat = latent_decode_attention(
-            torch.cat((q_lat, q_rope[:, 0]), -1),
-            cache.view("kv"),
-            cache.valid_mask(),
-            R,
-            self.scale,
+        q_full = torch.cat((q_lat, q_rope[:, 0]), -1)  # (B, H, R + Dr)
+        o_lat = latent_cached_attention(
+            q_full, cache.buffers["kv"], cache.owner, cache.num_slots(), R, self.scale
         )
         # Absorb W_uv after the attention: sum_j p_j (c_j W_uv,h) == (sum_j p_j c_j) W_uv,h.
         out = torch.einsum("bhr,hdr->bhd", o_lat, self.uv_proj.weight.view(H, D, R))

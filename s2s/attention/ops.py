@@ -73,7 +73,7 @@ def _flex(
 
 
 def decode_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, scale: float) -> Tensor:
-    """One query step over cached keys/values (reference path, float32 softmax).
+    """One query step over gathered keys/values (reference path, float32 softmax).
 
     q: (B, H, Dk); k: (B, S, G, Dk); v: (B, S, G, Dv), H % G == 0; valid: (B, S) bool with at
     least one True per row (unused slots may hold anything, NaN included). Returns (B, H, Dv).
@@ -89,13 +89,47 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, scale: floa
     return out.reshape(B, H, -1).to(q.dtype)
 
 
-def latent_decode_attention(
-    q: Tensor, kv: Tensor, valid: Tensor, value_dim: int, scale: float
+def cached_attention(
+    q: Tensor, k: Tensor, v: Tensor, owner: Tensor | None, num_slots: Tensor, scale: float
+) -> Tensor:
+    """Decode attention straight over a cache's buffers (AttentionCache layout).
+
+    q: (N, H, Dk); k: (R, S_cap, G, Dk) and v: (R, S_cap, G, Dv) buffers (views allowed, e.g.
+    the first columns of a latent buffer); owner: (N, S_cap) row of each sequence's slot, or
+    None when row n holds sequence n; num_slots: (N,) slots in use. Returns (N, H, Dv).
+    On CUDA this runs the Triton kernel (kernels.decode_attention), which reads through `owner`
+    without gathering; elsewhere the same math in PyTorch.
+    """
+    if q.is_cuda and _triton_enabled():
+        from kernels.decode_attention import decode_attention_triton
+
+        return decode_attention_triton(q, k, v, owner, num_slots, scale)
+    S = int(num_slots.max())
+    slots = torch.arange(S, device=q.device)
+    if owner is None:
+        kk, vv = k[:, :S], v[:, :S]
+    else:
+        rows = owner[:, :S]
+        kk, vv = k[rows, slots], v[rows, slots]
+    return decode_attention(q, kk, vv, slots[None, :] < num_slots[:, None], scale)
+
+
+@functools.cache
+def _triton_enabled() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:  # pragma: no cover - triton ships with torch on Linux
+        return False
+    return True
+
+
+def latent_cached_attention(
+    q: Tensor, kv: Tensor, owner: Tensor | None, num_slots: Tensor, value_dim: int, scale: float
 ) -> Tensor:
     """MLA/MTLA absorbed decode: every head attends the one shared latent cache (MQA-style).
 
-    q: (B, H, R + Dr) = [W_uk-absorbed query ; rotated rope query]; kv: (B, S, R + Dr) =
-    [latent c ; rotated rope key]; the value is the first value_dim (= R) columns.
-    Returns (B, H, R): the attention-weighted latent, before W_uv.
+    q: (N, H, R + Dr) = [W_uk-absorbed query ; rotated rope query]; kv: (R_rows, S_cap, R + Dr)
+    latent buffer = [c ; rotated rope key]; the value is its first value_dim (= R) columns, a
+    view, so nothing is expanded. Returns (N, H, R): the attention-weighted latent, before W_uv.
     """
-    return decode_attention(q, kv[:, :, None], kv[:, :, None, :value_dim], valid, scale)
+    return cached_attention(q, kv[:, :, None], kv[:, :, None, :value_dim], owner, num_slots, scale)
