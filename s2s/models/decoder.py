@@ -148,6 +148,11 @@ class Decoder(nn.Module):
             else None
         )
 
+    def cache_bytes_per_token(self, dtype: torch.dtype = torch.float32) -> float:
+        """Self-attention cache bytes per decoded token, summed over layers (DESIGN §3)."""
+        per_elem = torch.finfo(dtype).bits // 8
+        return sum(layer.self_attn.cache_elements_per_token() for layer in self.layers) * per_elem
+
     def _embed(self, tokens: Tensor) -> Tensor:
         return self.dropout(self.embed(tokens) * self.embed_scale)
 
