@@ -1,0 +1,112 @@
+"""Audio loading: whatever libsndfile reads (wav, flac, ogg, ...) -> mono float32 at a given rate.
+
+`soundfile` does the reading, not `torchaudio.load` (whose backend needs FFmpeg). Only the
+[start, end) region of a recording is read, so a segment of a long meeting recording costs the
+segment, not the file. Multi-channel audio is down-mixed by averaging the channels, and
+`torchaudio.functional.resample` converts to `target_sr`.
+
+Values: integer PCM is scaled to [-1, 1) by soundfile; float files are passed through unscaled.
+
+Paths only: like the data dir reader, s2s never runs Kaldi `cmd |` pipes. Relative paths are
+relative to the current directory, as in Kaldi.
+
+Segment ends: `segments` files store times rounded to 10 ms, so an end up to
+`END_SLACK_S` (10 ms, and at least one sample) past the end of the recording is clamped to the
+end; anything further is an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from torch import Tensor
+
+if TYPE_CHECKING:  # datadir.py is a sibling module; only its type is needed here
+    from s2s.data.datadir import DataDir
+
+END_SLACK_S = 0.01
+
+
+class AudioError(RuntimeError):
+    """An utterance's audio cannot be loaded; the message names the utterance id and path."""
+
+
+def _where(path: str | Path, utt_id: str | None) -> str:
+    return f"utterance {utt_id!r} ({path})" if utt_id is not None else str(path)
+
+
+def _open(path: str | Path, utt_id: str | None) -> sf.SoundFile:
+    if not Path(path).is_file():
+        raise AudioError(f"{_where(path, utt_id)}: audio file not found")
+    try:
+        return sf.SoundFile(str(path))
+    except (sf.SoundFileError, RuntimeError) as e:  # LibsndfileError is a RuntimeError
+        raise AudioError(f"{_where(path, utt_id)}: cannot read audio: {e}") from e
+
+
+def load_audio(
+    path: str | Path,
+    start: float = 0.0,
+    end: float | None = None,
+    target_sr: int = 16000,
+    utt_id: str | None = None,
+) -> Tensor:
+    """Reads [start, end) seconds of an audio file as mono float32 at `target_sr`.
+
+    Returns (N,) float32. Raises AudioError naming `utt_id` and `path` for a missing, unreadable
+    or truncated file, zero-length audio, non-finite samples, or a region outside the recording.
+    """
+    if target_sr <= 0:
+        raise ValueError(f"target_sr must be > 0, got {target_sr}")
+    where = _where(path, utt_id)
+    if start < 0 or (end is not None and end <= start):
+        raise AudioError(f"{where}: invalid region [{start}, {end}) s")
+    f = _open(path, utt_id)
+    with f:
+        sr, total = f.samplerate, f.frames
+        if total <= 0:
+            raise AudioError(f"{where}: zero-length audio")
+        first = int(round(start * sr))
+        last = total if end is None else int(round(end * sr))
+        if last > total:
+            slack = max(1, int(round(END_SLACK_S * sr)))
+            if last - total > slack:
+                raise AudioError(
+                    f"{where}: segment end {end:.3f} s is past the end of the recording "
+                    f"({total / sr:.3f} s)"
+                )
+            last = total
+        if first >= last:
+            raise AudioError(
+                f"{where}: region [{start:.3f}, {end}) s is empty or starts after the end "
+                f"of the recording ({total / sr:.3f} s)"
+            )
+        try:
+            f.seek(first)
+            data = f.read(last - first, dtype="float32", always_2d=True)  # (n, C)
+        except (sf.SoundFileError, RuntimeError) as e:
+            raise AudioError(f"{where}: cannot read audio: {e}") from e
+    if data.shape[0] != last - first:
+        raise AudioError(
+            f"{where}: truncated file: read {data.shape[0]} of {last - first} frames"
+        )
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(mono).all():
+        raise AudioError(f"{where}: audio contains NaN or infinite samples")
+    wave = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+    if sr != target_sr:
+        wave = AF.resample(wave, sr, target_sr)
+    return wave
+
+
+def load_utterance(datadir: DataDir, utt_id: str, target_sr: int = 16000) -> Tensor:
+    """Audio of one utterance of a data dir (through `segments` when present). Returns (N,).
+
+    An utterance the data dir lacks raises its DataDirError."""
+    path, start, end = datadir.audio_source(utt_id)
+    return load_audio(path, start, end, target_sr=target_sr, utt_id=utt_id)

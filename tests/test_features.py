@@ -1,0 +1,166 @@
+"""Fbank features, the feature dump (nj=1 vs nj=2, speed, bad utterances), reader and CMVN."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio.compliance.kaldi as kaldi
+from omegaconf import OmegaConf
+
+from s2s.data.audio import AudioError, load_audio
+from s2s.data.features import (
+    FbankConfig,
+    FeatureReader,
+    GlobalCMVN,
+    compute_cmvn_stats,
+    compute_fbank,
+    dump_features,
+    utterance_cmvn,
+)
+from s2s.data.perturb import speed_perturb
+
+# utt -> seconds; different lengths so shard offsets matter
+UTTS = {"s1-a": 0.3, "s1-b": 0.55, "s2-a": 0.42}
+
+
+def make_datadir(root: Path, utts: dict[str, float] = UTTS, corrupt: tuple[str, ...] = ()) -> Path:
+    """Writes one wav per utterance (8 kHz for one of them) and the Kaldi files by hand."""
+    rng = np.random.default_rng(0)
+    d = root / "data"
+    d.mkdir()
+    scp, text, u2s = [], [], []
+    for i, (utt, secs) in enumerate(sorted(utts.items())):
+        sr = 8000 if i == 1 else 16000
+        wav = root / f"{utt}.wav"
+        if utt in corrupt:
+            wav.write_bytes(rng.bytes(1000))
+        else:
+            sf.write(wav, rng.uniform(-0.3, 0.3, int(sr * secs)).astype(np.float32), sr)
+        scp.append(f"{utt} {wav}\n")
+        text.append(f"{utt} words\n")
+        u2s.append(f"{utt} {utt}\n")
+    (d / "wav.scp").write_text("".join(scp))
+    (d / "text").write_text("".join(text))
+    (d / "utt2spk").write_text("".join(u2s))
+    (d / "spk2utt").write_text("".join(u2s))
+    return d
+
+
+def test_fbank_shape_and_equals_kaldi() -> None:
+    for n in (16000, 4321, 400):
+        wave = torch.rand(n) * 0.6 - 0.3
+        feats = compute_fbank(wave)
+        assert feats.shape == ((n - 400) // 160 + 1, 80)
+        ref = kaldi.fbank(wave[None] * 32768, num_mel_bins=80, dither=0.0)
+        assert torch.equal(feats, ref)
+
+
+def test_fbank_too_short_and_config_checks() -> None:
+    with pytest.raises(ValueError, match="shorter than one"):
+        compute_fbank(torch.zeros(399))
+    with pytest.raises(ValueError, match="num_mel_bins"):
+        FbankConfig(num_mel_bins=0)
+    cfg = OmegaConf.structured(FbankConfig)
+    assert cfg.num_mel_bins == 80 and cfg.dither == 0.0
+
+
+def test_dump_nj1_nj2_identical_and_reader(tmp_path: Path) -> None:
+    d = make_datadir(tmp_path)
+    out1 = dump_features(d, tmp_path / "nj1", FbankConfig(), nj=1)
+    out2 = dump_features(d, tmp_path / "nj2", FbankConfig(), nj=2)
+    assert sorted(p.name for p in out2.glob("feats.*.npy")) == ["feats.1.npy", "feats.2.npy"]
+    assert (out1 / "utt2num_frames").read_text() == (out2 / "utt2num_frames").read_text()
+    r1, r2 = FeatureReader(out1), FeatureReader(out2)
+    assert r1.keys() == r2.keys() == sorted(UTTS)
+    for utt in UTTS:
+        assert torch.equal(r1[utt], r2[utt])
+        ref = compute_fbank(load_audio(tmp_path / f"{utt}.wav"))
+        # the dump computes single-threaded, exact only up to summation order here
+        assert torch.allclose(r1[utt], ref, rtol=0, atol=1e-4)
+        assert r1.num_frames(utt) == ref.shape[0] == (int(16000 * UTTS[utt]) - 400) // 160 + 1
+    assert r1.dim == 80 and len(r1) == 3 and "s1-b" in r1 and "zz" not in r1
+    with pytest.raises(KeyError, match="zz"):
+        r1["zz"]
+    # a pickled reader (DataLoader worker) reopens its shards
+    assert torch.equal(pickle.loads(pickle.dumps(r2))["s2-a"], r2["s2-a"])
+
+    # re-dumping with fewer jobs removes the old shards
+    dump_features(d, out2, FbankConfig(), nj=1)
+    assert [p.name for p in out2.glob("feats.*.npy")] == ["feats.1.npy"]
+
+
+def test_dump_speed_perturbed(tmp_path: Path) -> None:
+    d = make_datadir(tmp_path, {"u1": 0.5})
+    out = dump_features(d, tmp_path / "sp", FbankConfig(), speed=0.9)
+    reader = FeatureReader(out)
+    assert reader.keys() == ["sp0.9-u1"]
+    ref = compute_fbank(speed_perturb(load_audio(tmp_path / "u1.wav"), 16000, 0.9))
+    # the dump resamples single-threaded; the conv's summation order may differ here
+    assert torch.allclose(reader["sp0.9-u1"], ref, rtol=0, atol=1e-4)
+    assert (out / "utt2num_frames").read_text() == f"sp0.9-u1 {ref.shape[0]}\n"
+
+
+def test_dump_bad_utterance(tmp_path: Path) -> None:
+    d = make_datadir(tmp_path, corrupt=("s1-b",))
+    with pytest.raises(AudioError, match=r"'s1-b'.*s1-b\.wav"):
+        dump_features(d, tmp_path / "f", FbankConfig())
+    with pytest.warns(UserWarning, match="skipped 1 of 3"):
+        out = dump_features(d, tmp_path / "f", FbankConfig(), skip_bad=True)
+    assert FeatureReader(out).keys() == ["s1-a", "s2-a"]
+    bad = (out / "bad_utts").read_text().splitlines()
+    assert len(bad) == 1 and bad[0].startswith("s1-b ") and "s1-b.wav" in bad[0]
+
+
+def test_reader_reports_bad_index(tmp_path: Path) -> None:
+    (tmp_path / "feats.index").write_text("u1 feats.1.npy 0 5\nu2 feats.1.npy x 5\n")
+    with pytest.raises(ValueError, match=r"feats\.index:2:"):
+        FeatureReader(tmp_path)
+    (tmp_path / "feats.index").write_text("u1 feats.1.npy 0 5\n")
+    np.save(tmp_path / "feats.1.npy", np.zeros((3, 80), np.float32))
+    with pytest.raises(ValueError, match=r"feats\.1\.npy.*needs"):
+        FeatureReader(tmp_path)["u1"]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".pt"])
+def test_cmvn_stats_match_numpy(tmp_path: Path, suffix: str) -> None:
+    out = dump_features(make_datadir(tmp_path), tmp_path / "f", FbankConfig(), nj=1)
+    stats_path = compute_cmvn_stats(out, tmp_path / f"cmvn{suffix}")
+    reader = FeatureReader(out)
+    allf = np.concatenate([reader[u].numpy().astype(np.float64) for u in reader])
+    cmvn = GlobalCMVN.from_file(stats_path)
+    assert np.allclose(cmvn.mean.numpy(), allf.mean(0), rtol=0, atol=1e-5)
+    assert np.allclose(cmvn.std.numpy(), allf.std(0), rtol=1e-6, atol=0)
+    normed = torch.cat([cmvn(reader[u]) for u in reader])
+    assert normed.mean(0).abs().max() < 1e-4
+    assert (normed.std(0, unbiased=False) - 1).abs().max() < 1e-4
+    if suffix == ".json":
+        stats = json.loads(stats_path.read_text())
+        assert stats["count"] == allf.shape[0]
+        assert np.allclose(stats["mean"], allf.mean(0), rtol=0, atol=1e-10)
+        assert np.allclose(stats["std"], allf.std(0), rtol=1e-10, atol=0)
+    with pytest.raises(ValueError, match="dim 40"):
+        cmvn(torch.zeros(5, 40))
+
+
+def test_global_cmvn_std_floor() -> None:
+    cmvn = GlobalCMVN(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 0.0]), std_floor=0.5)
+    out = cmvn(torch.tensor([[3.0, 3.0]]))
+    assert torch.allclose(out, torch.tensor([[1.0, 2.0]]))
+
+
+def test_utterance_cmvn() -> None:
+    feats = torch.randn(50, 4) * torch.tensor([1.0, 3.0, 0.1, 5.0]) + 7.0
+    feats[:, 2] = 4.0  # a constant dimension must not divide by zero
+    out = utterance_cmvn(feats)
+    assert torch.isfinite(out).all()
+    assert out.mean(0).abs().max() < 1e-5
+    assert torch.allclose(out[:, [0, 1, 3]].std(0, unbiased=False), torch.ones(3), atol=1e-5)
+    assert torch.equal(out[:, 2], torch.zeros(50))
+    centred = utterance_cmvn(feats, norm_vars=False)
+    assert torch.allclose(centred, feats - feats.mean(0), atol=1e-5)
