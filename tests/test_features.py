@@ -109,7 +109,8 @@ def test_dump_speed_perturbed(tmp_path: Path) -> None:
 def test_dump_bad_utterance(tmp_path: Path) -> None:
     d = make_datadir(tmp_path, corrupt=("s1-b",))
     with pytest.raises(AudioError, match=r"'s1-b'.*s1-b\.wav"):
-        dump_features(d, tmp_path / "f", FbankConfig())
+        dump_features(d, tmp_path / "f", FbankConfig(), nj=2)  # raised in a worker
+    assert not (tmp_path / "f" / "feats.index").exists()
     with pytest.warns(UserWarning, match="skipped 1 of 3"):
         out = dump_features(d, tmp_path / "f", FbankConfig(), skip_bad=True)
     assert FeatureReader(out).keys() == ["s1-a", "s2-a"]

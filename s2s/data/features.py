@@ -97,6 +97,8 @@ def speed_key(utt: str, speed: float) -> str:
 
 # (dump key, utterance id, audio path, start s, end s or None)
 _Item = tuple[str, str, str, float, float | None]
+# index entries (key, shard file, offset, frames) and skipped (key, reason) pairs of one shard
+_ShardResult = tuple[list[tuple[str, str, int, int]], list[tuple[str, str]]]
 
 
 def _write_npy_header(f, frames: int, dim: int) -> int:
@@ -114,7 +116,7 @@ def _dump_shard(
     speed: float,
     skip_bad: bool,
     progress: Callable[[], None],
-) -> tuple[list[tuple[str, str, int, int]], list[tuple[str, str]]]:
+) -> _ShardResult:
     """Computes features of `items` into out_dir/feats.<job>.npy.
 
     Returns index entries (key, shard file, offset, frames) and skipped (key, reason) pairs.
@@ -156,7 +158,15 @@ def _dump_shard(
     return entries, bad
 
 
-def _worker(job, items, out_dir, cfg, speed, skip_bad, q) -> None:
+def _worker(
+    job: int,
+    items: list[_Item],
+    out_dir: str,
+    cfg: FbankConfig,
+    speed: float,
+    skip_bad: bool,
+    q: mp.Queue,
+) -> None:
     """Process entry point: runs one shard, reporting progress and the result through `q`."""
     try:
         result = _dump_shard(job, items, out_dir, cfg, speed, skip_bad, lambda: q.put(("tick",)))
@@ -167,14 +177,22 @@ def _worker(job, items, out_dir, cfg, speed, skip_bad, q) -> None:
         q.put(("error", job, RuntimeError(f"feature job {job} failed:\n{traceback.format_exc()}")))
 
 
-def _run_parallel(jobs, out_dir, cfg, speed, skip_bad, bar) -> list:
+def _run_parallel(
+    jobs: list[tuple[int, list[_Item]]],
+    out_dir: str,
+    cfg: FbankConfig,
+    speed: float,
+    skip_bad: bool,
+    bar: tqdm,
+) -> list[_ShardResult]:
+    """Runs one spawned process per job; returns their results in job order."""
     ctx = mp.get_context("spawn")  # fork after torch/OpenMP start-up can deadlock
     q = ctx.Queue()
     procs = [
         ctx.Process(target=_worker, args=(j, items, out_dir, cfg, speed, skip_bad, q))
         for j, items in jobs
     ]
-    results: dict[int, tuple] = {}
+    results: dict[int, _ShardResult] = {}
     try:
         for p in procs:
             p.start()
