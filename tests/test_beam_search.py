@@ -44,6 +44,7 @@ def reference_beam_search(dec: Decoder, memory, memory_len, cfg: BeamSearchConfi
         n = len(beams)
         logits = dec(inp, torch.full((n,), t + 1), memory.expand(n, -1, -1), memory_len.expand(n))
         logp = logits[:, -1].double().log_softmax(-1)
+        logp[:, [0, BOS]] = float("-inf")  # padding and BOS are never emitted
         if t < cfg.min_len:
             logp[:, EOS] = float("-inf")
         if t >= limit:

@@ -6,6 +6,8 @@ ending in EOS among the first K are finished (fairseq's rule), the best K others
 the caches follow their parents through ancestry indices (no cache copies). An utterance is done
 once it has K finished hypotheses or reaches its maximum length, where EOS is forced.
 Scores: sum of log-probs; ranking uses score / length ** length_penalty (length counts EOS).
+With CTC (ctc_weight > 0) each step scores only the pre_beam best tokens of the attention
+decoder, by (1 - ctc_weight) * attention + ctc_weight * CTC prefix score (s2s.decode.ctc_prefix).
 """
 
 from __future__ import annotations
@@ -31,8 +33,12 @@ class BeamSearchConfig:
     max_len_b: int = 200
     min_len: int = 0
     length_penalty: float = 1.0
+    ctc_weight: float = 0.0
+    pre_beam_ratio: float = 1.5
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
         if self.beam_size < 1 or not 1 <= self.nbest <= self.beam_size:
             raise ValueError(f"need beam_size >= 1 and 1 <= nbest <= beam_size, got {self}")
         if self.max_len_a < 0 or self.max_len_b < 0 or self.min_len < 0:
@@ -43,7 +49,7 @@ class BeamSearchConfig:
 class Hypothesis:
     tokens: list[int]  # without BOS/EOS
     score: float  # normalised: log-prob sum / length ** length_penalty
-    log_prob: float  # log-prob sum, EOS included
+    log_prob: float  # log-prob sum, EOS included (the joint score with CTC)
 
 
 def max_lengths(memory_lens: Tensor, cfg: BeamSearchConfig) -> Tensor:
@@ -61,8 +67,11 @@ def beam_search(
     bos_id: int,
     eos_id: int,
     ancestry: bool = True,
+    ctc_log_probs: Tensor | None = None,
+    blank_id: int = 0,
 ) -> list[list[Hypothesis]]:
-    """Decode B utterances. memory: (B, S, d_enc), memory_lens: (B,).
+    """Decode B utterances. memory: (B, S, d_enc), memory_lens: (B,); ctc_log_probs: (B, S, V)
+    CTC log-posteriors over the same frames (used when cfg.ctc_weight > 0).
     Returns per utterance its `nbest` hypotheses, best first."""
     B, K = memory.shape[0], cfg.beam_size
     device = memory.device
@@ -76,10 +85,19 @@ def beam_search(
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     done = torch.zeros(B, dtype=torch.bool, device=device)
     group_base = torch.arange(B, device=device)[:, None] * K
+    ctc = ctc_state = None
+    if cfg.ctc_weight > 0:
+        if ctc_log_probs is None:
+            raise ValueError("ctc_weight > 0 needs ctc_log_probs (a model trained with CTC)")
+        from s2s.decode.ctc_prefix import CTCPrefixScorer
+
+        ctc = CTCPrefixScorer(ctc_log_probs, memory_lens, blank_id, eos_id, K)
+        ctc_state = ctc.initial_state()
 
     for t in range(int(limit.max()) + 1):
         logp = decoder.step(tokens, state).double().log_softmax(-1)  # (N, V)
         V = logp.shape[-1]
+        logp[:, [blank_id, bos_id]] = float("-inf")  # padding (= CTC blank) and BOS never emitted
         if t < cfg.min_len:
             logp[:, eos_id] = float("-inf")
         at_limit = (t >= limit).repeat_interleave(K)
@@ -87,9 +105,21 @@ def beam_search(
             eos_col = logp[at_limit, eos_id].clone()
             logp[at_limit] = float("-inf")
             logp[at_limit, eos_id] = eos_col
-        cand = (scores.view(N, 1) + logp).view(B, K * V)
-        top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=-1)  # (B, 2K), best first
-        parent, word = top_idx // V, top_idx % V
+        cand_ids = None  # column c of a row's candidates is token c
+        if ctc is not None:
+            W = min(V, max(K, int(cfg.pre_beam_ratio * K)))
+            att, cand_ids = logp.topk(W, dim=-1)  # (N, W) pre-beam by the attention decoder
+            delta, r_new = ctc.score(ctc_state, cand_ids)
+            logp = (1 - cfg.ctc_weight) * att + cfg.ctc_weight * delta.double()
+            logp = logp.masked_fill(torch.isinf(att), float("-inf"))
+        C = logp.shape[-1]
+        cand = (scores.view(N, 1) + logp).view(B, K * C)
+        top_scores, top_idx = cand.topk(min(2 * K, K * C), dim=-1)  # (B, 2K), best first
+        parent, col = top_idx // C, top_idx % C
+        word = col
+        if cand_ids is not None:
+            word = cand_ids.view(B, K, C).gather(1, parent[..., None].expand(-1, -1, C))
+            word = word.gather(2, col[..., None])[..., 0]
         is_eos = (word == eos_id) & torch.isfinite(top_scores)
         rank = torch.arange(top_idx.shape[1], device=device)[None, :].expand_as(top_idx)
 
@@ -102,6 +132,7 @@ def beam_search(
         # The best K non-EOS extensions continue (EOS ones sort last, order kept otherwise).
         order = (is_eos.long() * top_idx.shape[1] + rank).argsort(dim=-1)[:, :K]
         keep_parent, keep_word = parent.gather(1, order), word.gather(1, order)
+        keep_col = col.gather(1, order)
         scores = top_scores.gather(1, order)
         scores[is_eos.gather(1, order)] = float("-inf")  # only when fewer than K non-EOS exist
         done |= torch.tensor([len(f) >= K for f in finished], device=device) | (t >= limit)
@@ -109,6 +140,10 @@ def beam_search(
             break
         rows = (group_base + keep_parent).view(N)
         state.reorder(rows)
+        if ctc is not None:
+            ctc_state = ctc.select(
+                ctc_state, r_new, delta, rows, keep_col.view(N), keep_word.view(N)
+            )
         history = torch.cat((history[rows], keep_word.view(N, 1)), dim=1)
         tokens = keep_word.view(N)
 
