@@ -38,3 +38,32 @@ def test_bench_runs_and_reports_ratios(tmp_path, capsys) -> None:
     assert rows["mtla s=4"]["cache_elems_per_token"] == (16 + 4) / 4
     assert all(r["forward_s"] > 0 and r["step_s"] > 0 for r in rows.values())
     assert "mtla s=3" in capsys.readouterr().out
+
+
+def test_decode_bench_runs_every_variant(tmp_path) -> None:
+    from s2s.bench.decode import main as decode_main
+
+    out = tmp_path / "decode.json"
+    argv = [
+        "--size",
+        "tiny",
+        "--batch",
+        "1",
+        "--beam",
+        "2",
+        "--prefix",
+        "5",
+        "--steps",
+        "3",
+        "--repeats",
+        "1",
+        "--json",
+        str(out),
+    ]
+    assert decode_main(argv) == 0
+    rows = {r["variant"]: r for r in json.loads(out.read_text())}
+    assert rows["mha"]["speedup_vs_mha"] == 1.0
+    # prefix 5 + 3 decoded tokens, 2 layers, 2 hypotheses: MHA keeps 8 tokens, MTLA s=4 2 slots
+    assert rows["mha"]["cache_mib_at_end"] * 2**20 == 2 * 2 * 8 * (2 * 64) * 4
+    assert rows["mtla s=4"]["cache_mib_at_end"] * 2**20 == 2 * 2 * 2 * (32 + 8) * 4
+    assert rows["mtla s=2"]["cache_reduction_vs_mha"] == 1024 / 160
