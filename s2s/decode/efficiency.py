@@ -13,7 +13,7 @@ import torch
 def peak_memory_mib(device: torch.device) -> float:
     """GPU: max allocated since the last reset. CPU: peak resident set size of this process."""
     if device.type == "cuda":
-        return torch.cuda.max_allocated(device) / 2**20
+        return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB here
 

@@ -1,0 +1,111 @@
+"""s2s-decode: decode audio files, text files or a whole data dir with a trained experiment.
+
+    s2s-decode --model exp/NAME a.wav b.flac          one line per file: "<file>\\t<text>"
+    s2s-decode --model exp/NAME --format json a.wav   one JSON object per file, with the n-best
+    s2s-decode --model exp/NAME --text docs.txt       summarisation: one output line per line
+    s2s-decode --model exp/NAME --data data/test --out exp/NAME/decode_test [--dump dump/test]
+
+A file that cannot be read is reported on stderr and the others are still decoded; the exit
+status is then non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s2s-decode", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="experiment directory (exp/<name>)")
+    p.add_argument("files", nargs="*", help="audio files (any sample rate, mono or stereo)")
+    p.add_argument("--text", help="a text file, one source document per line")
+    p.add_argument("--data", help="a data dir to decode (with --out)")
+    p.add_argument("--dump", help="the data dir's feature dump (else features come from audio)")
+    p.add_argument("--out", help="output directory for --data")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--decode-config", help="YAML with a decode: section (conf/decode/*.yaml)")
+    p.add_argument("--beam", type=int, help="beam size (overrides the config)")
+    p.add_argument("--nbest", type=int, help="hypotheses per input (overrides the config)")
+    p.add_argument("--checkpoint", default="", help="weights to load instead of model_avg.pt")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-frames", type=int, default=8000)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    modes = [bool(args.files), bool(args.text), bool(args.data)]
+    if sum(modes) != 1:
+        print("s2s-decode: give audio files, --text FILE or --data DIR (exactly one)", file=sys.stderr)
+        return 2
+    if args.data and not args.out:
+        print("s2s-decode: --data needs --out", file=sys.stderr)
+        return 2
+    from s2s.decode.inference import Speech2Text
+
+    overrides = [f"decode.beam_size={args.beam}"] if args.beam else []
+    if args.nbest:
+        overrides.append(f"decode.nbest={args.nbest}")
+    try:
+        s2t = Speech2Text.from_dir(args.model, device=args.device, checkpoint=args.checkpoint,
+                                   decode_config=args.decode_config, decode_overrides=overrides)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"s2s-decode: {e}", file=sys.stderr)
+        return 2
+
+    if args.data:
+        from s2s.decode.decode_dir import decode_datadir
+
+        try:
+            summary = decode_datadir(s2t, args.data, args.out, args.dump, args.batch_frames)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"s2s-decode: {e}", file=sys.stderr)
+            return 2
+        print(f"{summary['utterances']} utterances, {summary['utterances_per_s']:.2f} utt/s, "
+              f"{summary['tokens_per_s']:.1f} tokens/s -> {args.out}")
+        return 0
+
+    if args.text:
+        try:
+            lines = Path(args.text).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"s2s-decode: cannot read {args.text}: {e}", file=sys.stderr)
+            return 2
+        for i, nbest in enumerate(s2t.decode_texts(lines), 1):
+            emit(args.format, f"{args.text}:{i}", nbest)
+        return 0
+
+    from s2s.data.audio import AudioError
+
+    failed = 0
+    for path in args.files:
+        try:
+            nbest = s2t(path)
+        except AudioError as e:
+            print(f"s2s-decode: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        emit(args.format, path, nbest)
+    if failed:
+        print(f"s2s-decode: {failed} of {len(args.files)} files could not be decoded", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def emit(fmt: str, name: str, nbest) -> None:
+    if fmt == "json":
+        print(json.dumps({"input": name, "text": nbest[0].text, "score": nbest[0].score,
+                          "nbest": [{"text": r.text, "score": r.score, "log_prob": r.log_prob}
+                                    for r in nbest]}, ensure_ascii=False))
+    else:
+        print(f"{name}\t{nbest[0].text}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""The engine behind recipes/<corpus>/<task>1/run.sh (ESPnet flags).
+
+    run.sh [--stage N] [--stop_stage M] [--ngpu G] [--nj J] [--attention mha|mqa|gqa|mla|mtla]
+           [--stride S] [--arrangement cross|prefix] [--model_config F] [--train_config F]
+           [--decode_config F] [--tag T] [key=value ...]
+
+Stages: 0 download, 1 data prep, 2 speed perturbation, 3 feature dump, 4 filtering,
+5 tokenizer, 6 CMVN statistics, 7 train, 8 average, 9 decode, 10 score into RESULTS.md.
+Trailing key=value pairs override the experiment config (OmegaConf dot-list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from s2s.recipe.config import STAGES, load_recipe_config
+from s2s.recipe.stages import Recipe, RunOptions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.sh", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe-dir", default=".", help="the recipe directory (run.sh sets it)")
+    p.add_argument("--stage", type=int, default=0)
+    p.add_argument("--stop_stage", "--stop-stage", type=int, default=max(STAGES))
+    p.add_argument("--ngpu", type=int, default=0)
+    p.add_argument("--nj", type=int, default=1)
+    p.add_argument("--attention", default="", choices=["", "mha", "mqa", "gqa", "mla", "mtla"])
+    p.add_argument("--stride", type=int, default=0)
+    p.add_argument("--arrangement", default="", choices=["", "cross", "prefix"])
+    p.add_argument("--model_config", "--model-config", default="")
+    p.add_argument("--train_config", "--train-config", default="")
+    p.add_argument("--decode_config", "--decode-config", default="")
+    p.add_argument("--tag", default="")
+    p.add_argument("overrides", nargs="*", help="experiment config overrides, key=value")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    root = Path(args.recipe_dir)
+    try:
+        cfg = load_recipe_config(root / "conf" / "recipe.yaml")
+    except ValueError as e:
+        print(f"run.sh: {e}", file=sys.stderr)
+        return 2
+    opts = RunOptions(
+        recipe_dir=root, stage=args.stage, stop_stage=args.stop_stage, ngpu=args.ngpu,
+        nj=args.nj, attention=args.attention, stride=args.stride, arrangement=args.arrangement,
+        model_config=args.model_config, train_config=args.train_config,
+        decode_config=args.decode_config, tag=args.tag, overrides=args.overrides,
+    )
+    try:
+        Recipe(cfg, opts).run()
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        logging.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""One experiment = one config: model + data + training + decoding (OmegaConf structured).
+
+`s2s-train`, `s2s-decode` and the recipes all go through this module: it validates the merged
+YAML against `ExperimentConfig` (an unknown key is an error naming it), builds the tokenizer,
+the datasets and batch samplers, and the model, and knows the layout of `exp/<name>/`:
+
+    exp/<name>/config.yaml       the resolved config (written when training starts)
+    exp/<name>/tokenizer.model   copied in, so the directory is self-contained
+    exp/<name>/cmvn.pt           global CMVN statistics (speech), copied in
+    exp/<name>/checkpoints/      trainer checkpoints; exp/<name>/model_avg.pt the averaged model
+    exp/<name>/tensorboard/      TensorBoard event files
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from s2s.data.features import FbankConfig
+from s2s.data.specaug import SpecAugConfig
+from s2s.decode.beam_search import BeamSearchConfig
+from s2s.models.seq2seq import ModelConfig, Seq2SeqModel
+from s2s.train.config import TrainConfig
+
+SOURCES = ("speech", "text")
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is batched.
+
+    source: "speech" (features from feature dumps) or "text" (a text field of the data dir).
+    train_dir / valid_dir: data dirs (texts); train_dump / valid_dump: their feature dumps.
+    target_field: the text file that holds targets ("text", "text.de", "text.tgt", ...);
+    source_field: the text file that holds sources when source == "text".
+    cmvn: global CMVN statistics file ("" = per-utterance CMVN). features: how the dumps were
+    computed, so decoding computes features from audio exactly the same way.
+    max_frames: batch cap in padded source frames (ESPnet numel / fairseq max_tokens).
+    """
+
+    source: str = "speech"
+    train_dir: str = ""
+    valid_dir: str = ""
+    train_dump: str = ""
+    valid_dump: str = ""
+    tokenizer: str = ""
+    target_field: str = "text"
+    source_field: str = ""
+    normalize: str = "none"
+    cmvn: str = ""
+    max_frames: int = 20000
+    max_batch_size: int = 0
+    max_src_len: int = 0
+    num_workers: int = 0
+    features: FbankConfig = field(default_factory=FbankConfig)
+    specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"data.source {self.source!r} not in {SOURCES}")
+        if self.source == "text" and not self.source_field:
+            raise ValueError("data.source 'text' needs data.source_field (e.g. text.src)")
+        if self.max_frames < 1:
+            raise ValueError(f"data.max_frames must be >= 1, got {self.max_frames}")
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: BeamSearchConfig = field(default_factory=BeamSearchConfig)
+
+
+def load_experiment_config(
+    yaml_paths: Sequence[str | Path] = (), overrides: Sequence[str] = ()
+) -> ExperimentConfig:
+    """Merge YAML files (in order) and dot-list overrides onto the schema and validate.
+
+    Raises ValueError naming the file (or override) and the offending key."""
+    cfg = OmegaConf.structured(ExperimentConfig)
+    for path in yaml_paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file not found: {path}")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        except Exception as e:  # omegaconf's errors name the key; add the file
+            raise ValueError(f"{path}: {e}") from e
+    if overrides:
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        except Exception as e:
+            raise ValueError(f"override {list(overrides)}: {e}") from e
+    try:
+        return OmegaConf.to_object(cfg)  # instantiates the dataclasses: __post_init__ validates
+    except Exception as e:
+        raise ValueError(f"invalid config: {e}") from e
+
+
+def save_experiment_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def to_dictconfig(cfg: ExperimentConfig) -> DictConfig:
+    return OmegaConf.structured(cfg)
+
+
+# --- building blocks ----------------------------------------------------------------------
+
+
+def load_tokenizer(path: str | Path):
+    from s2s.data.tokenizer import Tokenizer
+
+    return Tokenizer.from_file(str(path))
+
+
+def load_cmvn(path: str):
+    """A GlobalCMVN from its stats file, or None for per-utterance CMVN."""
+    if not path:
+        return None
+    from s2s.data.features import GlobalCMVN
+
+    return GlobalCMVN.from_file(path)
+
+
+def build_dataset(cfg: ExperimentConfig, split: str, tokenizer, train: bool):
+    """The training ("train") or validation ("valid") dataset of an experiment."""
+    from s2s.data.dataset import SpeechDataset, TextPairDataset
+    from s2s.data.datadir import load_datadir
+    from s2s.data.specaug import SpecAugment
+
+    d = cfg.data
+    datadir = load_datadir(getattr(d, f"{split}_dir"))
+    if d.source == "text":
+        return TextPairDataset(
+            datadir.texts[d.source_field], datadir.texts[d.target_field], tokenizer,
+            max_src_len=d.max_src_len or None,
+        )
+    specaug = SpecAugment(d.specaug) if train else None
+    return SpeechDataset(
+        getattr(d, f"{split}_dump"), datadir, tokenizer, text_field=d.target_field,
+        cmvn=load_cmvn(d.cmvn), specaug=specaug, normalize=d.normalize,
+    )
+
+
+def build_loader(
+    cfg: ExperimentConfig, dataset, *, shuffle: bool, rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    from s2s.data.dataset import collate
+    from s2s.data.sampler import BucketBatchSampler
+
+    sampler = BucketBatchSampler(
+        dataset.lengths, cfg.data.max_frames, max_batch_size=cfg.data.max_batch_size,
+        shuffle=shuffle, seed=cfg.train.seed, num_replicas=world_size, rank=rank,
+    )
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                      num_workers=cfg.data.num_workers)
+
+
+def build_model(cfg: ExperimentConfig, vocab_size: int) -> Seq2SeqModel:
+    return Seq2SeqModel(cfg.model, vocab_size)
+
+
+def prepare_exp_dir(cfg: ExperimentConfig, exp_dir: str | Path) -> ExperimentConfig:
+    """Copy the tokenizer and CMVN stats into exp_dir and point the config at the copies, so
+    the directory alone is enough to decode later."""
+    exp_dir = Path(exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    tok_src = Path(cfg.data.tokenizer)
+    if not tok_src.is_file():
+        raise ValueError(f"tokenizer model not found: {tok_src}")
+    tok_dst = exp_dir / "tokenizer.model"
+    if tok_src.resolve() != tok_dst.resolve():
+        shutil.copyfile(tok_src, tok_dst)
+    cfg.data.tokenizer = str(tok_dst)
+    if cfg.data.cmvn:
+        cmvn_src, cmvn_dst = Path(cfg.data.cmvn), exp_dir / "cmvn.pt"
+        if not cmvn_src.is_file():
+            raise ValueError(f"CMVN stats not found: {cmvn_src}")
+        if cmvn_src.resolve() != cmvn_dst.resolve():
+            shutil.copyfile(cmvn_src, cmvn_dst)
+        cfg.data.cmvn = str(cmvn_dst)
+    return cfg
+
+
+def load_model_weights(model: torch.nn.Module, exp_dir: str | Path, checkpoint: str = "") -> Path:
+    """Load `checkpoint` (a path), else exp_dir/model_avg.pt, else the latest checkpoint."""
+    exp_dir = Path(exp_dir)
+    candidates = [Path(checkpoint)] if checkpoint else [exp_dir / "model_avg.pt"]
+    if not checkpoint:
+        from s2s.train.checkpoint import latest_checkpoint
+
+        latest = latest_checkpoint(exp_dir / "checkpoints")
+        if latest is not None:
+            candidates.append(Path(latest))
+    for path in candidates:
+        if path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if isinstance(state, dict) and "model" in state:
+                state = state["model"]
+            model.load_state_dict(state)
+            return path
+    raise FileNotFoundError(f"no model weights in {exp_dir} (looked for {[str(c) for c in candidates]})")

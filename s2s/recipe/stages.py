@@ -1,0 +1,317 @@
+"""The stages of every recipe (see STAGES), each re-runnable alone.
+
+    data/<set>/            data dirs (stage 1), data/<train>_sp (stage 2), data/<set>_filt (4)
+    data/token/            the SentencePiece model (stage 5)
+    dump/<set>/            feature dumps (stage 3), dump/<train>/cmvn.pt (stage 6)
+    exp/<name>/            the experiment (stages 7-10), logs in exp/<name>/logs/
+    RESULTS.md             quality with speed and memory, one section per experiment (stage 10)
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from s2s.recipe.config import STAGES, RecipeConfig
+
+log = logging.getLogger("s2s.recipe")
+
+
+@dataclass
+class RunOptions:
+    """The run.sh flags (ESPnet names). Empty / zero values keep what the configs say."""
+
+    recipe_dir: Path = Path(".")
+    stage: int = 0
+    stop_stage: int = 100
+    ngpu: int = 0
+    nj: int = 1
+    attention: str = ""
+    stride: int = 0
+    arrangement: str = ""
+    model_config: str = ""
+    train_config: str = ""
+    decode_config: str = ""
+    tag: str = ""
+    overrides: list[str] = field(default_factory=list)
+
+
+class Recipe:
+    def __init__(self, cfg: RecipeConfig, opts: RunOptions) -> None:
+        self.cfg, self.opts = cfg, opts
+        self.root = Path(opts.recipe_dir).resolve()
+        self.data = self.root / "data"
+        self.dump = self.root / "dump"
+        self.speech = cfg.source == "speech"
+
+    # --- names and paths ------------------------------------------------------------------
+    def _conf(self, option: str, default: str) -> Path:
+        return self.root / (option or default)
+
+    @property
+    def model_config(self) -> Path:
+        return self._conf(self.opts.model_config, self.cfg.model_config)
+
+    @property
+    def train_config(self) -> Path:
+        return self._conf(self.opts.train_config, self.cfg.train_config)
+
+    @property
+    def decode_config(self) -> Path:
+        return self._conf(self.opts.decode_config, self.cfg.decode_config)
+
+    @property
+    def train_set(self) -> str:
+        sp = self.speech and self.cfg.speed_perturb
+        return f"{self.cfg.train_set}_sp" if sp else self.cfg.train_set
+
+    @property
+    def tokenizer_path(self) -> Path:
+        t = self.cfg.tokenizer
+        return self.data / "token" / f"{t.model_type}{t.vocab_size}.model"
+
+    @property
+    def attention_config(self) -> Path | None:
+        """conf/attention/<name>.yaml of the repository for --attention NAME."""
+        if not self.opts.attention:
+            return None
+        path = self.root.parents[2] / "conf" / "attention" / f"{self.opts.attention}.yaml"
+        if not path.is_file():
+            raise ValueError(f"--attention {self.opts.attention}: {path} not found")
+        return path
+
+    def experiment_overrides(self) -> list[str]:
+        o = self.opts
+        out = []
+        if o.stride:
+            out.append(f"model.decoder.attention.stride={o.stride}")
+        if o.arrangement:
+            out.append(f"model.decoder.arrangement={o.arrangement}")
+        d = self.cfg
+        data = {
+            "source": d.source,
+            "train_dir": self.data / f"{self.train_set}_filt",
+            "valid_dir": self.data / f"{d.valid_set}_filt",
+            "tokenizer": self.tokenizer_path,
+            "target_field": d.target_field,
+            "source_field": d.source_field,
+            "normalize": d.tokenizer.normalize,
+        }
+        if self.speech:
+            data |= {"train_dump": self.dump / self.train_set, "valid_dump": self.dump / d.valid_set}
+            data["cmvn"] = self.dump / self.train_set / "cmvn.pt" if d.global_cmvn else ""
+        out += [f"data.{k}={v}" for k, v in data.items()]
+        if self.speech:
+            feats = OmegaConf.to_container(OmegaConf.structured(d.features))
+            out += [f"data.features.{k}={v}" for k, v in feats.items()]
+        if o.ngpu == 0:
+            out.append("train.device=cpu")
+        return out + list(self.cfg.overrides) + list(o.overrides)
+
+    def experiment_config(self):
+        from s2s.experiment import load_experiment_config
+
+        paths = [self.model_config, self.attention_config, self.train_config, self.decode_config]
+        paths = [p for p in paths if p is not None]
+        return load_experiment_config(paths, self.experiment_overrides())
+
+    @property
+    def exp_name(self) -> str:
+        cfg = self.experiment_config()
+        att = cfg.model.decoder.attention
+        name = f"{self.model_config.stem}_{att.type}"
+        if att.type == "mtla":
+            name += f"_s{att.stride}"
+        name += f"_{cfg.model.decoder.arrangement}"
+        return name + (f"_{self.opts.tag}" if self.opts.tag else "")
+
+    @property
+    def exp_dir(self) -> Path:
+        return self.root / "exp" / self.exp_name
+
+    def decode_dir(self, test_set: str) -> Path:
+        return self.exp_dir / f"decode_{test_set}_{self.decode_config.stem}"
+
+    # --- driver ---------------------------------------------------------------------------
+    def run(self) -> None:
+        for n in sorted(STAGES):
+            if self.opts.stage <= n <= self.opts.stop_stage:
+                with self._logged(n):
+                    getattr(self, f"stage{n}")()
+
+    @contextmanager
+    def _logged(self, n: int):
+        logs = self.exp_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(logs / f"stage{n}.log", mode="w")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        log.info("stage %d: %s", n, STAGES[n])
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+
+    # --- stages ---------------------------------------------------------------------------
+    def _corpus(self):
+        return importlib.import_module(f"s2s.corpora.{self.cfg.corpus}")
+
+    def _embedded(self) -> bool:
+        return "src_root" not in inspect.signature(self._corpus().prepare).parameters
+
+    def stage0(self) -> None:
+        """Download the corpus (real corpora), or say why there is nothing to do."""
+        if self._embedded():
+            log.info("embedded corpus %s: generated in stage 1, nothing to download", self.cfg.corpus)
+            return
+        root = self.root / self.cfg.corpus_root
+        if root.is_dir() and any(root.iterdir()):
+            log.info("%s already holds the corpus: skipping the download", root)
+            return
+        corpus = self._corpus()
+        if not hasattr(corpus, "download"):
+            raise RuntimeError(
+                f"{self.cfg.corpus} cannot be downloaded automatically; put it under {root}.\n"
+                f"{inspect.getdoc(corpus)}"
+            )
+        corpus.download(root)
+
+    def stage1(self) -> None:
+        """Corpus layout -> data/<set>/ data dirs."""
+        prepare = self._corpus().prepare
+        args = dict(self.cfg.prepare_args)
+        if "nj" in inspect.signature(prepare).parameters:
+            args.setdefault("nj", self.opts.nj)
+        if self._embedded():
+            sets = prepare(out_root=self.data, **args)
+        else:
+            sets = prepare(src_root=self.root / self.cfg.corpus_root, out_root=self.data, **args)
+        for name, dd in sets.items():
+            log.info("data/%s: %d utterances", name, len(dd.utt_ids))
+
+    def stage2(self) -> None:
+        """Speed perturbation of the training set (speech): data/<train>_sp with every
+        utterance at 1.0 and at each extra factor (ids prefixed sp<factor>-, as ESPnet)."""
+        if not self.speech or not self.cfg.speed_perturb:
+            log.info("no speed perturbation configured: skipped")
+            return
+        from s2s.recipe.perturb import speed_perturb_datadir
+
+        speed_perturb_datadir(
+            self.data / self.cfg.train_set, self.data / self.train_set, self.cfg.speed_perturb,
+            sample_rate=self.cfg.features.sample_rate, nj=self.opts.nj,
+        )
+
+    def _all_sets(self) -> list[str]:
+        return [self.train_set, self.cfg.valid_set, *self.cfg.test_sets]
+
+    def stage3(self) -> None:
+        """Fbank features of every set -> dump/<set>/."""
+        if not self.speech:
+            log.info("text source: no features to dump")
+            return
+        from s2s.data.features import dump_features
+
+        for name in self._all_sets():
+            dump_features(self.data / name, self.dump / name, self.cfg.features, nj=self.opts.nj)
+
+    def stage4(self) -> None:
+        """Drop training/validation utterances that are empty, too short or too long;
+        test sets are kept whole (filtered copies are written for every set)."""
+        from s2s.recipe.filtering import filter_set
+
+        for name in self._all_sets():
+            keep_all = name in self.cfg.test_sets
+            dump = self.dump / name if self.speech else None
+            filter_set(self.data / name, self.data / f"{name}_filt", dump, self.cfg, keep_all)
+
+    def stage5(self) -> None:
+        """SentencePiece model on the (normalised) training targets (and text sources)."""
+        from s2s.data.datadir import load_datadir
+        from s2s.data.tokenizer import normalize_text, train_sentencepiece
+
+        dd = load_datadir(self.data / f"{self.train_set}_filt")
+        fields = [self.cfg.target_field] + ([self.cfg.source_field] if not self.speech else [])
+        mode = self.cfg.tokenizer.normalize
+        texts = [normalize_text(dd.texts[f][u], mode) for f in fields for u in dd.utt_ids]
+        self.tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
+        tok = train_sentencepiece(
+            texts, str(self.tokenizer_path.with_suffix("")), self.cfg.tokenizer.vocab_size,
+            model_type=self.cfg.tokenizer.model_type,
+        )
+        log.info("tokenizer %s: %d pieces", self.tokenizer_path, tok.vocab_size)
+
+    def stage6(self) -> None:
+        """Global CMVN statistics of the training features."""
+        if not self.speech or not self.cfg.global_cmvn:
+            log.info("no global CMVN for this recipe: skipped")
+            return
+        from s2s.data.features import compute_cmvn_stats
+
+        compute_cmvn_stats(self.dump / self.train_set, self.dump / self.train_set / "cmvn.pt")
+
+    def stage7(self) -> None:
+        """Train exp/<name>/ (torchrun with --ngpu > 1)."""
+        from s2s.experiment import save_experiment_config
+
+        cfg = self.experiment_config()
+        exp = self.exp_dir
+        save_experiment_config(cfg, exp / "config.requested.yaml")
+        cmd = [sys.executable, "-m", "s2s.cli.train", "--config", str(exp / "config.requested.yaml"),
+               "--exp-dir", str(exp)]
+        if self.opts.ngpu > 1:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={self.opts.ngpu}", "-m", "s2s.cli.train", *cmd[3:]]
+        self._run(cmd, exp / "logs" / "train.log")
+
+    def stage8(self) -> None:
+        """Average the best checkpoints into exp/<name>/model_avg.pt."""
+        self._run([sys.executable, "-m", "s2s.cli.train", "--config", str(self.exp_dir / "config.yaml"),
+                   "--exp-dir", str(self.exp_dir), "--average-only"],
+                  self.exp_dir / "logs" / "average.log")
+
+    def stage9(self) -> None:
+        """Beam search over every test set -> exp/<name>/decode_<set>_<decode conf>/."""
+        device = "cuda" if self.opts.ngpu > 0 else "cpu"
+        for name in self.cfg.test_sets:
+            cmd = [sys.executable, "-m", "s2s.cli.decode", "--model", str(self.exp_dir),
+                   "--data", str(self.data / f"{name}_filt"), "--out", str(self.decode_dir(name)),
+                   "--decode-config", str(self.decode_config), "--device", device]
+            if self.speech:
+                cmd += ["--dump", str(self.dump / name)]
+            self._run(cmd, self.exp_dir / "logs" / f"decode_{name}.log")
+
+    def stage10(self) -> None:
+        """score.json per decode dir and this experiment's section of RESULTS.md."""
+        for name in self.cfg.test_sets:
+            cmd = [sys.executable, "-m", "s2s.cli.score", "--decode-dir", str(self.decode_dir(name)),
+                   "--metrics", ",".join(self.cfg.metrics), "--results", str(self.root / "RESULTS.md"),
+                   "--exp", self.exp_name, "--set", name]
+            self._run(cmd, self.exp_dir / "logs" / f"score_{name}.log")
+
+    def _run(self, cmd: list[str], logfile: Path) -> None:
+        """Run a stage's command, its output both on the console and in logfile."""
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        log.info("running: %s (log: %s)", " ".join(cmd), logfile)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(logfile, "w") as f:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, env=env)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                f.write(line)
+            rc = proc.wait()
+        if rc != 0:
+            raise RuntimeError(f"command failed with exit code {rc}; see {logfile}")
