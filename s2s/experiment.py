@@ -134,21 +134,28 @@ def load_cmvn(path: str):
 
 def build_dataset(cfg: ExperimentConfig, split: str, tokenizer, train: bool):
     """The training ("train") or validation ("valid") dataset of an experiment."""
-    from s2s.data.dataset import SpeechDataset, TextPairDataset
     from s2s.data.datadir import load_datadir
+    from s2s.data.dataset import SpeechDataset, TextPairDataset
     from s2s.data.specaug import SpecAugment
 
     d = cfg.data
     datadir = load_datadir(getattr(d, f"{split}_dir"))
     if d.source == "text":
         return TextPairDataset(
-            datadir.texts[d.source_field], datadir.texts[d.target_field], tokenizer,
+            datadir.texts[d.source_field],
+            datadir.texts[d.target_field],
+            tokenizer,
             max_src_len=d.max_src_len or None,
         )
     specaug = SpecAugment(d.specaug) if train else None
     return SpeechDataset(
-        getattr(d, f"{split}_dump"), datadir, tokenizer, text_field=d.target_field,
-        cmvn=load_cmvn(d.cmvn), specaug=specaug, normalize=d.normalize,
+        getattr(d, f"{split}_dump"),
+        datadir,
+        tokenizer,
+        text_field=d.target_field,
+        cmvn=load_cmvn(d.cmvn),
+        specaug=specaug,
+        normalize=d.normalize,
     )
 
 
@@ -159,11 +166,17 @@ def build_loader(
     from s2s.data.sampler import BucketBatchSampler
 
     sampler = BucketBatchSampler(
-        dataset.lengths, cfg.data.max_frames, max_batch_size=cfg.data.max_batch_size,
-        shuffle=shuffle, seed=cfg.train.seed, num_replicas=world_size, rank=rank,
+        dataset.lengths,
+        cfg.data.max_frames,
+        max_batch_size=cfg.data.max_batch_size,
+        shuffle=shuffle,
+        seed=cfg.train.seed,
+        num_replicas=world_size,
+        rank=rank,
     )
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                      num_workers=cfg.data.num_workers)
+    return DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers
+    )
 
 
 def build_model(cfg: ExperimentConfig, vocab_size: int) -> Seq2SeqModel:
@@ -209,4 +222,6 @@ def load_model_weights(model: torch.nn.Module, exp_dir: str | Path, checkpoint: 
                 state = state["model"]
             model.load_state_dict(state)
             return path
-    raise FileNotFoundError(f"no model weights in {exp_dir} (looked for {[str(c) for c in candidates]})")
+    raise FileNotFoundError(
+        f"no model weights in {exp_dir} (looked for {[str(c) for c in candidates]})"
+    )

@@ -19,8 +19,9 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="s2s-decode", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="s2s-decode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", required=True, help="experiment directory (exp/<name>)")
     p.add_argument("files", nargs="*", help="audio files (any sample rate, mono or stereo)")
     p.add_argument("--text", help="a text file, one source document per line")
@@ -42,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     modes = [bool(args.files), bool(args.text), bool(args.data)]
     if sum(modes) != 1:
-        print("s2s-decode: give audio files, --text FILE or --data DIR (exactly one)", file=sys.stderr)
+        print(
+            "s2s-decode: give audio files, --text FILE or --data DIR (exactly one)", file=sys.stderr
+        )
         return 2
     if args.data and not args.out:
         print("s2s-decode: --data needs --out", file=sys.stderr)
@@ -53,8 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.nbest:
         overrides.append(f"decode.nbest={args.nbest}")
     try:
-        s2t = Speech2Text.from_dir(args.model, device=args.device, checkpoint=args.checkpoint,
-                                   decode_config=args.decode_config, decode_overrides=overrides)
+        s2t = Speech2Text.from_dir(
+            args.model,
+            device=args.device,
+            checkpoint=args.checkpoint,
+            decode_config=args.decode_config,
+            decode_overrides=overrides,
+        )
     except (FileNotFoundError, ValueError) as e:
         print(f"s2s-decode: {e}", file=sys.stderr)
         return 2
@@ -67,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as e:
             print(f"s2s-decode: {e}", file=sys.stderr)
             return 2
-        print(f"{summary['utterances']} utterances, {summary['utterances_per_s']:.2f} utt/s, "
-              f"{summary['tokens_per_s']:.1f} tokens/s -> {args.out}")
+        print(
+            f"{summary['utterances']} utterances, {summary['utterances_per_s']:.2f} utt/s, "
+            f"{summary['tokens_per_s']:.1f} tokens/s -> {args.out}"
+        )
         return 0
 
     if args.text:
@@ -93,15 +103,27 @@ def main(argv: list[str] | None = None) -> int:
             continue
         emit(args.format, path, nbest)
     if failed:
-        print(f"s2s-decode: {failed} of {len(args.files)} files could not be decoded", file=sys.stderr)
+        print(
+            f"s2s-decode: {failed} of {len(args.files)} files could not be decoded", file=sys.stderr
+        )
     return 1 if failed else 0
 
 
 def emit(fmt: str, name: str, nbest) -> None:
     if fmt == "json":
-        print(json.dumps({"input": name, "text": nbest[0].text, "score": nbest[0].score,
-                          "nbest": [{"text": r.text, "score": r.score, "log_prob": r.log_prob}
-                                    for r in nbest]}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "input": name,
+                    "text": nbest[0].text,
+                    "score": nbest[0].score,
+                    "nbest": [
+                        {"text": r.text, "score": r.score, "log_prob": r.log_prob} for r in nbest
+                    ],
+                },
+                ensure_ascii=False,
+            )
+        )
     else:
         print(f"{name}\t{nbest[0].text}")
     sys.stdout.flush()

@@ -21,8 +21,9 @@ from s2s.recipe.stages import Recipe, RunOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.sh", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="run.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--recipe-dir", default=".", help="the recipe directory (run.sh sets it)")
     p.add_argument("--stage", type=int, default=0)
     p.add_argument("--stop_stage", "--stop-stage", type=int, default=max(STAGES))
@@ -49,10 +50,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run.sh: {e}", file=sys.stderr)
         return 2
     opts = RunOptions(
-        recipe_dir=root, stage=args.stage, stop_stage=args.stop_stage, ngpu=args.ngpu,
-        nj=args.nj, attention=args.attention, stride=args.stride, arrangement=args.arrangement,
-        model_config=args.model_config, train_config=args.train_config,
-        decode_config=args.decode_config, tag=args.tag, overrides=args.overrides,
+        recipe_dir=root,
+        stage=args.stage,
+        stop_stage=args.stop_stage,
+        ngpu=args.ngpu,
+        nj=args.nj,
+        attention=args.attention,
+        stride=args.stride,
+        arrangement=args.arrangement,
+        model_config=args.model_config,
+        train_config=args.train_config,
+        decode_config=args.decode_config,
+        tag=args.tag,
+        overrides=args.overrides,
     )
     try:
         Recipe(cfg, opts).run()

@@ -71,10 +71,16 @@ class Seq2SeqModel(nn.Module):
         inp, out, lens = add_bos_eos(batch.tgt, batch.tgt_lens)
         logits = self.decoder(inp, lens, memory, memory_lens)  # (B, L+1, V)
         n_tokens = lens.sum()
-        loss_att = F.cross_entropy(
-            logits.transpose(1, 2).float(), out, ignore_index=PAD_ID,
-            label_smoothing=self.cfg.label_smoothing, reduction="sum",
-        ) / n_tokens
+        loss_att = (
+            F.cross_entropy(
+                logits.transpose(1, 2).float(),
+                out,
+                ignore_index=PAD_ID,
+                label_smoothing=self.cfg.label_smoothing,
+                reduction="sum",
+            )
+            / n_tokens
+        )
         valid = out != PAD_ID
         acc = ((logits.argmax(-1) == out) & valid).sum() / n_tokens
         result = {"loss_att": loss_att, "acc": acc, "n_tokens": n_tokens}
@@ -86,8 +92,11 @@ class Seq2SeqModel(nn.Module):
         result["loss"] = loss
         return result
 
-    def ctc_loss(self, memory: Tensor, memory_lens: Tensor, tgt: Tensor, tgt_lens: Tensor) -> Tensor:
+    def ctc_loss(
+        self, memory: Tensor, memory_lens: Tensor, tgt: Tensor, tgt_lens: Tensor
+    ) -> Tensor:
         """Summed CTC loss (blank = PAD_ID). memory: (B, S, d); tgt: (B, L)."""
         log_probs = self.ctc(memory).float().log_softmax(-1).transpose(0, 1)  # (S, B, V)
-        return F.ctc_loss(log_probs, tgt, memory_lens, tgt_lens, blank=PAD_ID,
-                          reduction="sum", zero_infinity=True)
+        return F.ctc_loss(
+            log_probs, tgt, memory_lens, tgt_lens, blank=PAD_ID, reduction="sum", zero_infinity=True
+        )

@@ -80,7 +80,9 @@ class RecipeConfig:
         if self.source == "text" and not self.source_field:
             raise ValueError("a text-source recipe needs source_field")
         if any(f <= 0 or f == 1.0 for f in self.speed_perturb):
-            raise ValueError(f"speed_perturb lists extra factors > 0 other than 1.0: {self.speed_perturb}")
+            raise ValueError(
+                f"speed_perturb lists extra factors > 0 other than 1.0: {self.speed_perturb}"
+            )
 
 
 def load_recipe_config(path: str | Path) -> RecipeConfig:

@@ -51,5 +51,7 @@ def filter_set(
         raise ValueError(f"{src_dir}: filtering left no utterances ({len(dropped)} dropped)")
     subset_datadir(dd, dst_dir, keep)
     Path(dst_dir, "dropped").write_text("".join(f"{u} {r}\n" for u, r in dropped))
-    log.info("%s: kept %d, dropped %d (see %s/dropped)", src_dir.name, len(keep), len(dropped), dst_dir)
+    log.info(
+        "%s: kept %d, dropped %d (see %s/dropped)", src_dir.name, len(keep), len(dropped), dst_dir
+    )
     return dropped

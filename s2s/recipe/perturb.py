@@ -39,8 +39,13 @@ def speed_perturb_datadir(
     wav_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(src, u, f, wav_dir, sample_rate) for f in factors for u in src.utt_ids]
     with ProcessPoolExecutor(max_workers=nj) if nj > 1 else _Serial() as pool:
-        paths = list(tqdm(pool.map(_write_one, jobs, chunksize=16), total=len(jobs),
-                          desc=f"speed perturbation {factors}"))
+        paths = list(
+            tqdm(
+                pool.map(_write_one, jobs, chunksize=16),
+                total=len(jobs),
+                desc=f"speed perturbation {factors}",
+            )
+        )
     # The originals keep their recordings and segments; perturbed copies are whole files.
     wav_scp, utt2spk = {}, {}
     texts: dict[str, dict[str, str]] = {name: {} for name in src.texts}

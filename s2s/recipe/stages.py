@@ -1,10 +1,10 @@
 """The stages of every recipe (see STAGES), each re-runnable alone.
 
-    data/<set>/            data dirs (stage 1), data/<train>_sp (stage 2), data/<set>_filt (4)
-    data/token/            the SentencePiece model (stage 5)
-    dump/<set>/            feature dumps (stage 3), dump/<train>/cmvn.pt (stage 6)
-    exp/<name>/            the experiment (stages 7-10), logs in exp/<name>/logs/
-    RESULTS.md             quality with speed and memory, one section per experiment (stage 10)
+data/<set>/            data dirs (stage 1), data/<train>_sp (stage 2), data/<set>_filt (4)
+data/token/            the SentencePiece model (stage 5)
+dump/<set>/            feature dumps (stage 3), dump/<train>/cmvn.pt (stage 6)
+exp/<name>/            the experiment (stages 7-10), logs in exp/<name>/logs/
+RESULTS.md             quality with speed and memory, one section per experiment (stage 10)
 """
 
 from __future__ import annotations
@@ -107,7 +107,10 @@ class Recipe:
             "normalize": d.tokenizer.normalize,
         }
         if self.speech:
-            data |= {"train_dump": self.dump / self.train_set, "valid_dump": self.dump / d.valid_set}
+            data |= {
+                "train_dump": self.dump / self.train_set,
+                "valid_dump": self.dump / d.valid_set,
+            }
             data["cmvn"] = self.dump / self.train_set / "cmvn.pt" if d.global_cmvn else ""
         out += [f"data.{k}={v}" for k, v in data.items()]
         if self.speech:
@@ -173,7 +176,9 @@ class Recipe:
     def stage0(self) -> None:
         """Download the corpus (real corpora), or say why there is nothing to do."""
         if self._embedded():
-            log.info("embedded corpus %s: generated in stage 1, nothing to download", self.cfg.corpus)
+            log.info(
+                "embedded corpus %s: generated in stage 1, nothing to download", self.cfg.corpus
+            )
             return
         root = self.root / self.cfg.corpus_root
         if root.is_dir() and any(root.iterdir()):
@@ -209,8 +214,11 @@ class Recipe:
         from s2s.recipe.perturb import speed_perturb_datadir
 
         speed_perturb_datadir(
-            self.data / self.cfg.train_set, self.data / self.train_set, self.cfg.speed_perturb,
-            sample_rate=self.cfg.features.sample_rate, nj=self.opts.nj,
+            self.data / self.cfg.train_set,
+            self.data / self.train_set,
+            self.cfg.speed_perturb,
+            sample_rate=self.cfg.features.sample_rate,
+            nj=self.opts.nj,
         )
 
     def _all_sets(self) -> list[str]:
@@ -247,7 +255,9 @@ class Recipe:
         texts = [normalize_text(dd.texts[f][u], mode) for f in fields for u in dd.utt_ids]
         self.tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
         tok = train_sentencepiece(
-            texts, str(self.tokenizer_path.with_suffix("")), self.cfg.tokenizer.vocab_size,
+            texts,
+            str(self.tokenizer_path.with_suffix("")),
+            self.cfg.tokenizer.vocab_size,
             model_type=self.cfg.tokenizer.model_type,
         )
         log.info("tokenizer %s: %d pieces", self.tokenizer_path, tok.vocab_size)
@@ -268,26 +278,63 @@ class Recipe:
         cfg = self.experiment_config()
         exp = self.exp_dir
         save_experiment_config(cfg, exp / "config.requested.yaml")
-        cmd = [sys.executable, "-m", "s2s.cli.train", "--config", str(exp / "config.requested.yaml"),
-               "--exp-dir", str(exp)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "s2s.cli.train",
+            "--config",
+            str(exp / "config.requested.yaml"),
+            "--exp-dir",
+            str(exp),
+        ]
         if self.opts.ngpu > 1:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={self.opts.ngpu}", "-m", "s2s.cli.train", *cmd[3:]]
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={self.opts.ngpu}",
+                "-m",
+                "s2s.cli.train",
+                *cmd[3:],
+            ]
         self._run(cmd, exp / "logs" / "train.log")
 
     def stage8(self) -> None:
         """Average the best checkpoints into exp/<name>/model_avg.pt."""
-        self._run([sys.executable, "-m", "s2s.cli.train", "--config", str(self.exp_dir / "config.yaml"),
-                   "--exp-dir", str(self.exp_dir), "--average-only"],
-                  self.exp_dir / "logs" / "average.log")
+        self._run(
+            [
+                sys.executable,
+                "-m",
+                "s2s.cli.train",
+                "--config",
+                str(self.exp_dir / "config.yaml"),
+                "--exp-dir",
+                str(self.exp_dir),
+                "--average-only",
+            ],
+            self.exp_dir / "logs" / "average.log",
+        )
 
     def stage9(self) -> None:
         """Beam search over every test set -> exp/<name>/decode_<set>_<decode conf>/."""
         device = "cuda" if self.opts.ngpu > 0 else "cpu"
         for name in self.cfg.test_sets:
-            cmd = [sys.executable, "-m", "s2s.cli.decode", "--model", str(self.exp_dir),
-                   "--data", str(self.data / f"{name}_filt"), "--out", str(self.decode_dir(name)),
-                   "--decode-config", str(self.decode_config), "--device", device]
+            cmd = [
+                sys.executable,
+                "-m",
+                "s2s.cli.decode",
+                "--model",
+                str(self.exp_dir),
+                "--data",
+                str(self.data / f"{name}_filt"),
+                "--out",
+                str(self.decode_dir(name)),
+                "--decode-config",
+                str(self.decode_config),
+                "--device",
+                device,
+            ]
             if self.speech:
                 cmd += ["--dump", str(self.dump / name)]
             self._run(cmd, self.exp_dir / "logs" / f"decode_{name}.log")
@@ -295,9 +342,21 @@ class Recipe:
     def stage10(self) -> None:
         """score.json per decode dir and this experiment's section of RESULTS.md."""
         for name in self.cfg.test_sets:
-            cmd = [sys.executable, "-m", "s2s.cli.score", "--decode-dir", str(self.decode_dir(name)),
-                   "--metrics", ",".join(self.cfg.metrics), "--results", str(self.root / "RESULTS.md"),
-                   "--exp", self.exp_name, "--set", name]
+            cmd = [
+                sys.executable,
+                "-m",
+                "s2s.cli.score",
+                "--decode-dir",
+                str(self.decode_dir(name)),
+                "--metrics",
+                ",".join(self.cfg.metrics),
+                "--results",
+                str(self.root / "RESULTS.md"),
+                "--exp",
+                self.exp_name,
+                "--set",
+                name,
+            ]
             self._run(cmd, self.exp_dir / "logs" / f"score_{name}.log")
 
     def _run(self, cmd: list[str], logfile: Path) -> None:
@@ -306,8 +365,9 @@ class Recipe:
         log.info("running: %s (log: %s)", " ".join(cmd), logfile)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(logfile, "w") as f:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, env=env)
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            )
             assert proc.stdout is not None
             for line in proc.stdout:
                 sys.stdout.write(line)
