@@ -1,0 +1,143 @@
+"""Data dirs: round trip, validation errors that name file and line, subset/split/combine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from s2s.data.datadir import (
+    DataDirError,
+    combine_datadirs,
+    load_datadir,
+    main,
+    split_datadir,
+    subset_datadir,
+    write_datadir,
+)
+
+UTTS = {"spkA-001": "hello world", "spkA-002": "good morning", "spkB-001": "wie geht's"}
+
+
+def make(path: Path, segments: bool = False, utts: dict[str, str] = UTTS):
+    utt2spk = {u: u.split("-")[0] for u in utts}
+    texts = {"text": dict(utts), "text.de": {u: t.upper() for u, t in utts.items()}}
+    if segments:
+        wav = {"recA": "a.wav", "recB": "b.wav"}
+        segs = {u: (f"rec{u[3]}", i * 1.5, i * 1.5 + 1.25) for i, u in enumerate(utts)}
+        return write_datadir(path, wav, texts, utt2spk, segs)
+    return write_datadir(path, {u: f"{u}.wav" for u in utts}, texts, utt2spk)
+
+
+@pytest.mark.parametrize("segments", [False, True])
+def test_round_trip(tmp_path: Path, segments: bool) -> None:
+    dd = make(tmp_path / "d", segments)
+    again = load_datadir(tmp_path / "d")
+    assert again.utt_ids == sorted(UTTS)
+    assert again.text("spkB-001") == "wie geht's"
+    assert again.text("spkB-001", "text.de") == "WIE GEHT'S"
+    assert again.spk2utt == {"spkA": ["spkA-001", "spkA-002"], "spkB": ["spkB-001"]}
+    assert (tmp_path / "d" / "spk2utt").read_text().splitlines()[0] == "spkA spkA-001 spkA-002"
+    if segments:
+        assert again.audio_source("spkA-002") == ("a.wav", 1.5, 2.75)
+    else:
+        assert again.audio_source("spkA-002") == ("spkA-002.wav", 0.0, None)
+    assert again.texts == dd.texts
+
+
+def test_text_only(tmp_path: Path) -> None:
+    dd = write_datadir(
+        tmp_path / "t", None, {"text.src": {"a": "x y"}, "text.tgt": {"a": "z"}}, {"a": "a"}
+    )
+    assert dd.text_only and load_datadir(tmp_path / "t").texts["text.tgt"] == {"a": "z"}
+    with pytest.raises(DataDirError, match="text-only"):
+        dd.audio_source("a")
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    path.write_bytes(path.read_bytes().replace(old.encode(), new.encode()))
+
+
+@pytest.mark.parametrize(
+    "file, old, new, pattern",
+    [
+        ("text", "good morning", "", r"text:2: transcript for 'spkA-002' is empty"),
+        ("text", "spkB-001 wie", "spkB-009 wie", r"text:3: utterance 'spkB-009' is not in"),
+        ("text.de", "spkA-001 HELLO WORLD\n", "", r"utt2spk:1: utterance 'spkA-001' has no"),
+        ("utt2spk", "spkA-002 spkA\n", "", r"wav.scp:2: utterance 'spkA-002' is not in"),
+        ("wav.scp", "spkA-001 spkA-001.wav", "spkA-001 sox x.wav |", r"wav.scp:1: piped"),
+        ("text", "spkA-001 hello", "spkA-003 hello", r"text:2: not sorted"),
+        ("text", "spkA-002 good", "spkA-001 good", r"text:2: duplicate key 'spkA-001'"),
+        ("text", "hello", "hel\xfflo", None),  # replaced below with invalid UTF-8
+        ("utt2spk", "spkA-002 spkA", "spkA-002 spkZ", r"utt2spk:3: speaker 'spkB'"),
+        ("spk2utt", "spkB spkB-001", "spkB spkA-001", r"spk2utt:2: utterances of"),
+        ("text", "\nspkA-002", "\n\nspkA-002", r"text:2: empty line"),
+    ],
+)
+def test_validation_errors_name_file_and_line(
+    tmp_path: Path, file: str, old: str, new: str, pattern: str | None
+) -> None:
+    make(tmp_path / "d")
+    target = tmp_path / "d" / file
+    if pattern is None:  # bytes that are not UTF-8
+        target.write_bytes(target.read_bytes().replace(b"hello", b"hel\xfflo"))
+        pattern = r"text:1: not valid UTF-8"
+    else:
+        _edit(target, old, new)
+    with pytest.raises(DataDirError, match=pattern):
+        load_datadir(tmp_path / "d")
+
+
+def test_segment_errors(tmp_path: Path) -> None:
+    make(tmp_path / "d", segments=True)
+    seg = tmp_path / "d" / "segments"
+    _edit(seg, "recA 1.5 2.75", "recA 2.75 1.5")
+    with pytest.raises(DataDirError, match=r"segments:2: segment end 1.5 is not after"):
+        load_datadir(tmp_path / "d")
+    _edit(seg, "recA 2.75 1.5", "recC 1.5 2.75")
+    with pytest.raises(DataDirError, match=r"segments:2: recording 'recC'"):
+        load_datadir(tmp_path / "d")
+
+
+def test_missing_audio_and_dir(tmp_path: Path) -> None:
+    make(tmp_path / "d")
+    with pytest.raises(DataDirError, match=r"wav.scp:1: audio file of 'spkA-001' not found"):
+        load_datadir(tmp_path / "d", check_audio=True)
+    with pytest.raises(DataDirError, match="not a directory"):
+        load_datadir(tmp_path / "nope")
+    (tmp_path / "d" / "utt2spk").unlink()
+    with pytest.raises(DataDirError, match="utt2spk: missing"):
+        load_datadir(tmp_path / "d")
+
+
+def test_write_rejects_bad_values(tmp_path: Path) -> None:
+    with pytest.raises(DataDirError, match="line break"):
+        write_datadir(tmp_path / "d", {"a": "a.wav"}, {"text": {"a": "x\ny"}}, {"a": "a"})
+    with pytest.raises(DataDirError, match="whitespace"):
+        write_datadir(tmp_path / "d", {"a b": "a.wav"}, {"text": {"a b": "x"}}, {"a b": "a"})
+
+
+def test_subset_split_combine(tmp_path: Path) -> None:
+    dd = make(tmp_path / "d", segments=True)
+    sub = subset_datadir(dd, tmp_path / "s", ["spkB-001"])
+    assert sub.utt_ids == ["spkB-001"] and set(sub.wav_scp) == {"recB"}
+    with pytest.raises(DataDirError, match="no utterance 'x'"):
+        subset_datadir(dd, tmp_path / "s2", ["x"])
+    parts = split_datadir(dd, {str(tmp_path / "p1"): 2 / 3, str(tmp_path / "p2"): 1 / 3}, seed=1)
+    ids = [u for p in parts.values() for u in p.utt_ids]
+    assert sorted(ids) == dd.utt_ids and [len(p) for p in parts.values()] == [2, 1]
+    again = split_datadir(dd, {str(tmp_path / "q1"): 2 / 3, str(tmp_path / "q2"): 1 / 3}, seed=1)
+    assert [p.utt_ids for p in again.values()] == [p.utt_ids for p in parts.values()]
+    both = combine_datadirs(list(parts.values()), tmp_path / "c")
+    assert both.texts == dd.texts and both.segments == dd.segments
+    with pytest.raises(DataDirError, match="also in"):
+        combine_datadirs([dd, dd], tmp_path / "c2")
+
+
+def test_cli_validator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make(tmp_path / "d")
+    assert main([str(tmp_path / "d")]) == 0
+    assert "3 utterances" in capsys.readouterr().out
+    _edit(tmp_path / "d" / "text", "good morning", "")
+    assert main([str(tmp_path / "d")]) == 1
+    assert "text:2" in capsys.readouterr().err
