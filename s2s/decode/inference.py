@@ -103,8 +103,23 @@ class Speech2Text:
         pad_value = 0.0 if sources[0].is_floating_point() else PAD_ID
         src = torch.nn.utils.rnn.pad_sequence(sources, batch_first=True, padding_value=pad_value)
         memory, memory_lens = self.model.encode(src.to(self.device), lens.to(self.device))
+        ctc_log_probs = None
+        if self.decode_cfg.ctc_weight > 0:
+            if self.model.ctc is None:
+                raise ValueError(
+                    f"decode ctc_weight={self.decode_cfg.ctc_weight} but the model has no CTC "
+                    "head (train with model.ctc_weight > 0)"
+                )
+            ctc_log_probs = self.model.ctc(memory).float().log_softmax(-1)
         hyps = beam_search(
-            self.model.decoder, memory, memory_lens, self.decode_cfg, bos_id=BOS_ID, eos_id=EOS_ID
+            self.model.decoder,
+            memory,
+            memory_lens,
+            self.decode_cfg,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            ctc_log_probs=ctc_log_probs,
+            blank_id=PAD_ID,
         )
         return [
             [Result(self.tokenizer.decode(h.tokens), h.tokens, h.score, h.log_prob) for h in nb]

@@ -52,7 +52,7 @@ class Seq2SeqModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vocab_size = vocab_size
-        self.encoder = build_encoder(cfg.encoder)
+        self.encoder = build_encoder(cfg.encoder, vocab_size=vocab_size)
         self.decoder = Decoder(cfg.decoder, vocab_size, memory_dim=cfg.encoder.d_model)
         self.ctc = nn.Linear(cfg.encoder.d_model, vocab_size) if cfg.ctc_weight > 0 else None
 
