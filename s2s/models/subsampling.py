@@ -1,0 +1,175 @@
+"""Speech frontends: (B, T, F) features -> (B, T', d_model) frames, with exact output lengths.
+
+- conv2d4 / conv2d6 / conv2d8 (ESPnet's Conv2dSubsampling): unpadded 2-D convs + ReLU over
+  (time, freq), then a Linear from channels x remaining freq bins to d_model. Unpadded convs mean
+  a valid output frame only ever reads valid input frames.
+- conv1d (fairseq's Conv1dSubsampler): two 1-D convs over time (kernel 5, stride 2, padding 2),
+  each followed by GLU; padded frames are zeroed before every conv so they never leak in.
+- none: a Linear projection, T' = T.
+
+Every frontend returns (out, out_lens) and raises ValueError when an input is shorter than
+`min_input_length` (it would produce zero frames).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from s2s.attention.masks import lengths_to_padding_mask
+
+SUBSAMPLINGS = ("conv2d4", "conv2d6", "conv2d8", "conv1d", "none")
+
+# (kernel, stride) per 2-D conv layer, applied to time and frequency alike.
+_CONV2D_LAYERS: dict[str, tuple[tuple[int, int], ...]] = {
+    "conv2d4": ((3, 2), (3, 2)),
+    "conv2d6": ((3, 2), (5, 3)),
+    "conv2d8": ((3, 2), (3, 2), (3, 2)),
+}
+
+
+def _conv_out(n: Tensor | int, kernel: int, stride: int, padding: int = 0) -> Tensor | int:
+    """Output length of one conv: floor((n + 2p - k) / s) + 1 (may be <= 0)."""
+    return (n + 2 * padding - kernel) // stride + 1
+
+
+def _min_len(layers: tuple[tuple[int, int, int], ...]) -> int:
+    """Smallest input length whose output (through (kernel, stride, padding) layers) is >= 1."""
+    need = 1
+    for k, s, p in reversed(layers):
+        need = max(1, (need - 1) * s + k - 2 * p)
+    return need
+
+
+class Frontend(nn.Module):
+    """Base: holds the per-layer (kernel, stride, padding) in time for the length formula."""
+
+    name = "frontend"
+
+    def __init__(self, time_layers: tuple[tuple[int, int, int], ...]) -> None:
+        super().__init__()
+        self.time_layers = time_layers
+        self.min_input_length = _min_len(time_layers)
+
+    def output_lengths(self, lens: Tensor) -> Tensor:
+        """(B,) input lengths -> (B,) output lengths."""
+        for k, s, p in self.time_layers:
+            lens = _conv_out(lens, k, s, p)
+        return lens
+
+    def check(self, x: Tensor, lens: Tensor, input_dim: int) -> None:
+        if x.dim() != 3 or x.shape[-1] != input_dim:
+            raise ValueError(
+                f"{self.name} frontend expects features (B, T, {input_dim}), got {tuple(x.shape)}"
+            )
+        if lens.shape != (x.shape[0],):
+            raise ValueError(f"lengths must have shape ({x.shape[0]},), got {tuple(lens.shape)}")
+        if lens.numel() == 0:
+            return
+        shortest, longest = int(lens.min()), int(lens.max())
+        if shortest < self.min_input_length:
+            raise ValueError(
+                f"{self.name} frontend: an input of {shortest} frames is too short; the minimum "
+                f"input length is {self.min_input_length} frames"
+            )
+        if longest > x.shape[1]:
+            raise ValueError(f"length {longest} exceeds the padded time dimension {x.shape[1]}")
+
+
+class Conv2dSubsampling(Frontend):
+    """ESPnet-style 2-D conv subsampling by 4 (two 3x3 s2), 6 (3x3 s2, 5x5 s3) or 8 (three
+    3x3 s2); channels = d_model. (B, T, F) -> (B, T', d_model)."""
+
+    def __init__(self, kind: str, input_dim: int, d_model: int) -> None:
+        if kind not in _CONV2D_LAYERS:
+            raise ValueError(f"unknown conv2d subsampling {kind!r}; one of {tuple(_CONV2D_LAYERS)}")
+        layers = _CONV2D_LAYERS[kind]
+        super().__init__(tuple((k, s, 0) for k, s in layers))
+        self.name = kind
+        self.input_dim = input_dim
+        freq = input_dim
+        for k, s in layers:
+            freq = _conv_out(freq, k, s)
+        if freq < 1:
+            raise ValueError(
+                f"{kind} subsampling needs input_dim >= {_min_len(self.time_layers)}, "
+                f"got {input_dim}"
+            )
+        convs: list[nn.Module] = []
+        for i, (k, s) in enumerate(layers):
+            convs += [nn.Conv2d(1 if i == 0 else d_model, d_model, k, s), nn.ReLU()]
+        self.conv = nn.Sequential(*convs)
+        self.out = nn.Linear(d_model * freq, d_model)
+
+    def forward(self, x: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (B, T, F), lens: (B,) -> (B, T', d_model), (B,)."""
+        self.check(x, lens, self.input_dim)
+        y = self.conv(x.unsqueeze(1))  # (B, C, T', F')
+        B, C, T, F = y.shape
+        y = self.out(y.transpose(1, 2).reshape(B, T, C * F))
+        return y, self.output_lengths(lens)
+
+
+class Conv1dSubsampler(Frontend):
+    """fairseq-style: Conv1d(k=5, s=2, p=2) + GLU, twice; x4 in time.
+    (B, T, F) -> (B, T', d_model) with T' = ceil(ceil(T / 2) / 2)."""
+
+    name = "conv1d"
+
+    def __init__(self, input_dim: int, d_model: int, channels: int = 1024) -> None:
+        super().__init__(((5, 2, 2), (5, 2, 2)))
+        if channels < 2 or channels % 2:
+            raise ValueError(f"conv1d subsampler channels must be even and >= 2, got {channels}")
+        self.input_dim = input_dim
+        # Each conv outputs twice the channels GLU keeps.
+        self.convs = nn.ModuleList(
+            (
+                nn.Conv1d(input_dim, channels, 5, stride=2, padding=2),
+                nn.Conv1d(channels // 2, 2 * d_model, 5, stride=2, padding=2),
+            )
+        )
+        self.glu = nn.GLU(dim=1)
+
+    def forward(self, x: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (B, T, F), lens: (B,) -> (B, T', d_model), (B,)."""
+        self.check(x, lens, self.input_dim)
+        y = x.transpose(1, 2)  # (B, F, T)
+        for conv, (k, s, p) in zip(self.convs, self.time_layers):
+            # Padded convs read past the end: make what they read there zeros, as when alone.
+            y = y.masked_fill(lengths_to_padding_mask(lens, y.shape[-1])[:, None], 0.0)
+            y = self.glu(conv(y))
+            lens = _conv_out(lens, k, s, p)
+        return y.transpose(1, 2), lens
+
+
+class LinearFrontend(Frontend):
+    """No subsampling: a Linear from input_dim to d_model. (B, T, F) -> (B, T, d_model)."""
+
+    name = "none"
+
+    def __init__(self, input_dim: int, d_model: int) -> None:
+        super().__init__(())
+        self.input_dim = input_dim
+        self.out = nn.Linear(input_dim, d_model)
+
+    def forward(self, x: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (B, T, F), lens: (B,) -> (B, T, d_model), (B,)."""
+        self.check(x, lens, self.input_dim)
+        return self.out(x), lens.clone()
+
+
+def min_input_dim(kind: str) -> int:
+    """Smallest feature dimension a frontend accepts."""
+    if kind in _CONV2D_LAYERS:
+        return _min_len(tuple((k, s, 0) for k, s in _CONV2D_LAYERS[kind]))
+    return 1
+
+
+def build_frontend(kind: str, input_dim: int, d_model: int, channels: int = 1024) -> Frontend:
+    """Frontend by name (SUBSAMPLINGS); `channels` is conv1d's inner width (before GLU)."""
+    if kind in _CONV2D_LAYERS:
+        return Conv2dSubsampling(kind, input_dim, d_model)
+    if kind == "conv1d":
+        return Conv1dSubsampler(input_dim, d_model, channels)
+    if kind == "none":
+        return LinearFrontend(input_dim, d_model)
+    raise ValueError(f"unknown subsampling {kind!r}; one of {SUBSAMPLINGS}")
