@@ -1,0 +1,1 @@
+"""Corpus preparers: corpus layout (or an embedded generator) -> Kaldi-style data dirs."""
