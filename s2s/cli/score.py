@@ -1,0 +1,103 @@
+"""s2s-score: score a decode dir (or bare hyp/ref files) and keep RESULTS.md up to date.
+
+    s2s-score --decode-dir exp/NAME/decode_SET --metrics bleu,chrf,wer
+    s2s-score --decode-dir D --metrics wer,cer --results RESULTS.md --exp NAME --set SET
+    s2s-score --hyp hyp.txt --ref ref.txt --metrics rouge [--out score.json]
+
+hyp/ref files hold "utt text" lines; both must cover the same utterances. A decode dir gets
+D/score.json = {metrics, normalisation, efficiency (D/stats.json), n_utterances}. Metrics:
+bleu, chrf (sacrebleu; raw and "lc.rm"), wer, cer (jiwer; lowercase, punctuation removed,
+whitespace collapsed), rouge (rouge-score, stemmed F1), accuracy (SLU intent + transcript WER).
+All values are percentages. One summary line goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="s2s-score", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--decode-dir", help="a decode dir with hyp.txt, ref.txt[, stats.json]")
+    p.add_argument("--hyp", help="hypothesis file (with --ref, instead of --decode-dir)")
+    p.add_argument("--ref", help="reference file")
+    p.add_argument("--metrics", required=True, help="comma-separated: bleu,chrf,wer,cer,...")
+    p.add_argument("--out", help="where to write score.json (default: DECODE_DIR/score.json)")
+    p.add_argument("--results", help="RESULTS.md to update (needs --exp and --set)")
+    p.add_argument("--exp", help="experiment name for RESULTS.md")
+    p.add_argument("--set", dest="test_set", help="test set name for RESULTS.md")
+    return p
+
+
+def _error(msg: str) -> int:
+    print(f"s2s-score: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if bool(args.decode_dir) == bool(args.hyp or args.ref):
+        return _error("give --decode-dir, or --hyp and --ref (not both)")
+    if not args.decode_dir and not (args.hyp and args.ref):
+        return _error("--hyp and --ref go together")
+    if args.results and not (args.exp and args.test_set):
+        return _error("--results needs --exp and --set")
+
+    from s2s.metrics import compute, parse_metric_names
+    from s2s.metrics.results import update_results
+    from s2s.metrics.text import load_pairs
+
+    try:
+        names = parse_metric_names(args.metrics)
+    except ValueError as e:
+        return _error(str(e))
+
+    efficiency: dict = {}
+    if args.decode_dir:
+        d = Path(args.decode_dir)
+        hyp_path, ref_path = d / "hyp.txt", d / "ref.txt"
+        if (d / "stats.json").is_file():
+            efficiency = json.loads((d / "stats.json").read_text())
+        out = Path(args.out) if args.out else d / "score.json"
+    else:
+        hyp_path, ref_path = Path(args.hyp), Path(args.ref)
+        out = Path(args.out) if args.out else None
+    for path in (hyp_path, ref_path):
+        if not path.is_file():
+            return _error(f"{path}: no such file")
+
+    try:
+        utts, hyps, refs = load_pairs(hyp_path, ref_path)
+    except ValueError as e:
+        return _error(str(e))
+    score = compute(names, hyps, refs)
+    result = {
+        "metrics": score.values,
+        "normalisation": score.normalisation,
+        "efficiency": efficiency,
+        "n_utterances": len(utts),
+        "hyp": str(hyp_path),
+        "ref": str(ref_path),
+    }
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.results:
+        update_results(args.results, args.exp, args.test_set, score.values, efficiency)
+
+    label = args.decode_dir or str(hyp_path)
+    values = " ".join(f"{k}={v:.2f}" for k, v in score.values.items())
+    speed = (
+        f" utt/s={efficiency['utterances_per_s']:.2f}" if "utterances_per_s" in efficiency else ""
+    )
+    print(f"{label}: n={len(utts)} {values}{speed}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
