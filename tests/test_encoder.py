@@ -1,0 +1,231 @@
+"""Encoders: frontend length formulas, padding invariance, rel-pos attention math, gradients,
+config validation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from s2s.models.conformer import MaskedBatchNorm1d
+from s2s.models.encoder import EncoderConfig, build_encoder
+from s2s.models.subsampling import SUBSAMPLINGS, build_frontend
+from s2s.models.transformer_encoder import EncoderSelfAttention, rel_shift, relative_positions
+
+F_DIM = 16
+SMALL = dict(input_dim=F_DIM, d_model=16, n_heads=2, ffn_dim=32, n_layers=2, conv_kernel=5)
+
+EXPECTED = {  # closed-form output lengths and the shortest input giving >= 1 frame
+    "conv2d4": (lambda t: ((t - 1) // 2 - 1) // 2, 7),
+    "conv2d6": (lambda t: ((t - 1) // 2 - 2) // 3, 11),
+    "conv2d8": (lambda t: (((t - 1) // 2 - 1) // 2 - 1) // 2, 15),
+    "conv1d": (lambda t: math.ceil(math.ceil(t / 2) / 2), 1),
+    "none": (lambda t: t, 1),
+}
+
+
+@pytest.mark.parametrize("kind", SUBSAMPLINGS)
+def test_frontend_lengths_and_shapes(kind: str) -> None:
+    formula, min_len = EXPECTED[kind]
+    fe = build_frontend(kind, F_DIM, 8, channels=8)
+    assert fe.min_input_length == min_len
+    for t in range(min_len, 40):
+        out, out_lens = fe(torch.randn(1, t, F_DIM), torch.tensor([t]))
+        assert out.shape == (1, formula(t), 8), (kind, t)
+        assert out_lens.tolist() == [formula(t)]
+    # A batch: time dim = the longest output, each length by the formula.
+    lens = torch.tensor([39, 23, min_len])
+    out, out_lens = fe(torch.randn(3, 39, F_DIM), lens)
+    assert out_lens.tolist() == [formula(int(t)) for t in lens]
+    assert out.shape[1] == formula(39)
+
+
+@pytest.mark.parametrize("kind", ["conv2d4", "conv2d6", "conv2d8"])
+def test_too_short_input_raises(kind: str) -> None:
+    min_len = EXPECTED[kind][1]
+    enc = build_encoder(EncoderConfig(subsampling=kind, **SMALL))
+    x = torch.randn(2, 30, F_DIM)
+    with pytest.raises(ValueError, match=f"minimum input length is {min_len}"):
+        enc(x, torch.tensor([30, min_len - 1]))
+
+
+def test_zero_length_raises_for_every_frontend() -> None:
+    for kind in ("conv1d", "none"):
+        enc = build_encoder(EncoderConfig(subsampling=kind, **SMALL))
+        with pytest.raises(ValueError, match="minimum input length is 1"):
+            enc(torch.randn(2, 5, F_DIM), torch.tensor([5, 0]))
+    text = build_encoder(EncoderConfig(type="text", **SMALL), vocab_size=10)
+    with pytest.raises(ValueError, match="minimum input length is 1"):
+        text(torch.ones(2, 5, dtype=torch.long), torch.tensor([5, 0]))
+
+
+def _inputs(enc_type: str, lens: list[int], vocab: int = 11) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(lens)
+    if enc_type == "text":
+        x = torch.randint(4, vocab, (len(lens), T))
+        for b, n in enumerate(lens):
+            x[b, n:] = 0
+    else:
+        x = torch.randn(len(lens), T, F_DIM)
+        for b, n in enumerate(lens):
+            x[b, n:] = 0.0
+    return x, torch.tensor(lens)
+
+
+CASES = [
+    (t, p, "conv2d4")
+    for t in ("transformer", "conformer", "text")
+    for p in ("abs", "rel", "rotary")
+]
+CASES += [("transformer", "abs", s) for s in ("conv2d6", "conv2d8", "conv1d", "none")]
+CASES += [("conformer", "rel", s) for s in ("conv1d", "none")]
+
+
+@pytest.mark.parametrize("enc_type,pos,sub", CASES)
+def test_padded_batch_equals_each_sample_alone(enc_type: str, pos: str, sub: str) -> None:
+    enc = build_encoder(EncoderConfig(type=enc_type, pos=pos, subsampling=sub, **SMALL), 11)
+    enc.eval()
+    lens = [47, 30, 16]
+    x, xl = _inputs(enc_type, lens)
+    with torch.no_grad():
+        out, out_lens = enc(x, xl)
+        assert torch.all(out[torch.arange(out.shape[1])[None] >= out_lens[:, None]] == 0)
+        for b, n in enumerate(lens):
+            alone, alone_lens = enc(x[b : b + 1, :n], xl[b : b + 1])
+            assert alone_lens.item() == out_lens[b].item()
+            assert alone.shape[1] == alone_lens.item()
+            torch.testing.assert_close(out[b, : alone.shape[1]], alone[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("enc_type", ["transformer", "conformer", "text"])
+@pytest.mark.parametrize("pos", ["abs", "rel"])
+def test_padding_content_never_leaks_in_training(enc_type: str, pos: str) -> None:
+    """Train mode (dropout 0, so BatchNorm uses batch statistics): garbage in the padding must
+    not change a single valid output frame."""
+    cfg = EncoderConfig(type=enc_type, pos=pos, subsampling="conv1d", dropout=0.0, **SMALL)
+    enc = build_encoder(cfg, 11).train()
+    lens = [40, 21]
+    x, xl = _inputs(enc_type, lens)
+    x2 = x.clone()
+    if enc_type == "text":
+        x2[1, 21:] = 7
+    else:
+        x2[1, 21:] = 100.0 * torch.randn(19, F_DIM)
+    out, out_lens = enc(x, xl)
+    out2, _ = enc(x2, xl)
+    n = int(out_lens[1])
+    torch.testing.assert_close(out[:, :n], out2[:, :n], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[0], out2[0], atol=1e-5, rtol=0)
+
+
+def test_rel_shift_aligns_distance_i_minus_j() -> None:
+    T = 6
+    x = torch.randn(2, 3, T, 2 * T - 1)
+    out = rel_shift(x)
+    for i in range(T):
+        for j in range(T):
+            # column k of x holds distance T-1-k
+            assert torch.equal(out[:, :, i, j], x[:, :, i, T - 1 - (i - j)])
+
+
+def test_rel_attention_matches_explicit_formula() -> None:
+    attn = EncoderSelfAttention(d_model=8, n_heads=2, attn_dropout=0.0, pos="rel").eval()
+    B, T, H, D = 2, 5, 2, 4
+    x = torch.randn(B, T, 8)
+    pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    pos_emb = relative_positions(T, 8, x.device)
+    out = attn(x, pad, pos_emb)
+    q, k, v = attn.qkv(x).view(B, T, 3, H, D).unbind(2)
+    ref = torch.zeros(B, T, H, D)
+    for b in range(B):
+        for i in range(T):
+            for h in range(H):
+                scores = []
+                for j in range(T):
+                    p = attn.linear_pos(relative_positions(T, 8, x.device)[T - 1 - (i - j)])
+                    p = p.view(H, D)[h]
+                    s = (q[b, i, h] + attn.pos_bias_u[h, 0]) @ k[b, j, h]
+                    s = s + (q[b, i, h] + attn.pos_bias_v[h, 0]) @ p
+                    scores.append(s / math.sqrt(D) if not pad[b, j] else torch.tensor(-math.inf))
+                w = torch.stack(scores).softmax(0)
+                ref[b, i, h] = (w[:, None] * v[b, :, h]).sum(0)
+    ref = attn.out(ref.reshape(B, T, 8))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_batchnorm_uses_valid_frames_only() -> None:
+    x = torch.randn(2, 3, 6)
+    pad = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
+    x[1, :, 4:] = 1e3
+    bn = MaskedBatchNorm1d(3).train()
+    ref_bn = torch.nn.BatchNorm1d(3).train()
+    valid = torch.cat((x[0], x[1, :, :4]), 1)[None]  # (1, 3, 10)
+    y = bn(x, pad)
+    y_ref = ref_bn(valid)[0]
+    torch.testing.assert_close(torch.cat((y[0], y[1, :, :4]), 1), y_ref)
+    torch.testing.assert_close(bn.running_mean, ref_bn.running_mean)
+    torch.testing.assert_close(bn.running_var, ref_bn.running_var)
+
+
+@pytest.mark.parametrize("enc_type", ["transformer", "conformer", "text"])
+@pytest.mark.parametrize("pos", ["abs", "rel", "rotary"])
+def test_gradients_reach_every_parameter(enc_type: str, pos: str) -> None:
+    enc = build_encoder(EncoderConfig(type=enc_type, pos=pos, **SMALL), 11).train()
+    x, xl = _inputs(enc_type, [30, 19])
+    if enc_type != "text":
+        x.requires_grad_(True)
+    out, out_lens = enc(x, xl)
+    (out * torch.randn_like(out)).sum().backward()
+    for name, p in enc.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    if enc_type != "text":
+        assert x.grad[1, 19:].abs().sum() == 0  # padding frames influence nothing
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(type="lstm"),
+        dict(subsampling="conv2d5"),
+        dict(pos="alibi"),
+        dict(d_model=30, n_heads=4),
+        dict(d_model=12, n_heads=4, pos="rotary"),  # odd head dim
+        dict(n_layers=0),
+        dict(ffn_dim=0),
+        dict(dropout=1.0),
+        dict(attn_dropout=-0.1),
+        dict(conv_kernel=4),
+        dict(conv_kernel=0),
+        dict(vocab_size=-1),
+        dict(input_dim=10, subsampling="conv2d8"),
+        dict(input_dim=6, subsampling="conv2d4"),
+    ],
+)
+def test_invalid_config_raises(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        EncoderConfig(**bad)
+
+
+def test_structured_config_and_defaults() -> None:
+    cfg = OmegaConf.merge(OmegaConf.structured(EncoderConfig), {"pos": "rel", "n_layers": 1})
+    enc = build_encoder(cfg)
+    x = torch.randn(1, 20, 80)
+    out, lens = enc(x, torch.tensor([20]))
+    assert out.shape == (1, 4, 256) and lens.tolist() == [4]
+    with pytest.raises(ValueError):
+        enc(torch.randn(1, 20, 40), torch.tensor([20]))  # wrong feature dim
+
+
+def test_text_vocab_size_source() -> None:
+    cfg = EncoderConfig(type="text", **SMALL)
+    with pytest.raises(ValueError, match="vocab"):
+        build_encoder(cfg)
+    assert build_encoder(cfg, vocab_size=9).frontend.embed.num_embeddings == 9
+    own = EncoderConfig(type="text", vocab_size=13, **SMALL)
+    assert build_encoder(own, vocab_size=9).frontend.embed.num_embeddings == 13
+    enc = build_encoder(cfg, vocab_size=9)
+    with pytest.raises(ValueError, match="token ids"):
+        enc(torch.full((1, 3), 9), torch.tensor([3]))
+    assert enc.frontend.embed.padding_idx == 0
