@@ -1,0 +1,213 @@
+"""Datasets of (utterance id, source, target ids) items and their collation into a `Batch`.
+
+`SpeechDataset` reads a feature dump (s2s.data.features) for the data dir's utterances and
+tokenises one of its text files; `TextPairDataset` pairs two texts per id (MT, summarisation).
+Targets are token ids without BOS/EOS (the model adds them). Both check every target when
+built, so bad data fails before training starts, and expose `lengths` (source frames or tokens
+per item) for `BucketBatchSampler`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Dataset
+
+from s2s.data.datadir import DataDir, load_datadir
+from s2s.data.features import FeatureReader, utterance_cmvn
+from s2s.data.tokenizer import PAD_ID, Tokenizer, normalize_text
+
+# (utterance id, source (T, F) float features or (T,) long token ids, target (L,) long ids)
+Item = tuple[str, Tensor, Tensor]
+_BOUNDARY = "\u2581"  # SentencePiece's word-boundary piece
+
+
+@dataclass
+class Batch:
+    """A padded mini-batch. src: (B, T, F) float features or (B, T) long token ids, padded with
+    0; src_lens: (B,) long; tgt: (B, L) long ids without BOS/EOS, padded with pad_id (0);
+    tgt_lens: (B,) long."""
+
+    utt_ids: list[str]
+    src: Tensor
+    src_lens: Tensor
+    tgt: Tensor
+    tgt_lens: Tensor
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """A copy with every tensor on `device`."""
+        return Batch(
+            self.utt_ids,
+            self.src.to(device, non_blocking=non_blocking),
+            self.src_lens.to(device, non_blocking=non_blocking),
+            self.tgt.to(device, non_blocking=non_blocking),
+            self.tgt_lens.to(device, non_blocking=non_blocking),
+        )
+
+    def pin_memory(self) -> Batch:
+        """Called by DataLoader(pin_memory=True)."""
+        return Batch(
+            self.utt_ids,
+            self.src.pin_memory(),
+            self.src_lens.pin_memory(),
+            self.tgt.pin_memory(),
+            self.tgt_lens.pin_memory(),
+        )
+
+
+def _encode_target(
+    tokenizer: Tokenizer, text: str, normalize: str, utt: str, where: str
+) -> list[int]:
+    """Normalised, tokenised target; ValueError naming utt and `where` when nothing is left."""
+    ids = tokenizer.encode(normalize_text(text, normalize))
+    if not ids:
+        raise ValueError(f"{where}: utterance {utt!r} has an empty target after '{normalize}'")
+    # a bare word-boundary piece carries no text: "ЖЖ ЩЩ" -> [▁, unk, ▁, unk] is all unknown
+    if all(i == tokenizer.unk_id or tokenizer.id_to_piece(i) == _BOUNDARY for i in ids):
+        raise ValueError(
+            f"{where}: utterance {utt!r} target {text!r} is all unknown tokens for the "
+            f"tokenizer {tokenizer.source}"
+        )
+    return ids
+
+
+class SpeechDataset(Dataset):
+    """Every utterance of a data dir, in its (sorted) order: (utt, feats (T, F), target (L,)).
+
+    feats come from the dump in `feature_dir`, normalised by `cmvn` (a GlobalCMVN or any
+    (T, F) -> (T, F) callable) or else per utterance (utterance_cmvn), then augmented by
+    `specaug` when given (training). Targets are `text_field` of the data dir after
+    normalize_text(mode=`normalize`), tokenised once here. Raises ValueError when an utterance
+    has no features in the dump or its target is empty or all unknown tokens.
+    """
+
+    def __init__(
+        self,
+        feature_dir: str | Path,
+        datadir: DataDir | str | Path,
+        tokenizer: Tokenizer,
+        text_field: str = "text",
+        cmvn: Callable[[Tensor], Tensor] | None = None,
+        specaug: Callable[[Tensor], Tensor] | None = None,
+        normalize: str = "none",
+    ) -> None:
+        self.datadir = datadir if isinstance(datadir, DataDir) else load_datadir(datadir)
+        self.reader = FeatureReader(feature_dir)
+        self.cmvn = cmvn
+        self.specaug = specaug
+        if text_field not in self.datadir.texts:
+            have = ", ".join(sorted(self.datadir.texts)) or "none"
+            raise ValueError(f"{self.datadir.path / text_field}: no such text file (have: {have})")
+        where = str(self.datadir.path / text_field)
+        self.utt_ids: list[str] = list(self.datadir.utt_ids)
+        if not self.utt_ids:
+            raise ValueError(f"{self.datadir.path}: data dir has no utterances")
+        missing = [u for u in self.utt_ids if u not in self.reader]
+        if missing:
+            raise ValueError(
+                f"utterance {missing[0]!r} of {self.datadir.path} has no features in the dump "
+                f"{self.reader.dir} ({len(missing)} of {len(self.utt_ids)} missing; a speed-"
+                f"perturbed dump needs the data dir with sp<factor>- ids)"
+            )
+        self.targets: list[list[int]] = [
+            _encode_target(tokenizer, self.datadir.text(u, text_field), normalize, u, where)
+            for u in self.utt_ids
+        ]
+        self.lengths: list[int] = [self.reader.num_frames(u) for u in self.utt_ids]
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    def __getitem__(self, index: int) -> Item:
+        utt = self.utt_ids[index]
+        feats = self.reader[utt]  # (T, F)
+        feats = self.cmvn(feats) if self.cmvn is not None else utterance_cmvn(feats)
+        if self.specaug is not None:
+            feats = self.specaug(feats)
+        return utt, feats, torch.tensor(self.targets[index], dtype=torch.long)
+
+
+class TextPairDataset(Dataset):
+    """Text-to-text items (utt, source ids (S,), target ids (L,)) for the ids of `src_texts`,
+    sorted. Sources are truncated to `max_src_len` tokens when given; targets are normalised with
+    normalize_text(mode=`normalize`). Raises ValueError when the two texts' ids differ (naming a
+    missing id) or a source or target encodes to nothing (or only unknown tokens, for targets).
+    """
+
+    def __init__(
+        self,
+        src_texts: Mapping[str, str],
+        tgt_texts: Mapping[str, str],
+        tokenizer: Tokenizer,
+        max_src_len: int | None = None,
+        normalize: str = "none",
+    ) -> None:
+        if max_src_len is not None and max_src_len < 1:
+            raise ValueError(f"max_src_len must be >= 1 or None, got {max_src_len}")
+        src_keys, tgt_keys = set(src_texts), set(tgt_texts)
+        if src_keys != tgt_keys:
+            only_src, only_tgt = sorted(src_keys - tgt_keys), sorted(tgt_keys - src_keys)
+            if only_src:
+                raise ValueError(
+                    f"id {only_src[0]!r} has a source text but no target text "
+                    f"({len(only_src)} such ids)"
+                )
+            raise ValueError(
+                f"id {only_tgt[0]!r} has a target text but no source text "
+                f"({len(only_tgt)} such ids)"
+            )
+        self.utt_ids: list[str] = sorted(src_keys)
+        if not self.utt_ids:
+            raise ValueError("TextPairDataset: no texts")
+        self.sources: list[list[int]] = []
+        for u in self.utt_ids:
+            ids = tokenizer.encode(src_texts[u])
+            if not ids:
+                raise ValueError(f"id {u!r}: empty source text")
+            self.sources.append(ids[:max_src_len])
+        self.targets: list[list[int]] = [
+            _encode_target(tokenizer, tgt_texts[u], normalize, u, "target text")
+            for u in self.utt_ids
+        ]
+        self.lengths: list[int] = [len(s) for s in self.sources]
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    def __getitem__(self, index: int) -> Item:
+        return (
+            self.utt_ids[index],
+            torch.tensor(self.sources[index], dtype=torch.long),
+            torch.tensor(self.targets[index], dtype=torch.long),
+        )
+
+
+def collate(items: Sequence[Item]) -> Batch:
+    """Pads a list of (utt, source, target) items into a Batch (sources and targets padded with
+    0 = pad_id). Sources must all be (T, F) features of one F, or all (T,) token ids."""
+    if not items:
+        raise ValueError("collate: empty batch")
+    utts = [u for u, _, _ in items]
+    srcs = [s for _, s, _ in items]
+    tgts = [t for _, _, t in items]
+    kinds = {(s.dim(), s.dtype.is_floating_point) + tuple(s.shape[1:]) for s in srcs}
+    if len(kinds) != 1:
+        raise ValueError(f"collate: sources of mixed shape/dtype in batch {utts[:4]}...")
+    for u, t in zip(utts, tgts):
+        if t.dim() != 1:
+            raise ValueError(f"collate: target of {u!r} is {tuple(t.shape)}, expected (L,)")
+    return Batch(
+        utt_ids=utts,
+        src=pad_sequence(srcs, batch_first=True, padding_value=0),
+        src_lens=torch.tensor([s.shape[0] for s in srcs], dtype=torch.long),
+        tgt=pad_sequence(tgts, batch_first=True, padding_value=PAD_ID).long(),
+        tgt_lens=torch.tensor([t.shape[0] for t in tgts], dtype=torch.long),
+    )
