@@ -1,0 +1,1 @@
+"""Embedded spoken-phrases corpus: an English/German phrase grammar spoken by espeak-ng."""

@@ -1,0 +1,250 @@
+"""Spoken-phrases corpus: grammar agreement against hand-written German, sampling, TTS, prepare."""
+
+from __future__ import annotations
+
+import pytest
+
+from s2s.corpora.phrases import grammar as g
+from s2s.corpora.phrases.grammar import Det, noun_phrase, place_phrase
+
+N = {n.en: n for n in g.NOUNS}
+P = {p.noun.en: p.noun for p in g.PLACES}
+A = {a.en: a for a in g.ADJECTIVES}
+V = {v.en: v for v in g.VERBS}
+I, YOU, WE = g.PRONOUNS[0], g.PRONOUNS[1], g.PRONOUNS[4]
+
+
+def np(det: Det, noun: str, adjs: str = "", plural: bool = False, case: str = "nom"):
+    return noun_phrase(det, N[noun], tuple(A[a] for a in adjs.split()), plural, case)
+
+
+def subj(det: Det, noun: str, adjs: str = "", plural: bool = False):
+    return g.noun_subject(np(det, noun, adjs, plural, "nom"), plural)
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+@pytest.mark.parametrize(
+    "n,en,de",
+    [
+        (0, "zero", "null"),
+        (1, "one", "eins"),
+        (16, "sixteen", "sechzehn"),
+        (17, "seventeen", "siebzehn"),
+        (21, "twenty-one", "einundzwanzig"),
+        (30, "thirty", "dreißig"),
+        (66, "sixty-six", "sechsundsechzig"),
+        (71, "seventy-one", "einundsiebzig"),
+        (99, "ninety-nine", "neunundneunzig"),
+    ],
+)
+def test_numbers(n: int, en: str, de: str) -> None:
+    assert g.en_number(n) == en
+    assert g.de_number(n) == de
+
+
+def test_numbers_out_of_range() -> None:
+    with pytest.raises(ValueError, match="0..99"):
+        g.de_number(100)
+    with pytest.raises(ValueError, match="0..99"):
+        g.en_number(-1)
+
+
+# --------------------------------------------------------------------------- noun phrases
+
+
+@pytest.mark.parametrize(
+    "det,noun,adjs,plural,case,en,de",
+    [
+        (Det("the"), "ball", "red", False, "nom", "the red ball", "der rote Ball"),
+        (Det("the"), "ball", "red", False, "acc", "the red ball", "den roten Ball"),
+        (Det("the"), "cup", "red", False, "acc", "the red cup", "die rote Tasse"),
+        (Det("the"), "book", "red", False, "acc", "the red book", "das rote Buch"),
+        (Det("a"), "ball", "red", False, "nom", "a red ball", "ein roter Ball"),
+        (Det("a"), "apple", "old", False, "acc", "an old apple", "einen alten Apfel"),
+        (Det("a"), "book", "new", False, "acc", "a new book", "ein neues Buch"),
+        (Det("a"), "cup", "", False, "acc", "a cup", "eine Tasse"),
+        (Det("num", 1), "dog", "", False, "acc", "one dog", "einen Hund"),
+        (Det("no"), "cup", "red", True, "acc", "no red cups", "keine roten Tassen"),
+        (Det("this"), "dog", "small", True, "nom", "these small dogs", "diese kleinen Hunde"),
+        (
+            Det("num", 21),
+            "bird",
+            "green",
+            True,
+            "acc",
+            "twenty-one green birds",
+            "einundzwanzig grüne Vögel",
+        ),
+        (
+            Det("poss", None, ("our", "unser")),
+            "football",
+            "new",
+            False,
+            "acc",
+            "our new football",
+            "unseren neuen Fußball",
+        ),
+        (
+            Det("poss", 2, ("my", "mein")),
+            "cat",
+            "black",
+            True,
+            "nom",
+            "my two black cats",
+            "meine zwei schwarzen Katzen",
+        ),
+        (
+            Det("many"),
+            "coffee cup",
+            "big blue",
+            True,
+            "nom",
+            "many big blue coffee cups",
+            "viele große blaue Kaffeetassen",
+        ),
+    ],
+)
+def test_noun_phrase_agreement(det, noun, adjs, plural, case, en, de) -> None:
+    assert np(det, noun, adjs, plural, case) == (en, de)
+
+
+def test_noun_phrase_rejects_disagreement() -> None:
+    with pytest.raises(ValueError, match="agree"):
+        np(Det("a"), "dog", plural=True)
+    with pytest.raises(ValueError, match="case"):
+        np(Det("the"), "dog", case="gen")
+
+
+@pytest.mark.parametrize(
+    "prep,noun,adj,en,de",
+    [
+        ("on", "table", "big", "on the big table", "auf dem großen Tisch"),
+        ("in", "garden", "", "in the garden", "im Garten"),
+        ("in", "box", "small", "in the small box", "in der kleinen Kiste"),
+        ("in", "house", "small", "in the small house", "im kleinen Haus"),
+        ("next to", "door", "old", "next to the old door", "neben der alten Tür"),
+    ],
+)
+def test_place_dative(prep: str, noun: str, adj: str, en: str, de: str) -> None:
+    assert place_phrase(prep, P[noun], (A[adj],) if adj else ()) == (en, de)
+
+
+# --------------------------------------------------------------------------- sentences
+
+
+def _pair(p: g.Pair) -> tuple[str, str]:
+    return p.en, p.de
+
+
+def test_sentences_hand_checked() -> None:
+    cases = [
+        (
+            g.render_transitive(I, V["see"], np(Det("num", 21), "bird", "green", True, "acc")),
+            ("I see twenty-one green birds", "Ich sehe einundzwanzig grüne Vögel."),
+        ),
+        (
+            g.render_locative(
+                subj(Det("the", 3), "cup", "red", True), place_phrase("on", P["table"])
+            ),
+            ("the three red cups are on the table", "Die drei roten Tassen sind auf dem Tisch."),
+        ),
+        (
+            g.render_where(subj(Det("the"), "dog", "small")),
+            ("where is the small dog", "Wo ist der kleine Hund?"),
+        ),
+        (  # verb second after a fronted adverb; English "will" only
+            g.render_transitive(
+                WE, V["buy"], np(Det("a"), "car", "new", case="acc"), adverb=("tomorrow", "morgen")
+            ),
+            ("tomorrow we will buy a new car", "Morgen kaufen wir ein neues Auto."),
+        ),
+        (
+            g.render_transitive(
+                ("Anna", "Anna", "3sg"),
+                V["see"],
+                np(Det("the"), "man", case="acc"),
+                place=place_phrase("in", P["kitchen"]),
+                adverb=("today", "heute"),
+            ),
+            ("today Anna sees the man in the kitchen", "Heute sieht Anna den Mann in der Küche."),
+        ),
+        (
+            g.render_there(subj(Det("a"), "ball", "red"), place_phrase("under", P["bed"])),
+            ("there is a red ball under the bed", "Unter dem Bett ist ein roter Ball."),
+        ),
+        (
+            g.render_there(subj(Det("num", 21), "bird", "", True), place_phrase("in", P["tree"])),
+            ("there are twenty-one birds in the tree", "Im Baum sind einundzwanzig Vögel."),
+        ),
+        (
+            g.render_question(
+                subj(Det("the"), "dog", "small"),
+                V["see"],
+                np(Det("poss", None, ("my", "mein")), "cat", "white", case="acc"),
+            ),
+            ("does the small dog see my white cat", "Sieht der kleine Hund meine weiße Katze?"),
+        ),
+        (
+            g.render_how_many(YOU, V["have"], N["cup"], (A["red"],)),
+            ("how many red cups do you have", "Wie viele rote Tassen hast du?"),
+        ),
+        (
+            g.render_predicative(subj(Det("the"), "cup"), A["red"], question=True),
+            ("is the cup red", "Ist die Tasse rot?"),
+        ),
+        (
+            g.render_colour(subj(Det("the"), "book", plural=True)),
+            ("what colour are the books", "Welche Farbe haben die Bücher?"),
+        ),
+        (
+            g.render_age(("Tom", "Tom", "3sg"), 1),
+            ("Tom is one year old", "Tom ist ein Jahr alt."),
+        ),
+        (
+            g.render_age(g.PRONOUNS[3], 99),
+            ("she is ninety-nine years old", "Sie ist neunundneunzig Jahre alt."),
+        ),
+        (
+            g.render_arithmetic(1, "plus", 20),
+            ("one plus twenty is twenty-one", "Eins plus zwanzig ist einundzwanzig."),
+        ),
+        (
+            g.render_transitive(g.PRONOUNS[5], V["have"], np(Det("no"), "dog", "", False, "acc")),
+            ("they have no dog", "Sie haben keinen Hund."),
+        ),
+    ]
+    for got, want in cases:
+        assert _pair(got) == want
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_generate_pairs_unique_deterministic_and_exclusive() -> None:
+    a = g.generate_pairs(3000, seed=1)
+    assert a == g.generate_pairs(3000, seed=1)
+    assert a != g.generate_pairs(3000, seed=2)
+    assert len({p.en for p in a}) == 3000
+    assert {p.kind for p in a} == set(g.KINDS)
+    b = g.generate_pairs(500, seed=1, exclude=[p.en for p in a])
+    assert not {p.en for p in a} & {p.en for p in b}
+    # German is a function of English (a second translation would raise inside), punctuated
+    assert all(p.de[0].isupper() and p.de[-1] in ".?" for p in a)
+    assert all(p.en == p.en.strip() and "  " not in p.en and p.en[-1].isalpha() for p in a)
+
+
+def test_vocabulary_is_small_but_varied() -> None:
+    pairs = g.generate_pairs(5000, seed=0)
+    en = {w for p in pairs for w in p.en.split()}
+    de = {w.strip(".?").lower() for p in pairs for w in p.de.split()}
+    assert 150 < len(en) < 400
+    assert 150 < len(de) < 600
+
+
+def test_generate_pairs_reports_exhaustion_and_bad_kind() -> None:
+    with pytest.raises(ValueError, match="distinct sentences"):
+        g.generate_pairs(8000, seed=0, kinds=["colour"], max_tries_per_pair=1)
+    with pytest.raises(ValueError, match="unknown sentence kind"):
+        g.generate_pairs(3, kinds=["poem"])
