@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from s2s.corpora import librispeech, must_c
+from s2s.corpora import ami, librispeech, must_c, slurp
 from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
 
@@ -180,3 +182,200 @@ def test_librispeech_bad_inputs(tmp_path: Path) -> None:
         librispeech.prepare(src, tmp_path / "d3", subsets=["dev-other"])
     with pytest.raises(FileNotFoundError, match="LibriSpeech directory not found"):
         librispeech.prepare(tmp_path / "nowhere", tmp_path / "d4")
+
+
+# ----------------------------------------------------------------------------- AMI
+
+AMI_ROWS = [
+    "ES2011a H00 FEE041 34.15 34.84 OKAY",
+    "ES2011a H01 MEE042 1.0 2.5 HELLO EVERYONE",
+    "ES2011a H00 FEE041 34.15 34.84 OKAY",  # exact duplicate, as the export has
+    "EN2002a H02 FEO070 0.5 1.25 YEAH",
+    "ES2002a H03 MEE008 2.0 3.0 UM SO",
+    "ES2002a H03 MEE008 3.1 3.9 RIGHT",
+]
+
+
+def make_ami(root: Path) -> Path:
+    for k, (meeting, n) in enumerate(
+        [("ES2011a", 0), ("ES2011a", 1), ("EN2002a", 2), ("ES2002a", 3)]
+    ):
+        write_audio(
+            root / "amicorpus" / meeting / "audio" / f"{meeting}.Headset-{n}.wav",
+            1.0 if meeting == "EN2002a" else 35.0 if n == 0 else 4.0,
+            seed=k,
+        )
+    write_text(root / "annotations" / "transcripts2", AMI_ROWS)
+    return root
+
+
+def test_ami_layout_to_datadirs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    src = make_ami(tmp_path / "src")
+    with caplog.at_level(logging.WARNING):
+        sets = ami.prepare(src, tmp_path / "data")
+    assert "1 exact duplicate" in caplog.text
+    assert sorted(sets) == ["dev", "eval", "train"]
+    dev = load_datadir(tmp_path / "data" / "dev", validate=True, check_audio=True)
+    assert dev.utt_ids == [
+        "AMI_ES2011a_H00_FEE041_0003415_0003484",
+        "AMI_ES2011a_H01_MEE042_0000100_0000250",
+    ]
+    assert dev.segments is not None
+    assert dev.segments["AMI_ES2011a_H00_FEE041_0003415_0003484"] == (
+        "AMI_ES2011a_H00",
+        34.15,
+        34.84,
+    )
+    assert dev.utt2spk["AMI_ES2011a_H01_MEE042_0000100_0000250"] == "AMI_ES2011a_H01_MEE042"
+    assert dev.text("AMI_ES2011a_H01_MEE042_0000100_0000250") == "HELLO EVERYONE"
+    wav = src / "amicorpus/ES2011a/audio/ES2011a.Headset-1.wav"
+    assert dev.wav_scp["AMI_ES2011a_H01"] == str(wav.resolve())
+    full = sf.read(wav, dtype="float32")[0]
+    seg = load_utterance(dev, "AMI_ES2011a_H01_MEE042_0000100_0000250").numpy()
+    assert np.array_equal(seg, full[SR : int(2.5 * SR)])
+    ev = load_datadir(tmp_path / "data" / "eval")
+    assert ev.utt_ids == ["AMI_EN2002a_H02_FEO070_0000050_0000125"]
+    train = load_datadir(tmp_path / "data" / "train")
+    assert len(train) == 2 and list(train.wav_scp) == ["AMI_ES2002a_H03"]
+    assert ami.set_of("IS1009c") == "eval" and ami.set_of("IB4010") == "dev"
+
+
+def test_ami_bad_inputs(tmp_path: Path) -> None:
+    src = make_ami(tmp_path / "src")
+    table = src / "annotations" / "transcripts2"
+    write_text(table, [*AMI_ROWS[:3], "EN2002a H02 FEO070 0.5 1.25"])
+    with pytest.raises(ValueError, match=r"transcripts2:4: .*empty transcript"):
+        ami.prepare(src, tmp_path / "d1")
+    write_text(table, [*AMI_ROWS[:2], "ES2011a H00 FEE041 34.15 34.84 OKAY NOT"])
+    with pytest.raises(ValueError, match=r"transcripts2:3: .*repeats line 1 with different"):
+        ami.prepare(src, tmp_path / "d2")
+    write_text(table, AMI_ROWS)
+    (src / "amicorpus/EN2002a/audio/EN2002a.Headset-2.wav").unlink()
+    with pytest.raises(FileNotFoundError, match=r"AMI_EN2002a_H02_FEO070_0000050.*Headset-2\.wav"):
+        ami.prepare(src, tmp_path / "d3")
+    dd = ami.prepare(src, tmp_path / "d4", sets=["dev"])  # eval audio is not needed for dev
+    assert list(dd) == ["dev"]
+    table.unlink()
+    with pytest.raises(FileNotFoundError, match=r"transcripts2: AMI segment table not found"):
+        ami.prepare(src, tmp_path / "d5")
+
+
+# ----------------------------------------------------------------------------- SLURP
+
+SLURP_PROMPTS = {
+    "train": [
+        {
+            "slurp_id": 1,
+            "sentence": "wake me up at five am",
+            "intent": "alarm_set",
+            "action": "set",
+            "scenario": "alarm",
+            "recordings": [
+                {"file": "audio-1434542201-headset.flac", "wer": 0.0},
+                {"file": "audio-1434542201.flac", "wer": 0.1},
+            ],
+        },
+        {
+            "slurp_id": 2,
+            "sentence": "olly quiet",
+            "intent": "audio_volume_mute",
+            "action": "volume_mute",
+            "scenario": "audio",
+            "recordings": [{"file": "audio-1490000000.flac"}],
+        },
+    ],
+    "devel": [
+        {
+            "slurp_id": 3,
+            "sentence": "what is the weather",
+            "intent": "weather_query",
+            "action": "query",
+            "scenario": "weather",
+            "recordings": [
+                {"file": "audio-1500000000-headset.flac"},
+                {"file": "audio-1490000000.flac"},
+            ],
+        },  # also in train: skipped
+    ],
+    "test": [
+        {
+            "slurp_id": 4,
+            "sentence": "play jazz",
+            "intent": "play_music",
+            "action": "music",
+            "scenario": "play",
+            "recordings": [{"file": "audio-1600000000.flac"}],
+        },
+    ],
+}
+SLURP_SPEAKERS = {
+    "audio-1434542201-headset.flac": "MO-433",
+    "audio-1434542201.flac": "MO-433",
+    "audio-1490000000.flac": "MO-4330",  # a speaker id extending another
+    "audio-1500000000-headset.flac": "UNK-326",
+    "audio-1600000000.flac": "FO-232",
+}
+
+
+def make_slurp(root: Path, metadata: bool = True) -> Path:
+    text_dir = root / "dataset" / "slurp"
+    for k, (name, prompts) in enumerate(SLURP_PROMPTS.items()):
+        write_text(text_dir / f"{name}.jsonl", [json.dumps(p) for p in prompts])
+        for j, p in enumerate(prompts):
+            for r in p["recordings"]:
+                write_audio(root / "audio" / "slurp_real" / r["file"], 0.25, seed=10 * k + j)
+    if metadata:
+        meta = {
+            "0": {"recordings": {f: {"usrid": u} for f, u in SLURP_SPEAKERS.items()}},
+        }
+        (text_dir / "metadata.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_slurp_layout_to_datadirs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    src = make_slurp(tmp_path / "src")
+    with caplog.at_level(logging.WARNING):
+        sets = slurp.prepare(src, tmp_path / "data")
+    assert "skipped 1 recordings" in caplog.text
+    assert sorted(sets) == ["devel", "test", "train"]
+    train = load_datadir(tmp_path / "data" / "train", validate=True, check_audio=True)
+    assert train.utt_ids == [
+        "slurp_MO-433-1434542201",
+        "slurp_MO-433-1434542201-headset",
+        "slurp_MO-4330-1490000000",
+    ]
+    utt = "slurp_MO-433-1434542201-headset"
+    assert train.utt2spk[utt] == "slurp_MO-433"
+    assert train.text(utt) == "wake me up at five am"
+    assert train.text(utt, "text.intent") == "alarm_set"
+    assert train.text(utt, "text.slu") == "alarm_set wake me up at five am"
+    flac = src / "audio/slurp_real/audio-1434542201-headset.flac"
+    assert train.wav_scp[utt] == str(flac.resolve())
+    devel = load_datadir(tmp_path / "data" / "devel")
+    assert devel.utt_ids == ["slurp_UNK-326-1500000000-headset"]
+    # Asking for devel alone still leaves the recording shared with train out of devel.
+    only = slurp.prepare(src, tmp_path / "d2", sets=["devel"])
+    assert only["devel"].utt_ids == devel.utt_ids
+    # Without metadata.json every utterance is its own speaker.
+    bare = make_slurp(tmp_path / "bare", metadata=False)
+    test = slurp.prepare(bare, tmp_path / "d3", sets=["test"])["test"]
+    assert test.utt2spk == {"slurp-1600000000": "slurp-1600000000"}
+
+
+def test_slurp_bad_inputs(tmp_path: Path) -> None:
+    src = make_slurp(tmp_path / "src")
+    test_jsonl = src / "dataset/slurp/test.jsonl"
+    bad = dict(SLURP_PROMPTS["test"][0], sentence="  ")
+    write_text(test_jsonl, [json.dumps(SLURP_PROMPTS["test"][0]), json.dumps(bad)])
+    with pytest.raises(ValueError, match=r"test\.jsonl:2: empty sentence"):
+        slurp.prepare(src, tmp_path / "d1", sets=["test"])
+    write_text(test_jsonl, ["{not json"])
+    with pytest.raises(ValueError, match=r"test\.jsonl:1: not valid JSON"):
+        slurp.prepare(src, tmp_path / "d2", sets=["test"])
+    write_text(test_jsonl, [json.dumps(p) for p in SLURP_PROMPTS["test"]])
+    (src / "audio/slurp_real/audio-1600000000.flac").unlink()
+    with pytest.raises(FileNotFoundError, match=r"slurp_FO-232-1600000000.*1600000000\.flac"):
+        slurp.prepare(src, tmp_path / "d3", sets=["test"])
+    (src / "dataset/slurp/devel.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match=r"devel\.jsonl: SLURP prompt file not found"):
+        slurp.prepare(src, tmp_path / "d4", sets=["devel"])
