@@ -146,6 +146,7 @@ def build_dataset(cfg: ExperimentConfig, split: str, tokenizer, train: bool):
             datadir.texts[d.target_field],
             tokenizer,
             max_src_len=d.max_src_len or None,
+            normalize=d.normalize,
         )
     specaug = SpecAugment(d.specaug) if train else None
     return SpeechDataset(

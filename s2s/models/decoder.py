@@ -135,6 +135,9 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        # fairseq's init: N(0, d^-1/2), so the sqrt(d)-scaled input has unit scale and tied
+        # output logits start near unit scale (N(0, 1) would start the loss far above ln V).
+        nn.init.normal_(self.embed.weight, std=cfg.d_model**-0.5)
         self.embed_scale = math.sqrt(cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(DecoderLayer(cfg, memory_dim) for _ in range(cfg.n_layers))
