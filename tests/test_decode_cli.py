@@ -1,0 +1,163 @@
+"""s2s-decode and Speech2Text on a tiny (untrained, seeded) experiment directory: audio at other
+sample rates and channel counts, a corrupt file, text input, JSON output, data-dir decoding, and
+batched decoding equal to one-at-a-time decoding."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from s2s.cli.decode import main as decode_main
+from s2s.data.datadir import write_datadir
+from s2s.data.tokenizer import train_sentencepiece
+from s2s.decode.inference import Speech2Text
+from s2s.experiment import ExperimentConfig, build_model, save_experiment_config
+
+SENTENCES = [
+    f"the {c} {o} number {i}"
+    for i, (c, o) in enumerate(
+        [(c, o) for c in ("red", "green", "blue", "small") for o in ("cup", "dog", "bird", "house")]
+    )
+]
+
+
+def _tiny_model_cfg(cfg: ExperimentConfig, text: bool) -> None:
+    enc, dec = cfg.model.encoder, cfg.model.decoder
+    enc.type = "text" if text else "transformer"
+    enc.subsampling = "none" if text else "conv2d4"
+    enc.d_model = dec.d_model = 32
+    enc.n_heads = dec.n_heads = 2
+    enc.ffn_dim = dec.ffn_dim = 64
+    enc.n_layers = dec.n_layers = 1
+    dec.attention.type = "mtla"
+    dec.attention.latent_dim = 16
+    dec.attention.rope_dim = 8
+    cfg.decode.beam_size = 3
+    cfg.decode.nbest = 2
+    cfg.decode.max_len_b = 6
+    cfg.decode.max_len_a = 0.0
+
+
+def make_exp(root: Path, text: bool = False) -> Path:
+    exp = root / ("exp_text" if text else "exp_speech")
+    exp.mkdir(parents=True)
+    tok = train_sentencepiece(SENTENCES * 4, str(exp / "tokenizer"), vocab_size=48)
+    cfg = ExperimentConfig()
+    _tiny_model_cfg(cfg, text)
+    cfg.data.tokenizer = str(exp / "tokenizer.model")
+    if text:
+        cfg.data.source, cfg.data.source_field = "text", "text.src"
+    torch.manual_seed(0)
+    model = build_model(cfg, tok.vocab_size)
+    torch.save(model.state_dict(), exp / "model_avg.pt")
+    save_experiment_config(cfg, exp / "config.yaml")
+    return exp
+
+
+@pytest.fixture(scope="module")
+def speech_exp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_exp(tmp_path_factory.mktemp("decode"))
+
+
+def tone(sr: int, seconds: float, channels: int = 1, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(sr * seconds)) / sr
+    wave = 0.3 * np.sin(2 * math.pi * freq * t) + 0.05 * np.sin(2 * math.pi * 3 * freq * t)
+    return np.stack([wave] * channels, 1) if channels > 1 else wave
+
+
+@pytest.fixture(scope="module")
+def audio_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("audio")
+    files = {"8k": d / "a_8k.wav", "44k_stereo": d / "b_44k.flac", "corrupt": d / "c.wav"}
+    sf.write(files["8k"], tone(8000, 0.8), 8000)
+    sf.write(files["44k_stereo"], tone(44100, 0.6, channels=2, freq=300.0), 44100)
+    files["corrupt"].write_bytes(b"RIFF\x00\x01garbage that is not audio" * 4)
+    return files
+
+
+def test_cli_decodes_good_files_and_reports_the_bad_one(
+    speech_exp: Path, audio_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = [str(audio_files[k]) for k in ("8k", "corrupt", "44k_stereo")]
+    rc = decode_main(["--model", str(speech_exp), *paths])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    lines = out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [paths[0], paths[2]]
+    assert str(audio_files["corrupt"]) in err and "1 of 3 files" in err
+
+    rc = decode_main(["--model", str(speech_exp), "--format", "json", paths[0]])
+    record = json.loads(capsys.readouterr().out)
+    assert rc == 0 and record["input"] == paths[0] and len(record["nbest"]) == 2
+    assert record["nbest"][0]["score"] >= record["nbest"][1]["score"]
+
+
+def test_resampling_and_downmix_match_the_waveform_api(
+    speech_exp: Path, audio_files: dict[str, Path]
+) -> None:
+    s2t = Speech2Text.from_dir(speech_exp)
+    by_path = s2t(audio_files["44k_stereo"])
+    wave, sr = sf.read(audio_files["44k_stereo"], dtype="float32", always_2d=True)
+    by_wave = s2t(torch.from_numpy(wave.T.copy()), sample_rate=sr)  # (C, N) at 44.1 kHz
+    assert [r.tokens for r in by_path] == [r.tokens for r in by_wave]
+    mono16k = AF.resample(torch.from_numpy(wave.mean(1)), sr, 16000)
+    assert s2t(mono16k, sample_rate=16000)[0].tokens == by_path[0].tokens
+    with pytest.raises(ValueError, match="sample_rate"):
+        s2t(mono16k)
+
+
+def test_padded_batch_equals_each_alone(speech_exp: Path) -> None:
+    s2t = Speech2Text.from_dir(speech_exp)
+    torch.manual_seed(1)
+    waves = [torch.randn(n) * 0.1 for n in (16000, 7000, 11000)]
+    feats = [s2t.features(w) for w in waves]
+    together = s2t.decode_sources(feats)
+    for f, nbest in zip(feats, together):
+        alone = s2t.decode_sources([f])[0]
+        assert [r.tokens for r in alone] == [r.tokens for r in nbest]
+        for a, b in zip(alone, nbest):
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+def test_text_model_decodes_a_text_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = make_exp(tmp_path, text=True)
+    docs = tmp_path / "docs.txt"
+    docs.write_text("the red cup number 3\nthe small bird number 12\n")
+    assert decode_main(["--model", str(exp), "--text", str(docs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [f"{docs}:1", f"{docs}:2"]
+    assert decode_main(["--model", str(exp), "--text", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+
+
+def test_decode_datadir_writes_hyp_ref_nbest_stats(
+    speech_exp: Path, audio_files: dict[str, Path], tmp_path: Path
+) -> None:
+    wav = {"u1": str(audio_files["8k"]), "u2": str(audio_files["44k_stereo"])}
+    data = tmp_path / "data"
+    write_datadir(
+        data, wav, {"text": {"u1": "red cup", "u2": "blue dog"}}, {"u1": "u1", "u2": "u2"}
+    )
+    out = tmp_path / "dec"
+    assert decode_main(["--model", str(speech_exp), "--data", str(data), "--out", str(out)]) == 0
+    assert [line.split()[0] for line in (out / "hyp.txt").read_text().splitlines()] == ["u1", "u2"]
+    assert (out / "ref.txt").read_text() == "u1 red cup\nu2 blue dog\n"
+    nbest = (out / "nbest.txt").read_text().splitlines()
+    assert len(nbest) == 4 and nbest[0].split()[:2] == ["u1", "1"]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["utterances"] == 2 and stats["peak_memory_mib"] > 0
+    assert stats["cache_bytes_per_token"] > 0
+
+
+def test_missing_experiment_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert decode_main(["--model", str(tmp_path / "nope"), "x.wav"]) == 2
+    assert "config.yaml not found" in capsys.readouterr().err
