@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from s2s.corpora import ami, librispeech, must_c, slurp
+from s2s.corpora import ami, librispeech, must_c, slurp, xsum
 from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
 
@@ -379,3 +379,92 @@ def test_slurp_bad_inputs(tmp_path: Path) -> None:
     (src / "dataset/slurp/devel.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match=r"devel\.jsonl: SLURP prompt file not found"):
         slurp.prepare(src, tmp_path / "d4", sets=["devel"])
+
+
+# ----------------------------------------------------------------------------- XSum
+
+XSUM = {
+    "train": [
+        (
+            "29750031",
+            "The full cost of damage\nin Newton Stewart is still being assessed.",
+            "Clean-up operations are continuing.",
+        ),
+        ("38264402", "A fire alarm went off.\n\nPeople left.", "A fire alarm sounded."),
+    ],
+    "validation": [("11154244", "Officers searched.", "Police searched a house.")],
+    "test": [("38295789", "Prison governors spoke.", "Governors warned of danger.")],
+}
+
+
+def test_xsum_jsonl_layout(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for name, rows in XSUM.items():
+        write_text(
+            src / f"{name}.jsonl",
+            [json.dumps({"document": d, "summary": s, "id": i}) for i, d, s in rows],
+        )
+    sets = xsum.prepare(src, tmp_path / "data")
+    assert sorted(sets) == ["test", "train", "validation"]
+    dd = load_datadir(tmp_path / "data" / "train", validate=True)
+    assert dd.text_only and dd.utt_ids == ["29750031", "38264402"]
+    assert dd.text("38264402", "text.src") == "A fire alarm went off. People left."
+    assert dd.text("29750031", "text.tgt") == "Clean-up operations are continuing."
+    assert dd.texts["text"] == dd.texts["text.tgt"]
+    assert dd.utt2spk["29750031"] == "29750031"
+    assert not (tmp_path / "data" / "train" / "wav.scp").exists()
+
+
+def write_summary_file(path: Path, doc: str, summary: str) -> None:
+    body = doc.replace("\n\n", "\nShare this with\nEmail\n")  # boilerplate to drop
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "[SN]URL[SN]\nhttp://www.bbc.co.uk/news/x\n\n[SN]TITLE[SN]\nA title\n\n"
+        f"[SN]FIRST-SENTENCE[SN]\n{summary}\n\n[SN]RESTBODY[SN]\n{body}\n",
+        encoding="utf-8",
+    )
+
+
+def make_xsum_original(root: Path) -> Path:
+    split = {name: [i for i, _, _ in rows] for name, rows in XSUM.items()}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / xsum.SPLIT_FILE).write_text(json.dumps(split))
+    for rows in XSUM.values():
+        for i, d, s in rows:
+            write_summary_file(root / "bbc-summary-data" / f"{i}.summary", d, s)
+    return root
+
+
+def test_xsum_original_layout(tmp_path: Path) -> None:
+    src = make_xsum_original(tmp_path / "src")
+    sets = xsum.prepare(src, tmp_path / "data")
+    train = load_datadir(tmp_path / "data" / "train", validate=True)
+    assert train.text("38264402", "text.src") == "A fire alarm went off. People left."
+    assert train.text("38264402") == "A fire alarm sounded."
+    assert sets["validation"].utt_ids == ["11154244"]
+    assert sets["test"].text("38295789", "text.src") == "Prison governors spoke."
+
+
+def test_xsum_bad_inputs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    src = tmp_path / "jsonl"
+    rows = [
+        json.dumps({"document": "A text.", "summary": "S.", "id": "1"}),
+        json.dumps({"document": " \n ", "summary": "S.", "id": "2"}),
+    ]
+    write_text(src / "test.jsonl", rows)
+    with pytest.raises(ValueError, match=r"test\.jsonl:2: empty document of article 2"):
+        xsum.prepare(src, tmp_path / "d1", sets=["test"])
+    with caplog.at_level(logging.WARNING):
+        dd = xsum.prepare(src, tmp_path / "d2", sets=["test"], skip_empty=True)["test"]
+    assert dd.utt_ids == ["1"] and "skipped 1 articles" in caplog.text
+    with pytest.raises(FileNotFoundError, match=r"train\.jsonl: XSum split file not found"):
+        xsum.prepare(src, tmp_path / "d3", sets=["train"])
+    orig = make_xsum_original(tmp_path / "orig")
+    (orig / "bbc-summary-data" / "11154244.summary").unlink()
+    with pytest.raises(FileNotFoundError, match=r"article 11154244 .*11154244\.summary"):
+        xsum.prepare(orig, tmp_path / "d4", sets=["validation", "test"])
+    (orig / "bbc-summary-data" / "38295789.summary").write_text("[SN]URL[SN]\nx\n")
+    with pytest.raises(ValueError, match=r"38295789\.summary: no \[SN\]FIRST-SENTENCE"):
+        xsum.prepare(orig, tmp_path / "d5", sets=["test"])
+    with pytest.raises(FileNotFoundError, match="no XSum found"):
+        xsum.prepare(tmp_path / "empty", tmp_path / "d6")
