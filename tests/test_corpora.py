@@ -169,6 +169,26 @@ def test_librispeech_layout_to_datadirs(tmp_path: Path) -> None:
     assert list(only) == ["dev_clean"] and len(only["dev_clean"]) == 2
 
 
+def test_librispeech_download_from_a_mirror(tmp_path: Path) -> None:
+    """Stage 0's download, from a file:// mirror holding the published archives."""
+    import tarfile
+
+    src = make_librispeech(tmp_path / "src")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for subset in LIBRI:
+        with tarfile.open(mirror / f"{subset}.tar.gz", "w:gz") as tar:
+            tar.add(src / "LibriSpeech" / subset, arcname=f"LibriSpeech/{subset}")
+    root = tmp_path / "downloads"
+    subsets = list(LIBRI)
+    librispeech.download(root, subsets, base_url=mirror.as_uri())
+    assert sorted(librispeech.prepare(root, tmp_path / "data")) == ["dev_clean", "test_clean"]
+    (mirror / f"{subsets[0]}.tar.gz").unlink()
+    librispeech.download(root, subsets, base_url=mirror.as_uri())  # unpacked: nothing fetched
+    with pytest.raises(ValueError, match="unknown LibriSpeech subset"):
+        librispeech.download(root, ["train-clean-7"], base_url=mirror.as_uri())
+
+
 def test_librispeech_bad_inputs(tmp_path: Path) -> None:
     src = make_librispeech(tmp_path / "src")
     trans = src / "LibriSpeech/dev-clean/84/121123/84-121123.trans.txt"

@@ -21,7 +21,8 @@ that is empty, has no words, or names an utterance of another chapter raises Val
 file and line; a transcript line whose flac is missing raises FileNotFoundError naming the
 utterance and path.
 
-DOWNLOAD (needs network access; run by the user, not by s2s). Licence CC BY 4.0::
+DOWNLOAD (needs network access). Licence CC BY 4.0. Recipe stage 0 calls ``download`` (the
+subsets of the 100 h recipe from openslr.org); by hand::
 
     mkdir -p downloads && cd downloads
     # also train-clean-360 and train-other-500 for the 960 h set
@@ -35,6 +36,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tarfile
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,6 +55,42 @@ SUBSETS = (
     "test-clean",
     "test-other",
 )
+
+
+OPENSLR_URL = "https://www.openslr.org/resources/12"
+DOWNLOAD_SUBSETS = ("train-clean-100", "dev-clean", "dev-other", "test-clean", "test-other")
+
+
+def download(
+    root: str | os.PathLike,
+    subsets: Sequence[str] = DOWNLOAD_SUBSETS,
+    base_url: str = OPENSLR_URL,
+) -> None:
+    """Fetch ``<base_url>/<subset>.tar.gz`` and unpack it under ``root`` (-> ``LibriSpeech/``).
+
+    A subset already unpacked is skipped; the archive is fetched to ``*.part`` and renamed only
+    when complete, so an interrupted download restarts cleanly instead of unpacking a stub."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for subset in subsets:
+        if subset not in SUBSETS:
+            raise ValueError(f"unknown LibriSpeech subset {subset!r}; known: {', '.join(SUBSETS)}")
+        if (root / "LibriSpeech" / subset).is_dir():
+            log.info("%s already unpacked under %s: skipped", subset, root / "LibriSpeech")
+            continue
+        archive = root / f"{subset}.tar.gz"
+        if not archive.is_file():
+            url = f"{base_url}/{subset}.tar.gz"
+            log.info("downloading %s", url)
+            part = archive.with_suffix(".gz.part")
+            with urllib.request.urlopen(url) as response, open(part, "wb") as f:
+                shutil.copyfileobj(response, f, length=1 << 20)
+            part.rename(archive)
+        log.info("unpacking %s", archive)
+        with tarfile.open(archive) as tar:
+            tar.extractall(root, filter="data")  # refuses absolute paths and links out of root
+        if not (root / "LibriSpeech" / subset).is_dir():
+            raise RuntimeError(f"{archive} did not unpack into {root / 'LibriSpeech' / subset}")
 
 
 def set_name(subset: str) -> str:
