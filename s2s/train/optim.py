@@ -1,0 +1,90 @@
+"""Optimiser and learning-rate schedules (formulas in s2s.train.config)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from s2s.train.config import TrainConfig
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over the trainable parameters. AdamW decays only matrices (dim >= 2):
+    biases and norm gains are left alone, the usual transformer recipe."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    kw = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    if cfg.optim == "adam":
+        return torch.optim.Adam(params, weight_decay=cfg.weight_decay, **kw)
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], **kw)
+
+
+def lr_lambda(cfg: TrainConfig, total_steps: int = 0) -> Callable[[int], float]:
+    """The learning rate at optimiser step `step` (1-based: the rate used by the step-th
+    update). total_steps: the last step, needed by the cosine schedule only."""
+    w = cfg.warmup_steps
+    base = cfg.lr
+
+    def warm(step: int) -> float:
+        return min(1.0, step / w) if w > 0 else 1.0
+
+    if cfg.scheduler == "inverse_sqrt":
+        return lambda s: base * (warm(s) if s <= w else math.sqrt(w / s))
+    if cfg.scheduler == "noam":
+        w1 = max(w, 1)
+        scale = cfg.model_dim**-0.5 if cfg.model_dim else w1**0.5
+        return lambda s: base * scale * min(max(s, 1) ** -0.5, max(s, 1) * w1**-1.5)
+    if cfg.scheduler == "constant":
+        return lambda s: base * warm(s)
+    if cfg.scheduler == "cosine":
+        if total_steps <= w:
+            raise ValueError(
+                f"cosine schedule needs more total steps ({total_steps}) than warmup_steps ({w})"
+            )
+
+        def cosine(s: int) -> float:
+            if s <= w:
+                return base * warm(s)
+            frac = min(1.0, (s - w) / (total_steps - w))
+            return cfg.min_lr + 0.5 * (base - cfg.min_lr) * (1 + math.cos(math.pi * frac))
+
+        return cosine
+    raise ValueError(f"unknown scheduler {cfg.scheduler!r}")
+
+
+class LRScheduler:
+    """Sets every param group's lr from `fn(step)`; its state is just the step count, so a
+    resumed run continues the curve exactly (no closures pickled)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, fn: Callable[[int], float]) -> None:
+        self.optimizer, self.fn, self.step_count = optimizer, fn, 0
+        self._apply()
+
+    def _apply(self) -> None:
+        # The lr of the *next* update (1-based), so the first update already warms up.
+        lr = self.fn(self.step_count + 1)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+
+    def step(self) -> None:
+        self.step_count += 1
+        self._apply()
+
+    def get_last_lr(self) -> float:
+        """The lr the next optimiser update uses."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {"step_count": self.step_count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = int(state["step_count"])
+        self._apply()
