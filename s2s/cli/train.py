@@ -1,0 +1,153 @@
+"""s2s-train: train an experiment (resuming from its latest checkpoint), or average checkpoints.
+
+    s2s-train --config conf/model/tiny.yaml --config conf/train/tiny_cpu.yaml \\
+        --exp-dir exp/tiny data.train_dir=data/train ... train.lr=1e-3
+    s2s-train --config a.yaml --exp-dir exp/x --print-config     # resolved YAML, then exit
+    s2s-train --config exp/x/config.yaml --exp-dir exp/x --average-only   # -> exp/x/model_avg.pt
+    torchrun --standalone --nproc_per_node=2 -m s2s.cli.train --config ... --exp-dir ...
+
+--config files are merged in order, then the key=value overrides (an unknown key is an error).
+Training writes exp/x/config.yaml, checkpoints/, tensorboard/ and logs/trainer.log; rerunning
+the same command continues from the latest checkpoint. Ctrl-C or SIGTERM writes a checkpoint
+and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+from pathlib import Path
+
+log = logging.getLogger("s2s.train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="s2s-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", action="append", default=[], help="YAML file (repeatable)")
+    p.add_argument("--exp-dir", help="experiment directory (exp/<name>)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config")
+    p.add_argument(
+        "--average-only",
+        action="store_true",
+        help="average the checkpoints chosen by train.n_average/average_by into model_avg.pt",
+    )
+    p.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. train.lr=1e-3")
+    return p
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def average_only(cfg, exp_dir: Path) -> Path:
+    from s2s.train.average import average_checkpoints, select_checkpoints
+
+    paths = select_checkpoints(exp_dir / "checkpoints", cfg.train)
+    out = average_checkpoints(paths, exp_dir / "model_avg.pt")
+    log.info("averaged %s -> %s", ", ".join(p.name for p in paths), out)
+    return out
+
+
+def train(cfg, exp_dir: Path) -> int:
+    from omegaconf import OmegaConf
+
+    from s2s import experiment as X
+    from s2s.train import distributed as D
+    from s2s.train.tb_logger import setup_text_log
+    from s2s.train.trainer import Trainer, TrainingInterrupted
+
+    info = D.env_info()
+    device = D.resolve_device(cfg.train.device, info)
+    D.init_distributed(device, info)
+    try:
+        setup_text_log(exp_dir / "logs" / "trainer.log", enabled=info.is_main)
+        if info.is_main:
+            cfg = X.prepare_exp_dir(cfg, exp_dir)
+            X.save_experiment_config(cfg, exp_dir / "config.yaml")
+        D.barrier()
+        if not info.is_main:  # read what rank 0 prepared: paths point at exp_dir's copies
+            cfg = X.load_experiment_config([exp_dir / "config.yaml"])
+        seed_everything(cfg.train.seed)
+        tokenizer = X.load_tokenizer(cfg.data.tokenizer)
+        model = X.build_model(cfg, tokenizer.vocab_size)
+        n_params = sum(p.numel() for p in model.parameters())
+        log.info(
+            "model: %.2fM parameters; device %s; world size %d",
+            n_params / 1e6,
+            device,
+            info.world_size,
+        )
+        train_set = X.build_dataset(cfg, "train", tokenizer, train=True)
+        kw = {"rank": info.rank, "world_size": info.world_size}
+        train_loader = X.build_loader(cfg, train_set, shuffle=True, **kw)
+        valid_loader = None
+        if cfg.data.valid_dir:
+            valid_set = X.build_dataset(cfg, "valid", tokenizer, train=False)
+            valid_loader = X.build_loader(cfg, valid_set, shuffle=False, **kw)
+        trainer = Trainer(
+            model,
+            cfg.train,
+            exp_dir,
+            train_loader,
+            valid_loader,
+            device=device,
+            dist_info=info,
+            config=OmegaConf.to_container(X.to_dictconfig(cfg)),
+        )
+        try:
+            metrics = trainer.fit()
+        except TrainingInterrupted as e:
+            log.warning("%s; rerun the same command to resume", e)
+            return 130
+        log.info("final validation: %s", metrics)
+        return 0
+    finally:
+        D.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from omegaconf import OmegaConf
+
+    from s2s.experiment import load_experiment_config, to_dictconfig
+
+    try:
+        cfg = load_experiment_config(args.config, args.overrides)
+    except ValueError as e:
+        print(f"s2s-train: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(OmegaConf.to_yaml(to_dictconfig(cfg)), end="")
+        return 0
+    if not args.exp_dir:
+        print("s2s-train: --exp-dir is required", file=sys.stderr)
+        return 2
+    exp_dir = Path(args.exp_dir)
+    if args.average_only:
+        from s2s.train.tb_logger import setup_text_log
+
+        setup_text_log(None)
+        try:
+            average_only(cfg, exp_dir)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"s2s-train: {e}", file=sys.stderr)
+            return 2
+        return 0
+    return train(cfg, exp_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
