@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
 
 from s2s.corpora.phrases import grammar as g
+from s2s.corpora.phrases import tts
 from s2s.corpora.phrases.grammar import Det, noun_phrase, place_phrase
+from s2s.corpora.phrases.prepare import TEST_VOICES, prepare, speaker_id
+from s2s.data.audio import load_utterance
+from s2s.data.datadir import load_datadir
 
 N = {n.en: n for n in g.NOUNS}
 P = {p.noun.en: p.noun for p in g.PLACES}
@@ -14,12 +22,12 @@ V = {v.en: v for v in g.VERBS}
 I, YOU, WE = g.PRONOUNS[0], g.PRONOUNS[1], g.PRONOUNS[4]
 
 
-def np(det: Det, noun: str, adjs: str = "", plural: bool = False, case: str = "nom"):
+def phrase(det: Det, noun: str, adjs: str = "", plural: bool = False, case: str = "nom"):
     return noun_phrase(det, N[noun], tuple(A[a] for a in adjs.split()), plural, case)
 
 
 def subj(det: Det, noun: str, adjs: str = "", plural: bool = False):
-    return g.noun_subject(np(det, noun, adjs, plural, "nom"), plural)
+    return g.noun_subject(phrase(det, noun, adjs, plural, "nom"), plural)
 
 
 # --------------------------------------------------------------------------- numbers
@@ -107,14 +115,14 @@ def test_numbers_out_of_range() -> None:
     ],
 )
 def test_noun_phrase_agreement(det, noun, adjs, plural, case, en, de) -> None:
-    assert np(det, noun, adjs, plural, case) == (en, de)
+    assert phrase(det, noun, adjs, plural, case) == (en, de)
 
 
 def test_noun_phrase_rejects_disagreement() -> None:
     with pytest.raises(ValueError, match="agree"):
-        np(Det("a"), "dog", plural=True)
+        phrase(Det("a"), "dog", plural=True)
     with pytest.raises(ValueError, match="case"):
-        np(Det("the"), "dog", case="gen")
+        phrase(Det("the"), "dog", case="gen")
 
 
 @pytest.mark.parametrize(
@@ -141,7 +149,7 @@ def _pair(p: g.Pair) -> tuple[str, str]:
 def test_sentences_hand_checked() -> None:
     cases = [
         (
-            g.render_transitive(I, V["see"], np(Det("num", 21), "bird", "green", True, "acc")),
+            g.render_transitive(I, V["see"], phrase(Det("num", 21), "bird", "green", True, "acc")),
             ("I see twenty-one green birds", "Ich sehe einundzwanzig grüne Vögel."),
         ),
         (
@@ -156,7 +164,10 @@ def test_sentences_hand_checked() -> None:
         ),
         (  # verb second after a fronted adverb; English "will" only
             g.render_transitive(
-                WE, V["buy"], np(Det("a"), "car", "new", case="acc"), adverb=("tomorrow", "morgen")
+                WE,
+                V["buy"],
+                phrase(Det("a"), "car", "new", case="acc"),
+                adverb=("tomorrow", "morgen"),
             ),
             ("tomorrow we will buy a new car", "Morgen kaufen wir ein neues Auto."),
         ),
@@ -164,7 +175,7 @@ def test_sentences_hand_checked() -> None:
             g.render_transitive(
                 ("Anna", "Anna", "3sg"),
                 V["see"],
-                np(Det("the"), "man", case="acc"),
+                phrase(Det("the"), "man", case="acc"),
                 place=place_phrase("in", P["kitchen"]),
                 adverb=("today", "heute"),
             ),
@@ -182,7 +193,7 @@ def test_sentences_hand_checked() -> None:
             g.render_question(
                 subj(Det("the"), "dog", "small"),
                 V["see"],
-                np(Det("poss", None, ("my", "mein")), "cat", "white", case="acc"),
+                phrase(Det("poss", None, ("my", "mein")), "cat", "white", case="acc"),
             ),
             ("does the small dog see my white cat", "Sieht der kleine Hund meine weiße Katze?"),
         ),
@@ -211,7 +222,9 @@ def test_sentences_hand_checked() -> None:
             ("one plus twenty is twenty-one", "Eins plus zwanzig ist einundzwanzig."),
         ),
         (
-            g.render_transitive(g.PRONOUNS[5], V["have"], np(Det("no"), "dog", "", False, "acc")),
+            g.render_transitive(
+                g.PRONOUNS[5], V["have"], phrase(Det("no"), "dog", "", False, "acc")
+            ),
             ("they have no dog", "Sie haben keinen Hund."),
         ),
     ]
@@ -248,3 +261,98 @@ def test_generate_pairs_reports_exhaustion_and_bad_kind() -> None:
         g.generate_pairs(8000, seed=0, kinds=["colour"], max_tries_per_pair=1)
     with pytest.raises(ValueError, match="unknown sentence kind"):
         g.generate_pairs(3, kinds=["poem"])
+
+
+# --------------------------------------------------------------------------- TTS
+
+SENTENCE = "there are twenty-one green birds under the big table"
+
+
+def test_tts_speech_at_16k_grows_with_text() -> None:
+    short = tts.synthesize("hello", "en-us")
+    long = tts.synthesize(SENTENCE, "en-us")
+    native, sr = tts.synthesize_native(SENTENCE, "en-us")
+    assert sr == 22050 and native.dtype == np.int16
+    assert long.dtype == torch.float32 and long.dim() == 1
+    assert abs(len(long) - len(native) * 16000 / 22050) <= 2  # resampled to 16 kHz
+    assert long.pow(2).mean().sqrt() > 0.01 and long.abs().max() <= 1.0
+    assert 0.3 < len(short) / 16000 < 1.5
+    assert len(long) > 2.5 * len(short)
+    assert len(tts.synthesize(SENTENCE, "en-us", rate=120)) > 1.3 * len(long)  # slower speech
+
+
+def test_tts_deterministic_and_voices_differ() -> None:
+    a = tts.synthesize(SENTENCE, "en-us", seed=1)
+    female = tts.synthesize(SENTENCE, "en+f3", seed=1)  # in between: no state may leak
+    assert torch.equal(a, tts.synthesize(SENTENCE, "en-us", seed=1))
+    f0 = [AF.detect_pitch_frequency(w, 16000).median().item() for w in (a, female)]
+    assert f0[1] > 1.5 * f0[0], f0
+    scottish = tts.synthesize(SENTENCE, "en-gb-scotland", seed=1)
+    assert len(scottish) != len(a) or not torch.allclose(scottish, a, atol=1e-2)
+
+
+def test_tts_noise_at_requested_snr() -> None:
+    clean = tts.synthesize(SENTENCE, "en-us", seed=3)
+    noisy = tts.synthesize(SENTENCE, "en-us", snr_db=10.0, seed=3)
+    noise = noisy - clean
+    snr = 10 * torch.log10(clean.pow(2).mean() / noise.pow(2).mean())
+    assert abs(snr.item() - 10.0) < 0.5
+    assert torch.equal(noisy, tts.synthesize(SENTENCE, "en-us", snr_db=10.0, seed=3))
+    assert not torch.equal(noisy, tts.synthesize(SENTENCE, "en-us", snr_db=10.0, seed=4))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"voice": "xx-nope"}, "no voice"),
+        ({"voice": "en+nope"}, "no variant"),
+        ({"rate": 10}, "rate"),
+        ({"text": "  "}, "nothing to say"),
+    ],
+)
+def test_tts_errors(kwargs: dict, match: str) -> None:
+    args = {"text": "hello", **kwargs}
+    with pytest.raises(tts.TTSError, match=match):
+        tts.synthesize(**args)
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def test_prepare_tiny_corpus(tmp_path) -> None:
+    sets = prepare(tmp_path / "a", n_train=12, n_dev=4, n_test=4, seed=0, nj=2)
+    assert set(sets) == {"train", "dev", "test"}
+    sentences = {}
+    for name, n in (("train", 12), ("dev", 4), ("test", 4)):
+        dd = load_datadir(tmp_path / "a" / name, check_audio=True)
+        assert len(dd) == n and set(dd.texts) == {"text", "text.en", "text.de"}
+        for utt in dd.utt_ids:
+            assert utt.startswith(dd.utt2spk[utt] + "-")
+            assert dd.text(utt) == dd.text(utt, "text.en")
+            info = sf.info(dd.wav_scp[utt])
+            assert info.samplerate == 16000 and info.subtype == "PCM_16" and info.channels == 1
+            wave = load_utterance(dd, utt)
+            assert wave.pow(2).mean().sqrt() > 0.01
+        sentences[name] = set(dd.texts["text"].values())
+        assert len(sentences[name]) == n
+    assert not sentences["train"] & sentences["dev"]
+    assert not (sentences["train"] | sentences["dev"]) & sentences["test"]
+    train_spk = set(sets["train"].utt2spk.values()) | set(sets["dev"].utt2spk.values())
+    test_spk = set(sets["test"].utt2spk.values())
+    assert test_spk and not train_spk & test_spk
+    assert test_spk <= {speaker_id(v) for v in TEST_VOICES}
+
+    # Same arguments, other nj: byte-identical audio and data dirs.
+    prepare(tmp_path / "b", n_train=12, n_dev=4, n_test=4, seed=0, nj=1)
+    for name in ("train", "test"):
+        for utt in sets[name].utt_ids:
+            a = (tmp_path / "a" / "wav" / name / f"{utt}.wav").read_bytes()
+            assert a == (tmp_path / "b" / "wav" / name / f"{utt}.wav").read_bytes()
+        assert (tmp_path / "a" / name / "text.de").read_text() == (
+            tmp_path / "b" / name / "text.de"
+        ).read_text()
+
+
+def test_prepare_rejects_shared_voices(tmp_path) -> None:
+    with pytest.raises(ValueError, match="unseen"):
+        prepare(tmp_path, n_train=2, n_dev=1, n_test=1, test_voices=("en-us",))
