@@ -432,3 +432,65 @@ def test_cli_print_config_and_average_only(tmp_path, capsys):
     args = ["--config", conf, "--exp-dir", str(exp), "--average-only", "train.n_average=2"]
     assert main(args) == 0
     assert torch.load(exp / "model_avg.pt")["averaged"] == ["step_2.pt", "step_3.pt"]
+
+
+def test_cli_trains_resumes_and_averages_a_text_experiment(tmp_path):
+    """s2s-train end to end on a tiny text-to-text experiment (real tokenizer, dataset,
+    sampler and Seq2SeqModel): train 1 epoch, rerun to 2 (resumes), average, load."""
+    import random
+
+    from s2s.cli.train import main
+    from s2s.data.datadir import write_datadir
+    from s2s.data.tokenizer import train_sentencepiece
+    from s2s.experiment import (
+        build_model,
+        load_experiment_config,
+        load_model_weights,
+        load_tokenizer,
+    )
+
+    rnd = random.Random(0)
+    words = ["alpha", "beta", "gamma", "delta", "zeta", "theta", "kappa", "lambda"]
+    texts = []
+    for name, n in (("train", 60), ("dev", 8)):
+        src = {
+            f"{name}{i:03d}": " ".join(rnd.choices(words, k=rnd.randint(3, 6))) for i in range(n)
+        }
+        tgt = {u: " ".join(s.split()[:2]) for u, s in src.items()}
+        write_datadir(
+            tmp_path / name, None, {"text.src": src, "text.tgt": tgt}, {u: u for u in src}
+        )
+        texts += [*src.values(), *tgt.values()]
+    train_sentencepiece(texts, tmp_path / "tok", 30)
+    exp = tmp_path / "exp"
+    args = [
+        "--config", str(ROOT / "conf" / "model" / "tiny_text.yaml"),
+        "--config", str(ROOT / "conf" / "train" / "tiny_cpu.yaml"),
+        "--exp-dir", str(exp),
+        "data.source=text", "data.source_field=text.src", "data.target_field=text.tgt",
+        f"data.train_dir={tmp_path / 'train'}", f"data.valid_dir={tmp_path / 'dev'}",
+        f"data.tokenizer={tmp_path / 'tok.model'}", "data.max_frames=300",
+        "model.encoder.n_layers=1", "model.decoder.n_layers=1",
+        "train.device=cpu", "train.warmup_steps=5", "train.n_average=2",
+    ]  # fmt: skip
+    root = logging.getLogger("s2s")
+    handlers = list(root.handlers)
+    try:
+        assert main([*args, "train.max_epochs=1"]) == 0
+        one = [s for s, _ in list_checkpoints(exp / "checkpoints")]
+        assert main([*args, "train.max_epochs=2"]) == 0
+        assert "resumed from" in (exp / "logs" / "trainer.log").read_text()
+        two = [s for s, _ in list_checkpoints(exp / "checkpoints")]
+        assert len(one) == 1 and len(two) == 2 and two[1] == 2 * two[0]
+        assert (
+            main(["--config", str(exp / "config.yaml"), "--exp-dir", str(exp), "--average-only"])
+            == 0
+        )
+    finally:
+        for h in root.handlers[len(handlers) :]:
+            root.removeHandler(h)
+            h.close()
+    cfg = load_experiment_config([exp / "config.yaml"])
+    assert Path(cfg.data.tokenizer) == exp / "tokenizer.model"
+    model = build_model(cfg, load_tokenizer(cfg.data.tokenizer).vocab_size)
+    assert load_model_weights(model, exp) == exp / "model_avg.pt"

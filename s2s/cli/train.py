@@ -119,7 +119,7 @@ def train(cfg, exp_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     from omegaconf import OmegaConf
 
     from s2s.experiment import load_experiment_config, to_dictconfig

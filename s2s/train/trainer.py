@@ -414,7 +414,10 @@ class Trainer:
         self._t0 = time.time()
 
     def _validate_and_log(self) -> None:
+        t0 = time.time()
         self.valid_metrics = self.validate()
+        if hasattr(self, "_t0"):  # keep validation time out of the training throughput
+            self._t0 += time.time() - t0
         self.valid_step = self.step
         self.tb.scalars(self.valid_metrics, self.step)
         self.tb.flush()
