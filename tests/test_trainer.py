@@ -494,3 +494,30 @@ def test_cli_trains_resumes_and_averages_a_text_experiment(tmp_path):
     assert Path(cfg.data.tokenizer) == exp / "tokenizer.model"
     model = build_model(cfg, load_tokenizer(cfg.data.tokenizer).vocab_size)
     assert load_model_weights(model, exp) == exp / "model_avg.pt"
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_on_cpu_trains_with_finite_losses(tmp_path, amp):
+    tr = make_trainer(tmp_path, make_cfg(max_epochs=2, amp=amp, accum_grad=1))
+    metrics = tr.fit()
+    assert tr.step > 0 and math.isfinite(metrics["valid/loss"])
+    assert all(p.dtype == torch.float32 for p in tr.module.parameters())  # master weights
+    state = load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))["scaler"]
+    assert bool(state) == (amp == "fp16")  # GradScaler state only when it is enabled
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
+def test_cuda_training_logs_gpu_memory(tmp_path, amp):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = make_cfg(device="cuda", max_epochs=2, amp=amp)
+    tr = make_trainer(tmp_path, cfg)
+    assert tr.device.type == "cuda"
+    metrics = tr.fit()
+    assert math.isfinite(metrics["valid/loss"])
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    assert acc.Scalars("train/gpu_mem_gib")[-1].value > 0
+    resumed = make_trainer(tmp_path, make_cfg(device="cuda", max_epochs=3, amp=amp))
+    assert resumed.fit() and resumed.step > tr.step
