@@ -112,7 +112,7 @@ class Recipe:
                 "valid_dump": self.dump / d.valid_set,
             }
             data["cmvn"] = self.dump / self.train_set / "cmvn.pt" if d.global_cmvn else ""
-        out += [f"data.{k}={v}" for k, v in data.items()]
+        out += [f"data.{k}={v}" for k, v in data.items() if v != ""]  # "" would parse as null
         if self.speech:
             feats = OmegaConf.to_container(OmegaConf.structured(d.features))
             out += [f"data.features.{k}={v}" for k, v in feats.items()]

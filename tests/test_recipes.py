@@ -1,0 +1,110 @@
+"""The embedded recipes through every stage (0-10) with minimal settings, and the demo table.
+
+Each recipe is copied with the repository's conf/ into a temporary tree of the same shape
+(<tmp>/conf, <tmp>/recipes/<corpus>/<task>1), shrunk (a few utterances, a few training steps)
+and run through s2s.cli.recipe, the engine behind run.sh.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from s2s.cli.recipe import main as recipe_main
+from s2s.demo import format_table
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = [
+    "train.max_steps=4",
+    "train.max_epochs=2",
+    "train.warmup_steps=2",
+    "train.log_every_steps=1",
+    "train.keep_best=2",
+    "train.n_average=2",
+    "data.max_frames=4000",
+    "decode.beam_size=2",
+    "decode.max_len_b=8",
+]
+
+
+def copy_recipe(tmp: Path, name: str, shrink: dict) -> Path:
+    shutil.copytree(REPO / "conf", tmp / "conf")
+    dst = tmp / "recipes" / name
+    shutil.copytree(REPO / "recipes" / name / "conf", dst / "conf")
+    shutil.copy(REPO / "recipes" / name / "run.sh", dst / "run.sh")
+    cfg = OmegaConf.merge(OmegaConf.load(dst / "conf" / "recipe.yaml"), shrink)
+    OmegaConf.save(cfg, dst / "conf" / "recipe.yaml")
+    return dst
+
+
+def check_experiment(root: Path, n_test: int, metric: str) -> dict:
+    exps = [p for p in (root / "exp").iterdir() if (p / "config.yaml").is_file()]
+    assert len(exps) == 1, exps
+    exp = exps[0]
+    assert (exp / "model_avg.pt").is_file()
+    assert any((exp / "checkpoints").iterdir())
+    assert any((exp / "tensorboard").rglob("events.out.tfevents.*"))
+    decode = next(exp.glob("decode_test_*"))
+    hyps = (decode / "hyp.txt").read_text().splitlines()
+    assert len(hyps) == n_test == len((decode / "ref.txt").read_text().splitlines())
+    score = json.loads((decode / "score.json").read_text())
+    assert metric in score["metrics"]
+    assert score["efficiency"]["utterances_per_s"] > 0
+    results = (root / "RESULTS.md").read_text()
+    assert exp.name in results
+    return score
+
+
+@pytest.mark.parametrize("task, metric", [("st1", "bleu"), ("asr1", "wer")])
+def test_phrases_recipe_all_stages(tmp_path: Path, task: str, metric: str) -> None:
+    shrink = {
+        "prepare_args": {"n_train": 24, "n_dev": 4, "n_test": 4},
+        "tokenizer": {"vocab_size": 80},
+        "speed_perturb": [0.9],
+    }
+    root = copy_recipe(tmp_path, f"phrases/{task}", shrink)
+    args = ["--recipe-dir", str(root), "--nj", "2", "--attention", "mtla", "--stride", "2"]
+    assert recipe_main([*args, *TRAIN]) == 0
+    assert (root / "data" / "train_sp" / "wav.scp").is_file()  # stage 2 ran
+    assert (root / "dump" / "train_sp" / "cmvn.pt").is_file()  # stage 6 ran
+    check_experiment(root, 4, metric)
+    # A stage re-runs alone: scoring again replaces the row instead of adding one.
+    before = (root / "RESULTS.md").read_text()
+    assert recipe_main([*args, "--stage", "10", *TRAIN]) == 0
+    assert (root / "RESULTS.md").read_text().count("mtla") == before.count("mtla")
+
+
+def test_docstrings_recipe_all_stages(tmp_path: Path) -> None:
+    root = copy_recipe(tmp_path, "docstrings/sum1", {"tokenizer": {"vocab_size": 300}})
+    args = ["--recipe-dir", str(root), "--attention", "mla", "--arrangement", "cross"]
+    assert recipe_main([*args, *TRAIN, "data.max_frames=3000"]) == 0
+    n_test = len((root / "data" / "test_filt" / "utt2spk").read_text().splitlines())
+    check_experiment(root, n_test, "rouge1")
+
+
+def test_recipe_rejects_bad_flags(tmp_path: Path) -> None:
+    root = copy_recipe(tmp_path, "phrases/st1", {})
+    with pytest.raises(SystemExit):
+        recipe_main(["--recipe-dir", str(root), "--attention", "nope"])
+    (root / "conf" / "recipe.yaml").write_text("corpus: phrases.prepare\ntask: st\ntypo_key: 1\n")
+    assert recipe_main(["--recipe-dir", str(root)]) == 2
+
+
+def test_demo_table_formats_measured_values() -> None:
+    score = {
+        "metrics": {"bleu": 41.23, "chrf": 60.0, "wer": 20.5},
+        "efficiency": {
+            "utterances_per_s": 12.3,
+            "cache_bytes_per_token": 1536,
+            "peak_memory_mib": 800.4,
+        },
+    }
+    table = format_table({"mha": score, "mtla": {"metrics": {}}}, {"mha": 120.0})
+    lines = table.splitlines()
+    assert lines[0].startswith("| attention | BLEU")
+    assert "| mha | 41.2 | 60.0 | 20.5 | 12.3 | 1536 | 800 | 2.0 |" in lines
+    assert lines[-1].startswith("| mtla | n/a")
