@@ -229,3 +229,24 @@ def test_text_vocab_size_source() -> None:
     with pytest.raises(ValueError, match="token ids"):
         enc(torch.full((1, 3), 9), torch.tensor([3]))
     assert enc.frontend.embed.padding_idx == 0
+
+
+@pytest.mark.parametrize("sub, channels", [("conv2d4", 8), ("conv2d8", 4), ("conv1d", 6)])
+def test_subsampling_channels(sub: str, channels: int) -> None:
+    cfg = EncoderConfig(
+        input_dim=20,
+        d_model=16,
+        n_heads=2,
+        ffn_dim=32,
+        n_layers=1,
+        subsampling=sub,
+        subsampling_channels=channels,
+    )
+    enc = build_encoder(cfg)
+    convs = [m for m in enc.modules() if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d)]
+    assert convs[0].out_channels == channels
+    x, lens = torch.randn(2, 40, 20), torch.tensor([40, 31])
+    out, out_lens = enc(x, lens)
+    assert out.shape == (2, int(out_lens.max()), 16)
+    with pytest.raises(ValueError, match="subsampling_channels"):
+        EncoderConfig(subsampling_channels=-1)

@@ -92,9 +92,7 @@ def load_audio(
         except (sf.SoundFileError, RuntimeError) as e:
             raise AudioError(f"{where}: cannot read audio: {e}") from e
     if data.shape[0] != last - first:
-        raise AudioError(
-            f"{where}: truncated file: read {data.shape[0]} of {last - first} frames"
-        )
+        raise AudioError(f"{where}: truncated file: read {data.shape[0]} of {last - first} frames")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.isfinite(mono).all():
         raise AudioError(f"{where}: audio contains NaN or infinite samples")

@@ -253,8 +253,13 @@ def dump_features(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # a previous dump with another nj leaves other shard names: remove our own outputs only
-    for old in [*out.glob("feats.*.npy"), out / INDEX, out / UTT2NUM_FRAMES, out / META,
-                out / BAD_UTTS]:
+    for old in [
+        *out.glob("feats.*.npy"),
+        out / INDEX,
+        out / UTT2NUM_FRAMES,
+        out / META,
+        out / BAD_UTTS,
+    ]:
         old.unlink(missing_ok=True)
 
     nj = min(nj, len(items))
@@ -459,4 +464,3 @@ def utterance_cmvn(feats: Tensor, norm_vars: bool = True, std_floor: float = 1e-
         return centred
     std = centred.pow(2).mean(dim=0, keepdim=True).sqrt().clamp(min=std_floor)
     return centred / std
-

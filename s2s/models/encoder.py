@@ -25,7 +25,8 @@ PAD_ID = 0
 class EncoderConfig:
     """type: "transformer" | "conformer" (speech) | "text" (token embedding + Transformer).
     subsampling: speech frontend (SUBSAMPLINGS), ignored for text. pos: "abs" | "rel" | "rotary".
-    conv_kernel: Conformer depthwise kernel (odd). vocab_size: text encoder's vocabulary
+    conv_kernel: Conformer depthwise kernel (odd). subsampling_channels: conv channels of the
+    frontend (0 = d_model for conv2d, ffn_dim for conv1d). vocab_size: text encoder's vocabulary
     (0 = take the one build_encoder is given, i.e. the tokenizer's)."""
 
     type: str = "transformer"
@@ -37,6 +38,7 @@ class EncoderConfig:
     dropout: float = 0.1
     attn_dropout: float = 0.0
     subsampling: str = "conv2d4"
+    subsampling_channels: int = 0
     pos: str = "abs"
     conv_kernel: int = 31
     vocab_size: int = 0
@@ -64,6 +66,10 @@ class EncoderConfig:
                 raise ValueError(f"encoder {name} must be in [0, 1), got {getattr(self, name)}")
         if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
             raise ValueError(f"encoder conv_kernel must be odd and >= 1, got {self.conv_kernel}")
+        if self.subsampling_channels < 0:
+            raise ValueError(
+                f"encoder subsampling_channels must be >= 0, got {self.subsampling_channels}"
+            )
         if self.vocab_size < 0:
             raise ValueError(f"encoder vocab_size must be >= 0, got {self.vocab_size}")
         if self.type != "text":
@@ -140,10 +146,12 @@ def build_encoder(cfg: EncoderConfig | DictConfig, vocab_size: int = 0) -> Encod
                 "to build_encoder"
             )
         return Encoder(TokenEmbedding(vocab, cfg.d_model), transformer_stack(*args))
-    # conv1d's inner width (before GLU) follows ffn_dim, like fairseq's 1024 for d = 256.
-    frontend = build_frontend(
-        cfg.subsampling, cfg.input_dim, cfg.d_model, channels=2 * max(1, cfg.ffn_dim // 2)
-    )
+    # conv1d's inner width (before GLU) follows ffn_dim by default, like fairseq's 1024 for
+    # d = 256; conv2d's channels default to d_model, like ESPnet.
+    channels = cfg.subsampling_channels
+    if cfg.subsampling == "conv1d":
+        channels = 2 * max(1, (channels or cfg.ffn_dim) // 2)
+    frontend = build_frontend(cfg.subsampling, cfg.input_dim, cfg.d_model, channels=channels)
     if cfg.type == "conformer":
         return Encoder(frontend, conformer_stack(*args, cfg.conv_kernel))
     return Encoder(frontend, transformer_stack(*args))

@@ -77,9 +77,10 @@ class Frontend(nn.Module):
 
 class Conv2dSubsampling(Frontend):
     """ESPnet-style 2-D conv subsampling by 4 (two 3x3 s2), 6 (3x3 s2, 5x5 s3) or 8 (three
-    3x3 s2); channels = d_model. (B, T, F) -> (B, T', d_model)."""
+    3x3 s2); `channels` conv channels (ESPnet: d_model; fewer make small models much cheaper,
+    the convs dominate their cost). (B, T, F) -> (B, T', d_model)."""
 
-    def __init__(self, kind: str, input_dim: int, d_model: int) -> None:
+    def __init__(self, kind: str, input_dim: int, d_model: int, channels: int = 0) -> None:
         if kind not in _CONV2D_LAYERS:
             raise ValueError(f"unknown conv2d subsampling {kind!r}; one of {tuple(_CONV2D_LAYERS)}")
         layers = _CONV2D_LAYERS[kind]
@@ -94,11 +95,12 @@ class Conv2dSubsampling(Frontend):
                 f"{kind} subsampling needs input_dim >= {_min_len(self.time_layers)}, "
                 f"got {input_dim}"
             )
+        channels = channels or d_model
         convs: list[nn.Module] = []
         for i, (k, s) in enumerate(layers):
-            convs += [nn.Conv2d(1 if i == 0 else d_model, d_model, k, s), nn.ReLU()]
+            convs += [nn.Conv2d(1 if i == 0 else channels, channels, k, s), nn.ReLU()]
         self.conv = nn.Sequential(*convs)
-        self.out = nn.Linear(d_model * freq, d_model)
+        self.out = nn.Linear(channels * freq, d_model)
 
     def forward(self, x: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
         """x: (B, T, F), lens: (B,) -> (B, T', d_model), (B,)."""
@@ -165,9 +167,10 @@ def min_input_dim(kind: str) -> int:
 
 
 def build_frontend(kind: str, input_dim: int, d_model: int, channels: int = 1024) -> Frontend:
-    """Frontend by name (SUBSAMPLINGS); `channels` is conv1d's inner width (before GLU)."""
+    """Frontend by name (SUBSAMPLINGS); `channels` is the conv2d channel count (0 = d_model)
+    or conv1d's inner width (before GLU)."""
     if kind in _CONV2D_LAYERS:
-        return Conv2dSubsampling(kind, input_dim, d_model)
+        return Conv2dSubsampling(kind, input_dim, d_model, channels)
     if kind == "conv1d":
         return Conv1dSubsampler(input_dim, d_model, channels)
     if kind == "none":
