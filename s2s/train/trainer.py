@@ -161,7 +161,13 @@ class Trainer:
         if path is None:
             return None
         state = load_checkpoint(path)
-        self.module.load_state_dict(state["model"])
+        try:
+            self.module.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise RuntimeError(
+                f"{path}: this checkpoint does not fit the model the config builds (was the model "
+                f"config changed? train into a new experiment dir, e.g. with --tag): {e}"
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
