@@ -108,3 +108,28 @@ def test_demo_table_formats_measured_values() -> None:
     assert lines[0].startswith("| attention | BLEU")
     assert "| mha | 41.2 | 60.0 | 20.5 | 12.3 | 1536 | 800 | 2.0 |" in lines
     assert lines[-1].startswith("| mtla | n/a")
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        str(p.parent.parent.relative_to(REPO / "recipes"))
+        for p in (REPO / "recipes").glob("*/*/conf/recipe.yaml")
+    ),
+)
+@pytest.mark.parametrize("attention", ["mha", "mla", "mtla"])
+def test_every_recipe_config_resolves(name: str, attention: str) -> None:
+    """Every recipe's YAML, with each attention variant, validates as an experiment config and
+    names a corpus module whose prepare() exists (no data needed)."""
+    from s2s.recipe.config import load_recipe_config
+    from s2s.recipe.stages import Recipe, RunOptions
+
+    root = REPO / "recipes" / name
+    assert (root / "run.sh").stat().st_mode & 0o111, f"{name}/run.sh is not executable"
+    cfg = load_recipe_config(root / "conf" / "recipe.yaml")
+    recipe = Recipe(cfg, RunOptions(recipe_dir=root, attention=attention))
+    exp = recipe.experiment_config()
+    assert exp.model.decoder.attention.type == attention
+    assert exp.data.target_field == cfg.target_field
+    assert callable(recipe._corpus().prepare)
+    assert recipe.exp_name.startswith(f"{recipe.model_config.stem}_{attention}")
