@@ -8,7 +8,10 @@ and run through s2s.cli.recipe, the engine behind run.sh.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,7 @@ def copy_recipe(tmp: Path, name: str, shrink: dict) -> Path:
     dst = tmp / "recipes" / name
     shutil.copytree(REPO / "recipes" / name / "conf", dst / "conf")
     shutil.copy(REPO / "recipes" / name / "run.sh", dst / "run.sh")
+    shutil.copy(REPO / "recipes" / "recipe.sh", tmp / "recipes" / "recipe.sh")
     cfg = OmegaConf.merge(OmegaConf.load(dst / "conf" / "recipe.yaml"), shrink)
     OmegaConf.save(cfg, dst / "conf" / "recipe.yaml")
     return dst
@@ -84,6 +88,24 @@ def test_docstrings_recipe_all_stages(tmp_path: Path) -> None:
     assert recipe_main([*args, *TRAIN, "data.max_frames=3000"]) == 0
     n_test = len((root / "data" / "test_filt" / "utt2spk").read_text().splitlines())
     check_experiment(root, n_test, "rouge1")
+
+
+def test_run_sh_drives_the_stage_engine(tmp_path: Path) -> None:
+    root = copy_recipe(tmp_path, "docstrings/sum1", {})
+    env = {**os.environ, "S2S_PYTHON": sys.executable}
+    done = subprocess.run(
+        [str(root / "run.sh"), "--stage", "0", "--stop_stage", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nothing to download" in done.stderr
+    bad = subprocess.run(
+        [str(root / "run.sh"), "--stage", "x"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 2 and "--stage" in bad.stderr
 
 
 def test_recipe_rejects_bad_flags(tmp_path: Path) -> None:

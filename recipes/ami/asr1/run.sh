@@ -5,9 +5,5 @@
 #            [--decode_config F] [--tag T] [key=value ...]
 # Stages: 0 download, 1 data prep, 2 speed perturbation, 3 features, 4 filtering,
 #         5 tokenizer, 6 CMVN stats, 7 train, 8 average, 9 decode, 10 score -> RESULTS.md
-set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "${here}/../../.." && pwd)"
-python="${S2S_PYTHON:-python3}"
-[ -x "${root}/.venv/bin/python" ] && [ -z "${S2S_PYTHON:-}" ] && python="${root}/.venv/bin/python"
-exec "${python}" -m s2s.cli.recipe --recipe-dir "${here}" "$@"
+exec "${here}/../../recipe.sh" "${here}" "$@"
