@@ -4,6 +4,7 @@ tempo and pitch). s2s never runs shell pipes in wav.scp, so perturbed audio is w
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def speed_perturb_datadir(
     wav_dir = Path(dst_dir) / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(src, u, f, wav_dir, sample_rate) for f in factors for u in src.utt_ids]
-    with ProcessPoolExecutor(max_workers=nj) if nj > 1 else _Serial() as pool:
+    # spawn: forking after torch's OpenMP pool has started can deadlock the children
+    spawn = mp.get_context("spawn")
+    with ProcessPoolExecutor(nj, mp_context=spawn) if nj > 1 else _Serial() as pool:
         paths = list(
             tqdm(
                 pool.map(_write_one, jobs, chunksize=16),

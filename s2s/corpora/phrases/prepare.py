@@ -124,8 +124,9 @@ def _init_worker() -> None:
 def _run(utts: list[Utterance], nj: int) -> dict[str, float]:
     if nj <= 1 or len(utts) < 2:
         return dict(synthesize_utterance(u) for u in utts)
-    methods = mp.get_all_start_methods()
-    ctx = mp.get_context("fork" if "fork" in methods else "spawn")  # fork: no re-import of torch
+    # spawn, not fork: a child forked after the parent's OpenMP pool started deadlocks in its
+    # first threaded op (seen with resampling's torch.cos in the test suite).
+    ctx = mp.get_context("spawn")
     with ctx.Pool(nj, initializer=_init_worker) as pool:
         return dict(pool.imap_unordered(synthesize_utterance, utts, chunksize=16))
 
