@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -105,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides=list(args.overrides),
         )
         recipe = Recipe(cfg, opts)
+        if recipe.exp_dir.exists():  # the demo measures a fresh run, never a resumed one
+            logging.info("removing the previous demo run %s", recipe.exp_dir)
+            shutil.rmtree(recipe.exp_dir)
         start = time.perf_counter()
         try:
             recipe.run()

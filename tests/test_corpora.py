@@ -222,7 +222,7 @@ def make_ami(root: Path) -> Path:
     ):
         write_audio(
             root / "amicorpus" / meeting / "audio" / f"{meeting}.Headset-{n}.wav",
-            1.0 if meeting == "EN2002a" else 35.0 if n == 0 else 4.0,
+            2.0 if meeting == "EN2002a" else 35.0 if n == 0 else 4.0,
             seed=k,
         )
     write_text(root / "annotations" / "transcripts2", AMI_ROWS)

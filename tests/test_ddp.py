@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -93,6 +94,85 @@ def test_two_ranks_on_gloo_end_identical_and_only_rank0_saves(tmp_path):
     assert len(last["rng"]) == 2 and last["world_size"] == 2
     index = json.loads((exp / "checkpoints" / "metrics.json").read_text())
     assert set(index) == set(ckpts)
+
+
+def _text_experiment(root: Path) -> list[str]:
+    """A tiny text-to-text experiment on disk; returns its s2s-train config overrides."""
+    import random
+
+    from s2s.data.datadir import write_datadir
+    from s2s.data.tokenizer import train_sentencepiece
+
+    rnd = random.Random(0)
+    words = ["alpha", "beta", "gamma", "delta", "zeta", "theta", "kappa", "lambda"]
+    texts = []
+    for name, n in (("train", 40), ("dev", 6)):
+        src = {
+            f"{name}{i:03d}": " ".join(rnd.choices(words, k=rnd.randint(3, 6))) for i in range(n)
+        }
+        tgt = {u: " ".join(s.split()[:2]) for u, s in src.items()}
+        write_datadir(root / name, None, {"text.src": src, "text.tgt": tgt}, {u: u for u in src})
+        texts += [*src.values(), *tgt.values()]
+    train_sentencepiece(texts, root / "tok", 30)
+    return [
+        "data.source=text", "data.source_field=text.src", "data.target_field=text.tgt",
+        f"data.train_dir={root / 'train'}", f"data.valid_dir={root / 'dev'}",
+        f"data.tokenizer={root / 'tok.model'}", "data.max_frames=200",
+        "model.encoder.n_layers=1", "model.decoder.n_layers=1", "train.device=cpu",
+        "train.warmup_steps=5", "train.max_epochs=2", "train.n_average=2",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("attention, arrangement", [("mtla", "prefix"), ("mha", "cross")])
+def test_s2s_train_under_torchrun_with_the_real_model(
+    tmp_path: Path, attention: str, arrangement: str
+) -> None:
+    """s2s-train itself under torchrun (2 gloo processes): trains, validates, writes one set of
+    checkpoints from rank 0, and averages."""
+    conf = HERE.parent / "conf"
+    overrides = _text_experiment(tmp_path) + [
+        f"model.decoder.attention.type={attention}",
+        f"model.decoder.arrangement={arrangement}",
+    ]
+    exp = tmp_path / "exp"
+    args = [
+        "-m",
+        "s2s.cli.train",
+        "--config",
+        str(conf / "model" / "tiny_text.yaml"),
+        "--config",
+        str(conf / "train" / "tiny_cpu.yaml"),
+        "--exp-dir",
+        str(exp),
+        *overrides,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run([*torchrun, *args], env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ckpts = sorted((exp / "checkpoints").glob("step_*.pt"))
+    assert len(ckpts) == 2  # one per epoch, from rank 0 only
+    last = torch.load(ckpts[-1], weights_only=False)
+    assert last["world_size"] == 2 and "valid/loss" in last["metrics"]
+    assert any((exp / "tensorboard").rglob("events.out.tfevents.*"))
+    avg = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "s2s.cli.train",
+            "--config",
+            str(exp / "config.yaml"),
+            "--exp-dir",
+            str(exp),
+            "--average-only",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert avg.returncode == 0, avg.stderr[-2000:]
+    assert (exp / "model_avg.pt").is_file()
 
 
 if __name__ == "__main__":
