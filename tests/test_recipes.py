@@ -116,6 +116,32 @@ def test_recipe_rejects_bad_flags(tmp_path: Path) -> None:
     assert recipe_main(["--recipe-dir", str(root)]) == 2
 
 
+def test_command_line_beats_recipe_overrides() -> None:
+    """recipe.yaml's overrides are defaults: --arrangement/--stride and key=value win."""
+    from s2s.recipe.config import load_recipe_config
+    from s2s.recipe.stages import Recipe, RunOptions
+
+    root = REPO / "recipes" / "phrases" / "st1"
+    cfg = load_recipe_config(root / "conf" / "recipe.yaml")
+    assert "model.decoder.arrangement=cross" in cfg.overrides
+    assert (
+        Recipe(cfg, RunOptions(recipe_dir=root)).experiment_config().model.decoder.arrangement
+        == "cross"
+    )
+    opts = RunOptions(
+        recipe_dir=root,
+        attention="mtla",
+        stride=3,
+        arrangement="prefix",
+        overrides=["model.ctc_weight=0.5"],
+    )
+    exp = Recipe(cfg, opts).experiment_config()
+    assert exp.model.decoder.arrangement == "prefix"
+    assert exp.model.decoder.attention.stride == 3
+    assert exp.model.ctc_weight == 0.5  # recipe.yaml says 0.3
+    assert Recipe(cfg, opts).exp_name == "tiny_mtla_s3_prefix"
+
+
 def test_demo_table_formats_measured_values() -> None:
     score = {
         "metrics": {"bleu": 41.23, "chrf": 60.0, "wer": 20.5},

@@ -90,12 +90,11 @@ class Recipe:
         return path
 
     def experiment_overrides(self) -> list[str]:
+        """Dot-list overrides of the experiment config, later entries winning: the recipe's
+        data paths, then recipe.yaml's `overrides`, then the run.sh flags and key=value
+        arguments (the command line beats the recipe's defaults)."""
         o = self.opts
         out = []
-        if o.stride:
-            out.append(f"model.decoder.attention.stride={o.stride}")
-        if o.arrangement:
-            out.append(f"model.decoder.arrangement={o.arrangement}")
         d = self.cfg
         data = {
             "source": d.source,
@@ -116,9 +115,14 @@ class Recipe:
         if self.speech:
             feats = OmegaConf.to_container(OmegaConf.structured(d.features))
             out += [f"data.features.{k}={v}" for k, v in feats.items()]
+        out += list(self.cfg.overrides)
+        if o.stride:
+            out.append(f"model.decoder.attention.stride={o.stride}")
+        if o.arrangement:
+            out.append(f"model.decoder.arrangement={o.arrangement}")
         if o.ngpu == 0:
             out.append("train.device=cpu")
-        return out + list(self.cfg.overrides) + list(o.overrides)
+        return out + list(o.overrides)
 
     def experiment_config(self):
         from s2s.experiment import load_experiment_config
