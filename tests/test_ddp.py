@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_trainer import text_experiment
 
 HERE = Path(__file__).resolve().parent
 POISON = "utt005"  # one NaN utterance: only one rank sees it, both must skip together
@@ -96,33 +97,6 @@ def test_two_ranks_on_gloo_end_identical_and_only_rank0_saves(tmp_path):
     assert set(index) == set(ckpts)
 
 
-def _text_experiment(root: Path) -> list[str]:
-    """A tiny text-to-text experiment on disk; returns its s2s-train config overrides."""
-    import random
-
-    from s2s.data.datadir import write_datadir
-    from s2s.data.tokenizer import train_sentencepiece
-
-    rnd = random.Random(0)
-    words = ["alpha", "beta", "gamma", "delta", "zeta", "theta", "kappa", "lambda"]
-    texts = []
-    for name, n in (("train", 40), ("dev", 6)):
-        src = {
-            f"{name}{i:03d}": " ".join(rnd.choices(words, k=rnd.randint(3, 6))) for i in range(n)
-        }
-        tgt = {u: " ".join(s.split()[:2]) for u, s in src.items()}
-        write_datadir(root / name, None, {"text.src": src, "text.tgt": tgt}, {u: u for u in src})
-        texts += [*src.values(), *tgt.values()]
-    train_sentencepiece(texts, root / "tok", 30)
-    return [
-        "data.source=text", "data.source_field=text.src", "data.target_field=text.tgt",
-        f"data.train_dir={root / 'train'}", f"data.valid_dir={root / 'dev'}",
-        f"data.tokenizer={root / 'tok.model'}", "data.max_frames=200",
-        "model.encoder.n_layers=1", "model.decoder.n_layers=1", "train.device=cpu",
-        "train.warmup_steps=5", "train.max_epochs=2", "train.n_average=2",
-    ]  # fmt: skip
-
-
 @pytest.mark.parametrize("attention, arrangement", [("mtla", "prefix"), ("mha", "cross")])
 def test_s2s_train_under_torchrun_with_the_real_model(
     tmp_path: Path, attention: str, arrangement: str
@@ -130,7 +104,9 @@ def test_s2s_train_under_torchrun_with_the_real_model(
     """s2s-train itself under torchrun (2 gloo processes): trains, validates, writes one set of
     checkpoints from rank 0, and averages."""
     conf = HERE.parent / "conf"
-    overrides = _text_experiment(tmp_path) + [
+    overrides = text_experiment(tmp_path, 40, 6, 200) + [
+        "train.max_epochs=2",
+        "train.n_average=2",
         f"model.decoder.attention.type={attention}",
         f"model.decoder.arrangement={arrangement}",
     ]

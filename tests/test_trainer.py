@@ -435,14 +435,39 @@ def test_cli_print_config_and_average_only(tmp_path, capsys):
     assert torch.load(exp / "model_avg.pt")["averaged"] == ["step_2.pt", "step_3.pt"]
 
 
+def text_experiment(root: Path, n_train: int, n_dev: int, max_frames: int) -> list[str]:
+    """A tiny text-to-text experiment on disk (data dirs train/ and dev/ with text.src and
+    text.tgt, a SentencePiece model); returns the s2s-train overrides that point at it, with a
+    one-layer encoder and decoder on the CPU."""
+    import random
+
+    from s2s.data.datadir import write_datadir
+    from s2s.data.tokenizer import train_sentencepiece
+
+    rnd = random.Random(0)
+    words = ["alpha", "beta", "gamma", "delta", "zeta", "theta", "kappa", "lambda"]
+    texts = []
+    for name, n in (("train", n_train), ("dev", n_dev)):
+        src = {
+            f"{name}{i:03d}": " ".join(rnd.choices(words, k=rnd.randint(3, 6))) for i in range(n)
+        }
+        tgt = {u: " ".join(s.split()[:2]) for u, s in src.items()}
+        write_datadir(root / name, None, {"text.src": src, "text.tgt": tgt}, {u: u for u in src})
+        texts += [*src.values(), *tgt.values()]
+    train_sentencepiece(texts, root / "tok", 30)
+    return [
+        "data.source=text", "data.source_field=text.src", "data.target_field=text.tgt",
+        f"data.train_dir={root / 'train'}", f"data.valid_dir={root / 'dev'}",
+        f"data.tokenizer={root / 'tok.model'}", f"data.max_frames={max_frames}",
+        "model.encoder.n_layers=1", "model.decoder.n_layers=1",
+        "train.device=cpu", "train.warmup_steps=5",
+    ]  # fmt: skip
+
+
 def test_cli_trains_resumes_and_averages_a_text_experiment(tmp_path):
     """s2s-train end to end on a tiny text-to-text experiment (real tokenizer, dataset,
     sampler and Seq2SeqModel): train 1 epoch, rerun to 2 (resumes), average, load."""
-    import random
-
     from s2s.cli.train import main
-    from s2s.data.datadir import write_datadir
-    from s2s.data.tokenizer import train_sentencepiece
     from s2s.experiment import (
         build_model,
         load_experiment_config,
@@ -450,29 +475,12 @@ def test_cli_trains_resumes_and_averages_a_text_experiment(tmp_path):
         load_tokenizer,
     )
 
-    rnd = random.Random(0)
-    words = ["alpha", "beta", "gamma", "delta", "zeta", "theta", "kappa", "lambda"]
-    texts = []
-    for name, n in (("train", 60), ("dev", 8)):
-        src = {
-            f"{name}{i:03d}": " ".join(rnd.choices(words, k=rnd.randint(3, 6))) for i in range(n)
-        }
-        tgt = {u: " ".join(s.split()[:2]) for u, s in src.items()}
-        write_datadir(
-            tmp_path / name, None, {"text.src": src, "text.tgt": tgt}, {u: u for u in src}
-        )
-        texts += [*src.values(), *tgt.values()]
-    train_sentencepiece(texts, tmp_path / "tok", 30)
     exp = tmp_path / "exp"
     args = [
         "--config", str(ROOT / "conf" / "model" / "tiny_text.yaml"),
         "--config", str(ROOT / "conf" / "train" / "tiny_cpu.yaml"),
         "--exp-dir", str(exp),
-        "data.source=text", "data.source_field=text.src", "data.target_field=text.tgt",
-        f"data.train_dir={tmp_path / 'train'}", f"data.valid_dir={tmp_path / 'dev'}",
-        f"data.tokenizer={tmp_path / 'tok.model'}", "data.max_frames=300",
-        "model.encoder.n_layers=1", "model.decoder.n_layers=1",
-        "train.device=cpu", "train.warmup_steps=5", "train.n_average=2",
+        *text_experiment(tmp_path, 60, 8, 300), "train.n_average=2",
     ]  # fmt: skip
     root = logging.getLogger("s2s")
     handlers = list(root.handlers)
