@@ -417,13 +417,18 @@ XSUM = {
 }
 
 
-def test_xsum_jsonl_layout(tmp_path: Path) -> None:
-    src = tmp_path / "src"
+def make_xsum(root: Path) -> Path:
+    """XSUM as Hugging Face jsonl files, one per split."""
     for name, rows in XSUM.items():
         write_text(
-            src / f"{name}.jsonl",
+            root / f"{name}.jsonl",
             [json.dumps({"document": d, "summary": s, "id": i}) for i, d, s in rows],
         )
+    return root
+
+
+def test_xsum_jsonl_layout(tmp_path: Path) -> None:
+    src = make_xsum(tmp_path / "src")
     sets = xsum.prepare(src, tmp_path / "data")
     assert sorted(sets) == ["test", "train", "validation"]
     dd = load_datadir(tmp_path / "data" / "train", validate=True)

@@ -8,20 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from test_corpora import XSUM, make_ami, make_librispeech, make_mustc, make_slurp, write_text
+from test_corpora import make_ami, make_librispeech, make_mustc, make_slurp, make_xsum
 from test_recipes import TRAIN, copy_recipe
 
 from s2s.cli.recipe import main as recipe_main
-
-
-def make_xsum(root: Path) -> Path:
-    for name, rows in XSUM.items():
-        write_text(
-            root / f"{name}.jsonl",
-            [json.dumps({"document": d, "summary": s, "id": i}) for i, d, s in rows],
-        )
-    return root
-
 
 SPEECH_SHRINK = {"tokenizer": {"vocab_size": 60}, "filter": {"min_frames": 5}}
 CASES = {
