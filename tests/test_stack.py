@@ -63,7 +63,11 @@ def test_pytest_stops_with_one_line(tmp_path: Path) -> None:
     env = _fake_torchaudio(tmp_path / "site", MISMATCHED)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "tests")],
-        env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 3, out
