@@ -102,7 +102,7 @@ def test_padded_batch_equals_each_alone(variant: str, stride: int) -> None:
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_ragged_prefill_then_step(variant: str, stride: int) -> None:
     """A prefix of different length per row, prefilled in parallel, then decoded step by step,
-    equals each row's full sequence run in parallel (the prefix arrangement's pattern)."""
+    equals each row's full sequence run in parallel (the prompt arrangement's pattern)."""
     m = build_attention(small_cfg(variant, stride)).eval()
     randomise(m, 11)
     prefix = torch.tensor([5, 2, 7])
@@ -118,6 +118,47 @@ def test_ragged_prefill_then_step(variant: str, stride: int) -> None:
         for b, p in enumerate(prefix.tolist()):
             ref = m(full[b : b + 1, : p + n_new])[0, p:]
             assert rel_err(stepped[b], ref) <= 1e-5
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("stride", [1, 2, 3, 4])
+def test_prefix_keys_values(variant: str, stride: int) -> None:
+    """The prefix arrangement inside one attention: keys/values of [frames_b ; x_b], queries at
+    x only (positions P_b + j). In a ragged padded batch, target j's output equals position
+    P_b + j of the plain causal forward over the row's joint sequence alone, and equals step-by-
+    step decoding after `prefill` of the frames into a NaN-poisoned cache."""
+    m = build_attention(small_cfg(variant, stride)).eval()
+    randomise(m, 17)
+    frame_lens, x_lens = torch.tensor([5, 2, 7, 1]), torch.tensor([6, 3, 1, 4])
+    frames, x = torch.randn(4, 7, 32), torch.randn(4, 6, 32)
+    frames[torch.arange(7)[None] >= frame_lens[:, None]] = 1e3  # padding must not matter
+    x[torch.arange(6)[None] >= x_lens[:, None]] = -1e3
+    with torch.no_grad():
+        out = m(x, x_lens, prefix=frames, prefix_lengths=frame_lens)
+        cache = m.new_cache(4, fill=float("nan"), capacity=1)
+        m.prefill(frames, frame_lens, cache)
+        assert cache.length.tolist() == frame_lens.tolist()
+        stepped = torch.cat([m.step(x[:, t : t + 1], cache) for t in range(6)], 1)
+        for b, (p, n) in enumerate(zip(frame_lens.tolist(), x_lens.tolist())):
+            joint = m(torch.cat((frames[b : b + 1, :p], x[b : b + 1, :n]), 1))[0, p:]
+            assert rel_err(out[b, :n], joint) <= 1e-5, b
+            assert rel_err(stepped[b, :n], joint) <= 1e-5, b
+            assert torch.all(out[b, n:] == 0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_prefix_flex_matches_sdpa(variant: str) -> None:
+    """flex_attention's mask_mod reads the query positions (q_pos) as the boolean mask does."""
+    torch.manual_seed(0)
+    frame_lens, x_lens = torch.tensor([5, 3]), torch.tensor([4, 2])
+    frames, x = torch.randn(2, 5, 32), torch.randn(2, 4, 32)
+    outs = []
+    for backend in ("sdpa", "flex"):
+        m = build_attention(small_cfg(variant, 3, backend=backend)).eval()
+        randomise(m, 5)
+        with torch.no_grad():
+            outs.append(m(x, x_lens, prefix=frames, prefix_lengths=frame_lens))
+    assert rel_err(outs[1], outs[0]) <= 1e-5
 
 
 @pytest.mark.parametrize("ancestry", [False, True])

@@ -1,5 +1,6 @@
 """The batched beam-search engine against a plain reference that recomputes the whole decoder
-from scratch at every step, for every variant, both arrangements, batch 1 and 3, beam 1 and 4."""
+from scratch at every step, for every variant, all three arrangements, batch 1 and 3, beam 1
+and 4."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def assert_same(got: list[Hypothesis], want: list[Hypothesis]) -> None:
 
 @pytest.mark.parametrize("beam", [1, 4])
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("arrangement", ["cross", "prefix"])
+@pytest.mark.parametrize("arrangement", ["cross", "prefix", "prompt"])
 @pytest.mark.parametrize(("variant", "stride"), CASES)
 def test_engine_equals_reference(variant, stride, arrangement, batch, beam) -> None:
     dec = make_decoder(arrangement, variant, stride)
@@ -91,7 +92,7 @@ def test_engine_equals_reference(variant, stride, arrangement, batch, beam) -> N
         assert_same(got[b], want)
 
 
-@pytest.mark.parametrize("arrangement", ["cross", "prefix"])
+@pytest.mark.parametrize("arrangement", ["cross", "prefix", "prompt"])
 def test_padded_batch_equals_each_alone(arrangement: str) -> None:
     dec = make_decoder(arrangement, "mtla", 2, seed=1)
     memory = torch.randn(3, 9, 24)

@@ -110,7 +110,7 @@ def test_scorer_matches_enumeration_with_padding() -> None:
         state = scorer.select(state, r_new, delta, rows, cols, cand[rows, cols])
 
 
-@pytest.mark.parametrize("arrangement", ["cross", "prefix"])
+@pytest.mark.parametrize("arrangement", ["cross", "prefix", "prompt"])
 def test_joint_beam_search_matches_reference(arrangement: str) -> None:
     import sys
     from pathlib import Path

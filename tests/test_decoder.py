@@ -1,4 +1,4 @@
-"""Decoder in both arrangements: teacher-forced == step-by-step, padding invariance, beams
+"""Decoder in all three arrangements: teacher-forced == step-by-step, padding invariance, beams
 sharing the utterance's memory."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def inputs(seed: int = 0):
     return memory, memory_lens, tokens, token_lens
 
 
-@pytest.mark.parametrize("arrangement", ["cross", "prefix"])
+@pytest.mark.parametrize("arrangement", ["cross", "prefix", "prompt"])
 @pytest.mark.parametrize(("variant", "stride"), CASES)
 def test_step_equals_teacher_forcing(arrangement: str, variant: str, stride: int) -> None:
     dec = make_decoder(arrangement, variant, stride)
@@ -48,7 +48,7 @@ def test_step_equals_teacher_forcing(arrangement: str, variant: str, stride: int
         torch.testing.assert_close(stepped[b, :n], logits[b, :n], rtol=1e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("arrangement", ["cross", "prefix"])
+@pytest.mark.parametrize("arrangement", ["cross", "prefix", "prompt"])
 @pytest.mark.parametrize(("variant", "stride"), [("mha", 1), ("mla", 1), ("mtla", 2), ("mtla", 3)])
 def test_padded_batch_equals_each_alone(arrangement: str, variant: str, stride: int) -> None:
     dec = make_decoder(arrangement, variant, stride)
@@ -68,7 +68,7 @@ def test_padded_batch_equals_each_alone(arrangement: str, variant: str, stride: 
 
 
 @pytest.mark.parametrize("ancestry", [False, True])
-@pytest.mark.parametrize("arrangement", ["cross", "prefix"])
+@pytest.mark.parametrize("arrangement", ["cross", "prefix", "prompt"])
 def test_beams_share_memory_and_match_single(arrangement: str, ancestry: bool) -> None:
     dec = make_decoder(arrangement, "mtla", 2)
     memory, memory_lens, tokens, _ = inputs(2)

@@ -1,15 +1,23 @@
-"""The one interface every decoder self-attention variant implements.
+"""The one interface every decoder self-attention variant implements (docs/attention.md).
 
-- forward(x, lengths, cache=None): parallel over a right-padded batch with the variant's causal
-  mask; given an empty cache it also fills it (prefill), so decoding can continue with step.
+- forward(x, lengths, cache=None, prefix=None, prefix_lengths=None): parallel over a
+  right-padded batch with the variant's causal mask. Given an empty cache it also fills it, so
+  decoding can continue with step. Given a `prefix` (the prefix arrangement,
+  docs/arrangements.md), keys/values come from [prefix_b ; x_b] and queries from x alone.
+- prefill(y, lengths, cache): the keys/values of y straight into an empty cache (no queries):
+  the prefix arrangement's decode start.
 - step(x, cache): one new token per sequence, attending through the cache (appending to it).
 - new_cache(...) / cache_elements_per_token(): what the cache holds and how much per token.
 
-The decoder, beam search, benchmarks and tests are written once against this interface.
+A variant supplies four pieces: `slot_shapes`, `queries`, `slots` (the cache content after each
+token, merged for MTLA) and `attend` (parallel attention of queries over those slots), plus its
+own `step`. forward and prefill are written once, here, on top of them; the decoder, beam
+search, benchmarks and tests are written once against this interface.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -17,6 +25,7 @@ from torch import Tensor, nn
 
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig
+from s2s.attention.packing import pack_prefix
 
 
 class DecoderSelfAttention(nn.Module, ABC):
@@ -34,15 +43,76 @@ class DecoderSelfAttention(nn.Module, ABC):
         """Shape of one cache slot per buffer name, e.g. {"k": (G, D), "v": (G, D)}."""
 
     @abstractmethod
-    def forward(
-        self, x: Tensor, lengths: Tensor | None = None, cache: AttentionCache | None = None
+    def queries(self, x: Tensor, pos: Tensor) -> Tensor:
+        """x: (B, L, d) at positions pos (B, L) -> queries (B, L, H, Dk), RoPE applied."""
+
+    @abstractmethod
+    def slots(self, y: Tensor, pos: Tensor) -> dict[str, Tensor]:
+        """y: (B, T, d) at positions pos (B, T) -> {name: (B, T, *slot_shape)}: what the cache
+        slot of token t's chunk holds right after token t (for MTLA the partial merged slot)."""
+
+    @abstractmethod
+    def attend(
+        self, q: Tensor, slots: dict[str, Tensor], q_pos: Tensor, lengths: Tensor | None
     ) -> Tensor:
-        """x: (B, T, d) right-padded, lengths: (B,) or None (all T). Returns (B, T, d) with
-        padded positions zero. With an empty `cache`, also prefills it with the T positions."""
+        """Parallel attention of q (B, L, H, Dk) at positions q_pos (B, L) over `slots` at
+        positions 0..T-1 (lengths (B,) valid), stride-aware causal. Returns (B, L, d)."""
 
     @abstractmethod
     def step(self, x: Tensor, cache: AttentionCache) -> Tensor:
         """x: (B, 1, d), the token at position cache.length[b] of each row. Returns (B, 1, d)."""
+
+    def forward(
+        self,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        cache: AttentionCache | None = None,
+        *,
+        prefix: Tensor | None = None,
+        prefix_lengths: Tensor | None = None,
+    ) -> Tensor:
+        """x: (B, L, d) right-padded, lengths: (B,) or None (all L). Returns (B, L, d) with
+        padded positions zero. prefix: (B, P, d) key/value-only positions in front of x, with
+        prefix_lengths (B,); x's tokens then sit at positions prefix_lengths[b] + j. With an
+        empty `cache`, also prefills it with every key/value position."""
+        if prefix is None:
+            y, y_lens, q_pos = x, lengths, positions_like(x)
+        else:
+            if prefix_lengths is None:
+                prefix_lengths = torch.full(
+                    (x.shape[0],), prefix.shape[1], dtype=torch.long, device=x.device
+                )
+            y, y_lens, q_pos = pack_prefix(prefix, prefix_lengths, x, lengths)
+        slots = self.slots(y, positions_like(y))
+        out = self.attend(self.queries(x, q_pos), slots, q_pos, y_lens)
+        if cache is not None:
+            self._fill(cache, slots, y_lens)
+        return zero_padding(out, lengths)
+
+    def prefill(self, y: Tensor, lengths: Tensor | None, cache: AttentionCache) -> None:
+        """Fill an empty cache with the keys/values of y (B, T, d) at positions 0..T-1, without
+        computing a query or an output (lengths: (B,) or None for all T)."""
+        self._fill(cache, self.slots(y, positions_like(y)), lengths)
+
+    def _fill(
+        self, cache: AttentionCache, slots: dict[str, Tensor], lengths: Tensor | None
+    ) -> None:
+        """Slot m holds the content after its chunk's last valid token, min(ms+s-1, len-1)."""
+        first = next(iter(slots.values()))
+        B, T = first.shape[:2]
+        s = self.stride
+        lens = lengths if lengths is not None else torch.full((B,), T, device=first.device)
+        m = torch.arange(-(-T // s), device=first.device)
+        last = torch.minimum(m[None, :] * s + s - 1, (lens[:, None] - 1).clamp(min=0))
+        cache.fill_prefix(
+            {
+                name: val.gather(
+                    1, last.view(B, -1, *[1] * (val.dim() - 2)).expand(-1, -1, *val.shape[2:])
+                )
+                for name, val in slots.items()
+            },
+            lens,
+        )
 
     def new_cache(
         self,
@@ -69,8 +139,8 @@ class DecoderSelfAttention(nn.Module, ABC):
         )
 
     def cache_elements_per_token(self) -> float:
-        """Cached elements per token per layer (DESIGN §3)."""
-        return sum(int(torch.tensor(s).prod()) for s in self.slot_shapes().values()) / self.stride
+        """Cached elements per token per layer (docs/attention.md)."""
+        return sum(math.prod(s) for s in self.slot_shapes().values()) / self.stride
 
 
 def positions_like(x: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from s2s.attention.base import DecoderSelfAttention, positions_like, zero_padding
+from s2s.attention.base import DecoderSelfAttention
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig
 from s2s.attention.ops import cached_attention, parallel_attention
@@ -29,38 +29,37 @@ class GroupedQueryAttention(DecoderSelfAttention):
     def slot_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"k": (self.n_kv, self.head_dim), "v": (self.n_kv, self.head_dim)}
 
-    def _qkv(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x: (B, T, d), pos: (B, T) -> q (B, T, H, D), k, v (B, T, G, D), RoPE applied."""
-        B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
-        k, v = self.kv_proj(x).view(B, T, 2, self.n_kv, self.head_dim).unbind(2)
-        base = self.cfg.rope_base
-        return apply_rope(q, pos, base), apply_rope(k, pos, base), v
+    def queries(self, x: Tensor, pos: Tensor) -> Tensor:
+        B, L, _ = x.shape
+        q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim)
+        return apply_rope(q, pos, self.cfg.rope_base)
 
-    def forward(
-        self, x: Tensor, lengths: Tensor | None = None, cache: AttentionCache | None = None
+    def slots(self, y: Tensor, pos: Tensor) -> dict[str, Tensor]:
+        """{"k": rotated keys, "v": values}, each (B, T, G, D)."""
+        B, T, _ = y.shape
+        k, v = self.kv_proj(y).view(B, T, 2, self.n_kv, self.head_dim).unbind(2)
+        return {"k": apply_rope(k, pos, self.cfg.rope_base), "v": v}
+
+    def attend(
+        self, q: Tensor, slots: dict[str, Tensor], q_pos: Tensor, lengths: Tensor | None
     ) -> Tensor:
-        q, k, v = self._qkv(x, positions_like(x))
         out = parallel_attention(
             q,
-            k,
-            v,
+            slots["k"],
+            slots["v"],
             scale=self.scale,
             lengths=lengths,
+            q_pos=q_pos,
             dropout=self.cfg.dropout if self.training else 0.0,
             backend=self.cfg.backend,
         )
-        if cache is not None:
-            B, T = x.shape[:2]
-            full = lengths if lengths is not None else x.new_full((B,), T, dtype=cache.length.dtype)
-            cache.fill_prefix({"k": k, "v": v}, full)
-        return zero_padding(self.out_proj(out.flatten(2)), lengths)
+        return self.out_proj(out.flatten(2))
 
     def step(self, x: Tensor, cache: AttentionCache) -> Tensor:
         pos = cache.length[:, None]
-        q, k, v = self._qkv(x, pos)
-        cache.write("k", cache.length, k[:, 0])
-        cache.write("v", cache.length, v[:, 0])
+        q, kv = self.queries(x, pos), self.slots(x, pos)
+        cache.write("k", cache.length, kv["k"][:, 0])
+        cache.write("v", cache.length, kv["v"][:, 0])
         cache.advance()
         k_buf, v_buf = cache.buffers["k"], cache.buffers["v"]
         out = cached_attention(q[:, 0], k_buf, v_buf, cache.owner, cache.num_slots(), self.scale)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from s2s.attention.base import DecoderSelfAttention, positions_like, zero_padding
+from s2s.attention.base import DecoderSelfAttention
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig
 from s2s.attention.ops import latent_cached_attention, parallel_attention
@@ -49,67 +49,60 @@ class LatentAttention(DecoderSelfAttention):
         """Slot content after token pos[b]. c: (B, r), pos: (B,) -> (B, r)."""
         return c
 
-    # --- shared pieces ----------------------------------------------------------------------
-    def _query(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, T, d) -> q_nope (B, T, H, D), rotated q_rope (B, T, H, Dr)."""
-        B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim + self.rope_dim)
+    # --- the interface's pieces (base.py) -----------------------------------------------------
+    def queries(self, x: Tensor, pos: Tensor) -> Tensor:
+        """(B, L, d) -> [q_nope ; rotated q_rope] (B, L, H, D + Dr)."""
+        B, L, _ = x.shape
+        q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim + self.rope_dim)
         q_nope, q_rope = q.split((self.head_dim, self.rope_dim), dim=-1)
-        return q_nope, apply_rope(q_rope, pos, self.cfg.rope_base)
+        return torch.cat((q_nope, apply_rope(q_rope, pos, self.cfg.rope_base)), -1)
 
-    def _latent(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+    def _latent(self, y: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T, d) -> normalised latent c (B, T, r), rotated shared rope key (B, T, Dr)."""
-        c, k_rope = self.dkv_proj(x).split((self.latent_dim, self.rope_dim), dim=-1)
+        c, k_rope = self.dkv_proj(y).split((self.latent_dim, self.rope_dim), dim=-1)
         return self.kv_norm(c), apply_rope(k_rope, pos, self.cfg.rope_base)
 
-    def forward(
-        self, x: Tensor, lengths: Tensor | None = None, cache: AttentionCache | None = None
+    def slots(self, y: Tensor, pos: Tensor) -> dict[str, Tensor]:
+        """{"kv": [partial merged latent ; rotated rope key of the latest token]} (B, T, r+Dr)."""
+        c, k_rope = self._latent(y, pos)
+        return {"kv": torch.cat((self.merge_parallel(c, pos), k_rope), -1)}
+
+    def attend(
+        self, q: Tensor, slots: dict[str, Tensor], q_pos: Tensor, lengths: Tensor | None
     ) -> Tensor:
-        B, T, _ = x.shape
         H, D = self.n_heads, self.head_dim
-        pos = positions_like(x)
-        q_nope, q_rope = self._query(x, pos)
-        c, k_rope = self._latent(x, pos)
-        c_hat = self.merge_parallel(c, pos)
+        c_hat, k_rope = slots["kv"].split((self.latent_dim, self.rope_dim), dim=-1)
+        B, T, _ = c_hat.shape
+        # Training expands keys/values per head; decoding (step) never does.
         k = torch.cat(
             (self.uk_proj(c_hat).view(B, T, H, D), k_rope[:, :, None].expand(-1, -1, H, -1)), -1
         )
         v = self.uv_proj(c_hat).view(B, T, H, D)
         out = parallel_attention(
-            torch.cat((q_nope, q_rope), -1),
+            q,
             k,
             v,
             scale=self.scale,
             stride=self.stride,
             lengths=lengths,
+            q_pos=q_pos,
             dropout=self.cfg.dropout if self.training else 0.0,
             backend=self.cfg.backend,
         )
-        if cache is not None:
-            self._prefill(cache, torch.cat((c_hat, k_rope), -1), lengths)
-        return zero_padding(self.out_proj(out.flatten(2)), lengths)
-
-    def _prefill(self, cache: AttentionCache, kv: Tensor, lengths: Tensor | None) -> None:
-        """Slot m holds the partial slot of its chunk's last valid token: min(ms+s-1, len-1)."""
-        B, T, _ = kv.shape
-        s = self.stride
-        lens = lengths if lengths is not None else torch.full((B,), T, device=kv.device)
-        slots = torch.arange(-(-T // s), device=kv.device)
-        last = torch.minimum(slots[None, :] * s + s - 1, (lens[:, None] - 1).clamp(min=0))
-        cache.fill_prefix({"kv": kv.gather(1, last[..., None].expand(-1, -1, kv.shape[-1]))}, lens)
+        return self.out_proj(out.flatten(2))
 
     def step(self, x: Tensor, cache: AttentionCache) -> Tensor:
         H, D, R = self.n_heads, self.head_dim, self.latent_dim
         pos = cache.length
-        q_nope, q_rope = self._query(x, pos[:, None])
+        q_nope, q_rope = self.queries(x, pos[:, None])[:, 0].split((D, self.rope_dim), dim=-1)
         c, k_rope = self._latent(x, pos[:, None])
         c_slot = self.merge_step(c[:, 0], pos, cache)
         cache.write("kv", pos // self.stride, torch.cat((c_slot, k_rope[:, 0]), -1))
         cache.advance()
         # Absorb W_uk: q_nope . (c W_uk,h) == (W_uk,h q_nope) . c, a query in latent space.
         w_uk = self.uk_proj.weight.view(H, D, R)
-        q_lat = torch.einsum("bhd,hdr->bhr", q_nope[:, 0], w_uk)
-        q_full = torch.cat((q_lat, q_rope[:, 0]), -1)  # (B, H, R + Dr)
+        q_lat = torch.einsum("bhd,hdr->bhr", q_nope, w_uk)
+        q_full = torch.cat((q_lat, q_rope), -1)  # (B, H, R + Dr)
         o_lat = latent_cached_attention(
             q_full, cache.buffers["kv"], cache.owner, cache.num_slots(), R, self.scale
         )

@@ -24,22 +24,25 @@ def parallel_attention(
     scale: float,
     stride: int = 1,
     lengths: Tensor | None = None,
+    q_pos: Tensor | None = None,
     dropout: float = 0.0,
     backend: str = "auto",
 ) -> Tensor:
     """Causal (stride-aware for stride > 1) attention over a right-padded batch.
 
-    q: (B, T, H, Dk); k: (B, T, G, Dk); v: (B, T, G, Dv) with H % G == 0 (G == H: plain MHA).
-    lengths: (B,) valid lengths or None. Returns (B, T, H, Dv); padded query rows hold finite
-    values that callers zero (see base.zero_padding).
+    q: (B, L, H, Dk); k: (B, T, G, Dk); v: (B, T, G, Dv) with H % G == 0 (G == H: plain MHA).
+    Keys sit at positions 0..T-1, queries at q_pos (B, L) (None: L == T, query t at t; the
+    prefix arrangement puts the targets' queries after the frames). lengths: (B,) valid keys or
+    None. Returns (B, L, H, Dv); padded query rows hold finite values that callers zero (see
+    base.zero_padding).
     """
     use_flex = backend == "flex" or (backend == "auto" and q.is_cuda)
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, D)
     gqa = kh.shape[1] != qh.shape[1]
     if use_flex:
-        out = _flex(qh, kh, vh, scale=scale, stride=stride, lengths=lengths, gqa=gqa)
+        out = _flex(qh, kh, vh, scale=scale, stride=stride, lengths=lengths, q_pos=q_pos, gqa=gqa)
     else:
-        mask = self_attention_mask(q.shape[1], stride, lengths, q.device)
+        mask = self_attention_mask(k.shape[1], stride, lengths, q.device, q_pos)
         out = F.scaled_dot_product_attention(
             qh, kh, vh, attn_mask=mask, dropout_p=dropout, scale=scale, enable_gqa=gqa
         )
@@ -54,20 +57,30 @@ def _compiled_flex():  # compiled once per process; eager flex is a slow referen
 
 
 def _flex(
-    q: Tensor, k: Tensor, v: Tensor, *, scale: float, stride: int, lengths: Tensor | None, gqa: bool
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    scale: float,
+    stride: int,
+    lengths: Tensor | None,
+    q_pos: Tensor | None,
+    gqa: bool,
 ) -> Tensor:
     """flex_attention with the stride-aware causal mask as a mask_mod (block-sparse on GPU)."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    B, T = q.shape[0], q.shape[2]
+    B, L, T = q.shape[0], q.shape[2], k.shape[2]
     lens = lengths if lengths is not None else torch.full((B,), T, device=q.device)
+    qpos = q_pos if q_pos is not None else torch.arange(L, device=q.device).expand(B, L)
 
     def mask_mod(b, h, q_idx, kv_idx):
-        visible = (kv_idx == q_idx) | ((kv_idx < q_idx) & ((kv_idx + 1) % stride == 0))
+        i = qpos[b, q_idx]
+        visible = (kv_idx == i) | ((kv_idx < i) & ((kv_idx + 1) % stride == 0))
         # Padded queries keep their diagonal so no row is empty (zeroed by the caller).
-        return visible & ((kv_idx < lens[b]) | (kv_idx == q_idx))
+        return visible & ((kv_idx < lens[b]) | (kv_idx == i))
 
-    block_mask = create_block_mask(mask_mod, B, None, T, T, device=q.device)
+    block_mask = create_block_mask(mask_mod, B, None, L, T, device=q.device)
     fn = _compiled_flex() if q.is_cuda else flex_attention
     return fn(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa)
 

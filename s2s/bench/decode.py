@@ -22,7 +22,7 @@ import torch
 from s2s.attention import AttentionConfig
 from s2s.bench.attention import DEFAULT_VARIANTS
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
-from s2s.models.decoder import Decoder, DecoderConfig
+from s2s.models.decoder import ARRANGEMENTS, Decoder, DecoderConfig
 
 SIZES = {  # decoder sizes: (layers, d_model, heads, ffn, latent r, rope d_r)
     "paper": (9, 512, 8, 2048, 256, 32),
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
     p.add_argument("--size", choices=sorted(SIZES), default="paper")
-    p.add_argument("--arrangement", choices=["prefix", "cross"], default="prefix")
+    p.add_argument("--arrangement", choices=ARRANGEMENTS, default="prefix")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--beam", type=int, default=10)
     p.add_argument("--prefix", type=int, default=100, help="encoder frames per utterance")

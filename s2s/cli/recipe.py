@@ -1,7 +1,7 @@
 """The engine behind recipes/<corpus>/<task>1/run.sh (ESPnet flags).
 
     run.sh [--stage N] [--stop_stage M] [--ngpu G] [--nj J] [--attention mha|mqa|gqa|mla|mtla]
-           [--stride S] [--arrangement cross|prefix] [--model_config F] [--train_config F]
+           [--stride S] [--arrangement cross|prefix|prompt] [--model_config F] [--train_config F]
            [--decode_config F] [--tag T] [key=value ...]
 
 Stages: 0 download, 1 data prep, 2 speed perturbation, 3 feature dump, 4 filtering,
@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from s2s.models.decoder import ARRANGEMENTS
 from s2s.recipe.config import STAGES, load_recipe_config
 from s2s.recipe.stages import Recipe, RunOptions
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nj", type=int, default=1)
     p.add_argument("--attention", default="", choices=["", "mha", "mqa", "gqa", "mla", "mtla"])
     p.add_argument("--stride", type=int, default=0)
-    p.add_argument("--arrangement", default="", choices=["", "cross", "prefix"])
+    p.add_argument("--arrangement", default="", choices=["", *ARRANGEMENTS])
     p.add_argument("--model_config", "--model-config", default="")
     p.add_argument("--train_config", "--train-config", default="")
     p.add_argument("--decode_config", "--decode-config", default="")

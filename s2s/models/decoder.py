@@ -1,11 +1,18 @@
 """The decoder: N pre-LN layers whose self-attention comes from the attention registry, in one
-of two arrangements (DESIGN §4):
+of three arrangements (docs/arrangements.md):
 
 - cross:  self-attention over target tokens + cross-attention over the encoder output.
-- prefix: no cross-attention; the encoder output, through a projector, is prepended to the
-  target sequence inside every layer's self-attention, [prefix_b ; target_b ; padding], so the
-  (compressed) cache covers the encoder frames too. Positions and MTLA chunks count from each
-  sample's first real frame; outputs are read at target positions only.
+- prefix: the MTLA paper's (the authors' fairseq "cross self-attention"): the encoder output
+  goes once through a projector (Linear -> ReLU -> Linear, after stacking `projector_stack`
+  frames); in every layer the self-attention's keys/values come from [frames ; the layer's
+  normalised targets] through that layer's own projections, queries only from the targets. The
+  frames are never transformed by the layers, so decoding prefills every layer's cache straight
+  from them.
+- prompt: a decoder-only LM with the frames as a prompt: the projected frames run through every
+  layer like tokens (causal self-attention, FFN), the targets follow.
+
+In prefix and prompt, positions and MTLA chunks count from each sample's first real frame
+(targets at P_b + j) and padded frames are never merged into a chunk.
 
 Training runs the layers in parallel; decoding uses `init_state` then `step` per token, through
 each layer's attention cache.
@@ -20,9 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from s2s.attention import AttentionCache, AttentionConfig, build_attention
+from s2s.attention.packing import pack_prefix
 from s2s.models.cross_attention import CrossAttention
 
-ARRANGEMENTS = ("cross", "prefix")
+ARRANGEMENTS = ("cross", "prefix", "prompt")
 
 
 @dataclass
@@ -37,11 +45,14 @@ class DecoderConfig:
     dropout: float = 0.1
     arrangement: str = "cross"
     tie_embeddings: bool = True
+    projector_stack: int = 1
     attention: AttentionConfig = field(default_factory=lambda: AttentionConfig(type="mtla"))
 
     def __post_init__(self) -> None:
         if self.arrangement not in ARRANGEMENTS:
             raise ValueError(f"decoder arrangement {self.arrangement!r} not in {ARRANGEMENTS}")
+        if self.projector_stack < 1:
+            raise ValueError(f"decoder projector_stack must be >= 1, got {self.projector_stack}")
         if self.n_layers < 1 or self.d_model < 1 or self.n_heads < 1 or self.ffn_dim < 1:
             raise ValueError("decoder n_layers, d_model, n_heads, ffn_dim must be >= 1")
         if self.d_model % self.n_heads:
@@ -84,9 +95,15 @@ class DecoderLayer(nn.Module):
         memory_kv=None,
         memory_lens: Tensor | None = None,
         cache: AttentionCache | None = None,
+        frames: Tensor | None = None,
     ) -> Tensor:
-        """x: (B, T, d). With `cache`, prefills it (the prefix arrangement's prompt)."""
-        x = x + self.dropout(self.self_attn(self.self_norm(x), lengths, cache))
+        """x: (B, T, d). cross: memory_kv/memory_lens; prefix: frames (B, P, d) with
+        memory_lens (B,), key/value-only in front of x. With `cache`, prefills it (the prompt
+        arrangement's prompt)."""
+        h = self.self_attn(
+            self.self_norm(x), lengths, cache, prefix=frames, prefix_lengths=memory_lens
+        )
+        x = x + self.dropout(h)
         return self._rest(x, memory_kv, memory_lens, 1)
 
     def step(
@@ -106,8 +123,9 @@ class DecoderLayer(nn.Module):
 class DecoderState:
     """Incremental decoding state for N = B * beam rows (rows of one utterance adjacent).
 
-    caches: one self-attention cache per layer, N rows. memory_kv: per layer (k, v) of shape
-    (B, H, S, D), shared by the beams (cross arrangement); memory_lens: (B,).
+    caches: one self-attention cache per layer, N rows (prefix/prompt: already holding the
+    frames). memory_kv: per layer (k, v) of shape (B, H, S, D), shared by the beams (cross
+    arrangement); memory_lens: (B,).
     """
 
     caches: list[AttentionCache]
@@ -130,6 +148,25 @@ class DecoderState:
         return total
 
 
+class FrameProjector(nn.Module):
+    """The prefix arrangement's projector (the authors' EncoderProjectorConcat): stack k
+    adjacent frames, then Linear -> ReLU -> Linear, d_enc * k -> d / 2 -> d. A stacked frame is
+    real when all k of its frames are: S frames of a sample give S // k."""
+
+    def __init__(self, memory_dim: int, d_model: int, stack: int = 1) -> None:
+        super().__init__()
+        self.stack = stack
+        self.net = nn.Sequential(
+            nn.Linear(memory_dim * stack, d_model // 2), nn.ReLU(), nn.Linear(d_model // 2, d_model)
+        )
+
+    def forward(self, memory: Tensor) -> Tensor:
+        """(B, S, memory_dim) -> (B, S // k, d)."""
+        B, S, D = memory.shape
+        k = self.stack
+        return self.net(memory[:, : S - S % k].reshape(B, S // k, D * k))
+
+
 class Decoder(nn.Module):
     def __init__(self, cfg: DecoderConfig, vocab_size: int, memory_dim: int) -> None:
         super().__init__()
@@ -145,11 +182,13 @@ class Decoder(nn.Module):
         self.output = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.embed.weight
-        self.projector = (
-            nn.Sequential(nn.Linear(memory_dim, cfg.d_model), nn.LayerNorm(cfg.d_model))
-            if cfg.arrangement == "prefix"
-            else None
-        )
+        self.projector: nn.Module | None = None
+        if cfg.arrangement == "prefix":
+            self.projector = FrameProjector(memory_dim, cfg.d_model, cfg.projector_stack)
+        elif cfg.arrangement == "prompt":
+            self.projector = nn.Sequential(
+                nn.Linear(memory_dim, cfg.d_model), nn.LayerNorm(cfg.d_model)
+            )
 
     def cache_bytes_per_token(self, dtype: torch.dtype = torch.float32) -> float:
         """Self-attention cache bytes per decoded token, summed over layers (DESIGN §3)."""
@@ -165,39 +204,25 @@ class Decoder(nn.Module):
         """Teacher-forced logits. tokens: (B, L) decoder inputs ([bos] + target), token_lens (B,);
         memory: (B, S, memory_dim), memory_lens (B,). Returns (B, L, V)."""
         x = self._embed(tokens)
-        if self.projector is None:
-            kvs = [layer.cross_attn.project_memory(memory) for layer in self.layers]
-            for layer, kv in zip(self.layers, kvs):
-                x = layer(x, token_lens, kv, memory_lens)
-            return self.output(self.norm(x))
-        seq, lens, where = self._pack_prefix(self.projector(memory), memory_lens, x, token_lens)
-        for layer in self.layers:
-            seq = layer(seq, lens)
-        h = seq.gather(1, where[..., None].expand(-1, -1, seq.shape[-1]))
-        return self.output(self.norm(h))
+        arrangement = self.cfg.arrangement
+        if arrangement == "cross":
+            for layer in self.layers:
+                x = layer(x, token_lens, layer.cross_attn.project_memory(memory), memory_lens)
+        elif arrangement == "prefix":
+            frames, frame_lens = self.project_frames(memory, memory_lens)
+            for layer in self.layers:
+                x = layer(x, token_lens, memory_lens=frame_lens, frames=frames)
+        else:  # prompt
+            seq, lens, where = pack_prefix(self.projector(memory), memory_lens, x, token_lens)
+            for layer in self.layers:
+                seq = layer(seq, lens)
+            x = seq.gather(1, where[..., None].expand(-1, -1, seq.shape[-1]))
+        return self.output(self.norm(x))
 
-    @staticmethod
-    def _pack_prefix(
-        prefix: Tensor, prefix_lens: Tensor, x: Tensor, x_lens: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """[prefix_b ; x_b ; padding] per row. prefix: (B, S, d), x: (B, L, d).
-        Returns seq (B, T, d), lengths (B,), target positions (B, L) (clamped inside T)."""
-        B, S, d = prefix.shape
-        L = x.shape[1]
-        lens = prefix_lens + x_lens
-        T = int(lens.max())
-        seq = prefix.new_zeros(B, T, d)
-        seq[:, : min(S, T)] = prefix[:, :T] * (
-            torch.arange(min(S, T), device=x.device)[None, :] < prefix_lens[:, None]
-        )[..., None].to(prefix.dtype)
-        where = prefix_lens[:, None] + torch.arange(L, device=x.device)[None, :]
-        valid = torch.arange(L, device=x.device)[None, :] < x_lens[:, None]
-        where = torch.where(valid, where, lens[:, None] - 1).clamp(0, T - 1)
-        # Invalid target slots scatter onto a real position's index with zeros added: no-op.
-        seq = seq.scatter_add(
-            1, where[..., None].expand(-1, -1, d), x * valid[..., None].to(x.dtype)
-        )
-        return seq, lens, where
+    def project_frames(self, memory: Tensor, memory_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """prefix arrangement: memory (B, S, memory_dim) -> frames (B, S // k, d), (B,) lengths."""
+        assert isinstance(self.projector, FrameProjector)
+        return self.projector(memory), memory_lens // self.projector.stack
 
     @torch.no_grad()
     def init_state(
@@ -206,18 +231,25 @@ class Decoder(nn.Module):
         """Decoding state for B utterances x `beam` hypotheses. memory: (B, S, memory_dim).
         ancestry: append-only caches that beam reordering never copies (AttentionCache)."""
         B = memory.shape[0]
-        caches = [layer.self_attn.new_cache(B * beam, ancestry=ancestry) for layer in self.layers]
-        if self.projector is None:
+        if self.cfg.arrangement == "cross":
+            caches = [
+                layer.self_attn.new_cache(B * beam, ancestry=ancestry) for layer in self.layers
+            ]
             kvs = [layer.cross_attn.project_memory(memory) for layer in self.layers]
             return DecoderState(caches, kvs, memory_lens, beam)
-        # Prefix: run the projected encoder frames through every layer once, filling the caches
-        # of the B utterances, then give each hypothesis its own rows.
-        x = self.projector(memory)
-        prefill = [layer.self_attn.new_cache(B, ancestry=ancestry) for layer in self.layers]
-        for layer, cache in zip(self.layers, prefill):
-            x = layer(x, memory_lens, cache=cache)
+        caches = [layer.self_attn.new_cache(B, ancestry=ancestry) for layer in self.layers]
+        if self.cfg.arrangement == "prefix":
+            # The frames are the same in every layer: each layer's cache straight from them.
+            frames, memory_lens = self.project_frames(memory, memory_lens)
+            for layer, cache in zip(self.layers, caches):
+                layer.self_attn.prefill(frames, memory_lens, cache)
+        else:  # prompt: run the projected frames through every layer once
+            x = self.projector(memory)
+            for layer, cache in zip(self.layers, caches):
+                x = layer(x, memory_lens, cache=cache)
+        for cache in caches:  # then give each hypothesis its own rows
             cache.expand(beam)
-        return DecoderState(prefill, None, memory_lens, beam)
+        return DecoderState(caches, None, memory_lens, beam)
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: DecoderState) -> Tensor:
