@@ -11,13 +11,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from s2s.attention import VARIANTS, AttentionConfig, build_attention
+from s2s.attention import (
+    ATTENTION_REGISTRY,
+    VARIANTS,
+    AttentionConfig,
+    attention_config,
+    build_attention,
+    sweep_config,
+)
+from s2s.attention.config import CONFIG_CLASSES
 from s2s.attention.mtla import TemporalLatentAttention
 
 
 def small_cfg(variant: str, stride: int = 2, **kw) -> AttentionConfig:
+    """One size for every variant; stride where the variant has one."""
     args = dict(
-        type=variant,
         d_model=32,
         n_heads=4,
         head_dim=8,
@@ -27,7 +35,7 @@ def small_cfg(variant: str, stride: int = 2, **kw) -> AttentionConfig:
         backend="sdpa",
     )
     args.update(kw)
-    return AttentionConfig(**args)
+    return sweep_config(variant, **args)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -193,9 +201,15 @@ def test_expand_stores_prefix_once(variant: str) -> None:
     with torch.no_grad():
         cache = m.new_cache(2, fill=float("nan"), ancestry=True)
         m(x, lengths=lengths, cache=cache)
-        cache.expand(3)
+        cache.expand(3, own_slots=4)
+        s = m.stride
         assert cache.length.tolist() == [7, 7, 7, 4, 4, 4]
-        assert set(cache.owner[:, 0].tolist()) == {0, 3}  # prefix slots live in rows 0 and 3
+        # completed chunks once per utterance; an incomplete one per hypothesis (own slot 0)
+        assert all(buf.shape[0] == 2 for buf in cache.shared.values())
+        assert cache.shared_slots.tolist() == (lengths // s).tolist()
+        assert cache.own_slots().tolist() == (lengths % s != 0).long().repeat_interleave(3).tolist()
+        assert cache.capacity == 4  # allocated as asked, not grown
+        assert cache.used_bytes() < cache.allocated_bytes()
         nxt = torch.randn(6, 1, 32)
         out = m.step(nxt, cache)
         for b, n in enumerate(lengths.tolist()):
@@ -220,11 +234,11 @@ def test_cache_elements_per_token_formulas() -> None:
     H, D, R, Dr = 8, 64, 256, 32
     expected = {"mha": 2 * H * D, "mqa": 2 * D, "gqa": 2 * 2 * D, "mla": R + Dr}
     for variant, n in expected.items():
-        m = build_attention(AttentionConfig(type=variant), d_model=512, n_heads=H)
+        m = build_attention({"type": variant}, d_model=512, n_heads=H)
         assert m.cache_elements_per_token() == n
         assert m.new_cache(1).elements_per_token() == n
     for s in (1, 2, 3, 4):
-        m = build_attention(AttentionConfig(type="mtla", stride=s), d_model=512, n_heads=H)
+        m = build_attention({"type": "mtla", "stride": s}, d_model=512, n_heads=H)
         assert m.cache_elements_per_token() == pytest.approx((R + Dr) / s)
 
 
@@ -286,17 +300,40 @@ def test_flex_backend_matches_sdpa(variant: str) -> None:
 
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="unknown"):
-        AttentionConfig(type="mhaa")
+        attention_config({"type": "mhaa"})
     with pytest.raises(ValueError, match="gqa"):
-        AttentionConfig(type="gqa", n_heads=8, n_kv_heads=3)
+        build_attention({"type": "gqa", "n_kv_heads": 3}, d_model=64, n_heads=8)
     with pytest.raises(ValueError, match="stride"):
-        AttentionConfig(type="mtla", stride=0)
-    schema = OmegaConf.structured(AttentionConfig)
-    with pytest.raises(Exception, match="strid"):
-        OmegaConf.merge(schema, OmegaConf.create({"strid": 3}))  # a typo is an error
-    built = build_attention(OmegaConf.merge(schema, {"type": "mtla", "stride": 3}), 64, 4)
-    assert built.stride == 3 and built.head_dim == 16
+        attention_config({"type": "mtla", "stride": 0})
     with pytest.raises(ValueError, match="conflicts"):
-        build_attention(AttentionConfig(type="mha", d_model=32), d_model=64, n_heads=4)
+        build_attention({"type": "mha", "d_model": 32}, d_model=64, n_heads=4)
     with pytest.raises(ValueError, match="not set"):
-        build_attention(AttentionConfig(type="mha"))
+        build_attention({"type": "mha"})
+    built = build_attention(OmegaConf.create({"type": "mtla", "stride": 3}), 64, 4)
+    assert built.stride == 3 and built.head_dim == 16
+    # the paper's ratios by default: r = d / 2, d_r = d_h / 2
+    assert (built.cfg.latent_dim, built.cfg.rope_dim) == (32, 8)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "bad"),
+    [
+        ({"type": "mha", "stride": 2}, "stride"),
+        ({"type": "mla", "stride": 2}, "stride"),
+        ({"type": "mha", "latent_dim": 64}, "latent_dim"),
+        ({"type": "mqa", "n_kv_heads": 2}, "n_kv_heads"),
+        ({"type": "mtla", "strid": 3}, "strid"),  # a typo
+    ],
+)
+def test_key_the_variant_does_not_use_is_an_error(cfg: dict, bad: str) -> None:
+    """Each variant takes its own keys: anything else names the variant and the key."""
+    with pytest.raises(ValueError, match=rf"attention type '{cfg['type']}' does not use '{bad}'"):
+        attention_config(cfg)
+
+
+def test_every_variant_registers_class_and_config_together() -> None:
+    for name in VARIANTS:
+        cfg = attention_config({"type": name})
+        assert type(cfg) is CONFIG_CLASSES[name] and cfg.type == name
+        m = build_attention(cfg, d_model=64, n_heads=8)
+        assert isinstance(m, ATTENTION_REGISTRY[name])

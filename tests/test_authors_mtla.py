@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2s.attention import AttentionConfig, build_attention
-from s2s.attention.mtla import TemporalLatentAttention
+from s2s.attention import build_attention
+from s2s.attention.mtla import MTLAConfig, TemporalLatentAttention
 
 D_MODEL, HEADS, HEAD_DIM, RANK, ROPE = 64, 4, 16, 32, 8
 
@@ -65,8 +65,7 @@ def pair(authors, stride: int, seed: int = 0):
     with torch.no_grad():
         for p in theirs.parameters():  # their init leaves LayerNorm at 1/0: randomise all
             p.copy_(torch.randn(p.shape) * 0.3)
-    cfg = AttentionConfig(
-        type="mtla",
+    cfg = MTLAConfig(
         d_model=D_MODEL,
         n_heads=HEADS,
         head_dim=HEAD_DIM,

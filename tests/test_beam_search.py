@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s2s.attention import AttentionConfig
+from s2s.attention import sweep_config
 from s2s.decode.beam_search import BeamSearchConfig, Hypothesis, beam_search, max_lengths
 from s2s.models.decoder import Decoder, DecoderConfig
 
@@ -17,7 +17,7 @@ CASES = [("mha", 1), ("mqa", 1), ("gqa", 1), ("mla", 1), ("mtla", 2), ("mtla", 3
 
 def make_decoder(arrangement: str, variant: str, stride: int, seed: int = 0) -> Decoder:
     torch.manual_seed(seed)
-    attn = AttentionConfig(type=variant, stride=stride, latent_dim=16, rope_dim=4)
+    attn = sweep_config(variant, stride=stride, latent_dim=16, rope_dim=4)
     cfg = DecoderConfig(
         n_layers=2,
         d_model=32,
@@ -108,14 +108,45 @@ def test_padded_batch_equals_each_alone(arrangement: str) -> None:
         assert_same(batched[b], alone[0])
 
 
-def test_copying_and_ancestry_caches_agree() -> None:
-    dec = make_decoder("prefix", "mtla", 3, seed=2)
-    memory, memory_lens = torch.randn(2, 6, 24), torch.tensor([6, 4])
+@pytest.mark.parametrize("arrangement", ["cross", "prefix", "prompt"])
+def test_lean_and_naive_engines_agree(arrangement: str) -> None:
+    """The lean engine (frames once per utterance, exact own parts, ancestry) and the naive one
+    (every hypothesis holds everything, copies on reorder) find the same hypotheses; the lean
+    one allocates less and never grows its caches mid-search."""
+    dec = make_decoder(arrangement, "mtla", 3, seed=2)
+    memory, memory_lens = torch.randn(2, 7, 24), torch.tensor([7, 4])
     cfg = BeamSearchConfig(beam_size=3, nbest=3, max_len_b=6)
-    a = beam_search(dec, memory, memory_lens, cfg, bos_id=BOS, eos_id=EOS, ancestry=True)
-    b = beam_search(dec, memory, memory_lens, cfg, bos_id=BOS, eos_id=EOS, ancestry=False)
+    a = beam_search(dec, memory, memory_lens, cfg, bos_id=BOS, eos_id=EOS, engine="lean")
+    b = beam_search(dec, memory, memory_lens, cfg, bos_id=BOS, eos_id=EOS, engine="naive")
     for x, y in zip(a, b):
         assert_same(x, y)
+    with pytest.raises(ValueError, match="engine"):
+        beam_search(dec, memory, memory_lens, cfg, bos_id=BOS, eos_id=EOS, engine="fast")
+
+
+@pytest.mark.parametrize("arrangement", ["cross", "prefix"])
+def test_lean_caches_are_allocated_once(arrangement: str) -> None:
+    """Own parts sized for the longest output at the start: every step's buffers are the
+    same tensors (no growth copies), and the frames' slots are held once per utterance."""
+    dec = make_decoder(arrangement, "mtla", 2, seed=4)
+    memory, memory_lens = torch.randn(2, 9, 24), torch.tensor([9, 5])
+    beam, max_len = 4, 12
+    state = dec.init_state(memory, memory_lens, beam=beam, ancestry=True, max_len=max_len)
+    ptrs = [{k: v.data_ptr() for k, v in c.buffers.items()} for c in state.caches]
+    before = state.allocated_cache_bytes()
+    tokens = torch.full((2 * beam,), BOS)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(max_len):
+        dec.step(tokens, state)
+        rows = torch.arange(2)[:, None] * beam + torch.randint(0, beam, (2, beam), generator=g)
+        state.reorder(rows.view(-1))
+        tokens = torch.randint(4, 23, (2 * beam,), generator=g)
+    assert [{k: v.data_ptr() for k, v in c.buffers.items()} for c in state.caches] == ptrs
+    assert state.allocated_cache_bytes() == before == state.peak_cache_bytes()
+    for c in state.caches:
+        if arrangement == "prefix":
+            assert all(buf.shape[0] == 2 for buf in c.shared.values())  # B rows, not B * beam
+        assert c.capacity == int(c.own_slots().max())  # exactly what the longest row used
 
 
 def test_limits_and_config() -> None:

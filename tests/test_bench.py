@@ -40,30 +40,32 @@ def test_bench_runs_and_reports_ratios(tmp_path, capsys) -> None:
     assert "mtla s=3" in capsys.readouterr().out
 
 
-def test_decode_bench_runs_every_variant(tmp_path) -> None:
+def test_decode_bench_runs_every_engine(tmp_path) -> None:
+    """Every run of the side-by-side table, at two prefix lengths, with the plot; the lean
+    engine's peak cache is exactly what the layout implies."""
     from s2s.bench.decode import main as decode_main
 
-    out = tmp_path / "decode.json"
-    argv = [
-        "--size",
-        "tiny",
-        "--batch",
-        "1",
-        "--beam",
-        "2",
-        "--prefix",
-        "5",
-        "--steps",
-        "3",
-        "--repeats",
-        "1",
-        "--json",
-        str(out),
-    ]
+    out, png = tmp_path / "decode.json", tmp_path / "decode.png"
+    argv = ["--size", "tiny", "--batch", "1", "--beam", "2", "--prefix", "5", "8"]
+    argv += ["--steps", "3", "--repeats", "1", "--json", str(out), "--plot", str(png)]
     assert decode_main(argv) == 0
-    rows = {r["variant"]: r for r in json.loads(out.read_text())}
-    assert rows["mha"]["speedup_vs_mha"] == 1.0
-    # prefix 5 + 3 decoded tokens, 2 layers, 2 hypotheses: MHA keeps 8 tokens, MTLA s=4 2 slots
-    assert rows["mha"]["cache_mib_at_end"] * 2**20 == 2 * 2 * 8 * (2 * 64) * 4
-    assert rows["mtla s=4"]["cache_mib_at_end"] * 2**20 == 2 * 2 * 2 * (32 + 8) * 4
-    assert rows["mtla s=2"]["cache_reduction_vs_mha"] == 1024 / 160
+    rows = {(r["run"], r["prefix"]): r for r in json.loads(out.read_text())}
+    runs = {"mha naive", "mtla s=2 naive", "mtla s=2 authors", "mha lean", "mtla s=4 lean"}
+    assert runs <= {run for run, _ in rows}
+    assert rows["mha naive", 5]["speedup"] == 1.0 and rows["mha naive", 5]["memory_reduction"] == 1
+    assert png.stat().st_size > 0
+
+    # tiny: 2 layers, d = 64 (4 heads of 16), r = 32, d_r = 8; 1 utterance x beam 2; BOS and up
+    # to 3 tokens fed. Lean: completed prefix slots once, own slots per hypothesis + owner table.
+    def lean_bytes(slot_elems: int, stride: int, prefix: int) -> int:
+        shared = prefix // stride
+        own = -(-(prefix + 4) // stride) - shared
+        return 2 * (shared * slot_elems * 4 + 2 * own * (slot_elems * 4 + 8))
+
+    for prefix in (5, 8):
+        assert rows["mha lean", prefix]["peak_cache_mib"] * 2**20 == lean_bytes(128, 1, prefix)
+        assert rows["mtla s=4 lean", prefix]["peak_cache_mib"] * 2**20 == lean_bytes(40, 4, prefix)
+        lean, naive = rows["mtla s=2 lean", prefix], rows["mtla s=2 naive", prefix]
+        assert lean["peak_cache_mib"] < naive["peak_cache_mib"] < rows["mha naive", prefix][
+            "peak_cache_mib"
+        ]

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s2s.attention import VARIANTS, AttentionConfig
+from s2s.attention import VARIANTS, sweep_config
 from s2s.models.decoder import Decoder, DecoderConfig
 
 CASES = [(v, 1) for v in VARIANTS] + [("mtla", 2), ("mtla", 3), ("mtla", 4)]
 
 
 def make_decoder(arrangement: str, variant: str, stride: int) -> Decoder:
-    attn = AttentionConfig(type=variant, stride=stride, latent_dim=16, rope_dim=4)
+    attn = sweep_config(variant, stride=stride, latent_dim=16, rope_dim=4)
     cfg = DecoderConfig(
         n_layers=2,
         d_model=32,
@@ -91,4 +91,6 @@ def test_tied_embeddings_and_config_errors() -> None:
     with pytest.raises(ValueError, match="arrangement"):
         DecoderConfig(arrangement="sideways")
     with pytest.raises(ValueError, match="conflicts"):
-        DecoderConfig(d_model=64, n_heads=4, attention=AttentionConfig(type="mla", d_model=32))
+        DecoderConfig(d_model=64, n_heads=4, attention={"type": "mla", "d_model": 32})
+    with pytest.raises(ValueError, match="'mha' does not use 'stride'"):
+        DecoderConfig(attention={"type": "mha", "stride": 2})

@@ -16,7 +16,7 @@ CHECK = textwrap.dedent(
     """
     import itertools, torch
     from kernels.decode_attention import decode_attention_triton
-    from s2s.attention.ops import cached_attention, latent_cached_attention
+    from s2s.attention.ops import cached_attention
     dev = "{device}"
     torch.manual_seed(0)
 
@@ -81,10 +81,10 @@ def test_decode_kernel_matches_reference_gpu() -> None:
 @pytest.mark.gpu
 def test_model_step_uses_kernel_on_gpu() -> None:
     """The attention modules' step on CUDA (Triton) equals their parallel forward."""
-    from s2s.attention import AttentionConfig, build_attention
+    from s2s.attention import build_attention, sweep_config
 
     for variant, s in [("mha", 1), ("gqa", 1), ("mla", 1), ("mtla", 2)]:
-        cfg = AttentionConfig(type=variant, stride=s, latent_dim=64, rope_dim=16, backend="sdpa")
+        cfg = sweep_config(variant, stride=s, latent_dim=64, rope_dim=16, backend="sdpa")
         m = build_attention(cfg, 128, 8).cuda().eval()
         x = torch.randn(3, 50, 128, device="cuda")
         with torch.no_grad():

@@ -1,4 +1,5 @@
-"""The stride-aware causal mask against a brute-force reading of DESIGN §3."""
+"""The stride-aware causal mask against a brute-force reading of its definition
+(docs/attention.md)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2s.attention.config import AttentionConfig
+from s2s.attention import sweep_config
 from s2s.corpora.phrases.grammar import generate_pairs
 from s2s.corpora.phrases.tts import synthesize
 from s2s.data.dataset import collate
@@ -62,7 +62,7 @@ def test_tiny_model_memorises_utterances(corpus, variant: str, arrangement: str)
             ffn_dim=128,
             dropout=0.0,
             arrangement=arrangement,
-            attention=AttentionConfig(type=variant, latent_dim=32, rope_dim=8, stride=2),
+            attention=sweep_config(variant, latent_dim=32, rope_dim=8, stride=2),
         ),
         label_smoothing=0.0,
     )

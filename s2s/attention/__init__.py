@@ -1,10 +1,15 @@
-"""Decoder self-attention variants behind one interface (see base.py), their masks and caches."""
+"""Decoder self-attention variants behind one interface (see base.py), their masks and caches.
 
+Importing the package registers every variant (registry.py); VARIANTS lists their names."""
+
+from s2s.attention import mha, mla, mtla  # noqa: F401  (each registers its variants)
 from s2s.attention.base import DecoderSelfAttention
 from s2s.attention.cache import AttentionCache
-from s2s.attention.config import VARIANTS, AttentionConfig
+from s2s.attention.config import AttentionConfig, attention_config, sweep_config
 from s2s.attention.masks import stride_aware_causal_mask
-from s2s.attention.registry import ATTENTION_REGISTRY, build_attention
+from s2s.attention.registry import ATTENTION_REGISTRY, build_attention, register_attention
+
+VARIANTS = tuple(ATTENTION_REGISTRY)
 
 __all__ = [
     "ATTENTION_REGISTRY",
@@ -12,6 +17,9 @@ __all__ = [
     "AttentionCache",
     "AttentionConfig",
     "DecoderSelfAttention",
+    "attention_config",
     "build_attention",
+    "register_attention",
     "stride_aware_causal_mask",
+    "sweep_config",
 ]

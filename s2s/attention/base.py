@@ -123,9 +123,11 @@ class DecoderSelfAttention(nn.Module, ABC):
         capacity: int = 16,
         fill: float | None = None,
         ancestry: bool = False,
+        share_prefix: bool = True,
     ) -> AttentionCache:
         """An empty cache for `batch_size` sequences (fill: poison value for tests; ancestry:
-        append-only with owner indices, for beam search)."""
+        append-only with owner indices, for beam search; share_prefix: a prefilled prefix is
+        stored once per utterance; see cache.py)."""
         param = next(self.parameters())
         return AttentionCache(
             batch_size,
@@ -136,6 +138,7 @@ class DecoderSelfAttention(nn.Module, ABC):
             capacity=max(1, -(-capacity // self.stride)),
             fill=fill,
             ancestry=ancestry,
+            share_prefix=share_prefix,
         )
 
     def cache_elements_per_token(self) -> float:

@@ -1,16 +1,27 @@
-"""The per-layer decoding cache: named slot buffers plus a token count per sequence.
+"""The per-layer decoding cache: named slot buffers plus a token count per sequence
+(docs/engine.md).
 
 A slot holds what one layer keeps for one cache position: (k, v) for MHA-style variants, the
 latent [c ; k_rope] for MLA, a temporally merged latent for MTLA (stride s tokens per slot).
-Buffers grow by doubling and are allocated with `torch.empty` (or a poison value in tests), so
-readers must mask unused slots; `valid_mask` says which slots are in use.
 
-Beam search reorders sequences every step. Copying every buffer for that costs O(T) per step.
-With `ancestry=True` the cache is append-only instead: row h writes only its own new slot, and
-`owner[h, j]` names the row whose buffer holds slot j of sequence h, so reordering moves
-integers, not vectors, and readers gather through `owner`. Every sequence of a beam group
-writes the same slot index at the same step, and a step gathers what it reads before it writes,
-so a slot another sequence still points at is never overwritten under it.
+Two parts:
+- **shared**, once per utterance: slots every hypothesis of an utterance has in common (the
+  prefix/prompt frames' completed slots), `(U, S_shared, *slot)` for U utterances, filled by
+  `fill_prefix` and never copied per beam. An MTLA chunk the frames left incomplete
+  (P mod s != 0) is not shared: the first target merges into it, so it goes to the own part.
+- **own**, one row per hypothesis: `buffers[name]` of `(N, S_own, *slot)`, N = U * group. Beam
+  search allocates it once for the longest output (`expand(beam, own_slots)`); elsewhere it
+  grows by doubling. Buffers come from `torch.empty` (or a poison value in tests), so readers
+  mask slots not in use.
+
+Global slot g of row n is shared slot g while g < shared_slots[u] (u = n // group), else own
+slot g - shared_slots[u]. Beam search reorders rows every step. With `ancestry=True` the own
+part is append-only: row h writes only its own new slot and `owner[h, j]` names the row whose
+buffer holds own slot j of sequence h, so reordering moves integers, not vectors. Every row of
+a group writes the same slot index at the same step, and a step gathers what it reads before
+it writes, so a slot another row still points at is never overwritten under it. Without
+ancestry, reordering copies the own part (what fairseq does); `share_prefix=False` also keeps
+the frames in every row's own part: the naive engine the benchmarks compare against.
 """
 
 from __future__ import annotations
@@ -22,10 +33,11 @@ from torch import Tensor
 
 
 class AttentionCache:
-    """Decoding state of one self-attention layer for a batch of sequences.
+    """Decoding state of one self-attention layer for N sequences (rows).
 
-    buffers[name]: (B, S_capacity, *slot_shape[name]); length: (B,) long tokens seen per
-    sequence; the slots in use are the first ceil(length / stride) of each row.
+    buffers[name]: own part (N, S_own, *slot_shape[name]); shared[name]: (U, S_shared, ...)
+    or absent; length: (N,) long tokens seen per sequence (frames included), so the slots in
+    use are the first ceil(length / stride) global slots of each row.
     """
 
     def __init__(
@@ -39,20 +51,27 @@ class AttentionCache:
         capacity: int = 16,
         fill: float | None = None,
         ancestry: bool = False,
+        share_prefix: bool = True,
     ) -> None:
         self.stride = stride
         self.fill = fill
+        self.share_prefix = share_prefix
         self.slot_shapes = dict(slot_shapes)
         self.length = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.buffers = {
             name: self._alloc((batch_size, capacity, *shape), device, dtype)
             for name, shape in slot_shapes.items()
         }
-        # owner: (B, S_capacity) long, or None when every row owns its slots (no reordering)
+        self.shared: dict[str, Tensor] = {}
+        self.shared_slots = torch.zeros(batch_size, dtype=torch.long, device=device)  # (U,)
+        self.group = 1
+        # owner: (N, S_own) long, or None when every row owns its slots (no reordering)
         self.owner: Tensor | None = None
         if ancestry:
             self.owner = self._rows()[:, None].expand(-1, capacity).contiguous()
+        self.peak_allocated = self.allocated_bytes()
 
+    # --- geometry -------------------------------------------------------------------------
     def _rows(self) -> Tensor:
         return torch.arange(self.batch_size, device=self.length.device)
 
@@ -63,34 +82,73 @@ class AttentionCache:
 
     @property
     def batch_size(self) -> int:
+        """N: rows (hypotheses)."""
         return self.length.shape[0]
 
     @property
     def capacity(self) -> int:
+        """Own slots allocated per row."""
         return next(iter(self.buffers.values())).shape[1]
 
+    def base(self) -> Tensor:
+        """(N,) global index of each row's own slot 0 (= its utterance's shared slots)."""
+        return self.shared_slots.repeat_interleave(self.group)
+
     def num_slots(self) -> Tensor:
-        """(B,) slots in use: ceil(length / stride)."""
+        """(N,) global slots in use: ceil(length / stride)."""
         return (self.length + self.stride - 1) // self.stride
+
+    def own_slots(self) -> Tensor:
+        """(N,) own slots in use."""
+        return self.num_slots() - self.base()
 
     def max_slots(self) -> int:
         return int(self.num_slots().max()) if self.batch_size else 0
 
     def valid_mask(self, num: int | None = None) -> Tensor:
-        """(B, num) bool: True for slots in use (num defaults to max_slots())."""
+        """(N, num) bool: True for global slots in use (num defaults to max_slots())."""
         num = self.max_slots() if num is None else num
         return torch.arange(num, device=self.length.device)[None, :] < self.num_slots()[:, None]
 
     def view(self, name: str, num: int | None = None) -> Tensor:
-        """(B, num, *slot_shape): the first num slots of every sequence (a view without
-        ancestry; gathered through `owner` with it)."""
+        """(N, num, *slot_shape): the first num global slots of every row, shared and own
+        gathered into one tensor (a copy; tests and references, not the decode path)."""
         num = self.max_slots() if num is None else num
-        if self.owner is None:
-            return self.buffers[name][:, :num]
-        return self.buffers[name][self.owner[:, :num], torch.arange(num, device=self.owner.device)]
+        g = torch.arange(num, device=self.length.device)[None, :].expand(self.batch_size, -1)
+        base = self.base()[:, None]
+        j = (g - base).clamp(0, self.capacity - 1)
+        rows = self._rows()[:, None].expand_as(j) if self.owner is None else self.owner.gather(1, j)
+        out = self.buffers[name][rows, j]
+        if name in self.shared and self.shared[name].shape[1]:
+            u = (self._rows() // self.group)[:, None].expand_as(g)
+            sh = self.shared[name][u, g.clamp(max=self.shared[name].shape[1] - 1)]
+            keep = (g < base).view(*g.shape, *[1] * (out.dim() - 2))
+            out = torch.where(keep, sh, out)
+        return out
 
+    # --- memory ---------------------------------------------------------------------------
+    def allocated_bytes(self) -> int:
+        """Bytes the cache holds now: own and shared buffers (the owner table too)."""
+        tensors = [*self.buffers.values(), *self.shared.values()]
+        if self.owner is not None:
+            tensors.append(self.owner)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def used_bytes(self) -> int:
+        """Bytes of the slots in use: shared slots once per utterance, own slots per row."""
+        per_slot = sum(
+            math.prod(s) * b.element_size()
+            for s, b in zip(self.slot_shapes.values(), self.buffers.values())
+        )
+        return per_slot * int(self.shared_slots.sum() + self.own_slots().sum())
+
+    def _track(self) -> None:
+        self.peak_allocated = max(self.peak_allocated, self.allocated_bytes())
+
+    # --- writing ----------------------------------------------------------------------------
     def reserve(self, slots: int) -> None:
-        """Grow every buffer (by doubling) to hold at least `slots` slots per sequence."""
+        """Own buffers of at least `slots` slots per row (growth doubles: outside a search,
+        where nobody knows the final length)."""
         cap = self.capacity
         if slots <= cap:
             return
@@ -102,65 +160,104 @@ class AttentionCache:
         if self.owner is not None:
             tail = self._rows()[:, None].expand(-1, new_cap - cap)
             self.owner = torch.cat((self.owner, tail), dim=1)
+        self._track()
+
+    def _own_index(self, slot: Tensor) -> Tensor:
+        j = slot - self.base()
+        if bool((j < 0).any()):
+            raise ValueError("shared slots are read-only: a step only touches its own slots")
+        return j
 
     def read(self, name: str, slot: Tensor) -> Tensor:
-        """Slot `slot[b]` of every row b. slot: (B,) long. Returns (B, *slot_shape)."""
-        self.reserve(int(slot.max()) + 1)
+        """Own slot at global index slot[n] of every row n. slot: (N,) long ->
+        (N, *slot_shape)."""
+        j = self._own_index(slot)
+        self.reserve(int(j.max()) + 1)
         rows = self._rows()
         if self.owner is not None:
-            rows = self.owner[rows, slot]
-        return self.buffers[name][rows, slot]
+            rows = self.owner[rows, j]
+        return self.buffers[name][rows, j]
 
     def write(self, name: str, slot: Tensor, value: Tensor) -> None:
-        """Store value[b] (B, *slot_shape) into slot slot[b] of row b."""
-        self.reserve(int(slot.max()) + 1)
+        """Store value[n] (N, *slot_shape) into global slot slot[n] (own part) of row n."""
+        j = self._own_index(slot)
+        self.reserve(int(j.max()) + 1)
         rows = self._rows()
-        self.buffers[name][rows, slot] = value.to(self.buffers[name].dtype)
+        self.buffers[name][rows, j] = value.to(self.buffers[name].dtype)
         if self.owner is not None:
-            self.owner[rows, slot] = rows
+            self.owner[rows, j] = rows
 
     def fill_prefix(self, values: dict[str, Tensor], lengths: Tensor) -> None:
-        """Prefill an empty cache: values[name] (B, S, *slot_shape) become slots 0..S-1 and
-        `length` becomes `lengths` (B,). Slots past a row's ceil(length / stride) are ignored."""
+        """Prefill an empty cache with the slots of a prefix: values[name] (N, S, *slot_shape)
+        are global slots 0..S-1, `length` becomes `lengths` (N,). Completed slots go to the
+        shared part (one row per sequence; `expand` later shares them between beams), an
+        incomplete last MTLA chunk to own slot 0. Slots past ceil(length / s) are ignored."""
         if self.batch_size and int(self.length.max()) > 0:
             raise ValueError("fill_prefix needs an empty cache")
+        if self.group != 1:
+            raise ValueError("fill_prefix comes before expand")
+        s = self.stride
+        lengths = lengths.to(self.length)
         S = next(iter(values.values())).shape[1]
-        self.reserve(max(S, 1))
+        if not self.share_prefix:
+            self.reserve(max(S, 1))
+            for name, val in values.items():
+                self.buffers[name][:, :S] = val.to(self.buffers[name].dtype)
+            self.length = lengths
+            self._track()
+            return
+        complete = lengths // s
+        n_sh = min(int(complete.max()) if self.batch_size else 0, S)
+        partial = (lengths % s != 0) & (complete < S)
+        rows = self._rows()
         for name, val in values.items():
-            self.buffers[name][:, :S] = val.to(self.buffers[name].dtype)
-        self.length = lengths.to(self.length)
-        if self.owner is not None:
-            self.owner[:, :S] = self._rows()[:, None]
+            buf = self.buffers[name]
+            self.shared[name] = val[:, :n_sh].to(buf.dtype).clone()
+            if bool(partial.any()):
+                idx = complete.clamp(max=S - 1)
+                buf[rows[partial], 0] = val[rows[partial], idx[partial]].to(buf.dtype)
+        self.shared_slots = complete
+        self.length = lengths
+        self._track()
 
     def advance(self, n: int = 1) -> None:
         self.length = self.length + n
 
     def reorder(self, index: Tensor) -> None:
-        """Sequence i becomes the old sequence index[i]. With ancestry only the owner table moves
-        (index: (B,), same B, within beam groups); without, every buffer is copied (O(S))."""
+        """Row i becomes the old row index[i], within its utterance's group. With ancestry only
+        the owner table moves; without, the own buffers are copied (O(S) per step)."""
         self.length = self.length.index_select(0, index)
         if self.owner is not None:
             self.owner = self.owner.index_select(0, index)
         else:
             self.buffers = {k: v.index_select(0, index) for k, v in self.buffers.items()}
+        self._track()
 
-    def expand(self, beam: int) -> None:
-        """B sequences -> B * beam, each repeated `beam` times consecutively (beam search start).
-        With ancestry the existing slots are stored once, in the group's first row."""
-        if beam == 1:
-            return
+    def expand(self, beam: int, own_slots: int | None = None) -> None:
+        """U sequences -> U * beam rows, each repeated `beam` times consecutively (the start of
+        beam search). The shared part stays one per utterance; the own part (at most MTLA's
+        incomplete chunk here, or the whole prefix without share_prefix) is copied per row.
+        own_slots: allocate exactly this many own slots per row now, so nothing grows during
+        the search."""
+        if self.group != 1:
+            raise ValueError("expand once")
+        U, cap = self.batch_size, self.capacity
+        used = int(self.own_slots().max()) if U else 0
+        new_cap = max(own_slots or cap, used, 1)
         index = self._rows().repeat_interleave(beam)
-        if self.owner is None:
-            self.reorder(index)
-            return
-        B, cap = self.batch_size, self.capacity
-        first = self._rows() * beam
         for name, buf in self.buffers.items():
-            grown = self._alloc((B * beam, cap, *buf.shape[2:]), buf.device, buf.dtype)
-            grown[first] = buf
+            grown = self._alloc((U * beam, new_cap, *buf.shape[2:]), buf.device, buf.dtype)
+            grown[:, :used] = buf[index, :used]
             self.buffers[name] = grown
-        self.owner = (self.owner * beam).index_select(0, index)
         self.length = self.length.index_select(0, index)
+        self.group = beam
+        if self.owner is not None:
+            self.owner = (
+                torch.arange(U * beam, device=index.device)[:, None]
+                .expand(-1, new_cap)
+                .contiguous()
+            )
+        self._track()
 
     def elements_per_token(self) -> float:
         """Cached elements per token: slot elements summed over buffers, over stride."""

@@ -5,19 +5,77 @@ RoPE on queries and keys. Cache per token: 2 * G * d_h elements.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
 from s2s.attention.base import DecoderSelfAttention
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig
-from s2s.attention.ops import cached_attention, parallel_attention
+from s2s.attention.ops import cascade_attention, parallel_attention
 from s2s.attention.positions import apply_rope
+from s2s.attention.registry import register_attention
 
 
+def _keys(buffers: dict[str, Tensor]) -> Tensor:
+    return buffers["k"]
+
+
+def _values(buffers: dict[str, Tensor]) -> Tensor:
+    return buffers["v"]
+
+
+@dataclass
+class MHAConfig(AttentionConfig):
+    """mha: one key/value head per query head (G = H)."""
+
+    type: str = "mha"
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_heads
+
+
+@dataclass
+class MQAConfig(AttentionConfig):
+    """mqa: one key/value head shared by every query head (G = 1)."""
+
+    type: str = "mqa"
+
+    @property
+    def kv_heads(self) -> int:
+        return 1
+
+
+@dataclass
+class GQAConfig(AttentionConfig):
+    """gqa: n_kv_heads = G key/value heads, 1 < G < H, dividing H (0: max(2, H // 4))."""
+
+    type: str = "gqa"
+    n_kv_heads: int = 0
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or max(2, self.n_heads // 4)
+
+    def resolved(self, d_model: int = 0, n_heads: int = 0) -> GQAConfig:
+        done = super().resolved(d_model, n_heads)
+        g = done.kv_heads
+        if not 1 < g < done.n_heads or done.n_heads % g:
+            raise ValueError(
+                f"gqa needs 1 < n_kv_heads < n_heads, dividing n_heads; "
+                f"got {g} for n_heads={done.n_heads}"
+            )
+        return done
+
+
+@register_attention("gqa", GQAConfig)
+@register_attention("mqa", MQAConfig)
+@register_attention("mha", MHAConfig)
 class GroupedQueryAttention(DecoderSelfAttention):
     """MHA / GQA / MQA through the number of key/value heads `cfg.kv_heads`."""
 
-    def __init__(self, cfg: AttentionConfig) -> None:
+    def __init__(self, cfg: MHAConfig | MQAConfig | GQAConfig) -> None:
         super().__init__(cfg)
         H, G, D = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         self.n_heads, self.n_kv, self.head_dim = H, G, D
@@ -61,6 +119,5 @@ class GroupedQueryAttention(DecoderSelfAttention):
         cache.write("k", cache.length, kv["k"][:, 0])
         cache.write("v", cache.length, kv["v"][:, 0])
         cache.advance()
-        k_buf, v_buf = cache.buffers["k"], cache.buffers["v"]
-        out = cached_attention(q[:, 0], k_buf, v_buf, cache.owner, cache.num_slots(), self.scale)
+        out = cascade_attention(q[:, 0], cache, _keys, _values, self.scale)
         return self.out_proj(out.flatten(1))[:, None]

@@ -1,4 +1,4 @@
-"""MLA: multi-head latent attention with decoupled RoPE (DESIGN §3).
+"""MLA: multi-head latent attention with decoupled RoPE (docs/attention.md).
 
 Keys and values come from a normalised low-rank latent c (width r) shared by all heads, plus
 one RoPE key k_rope (width d_r) shared by all heads. The cache holds [c ; k_rope]: r + d_r
@@ -11,20 +11,48 @@ MTLA (mtla.py) overrides the two merge hooks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 from torch import Tensor, nn
 
 from s2s.attention.base import DecoderSelfAttention
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig
-from s2s.attention.ops import latent_cached_attention, parallel_attention
+from s2s.attention.ops import cascade_attention, latent_views, parallel_attention
 from s2s.attention.positions import apply_rope
+from s2s.attention.registry import register_attention
 
 
+@dataclass
+class MLAConfig(AttentionConfig):
+    """mla: latent_dim = r (0: d_model // 2), rope_dim = d_r (0: head_dim // 2), the paper's
+    ratios (r = 256, d_r = 32 at d = 512, d_h = 64)."""
+
+    type: str = "mla"
+    latent_dim: int = 0
+    rope_dim: int = 0
+
+    def resolved(self, d_model: int = 0, n_heads: int = 0) -> MLAConfig:
+        done = super().resolved(d_model, n_heads)
+        done = replace(
+            done,
+            latent_dim=done.latent_dim or done.d_model // 2,
+            rope_dim=done.rope_dim or done.head_dim // 2,
+        )
+        if done.latent_dim < 1 or done.rope_dim < 2 or done.rope_dim % 2:
+            raise ValueError(
+                f"{done.type} needs latent_dim >= 1 and an even rope_dim >= 2, "
+                f"got latent_dim={done.latent_dim}, rope_dim={done.rope_dim}"
+            )
+        return done
+
+
+@register_attention("mla", MLAConfig)
 class LatentAttention(DecoderSelfAttention):
     """MLA. Cache buffer "kv": (B, S, r + d_r) = [latent ; rotated rope key] per slot."""
 
-    def __init__(self, cfg: AttentionConfig) -> None:
+    def __init__(self, cfg: MLAConfig) -> None:
         super().__init__(cfg)
         H, D, R, Dr = cfg.n_heads, cfg.head_dim, cfg.latent_dim, cfg.rope_dim
         self.n_heads, self.head_dim, self.latent_dim, self.rope_dim = H, D, R, Dr
@@ -103,9 +131,7 @@ class LatentAttention(DecoderSelfAttention):
         w_uk = self.uk_proj.weight.view(H, D, R)
         q_lat = torch.einsum("bhd,hdr->bhr", q_nope, w_uk)
         q_full = torch.cat((q_lat, q_rope), -1)  # (B, H, R + Dr)
-        o_lat = latent_cached_attention(
-            q_full, cache.buffers["kv"], cache.owner, cache.num_slots(), R, self.scale
-        )
+        o_lat = cascade_attention(q_full, cache, *latent_views(R), self.scale)
         # Absorb W_uv after the attention: sum_j p_j (c_j W_uv,h) == (sum_j p_j c_j) W_uv,h.
         out = torch.einsum("bhr,hdr->bhd", o_lat, self.uv_proj.weight.view(H, D, R))
         return self.out_proj(out.flatten(1))[:, None]

@@ -1,4 +1,4 @@
-"""MTLA: multi-head temporal latent attention (arXiv 2505.13544; DESIGN §3).
+"""MTLA: multi-head temporal latent attention (arXiv 2505.13544; docs/attention.md).
 
 MLA whose cache merges every `s` temporally adjacent latents into one slot:
     w_j = sigmoid(<A PE(floor(j / s)), B c_j>)          (hyper-network, A, B: Linear(r, r/4))
@@ -10,20 +10,44 @@ to merge: no hyper-network, and MTLA is exactly MLA.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.attention.cache import AttentionCache
-from s2s.attention.config import AttentionConfig
-from s2s.attention.mla import LatentAttention
+from s2s.attention.mla import LatentAttention, MLAConfig
 from s2s.attention.positions import sinusoidal_encoding
+from s2s.attention.registry import register_attention
 
 
+@dataclass
+class MTLAConfig(MLAConfig):
+    """mtla: MLA's fields plus stride = s, the tokens merged into one cache slot."""
+
+    type: str = "mtla"
+    stride: int = 2  # type: ignore[assignment]  (a field here, a constant 1 elsewhere)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.stride < 1:
+            raise ValueError(f"mtla stride must be >= 1, got {self.stride}")
+
+    def resolved(self, d_model: int = 0, n_heads: int = 0) -> MTLAConfig:
+        done = super().resolved(d_model, n_heads)
+        if done.stride > 1 and done.latent_dim % 4:
+            raise ValueError(
+                f"mtla's hyper-network needs latent_dim % 4 == 0, got {done.latent_dim}"
+            )
+        return done
+
+
+@register_attention("mtla", MTLAConfig)
 class TemporalLatentAttention(LatentAttention):
     """MTLA with stride `cfg.stride`; cache buffer "kv": (B, ceil(T/s), r + d_r)."""
 
-    def __init__(self, cfg: AttentionConfig) -> None:
+    def __init__(self, cfg: MTLAConfig) -> None:
         super().__init__(cfg)
         self.stride = cfg.stride
         if self.stride > 1:

@@ -8,11 +8,13 @@ The decode functions here are the PyTorch reference and the CPU path; the Triton
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from s2s.attention.cache import AttentionCache
 from s2s.attention.masks import self_attention_mask
 
 
@@ -85,38 +87,59 @@ def _flex(
     return fn(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa)
 
 
-def decode_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, scale: float) -> Tensor:
+def attend_with_lse(
+    q: Tensor, k: Tensor, v: Tensor, valid: Tensor, scale: float
+) -> tuple[Tensor, Tensor]:
     """One query step over gathered keys/values (reference path, float32 softmax).
 
-    q: (B, H, Dk); k: (B, S, G, Dk); v: (B, S, G, Dv), H % G == 0; valid: (B, S) bool with at
-    least one True per row (unused slots may hold anything, NaN included). Returns (B, H, Dv).
+    q: (B, Q, Dk) with Q % G == 0, query rows group-major (row i reads group i // (Q / G));
+    k: (B, S, G, Dk); v: (B, S, G, Dv); valid: (B, S) bool (unused slots may hold anything,
+    NaN included). Returns out (B, Q, Dv) float32 and its log-sum-exp (B, Q) float32; a row
+    with no valid slot gives out 0 and lse -inf (it then weighs nothing in a merge).
     """
-    B, H, Dk = q.shape
+    B, Q, Dk = q.shape
     G = k.shape[2]
-    qg = q.float().view(B, G, H // G, Dk)
+    qg = q.float().view(B, G, Q // G, Dk)
     scores = torch.einsum("bgqd,bsgd->bgqs", qg, k.float()) * scale
     scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
-    p = scores.softmax(dim=-1)
+    m = scores.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    p = (scores - m).exp()
+    denom = p.sum(dim=-1)
     vf = v.float().masked_fill(~valid[:, :, None, None], 0.0)  # 0 * NaN would poison the sum
-    out = torch.einsum("bgqs,bsgd->bgqd", p, vf)
-    return out.reshape(B, H, -1).to(q.dtype)
+    out = torch.einsum("bgqs,bsgd->bgqd", p, vf) / denom.clamp_min(1e-30)[..., None]
+    lse = m[..., 0] + denom.log()
+    return out.reshape(B, Q, -1), lse.reshape(B, Q)
+
+
+def decode_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, scale: float) -> Tensor:
+    """`attend_with_lse` without the log-sum-exp, in q's dtype. q: (B, H, Dk) -> (B, H, Dv)."""
+    return attend_with_lse(q, k, v, valid, scale)[0].to(q.dtype)
 
 
 def cached_attention(
-    q: Tensor, k: Tensor, v: Tensor, owner: Tensor | None, num_slots: Tensor, scale: float
-) -> Tensor:
-    """Decode attention straight over a cache's buffers (AttentionCache layout).
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    owner: Tensor | None,
+    num_slots: Tensor,
+    scale: float,
+    *,
+    return_lse: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Decode attention straight over a cache's own buffers (AttentionCache layout).
 
     q: (N, H, Dk); k: (R, S_cap, G, Dk) and v: (R, S_cap, G, Dv) buffers (views allowed, e.g.
     the first columns of a latent buffer); owner: (N, S_cap) row of each sequence's slot, or
-    None when row n holds sequence n; num_slots: (N,) slots in use. Returns (N, H, Dv).
+    None when row n holds sequence n; num_slots: (N,) slots in use (>= 1). Returns (N, H, Dv),
+    and with return_lse its (N, H) float32 log-sum-exp too.
     On CUDA this runs the Triton kernel (kernels.decode_attention), which reads through `owner`
     without gathering; elsewhere the same math in PyTorch.
     """
     if q.is_cuda and _triton_enabled():
         from kernels.decode_attention import decode_attention_triton
 
-        return decode_attention_triton(q, k, v, owner, num_slots, scale)
+        return decode_attention_triton(q, k, v, owner, num_slots, scale, return_lse=return_lse)
     S = int(num_slots.max())
     slots = torch.arange(S, device=q.device)
     if owner is None:
@@ -124,7 +147,8 @@ def cached_attention(
     else:
         rows = owner[:, :S]
         kk, vv = k[rows, slots], v[rows, slots]
-    return decode_attention(q, kk, vv, slots[None, :] < num_slots[:, None], scale)
+    out, lse = attend_with_lse(q, kk, vv, slots[None, :] < num_slots[:, None], scale)
+    return (out.to(q.dtype), lse) if return_lse else out.to(q.dtype)
 
 
 @functools.cache
@@ -136,13 +160,48 @@ def _triton_enabled() -> bool:
     return True
 
 
-def latent_cached_attention(
-    q: Tensor, kv: Tensor, owner: Tensor | None, num_slots: Tensor, value_dim: int, scale: float
+def cascade_attention(
+    q: Tensor,
+    cache: AttentionCache,
+    k_of: Callable[[dict[str, Tensor]], Tensor],
+    v_of: Callable[[dict[str, Tensor]], Tensor],
+    scale: float,
 ) -> Tensor:
-    """MLA/MTLA absorbed decode: every head attends the one shared latent cache (MQA-style).
+    """One decode step over a cache's two parts (docs/engine.md), merged by log-sum-exp.
 
-    q: (N, H, R + Dr) = [W_uk-absorbed query ; rotated rope query]; kv: (R_rows, S_cap, R + Dr)
-    latent buffer = [c ; rotated rope key]; the value is its first value_dim (= R) columns, a
-    view, so nothing is expanded. Returns (N, H, R): the attention-weighted latent, before W_uv.
+    q: (N, H, Dk) for N = U * K rows (K = cache.group hypotheses per utterance). k_of / v_of
+    pick the key (R, S, G, Dk) and value (R, S, G, Dv) views from a part's buffers. The shared
+    part is attended by all K*H queries of an utterance at once, one dense product against
+    its one copy; the own part per row through the ancestry table. Returns (N, H, Dv).
     """
-    return cached_attention(q, kv[:, :, None], kv[:, :, None, :value_dim], owner, num_slots, scale)
+    out_own, lse_own = cached_attention(
+        q,
+        k_of(cache.buffers),
+        v_of(cache.buffers),
+        cache.owner,
+        cache.own_slots(),
+        scale,
+        return_lse=True,
+    )
+    if not cache.shared or not next(iter(cache.shared.values())).shape[1]:
+        return out_own
+    ks, vs = k_of(cache.shared), v_of(cache.shared)  # (U, S, G, D)
+    N, H, Dk = q.shape
+    U, S, G = ks.shape[:3]
+    K = N // U
+    # (U*K, H) queries -> (U, G * K * H/G): group-major rows, as attend_with_lse expects
+    qs = q.view(U, K, G, H // G, Dk).transpose(1, 2).reshape(U, K * H, Dk)
+    valid = torch.arange(S, device=q.device)[None, :] < cache.shared_slots[:, None]
+    out_sh, lse_sh = attend_with_lse(qs, ks, vs, valid, scale)
+    Dv = out_sh.shape[-1]
+    out_sh = out_sh.view(U, G, K, H // G, Dv).transpose(1, 2).reshape(N, H, Dv)
+    lse_sh = lse_sh.view(U, G, K, H // G).transpose(1, 2).reshape(N, H)
+    lse = torch.logaddexp(lse_sh, lse_own.float())
+    w_sh, w_own = (lse_sh - lse).exp()[..., None], (lse_own.float() - lse).exp()[..., None]
+    return (out_sh * w_sh + out_own.float() * w_own).to(q.dtype)
+
+
+def latent_views(value_dim: int):
+    """k_of / v_of for the MLA/MTLA latent buffer "kv" (R, S, r + d_r): the key is the whole
+    slot, the value its first value_dim (= r) columns, both views (G = 1), nothing expanded."""
+    return (lambda b: b["kv"][:, :, None]), (lambda b: b["kv"][:, :, None, :value_dim])

@@ -15,22 +15,19 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 
 import torch
 
-from s2s.attention import AttentionConfig, build_attention
+from s2s.attention import AttentionConfig, build_attention, sweep_config
 
 DEFAULT_VARIANTS = ("mha", "mqa", "gqa", "mla", "mtla:2", "mtla:3", "mtla:4")
 
 
-def parse_variant(spec: str, base: AttentionConfig) -> AttentionConfig:
-    """'mtla:3' -> an AttentionConfig of type mtla with stride 3 (other fields from base)."""
+def parse_variant(spec: str, **sizes) -> AttentionConfig:
+    """'mtla:3' -> the mtla config with stride 3; `sizes` (d_model, latent_dim, ...) where the
+    variant uses them."""
     name, _, stride = spec.partition(":")
-    fields = asdict(base) | {"type": name}
-    if stride:
-        fields["stride"] = int(stride)
-    return AttentionConfig(**fields)
+    return sweep_config(name, **sizes, **({"stride": int(stride)} if stride else {}))
 
 
 def median_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -89,7 +86,7 @@ def bench_variant(
 def run(args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-    base = AttentionConfig(
+    sizes = dict(
         d_model=args.d_model,
         n_heads=args.heads,
         head_dim=args.d_model // args.heads,
@@ -98,7 +95,13 @@ def run(args: argparse.Namespace) -> list[dict]:
     )
     rows = [
         bench_variant(
-            parse_variant(v, base), args.batch, args.length, args.steps, args.repeats, device, dtype
+            parse_variant(v, **sizes),
+            args.batch,
+            args.length,
+            args.steps,
+            args.repeats,
+            device,
+            dtype,
         )
         for v in args.variants
     ]

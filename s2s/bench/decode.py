@@ -1,13 +1,23 @@
-"""Beam-search decoding benchmark per attention variant, side by side in one run (the paper's
-speed/memory comparison, DESIGN §6, on random weights).
+"""Beam-search decoding benchmark per attention variant and engine, side by side in one run (the
+paper's speed/memory comparison, docs/paper.md, on random weights).
 
-Every variant decodes exactly `--steps` tokens per hypothesis (EOS is held back until then), so
-the work is the same and only the attention differs. Reported per variant: decode time (median
-of repeats), hypotheses x steps per second, the self-attention cache in use at the end (bytes),
-and on CUDA the peak allocated memory; ratios are to MHA in the same run.
+Every run decodes exactly `--steps` tokens per hypothesis (EOS is held back until then), so the
+work is the same and only the attention and the cache handling differ. Engines:
+- `lean`: ours (docs/engine.md): the frames' slots once per utterance, own parts allocated
+  once for the longest output, ancestry reordering, cascade attention;
+- `naive`: every hypothesis holds its whole cache, frames included, and reordering copies it
+  (index_select per layer per step): what fairseq and the authors' code do;
+- `authors`: the MTLA authors' own module (PyPI `mtla`, mtla/MTLA.py) in every layer, in the
+  same decoder and search (s2s/bench/authors.py); skipped when `mtla` is not installed.
 
-    python -m s2s.bench.decode [--size paper|tiny] [--arrangement prefix|cross] [--batch 4]
-                               [--beam 10] [--prefix 100] [--steps 50] [--device cuda]
+Reported per run: decode time (median of repeats), the peak bytes the self-attention caches
+allocated during the search (CPU and GPU alike), and on CUDA torch's peak allocated memory;
+ratios are to MHA in the naive engine, measured in the same run.
+
+    python -m s2s.bench.decode [--size paper|tiny] [--arrangement prefix|cross|prompt]
+        [--batch 4] [--beam 50] [--prefix 100 300] [--steps 60] [--device cuda]
+        [--runs mha:naive mtla:2:naive mtla:2:authors mha mqa gqa mla mtla:2 mtla:3 mtla:4]
+        [--plot decode.png] [--json rows.json]
 """
 
 from __future__ import annotations
@@ -16,11 +26,12 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
-from s2s.attention import AttentionConfig
-from s2s.bench.attention import DEFAULT_VARIANTS
+from s2s.attention import sweep_config
+from s2s.bench.authors import AuthorsAttention, load_authors_mtla
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.models.decoder import ARRANGEMENTS, Decoder, DecoderConfig
 
@@ -29,12 +40,46 @@ SIZES = {  # decoder sizes: (layers, d_model, heads, ffn, latent r, rope d_r)
     "tiny": (2, 64, 4, 128, 32, 8),
 }
 BOS, EOS, VOCAB = 2, 3, 1000
+DEFAULT_RUNS = (
+    "mha:naive",
+    "mtla:2:naive",
+    "mtla:2:authors",
+    "mha",
+    "mqa",
+    "gqa",
+    "mla",
+    "mtla:2",
+    "mtla:3",
+    "mtla:4",
+)
+PAPER = {  # docs/paper.md: MuST-C tst-COMMON, beam 50, RTX 6000 Ada: speed-up, memory reduction
+    "mha": (1.00, 1.00),
+    "mqa": (1.67, 6.07),
+    "gqa": (1.48, 3.51),
+    "mla": (2.90, 3.68),
+    "mtla s=2": (4.29, 6.58),
+    "mtla s=3": (5.34, 8.28),
+    "mtla s=4": (5.78, 9.71),
+}
 
 
-def build(variant: str, size: str, arrangement: str) -> Decoder:
+def parse_run(spec: str) -> tuple[str, int, str]:
+    """'mtla:3' -> ("mtla", 3, "lean"); 'mha:naive' -> ("mha", 1, "naive");
+    'mtla:2:authors' -> ("mtla", 2, "authors")."""
+    name, *rest = spec.split(":")
+    strides = [int(p) for p in rest if p.isdigit()]
+    engines = [p for p in rest if not p.isdigit()]
+    stride = strides[0] if strides else (2 if name == "mtla" else 1)
+    engine = engines[0] if engines else "lean"
+    if engine not in ("lean", "naive", "authors"):
+        raise ValueError(f"run {spec!r}: engine {engine!r} not in lean, naive, authors")
+    if engine == "authors" and name != "mtla":
+        raise ValueError(f"run {spec!r}: the authors' module is MTLA")
+    return name, stride, engine
+
+
+def build(name: str, stride: int, size: str, arrangement: str, authors=None) -> Decoder:
     layers, d, h, ffn, r, dr = SIZES[size]
-    name, _, stride = variant.partition(":")
-    attn = AttentionConfig(type=name, stride=int(stride or 2), latent_dim=r, rope_dim=dr)
     cfg = DecoderConfig(
         n_layers=layers,
         d_model=d,
@@ -42,81 +87,143 @@ def build(variant: str, size: str, arrangement: str) -> Decoder:
         ffn_dim=ffn,
         dropout=0.0,
         arrangement=arrangement,
-        attention=attn,
+        attention=sweep_config(name, stride=stride, latent_dim=r, rope_dim=dr),
     )
-    return Decoder(cfg, VOCAB, memory_dim=d).eval()
+    dec = Decoder(cfg, VOCAB, memory_dim=d)
+    if authors is not None:  # their attention in every layer, the rest of the decoder ours
+        for layer in dec.layers:
+            layer.self_attn = AuthorsAttention(authors, d, h, d // h, r, dr, stride)
+    return dec.eval()
 
 
-def bench(variant: str, args: argparse.Namespace) -> dict:
+def label(name: str, stride: int) -> str:
+    return f"mtla s={stride}" if name == "mtla" else name
+
+
+def bench(spec: str, prefix: int, args: argparse.Namespace, authors) -> dict | None:
+    name, stride, engine = parse_run(spec)
+    if engine == "authors" and authors is None:
+        return None
+    if engine == "authors" and args.arrangement != "prefix":
+        return None  # their module is the prefix (cross self-attention) arrangement's
     device = torch.device(args.device)
     torch.manual_seed(0)
-    dec = build(variant, args.size, args.arrangement).to(device)
+    dec = build(name, stride, args.size, args.arrangement, authors if engine == "authors" else None)
+    dec = dec.to(device)
     d = dec.cfg.d_model
-    memory = torch.randn(args.batch, args.prefix, d, device=device)
-    lens = torch.full((args.batch,), args.prefix, device=device)
+    memory = torch.randn(args.batch, prefix, d, device=device)
+    lens = torch.full((args.batch,), prefix, device=device)
     cfg = BeamSearchConfig(beam_size=args.beam, max_len_b=args.steps, min_len=args.steps)
-    times, peak = [], None  # peak allocated memory is measured on CUDA only
+    times, peak_gpu, peak_cache = [], None, 0
     for _ in range(args.repeats + 1):  # the first run warms up
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        stats: dict = {}
         t0 = time.perf_counter()
-        beam_search(dec, memory, lens, cfg, bos_id=BOS, eos_id=EOS)
+        beam_search(
+            dec,
+            memory,
+            lens,
+            cfg,
+            bos_id=BOS,
+            eos_id=EOS,
+            engine="naive" if engine == "authors" else engine,
+            stats=stats,
+        )
         if device.type == "cuda":
             torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() / 2**20
+            peak_gpu = torch.cuda.max_memory_allocated() / 2**20
         times.append(time.perf_counter() - t0)
-    state = dec.init_state(memory, lens, beam=args.beam, ancestry=True)
-    tokens = torch.full((args.batch * args.beam,), BOS, device=device)
-    for _ in range(args.steps):
-        dec.step(tokens, state)
+        peak_cache = stats["peak_cache_bytes"]
     seconds = statistics.median(times[1:])
-    name = variant if ":" not in variant else f"mtla s={variant.partition(':')[2]}"
     return {
-        "variant": name,
+        "run": f"{label(name, stride)} {engine}",
+        "variant": label(name, stride),
+        "engine": engine,
+        "prefix": prefix,
         "decode_s": seconds,
         "hyp_steps_per_s": args.batch * args.beam * args.steps / seconds,
         "cache_bytes_per_token": dec.cache_bytes_per_token(),
-        "cache_mib_at_end": state.cache_bytes() / 2**20,
-        "peak_mib": peak,
+        "peak_cache_mib": peak_cache / 2**20,
+        "peak_gpu_mib": peak_gpu,
     }
+
+
+def report(rows: list[dict], args: argparse.Namespace, prefix: int) -> None:
+    rows = [r for r in rows if r["prefix"] == prefix]
+    ref = next((r for r in rows if r["run"] == "mha naive"), rows[0])
+    print(
+        f"\n# {args.size} decoder, {args.arrangement}, B={args.batch} beam={args.beam} "
+        f"prefix={prefix} steps={args.steps} on {args.device}; ratios to '{ref['run']}'"
+    )
+    print(
+        f"{'run':<18}{'decode s':>10}{'speed-up':>10}{'peak cache MiB':>16}{'reduction':>11}"
+        f"{'GPU peak MiB':>14}{'paper':>14}"
+    )
+    for r in rows:
+        r["speedup"] = ref["decode_s"] / r["decode_s"]
+        r["memory_reduction"] = ref["peak_cache_mib"] / r["peak_cache_mib"]
+        paper = PAPER.get(r["variant"]) if r["engine"] == "lean" else None
+        gpu = "n/a" if r["peak_gpu_mib"] is None else format(r["peak_gpu_mib"], ".1f")
+        print(
+            f"{r['run']:<18}{r['decode_s']:>10.3f}{r['speedup']:>10.2f}"
+            f"{r['peak_cache_mib']:>16.2f}{r['memory_reduction']:>11.2f}{gpu:>14}"
+            f"{'' if paper is None else f'{paper[0]:.2f}x {paper[1]:.2f}x':>14}"
+        )
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in dict.fromkeys(r["run"] for r in rows):
+        pts = sorted(
+            (r["prefix"], r["decode_s"], r["peak_cache_mib"]) for r in rows if r["run"] == run
+        )
+        xs = [p[0] for p in pts]
+        style = "--" if "naive" in run or "authors" in run else "-"
+        ax_t.plot(xs, [p[1] for p in pts], style, marker="o", label=run)
+        ax_m.plot(xs, [p[2] for p in pts], style, marker="o", label=run)
+    ax_t.set(xlabel="prefix frames", ylabel="decode time (s)", title="beam-search decode time")
+    ax_m.set(xlabel="prefix frames", ylabel="peak cache (MiB)", title="self-attention cache")
+    ax_m.set_yscale("log")
+    ax_m.legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
+    p.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS))
     p.add_argument("--size", choices=sorted(SIZES), default="paper")
     p.add_argument("--arrangement", choices=ARRANGEMENTS, default="prefix")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--beam", type=int, default=10)
-    p.add_argument("--prefix", type=int, default=100, help="encoder frames per utterance")
-    p.add_argument("--steps", type=int, default=50, help="tokens decoded per hypothesis")
+    p.add_argument("--beam", type=int, default=50)
+    p.add_argument("--prefix", type=int, nargs="+", default=[100, 300], help="frames/utterance")
+    p.add_argument("--steps", type=int, default=60, help="tokens decoded per hypothesis")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--plot", help="a PNG of time and peak cache memory against prefix length")
     args = p.parse_args(argv)
-    rows = [bench(v, args) for v in args.variants]
-    ref = next((r for r in rows if r["variant"] == "mha"), rows[0])
-    print(
-        f"# {args.size} decoder, {args.arrangement} arrangement, B={args.batch} beam={args.beam} "
-        f"prefix={args.prefix} steps={args.steps} on {args.device}; ratios to MHA in this run"
-    )
-    print(
-        f"{'variant':<11}{'decode s':>10}{'speed-up':>10}{'cache B/tok':>13}{'cache MiB':>11}"
-        f"{'reduction':>11}{'peak MiB':>10}"
-    )
-    for r in rows:
-        r["speedup_vs_mha"] = ref["decode_s"] / r["decode_s"]
-        r["cache_reduction_vs_mha"] = ref["cache_bytes_per_token"] / r["cache_bytes_per_token"]
-        print(
-            f"{r['variant']:<11}{r['decode_s']:>10.3f}{r['speedup_vs_mha']:>10.2f}"
-            f"{r['cache_bytes_per_token']:>13.0f}{r['cache_mib_at_end']:>11.2f}"
-            f"{r['cache_reduction_vs_mha']:>11.2f}"
-            f"{'n/a' if r['peak_mib'] is None else format(r['peak_mib'], '.1f'):>10}"
-        )
+    authors = load_authors_mtla()
+    rows = []
+    for prefix in args.prefix:
+        for spec in args.runs:
+            row = bench(spec, prefix, args, authors)
+            if row is not None:
+                rows.append(row)
+        report(rows, args, prefix)
+    print("\n(paper: speed-up, memory reduction vs MHA; MuST-C, beam 50, RTX 6000 Ada)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    if args.plot:
+        plot(rows, args.plot)
     return 0
 
 

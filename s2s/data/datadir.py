@@ -1,4 +1,4 @@
-"""Kaldi-style data directories: read, validate, write, subset, split, combine (DESIGN §7).
+"""Kaldi-style data directories: read, validate, write, subset, split, combine (docs/data.md).
 
 A speech data dir holds ``wav.scp`` (recording -> audio path), ``utt2spk``, ``spk2utt``,
 optionally ``segments`` (utterance -> recording, start s, end s) and any number of text files

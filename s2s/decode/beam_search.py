@@ -19,6 +19,8 @@ from torch import Tensor
 
 from s2s.models.decoder import Decoder
 
+ENGINES = ("lean", "naive")
+
 
 @dataclass
 class BeamSearchConfig:
@@ -66,17 +68,31 @@ def beam_search(
     *,
     bos_id: int,
     eos_id: int,
-    ancestry: bool = True,
+    engine: str = "lean",
     ctc_log_probs: Tensor | None = None,
     blank_id: int = 0,
+    stats: dict | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode B utterances. memory: (B, S, d_enc), memory_lens: (B,); ctc_log_probs: (B, S, V)
-    CTC log-posteriors over the same frames (used when cfg.ctc_weight > 0).
-    Returns per utterance its `nbest` hypotheses, best first."""
+    CTC log-posteriors over the same frames (used when cfg.ctc_weight > 0). engine: "lean"
+    (the frames' cache once per utterance, own parts allocated once, ancestry reordering) or
+    "naive" (every hypothesis holds the whole cache, reordering copies it: fairseq's way; a
+    baseline for benchmarks and tests). stats: filled with "peak_cache_bytes", the most bytes
+    the self-attention caches allocated at once. Returns per utterance its `nbest` hypotheses."""
+    if engine not in ENGINES:
+        raise ValueError(f"beam search engine {engine!r} not in {ENGINES}")
     B, K = memory.shape[0], cfg.beam_size
     device = memory.device
-    state = decoder.init_state(memory, memory_lens, beam=K, ancestry=ancestry)
     limit = max_lengths(memory_lens, cfg)  # (B,)
+    lean = engine == "lean"
+    state = decoder.init_state(
+        memory,
+        memory_lens,
+        beam=K,
+        ancestry=lean,
+        max_len=int(limit.max()) + 1 if lean else None,  # tokens fed: BOS + up to limit
+        share_prefix=lean,
+    )
     N = B * K
     tokens = torch.full((N,), bos_id, dtype=torch.long, device=device)
     history = torch.empty((N, 0), dtype=torch.long, device=device)
@@ -147,4 +163,6 @@ def beam_search(
         history = torch.cat((history[rows], keep_word.view(N, 1)), dim=1)
         tokens = keep_word.view(N)
 
+    if stats is not None:
+        stats["peak_cache_bytes"] = state.peak_cache_bytes()
     return [sorted(f, key=lambda h: -h.score)[: cfg.nbest] for f in finished]

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from s2s.attention import AttentionCache, AttentionConfig, build_attention
+from s2s.attention import AttentionCache, AttentionConfig, attention_config, build_attention
 from s2s.attention.packing import pack_prefix
 from s2s.models.cross_attention import CrossAttention
 
@@ -36,7 +37,8 @@ ARRANGEMENTS = ("cross", "prefix", "prompt")
 @dataclass
 class DecoderConfig:
     """n_layers pre-LN layers of width d_model; `attention` picks the self-attention variant
-    (its d_model / n_heads are inherited from here)."""
+    (`type` plus that variant's own keys, docs/attention.md; its d_model / n_heads are
+    inherited from here)."""
 
     n_layers: int = 6
     d_model: int = 256
@@ -46,7 +48,9 @@ class DecoderConfig:
     arrangement: str = "cross"
     tie_embeddings: bool = True
     projector_stack: int = 1
-    attention: AttentionConfig = field(default_factory=lambda: AttentionConfig(type="mtla"))
+    # A mapping (a YAML section) until validated into the chosen variant's own config class:
+    # OmegaConf cannot type a field by the value of its `type` key, attention_config does.
+    attention: Any = field(default_factory=lambda: {"type": "mtla"})
 
     def __post_init__(self) -> None:
         if self.arrangement not in ARRANGEMENTS:
@@ -59,8 +63,8 @@ class DecoderConfig:
             raise ValueError(
                 f"decoder d_model {self.d_model} not divisible by {self.n_heads} heads"
             )
-        if isinstance(self.attention, AttentionConfig):
-            self.attention.resolved(self.d_model, self.n_heads)  # validate early
+        self.attention: AttentionConfig = attention_config(self.attention)
+        self.attention.resolved(self.d_model, self.n_heads)  # validate early
 
 
 class FeedForward(nn.Sequential):
@@ -139,13 +143,18 @@ class DecoderState:
             cache.reorder(index)
 
     def cache_bytes(self) -> int:
-        """Bytes of the self-attention caches' slots in use (all rows, all layers)."""
-        total = 0
-        for c in self.caches:
-            used = int(c.num_slots().sum())
-            for buf in c.buffers.values():
-                total += used * buf[0, 0].numel() * buf.element_size()
-        return total
+        """Bytes of the self-attention caches' slots in use (all rows, all layers; shared
+        slots counted once per utterance)."""
+        return sum(c.used_bytes() for c in self.caches)
+
+    def allocated_cache_bytes(self) -> int:
+        """Bytes the self-attention caches hold now (all layers)."""
+        return sum(c.allocated_bytes() for c in self.caches)
+
+    def peak_cache_bytes(self) -> int:
+        """The most bytes the self-attention caches held at once (per layer peaks, summed:
+        every layer grows and shrinks in step)."""
+        return sum(c.peak_allocated for c in self.caches)
 
 
 class FrameProjector(nn.Module):
@@ -191,7 +200,7 @@ class Decoder(nn.Module):
             )
 
     def cache_bytes_per_token(self, dtype: torch.dtype = torch.float32) -> float:
-        """Self-attention cache bytes per decoded token, summed over layers (DESIGN §3)."""
+        """Self-attention cache bytes per decoded token, summed over layers (docs/attention.md)."""
         per_elem = torch.finfo(dtype).bits // 8
         return sum(layer.self_attn.cache_elements_per_token() for layer in self.layers) * per_elem
 
@@ -226,18 +235,32 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def init_state(
-        self, memory: Tensor, memory_lens: Tensor, beam: int = 1, ancestry: bool = False
+        self,
+        memory: Tensor,
+        memory_lens: Tensor,
+        beam: int = 1,
+        ancestry: bool = False,
+        *,
+        max_len: int | None = None,
+        share_prefix: bool = True,
     ) -> DecoderState:
         """Decoding state for B utterances x `beam` hypotheses. memory: (B, S, memory_dim).
-        ancestry: append-only caches that beam reordering never copies (AttentionCache)."""
+        ancestry: append-only caches that beam reordering never copies. max_len: the most
+        tokens any hypothesis will be fed (beam search knows it): each row's own cache part is
+        then allocated once, exactly, and never grows. share_prefix: the frames' slots stored
+        once per utterance (False: in every hypothesis's rows, the naive engine)."""
         B = memory.shape[0]
+        kw = dict(ancestry=ancestry, share_prefix=share_prefix)
         if self.cfg.arrangement == "cross":
-            caches = [
-                layer.self_attn.new_cache(B * beam, ancestry=ancestry) for layer in self.layers
-            ]
+            own = self._own_slots(torch.zeros_like(memory_lens), max_len, share_prefix)
+            s = self.layers[0].self_attn.stride
+            cap = {"capacity": own * s} if own else {}
+            caches = [layer.self_attn.new_cache(B * beam, **kw, **cap) for layer in self.layers]
             kvs = [layer.cross_attn.project_memory(memory) for layer in self.layers]
             return DecoderState(caches, kvs, memory_lens, beam)
-        caches = [layer.self_attn.new_cache(B, ancestry=ancestry) for layer in self.layers]
+        # Own part: one slot (MTLA's incomplete chunk) until expand sizes it for the search.
+        s = self.layers[0].self_attn.stride
+        caches = [layer.self_attn.new_cache(B, capacity=s, **kw) for layer in self.layers]
         if self.cfg.arrangement == "prefix":
             # The frames are the same in every layer: each layer's cache straight from them.
             frames, memory_lens = self.project_frames(memory, memory_lens)
@@ -247,9 +270,19 @@ class Decoder(nn.Module):
             x = self.projector(memory)
             for layer, cache in zip(self.layers, caches):
                 x = layer(x, memory_lens, cache=cache)
+        own = self._own_slots(memory_lens, max_len, share_prefix)
         for cache in caches:  # then give each hypothesis its own rows
-            cache.expand(beam)
+            cache.expand(beam, own)
         return DecoderState(caches, None, memory_lens, beam)
+
+    def _own_slots(self, prefix_lens: Tensor, max_len: int | None, shared: bool) -> int | None:
+        """Own cache slots a row needs to take max_len more tokens after its prefix: the
+        slots of prefix + max_len tokens, less the prefix's completed (shared) ones."""
+        if max_len is None:
+            return None
+        s = self.layers[0].self_attn.stride
+        total = (prefix_lens + max_len + s - 1) // s
+        return int((total - prefix_lens // s if shared else total).max())
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: DecoderState) -> Tensor:

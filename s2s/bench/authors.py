@@ -1,0 +1,125 @@
+"""The MTLA authors' attention (PyPI `mtla` 0.3.2, mtla/MTLA.py) behind our decoder's layer
+interface, so the decode benchmark runs their cache in the same decoder and beam search as
+ours: their prompt handling (the frames and the first target compressed in one call, per
+hypothesis), their slot growth (torch.cat per new slot) and their reordering
+(`reorder_incremental_state`: index_select of every cached tensor, every step).
+
+Benchmark-only: their module is loaded from the installed wheel's file (the package's
+__init__ needs `transformers`); `load_authors_mtla` returns None when `mtla` is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor, nn
+
+
+def load_authors_mtla() -> ModuleType | None:
+    """mtla/MTLA.py as a module, or None when the `mtla` package is not installed."""
+    spec = importlib.util.find_spec("mtla")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "MTLA.py"
+    mod_spec = importlib.util.spec_from_file_location("_authors_mtla", path)
+    if mod_spec is None or mod_spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(mod_spec)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a flash_attn warning
+        mod_spec.loader.exec_module(module)
+    return module
+
+
+class AuthorsCache:
+    """Their incremental state for N rows, plus the frames until the first step needs them."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.state: dict = {}
+        self.frames: Tensor | None = None
+        self.n_frames = 0
+        self.steps = 0
+        self.peak_allocated = 0
+
+    def _tensors(self) -> list[Tensor]:
+        buf = self.module._get_input_buffer(self.state)
+        kept = [t for k, t in buf.items() if k != "infer_steps" and t is not None]
+        return kept + ([self.frames] if self.frames is not None and not kept else [])
+
+    def allocated_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._tensors())
+
+    used_bytes = allocated_bytes
+
+    def _track(self) -> None:
+        self.peak_allocated = max(self.peak_allocated, self.allocated_bytes())
+
+    def expand(self, beam: int, own_slots: int | None = None) -> None:
+        """fairseq repeats the encoder output per hypothesis before decoding starts."""
+        assert self.frames is not None
+        self.frames = self.frames.repeat_interleave(beam, dim=0)
+        self._track()
+
+    def reorder(self, index: Tensor) -> None:
+        self.module.reorder_incremental_state(self.state, index)
+        self._track()
+
+
+class AuthorsAttention(nn.Module):
+    """Their MultiheadTemporalLatentAttention in our attention's decoding role (prefill, step).
+    Every row must have the same number of frames: their incremental path takes one decode
+    position for the whole batch."""
+
+    def __init__(
+        self,
+        authors: ModuleType,
+        d_model: int,
+        n_heads: int,
+        head_dim: int,
+        latent_dim: int,
+        rope_dim: int,
+        stride: int,
+    ) -> None:
+        super().__init__()
+        self.stride = stride
+        self.attn = authors.MultiheadTemporalLatentAttention(
+            embed_dim=d_model,
+            num_heads=n_heads,
+            kv_lora_rank=latent_dim,
+            qk_nope_head_dim=head_dim,
+            qk_rope_head_dim=rope_dim,
+            v_head_dim=head_dim,
+            down_rate=stride,
+        )
+        self.latent_dim, self.rope_dim = latent_dim, rope_dim
+
+    def cache_elements_per_token(self) -> float:
+        return (self.latent_dim + self.rope_dim) / self.stride
+
+    def new_cache(self, batch_size: int, **_: object) -> AuthorsCache:
+        return AuthorsCache(self.attn)
+
+    def prefill(self, frames: Tensor, lengths: Tensor | None, cache: AuthorsCache) -> None:
+        if lengths is not None and bool((lengths != frames.shape[1]).any()):
+            raise ValueError("the authors' decoding needs equal frame counts within a batch")
+        cache.frames, cache.n_frames = frames, frames.shape[1]
+
+    def step(self, x: Tensor, cache: AuthorsCache) -> Tensor:
+        """x: (N, 1, d) -> (N, 1, d), the target at position P + t."""
+        N, P = x.shape[0], cache.n_frames
+        if cache.steps == 0:  # frames and first target in one call: their prompt compression
+            key = torch.cat((cache.frames, x), 1)
+            pos = torch.arange(P + 1, device=x.device, dtype=torch.float).expand(N, -1)
+            cache.frames = None
+        else:
+            key = x
+            pos = torch.full((N, 1), float(P + cache.steps), device=x.device)
+        out = self.attn(x, key, key, position=pos, incremental_state=cache.state)
+        cache.steps += 1
+        cache._track()
+        return out
