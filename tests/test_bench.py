@@ -66,6 +66,8 @@ def test_decode_bench_runs_every_engine(tmp_path) -> None:
         assert rows["mha lean", prefix]["peak_cache_mib"] * 2**20 == lean_bytes(128, 1, prefix)
         assert rows["mtla s=4 lean", prefix]["peak_cache_mib"] * 2**20 == lean_bytes(40, 4, prefix)
         lean, naive = rows["mtla s=2 lean", prefix], rows["mtla s=2 naive", prefix]
-        assert lean["peak_cache_mib"] < naive["peak_cache_mib"] < rows["mha naive", prefix][
-            "peak_cache_mib"
-        ]
+        assert (
+            lean["peak_cache_mib"]
+            < naive["peak_cache_mib"]
+            < rows["mha naive", prefix]["peak_cache_mib"]
+        )
