@@ -9,40 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from helpers import REPO, TRAIN, copy_recipe
 
 from s2s.cli.recipe import main as recipe_main
 from s2s.demo import format_table
-
-REPO = Path(__file__).resolve().parents[1]
-TRAIN = [
-    "train.max_steps=4",
-    "train.max_epochs=2",
-    "train.warmup_steps=2",
-    "train.log_every_steps=1",
-    "train.keep_best=2",
-    "train.n_average=2",
-    "data.max_frames=4000",
-    "decode.beam_size=2",
-    "decode.max_len_b=8",
-]
-
-
-def copy_recipe(tmp: Path, name: str, shrink: dict) -> Path:
-    shutil.copytree(REPO / "conf", tmp / "conf")
-    dst = tmp / "recipes" / name
-    shutil.copytree(REPO / "recipes" / name / "conf", dst / "conf")
-    shutil.copy(REPO / "recipes" / name / "run.sh", dst / "run.sh")
-    shutil.copy(REPO / "recipes" / "recipe.sh", tmp / "recipes" / "recipe.sh")
-    cfg = OmegaConf.merge(OmegaConf.load(dst / "conf" / "recipe.yaml"), shrink)
-    OmegaConf.save(cfg, dst / "conf" / "recipe.yaml")
-    return dst
 
 
 def check_experiment(root: Path, n_test: int, metric: str) -> dict:
