@@ -11,7 +11,7 @@ sample rate); decoding is the batched beam search of s2s.decode.beam_search.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -152,10 +152,3 @@ class Speech2Text:
             torch.tensor(self.tokenizer.encode(t)[:limit] or [self.tokenizer.unk_id]) for t in texts
         ]
         return self.decode_sources(ids)
-
-    def with_decode(self, **changes) -> Speech2Text:
-        """The same model with some beam-search settings changed."""
-        new = Speech2Text.__new__(Speech2Text)
-        new.__dict__.update(self.__dict__)
-        new.decode_cfg = replace(self.decode_cfg, **changes)
-        return new
