@@ -9,6 +9,11 @@ the datasets and batch samplers, and the model, and knows the layout of `exp/<na
     exp/<name>/cmvn.pt           global CMVN statistics (speech), copied in
     exp/<name>/checkpoints/      trainer checkpoints; exp/<name>/model_avg.pt the averaged model
     exp/<name>/tensorboard/      TensorBoard event files
+
+config.yaml names the tokenizer and CMVN copies relative to itself ("tokenizer.model"), and a
+relative data.tokenizer or data.cmvn in any YAML file is read relative to that file's directory,
+so an experiment directory can be copied or moved and still decodes. (Relative paths in
+command-line overrides are relative to the current directory, as usual.)
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from s2s.models.seq2seq import ModelConfig, Seq2SeqModel
 from s2s.train.config import TrainConfig
 
 SOURCES = ("speech", "text")
+# The experiment's own files: data.<key> -> the name of its copy in exp/<name>/.
+EXP_FILES = {"tokenizer": "tokenizer.model", "cmvn": "cmvn.pt"}
 
 
 @dataclass
@@ -90,7 +97,7 @@ def load_experiment_config(
         if not path.is_file():
             raise ValueError(f"config file not found: {path}")
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            cfg = OmegaConf.merge(cfg, _relative_to_file(OmegaConf.load(path), path))
         except Exception as e:  # omegaconf's errors name the key; add the file
             raise ValueError(f"{path}: {e}") from e
     if overrides:
@@ -102,6 +109,16 @@ def load_experiment_config(
         return OmegaConf.to_object(cfg)  # instantiates the dataclasses: __post_init__ validates
     except Exception as e:
         raise ValueError(f"invalid config: {e}") from e
+
+
+def _relative_to_file(raw: DictConfig, path: Path) -> DictConfig:
+    """raw (one YAML file) with a relative data.tokenizer / data.cmvn made relative to the
+    file's directory: what lets config.yaml name the experiment's own copies."""
+    for key in EXP_FILES:
+        value = OmegaConf.select(raw, f"data.{key}", default=None)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            OmegaConf.update(raw, f"data.{key}", str(path.parent / value))
+    return raw
 
 
 def save_experiment_config(cfg: ExperimentConfig, path: str | Path) -> None:
@@ -185,24 +202,23 @@ def build_model(cfg: ExperimentConfig, vocab_size: int) -> Seq2SeqModel:
 
 
 def prepare_exp_dir(cfg: ExperimentConfig, exp_dir: str | Path) -> ExperimentConfig:
-    """Copy the tokenizer and CMVN stats into exp_dir and point the config at the copies, so
-    the directory alone is enough to decode later."""
+    """Copy the tokenizer and CMVN stats into exp_dir and return the config to save as
+    exp_dir/config.yaml: the same, with those two paths relative to exp_dir ("tokenizer.model"),
+    so the directory alone, wherever it is moved, is enough to decode."""
     exp_dir = Path(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    tok_src = Path(cfg.data.tokenizer)
-    if not tok_src.is_file():
-        raise ValueError(f"tokenizer model not found: {tok_src}")
-    tok_dst = exp_dir / "tokenizer.model"
-    if tok_src.resolve() != tok_dst.resolve():
-        shutil.copyfile(tok_src, tok_dst)
-    cfg.data.tokenizer = str(tok_dst)
-    if cfg.data.cmvn:
-        cmvn_src, cmvn_dst = Path(cfg.data.cmvn), exp_dir / "cmvn.pt"
-        if not cmvn_src.is_file():
-            raise ValueError(f"CMVN stats not found: {cmvn_src}")
-        if cmvn_src.resolve() != cmvn_dst.resolve():
-            shutil.copyfile(cmvn_src, cmvn_dst)
-        cfg.data.cmvn = str(cmvn_dst)
+    for key, name in EXP_FILES.items():
+        src = getattr(cfg.data, key)
+        if not src:
+            if key == "tokenizer":
+                raise ValueError("data.tokenizer is not set")
+            continue  # no global CMVN: per-utterance CMVN
+        src, dst = Path(src), exp_dir / name
+        if not src.is_file():
+            raise ValueError(f"data.{key}: {src} not found")
+        if src.resolve() != dst.resolve():
+            shutil.copyfile(src, dst)
+        setattr(cfg.data, key, name)
     return cfg
 
 

@@ -51,7 +51,7 @@ def make_exp(root: Path, text: bool = False) -> Path:
     tok = train_sentencepiece(SENTENCES * 4, str(exp / "tokenizer"), vocab_size=48)
     cfg = ExperimentConfig()
     _tiny_model_cfg(cfg, text)
-    cfg.data.tokenizer = str(exp / "tokenizer.model")
+    cfg.data.tokenizer = "tokenizer.model"  # relative to config.yaml, as s2s-train writes it
     if text:
         cfg.data.source, cfg.data.source_field = "text", "text.src"
     torch.manual_seed(0)

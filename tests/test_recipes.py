@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from helpers import REPO, TRAIN, copy_recipe
+from omegaconf import OmegaConf
 
+from s2s.cli.decode import main as decode_main
 from s2s.cli.recipe import main as recipe_main
+from s2s.decode.inference import Speech2Text
 from s2s.demo import format_table
 
 
@@ -38,16 +43,31 @@ def check_experiment(root: Path, n_test: int, metric: str) -> dict:
     return score
 
 
+@pytest.fixture(scope="module")
+def phrases(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, list[str]]]:
+    """run(task) -> (recipe dir, run.sh flags): the phrases recipe for `task` ("st1", "asr1")
+    through every stage with the TRAIN settings, run once per module and shared by its tests."""
+    runs: dict[str, tuple[Path, list[str]]] = {}
+
+    def run(task: str) -> tuple[Path, list[str]]:
+        if task not in runs:
+            shrink = {
+                "prepare_args": {"n_train": 24, "n_dev": 4, "n_test": 4},
+                "tokenizer": {"vocab_size": 80},
+                "speed_perturb": [0.9],
+            }
+            root = copy_recipe(tmp_path_factory.mktemp(task), f"phrases/{task}", shrink)
+            args = ["--recipe-dir", str(root), "--nj", "2", "--attention", "mtla", "--stride", "2"]
+            assert recipe_main([*args, *TRAIN]) == 0
+            runs[task] = root, args
+        return runs[task]
+
+    return run
+
+
 @pytest.mark.parametrize("task, metric", [("st1", "bleu"), ("asr1", "wer")])
-def test_phrases_recipe_all_stages(tmp_path: Path, task: str, metric: str) -> None:
-    shrink = {
-        "prepare_args": {"n_train": 24, "n_dev": 4, "n_test": 4},
-        "tokenizer": {"vocab_size": 80},
-        "speed_perturb": [0.9],
-    }
-    root = copy_recipe(tmp_path, f"phrases/{task}", shrink)
-    args = ["--recipe-dir", str(root), "--nj", "2", "--attention", "mtla", "--stride", "2"]
-    assert recipe_main([*args, *TRAIN]) == 0
+def test_phrases_recipe_all_stages(phrases, task: str, metric: str) -> None:
+    root, args = phrases(task)
     assert (root / "data" / "train_sp" / "wav.scp").is_file()  # stage 2 ran
     assert (root / "dump" / "train_sp" / "cmvn.pt").is_file()  # stage 6 ran
     check_experiment(root, 4, metric)
@@ -55,6 +75,34 @@ def test_phrases_recipe_all_stages(tmp_path: Path, task: str, metric: str) -> No
     before = (root / "RESULTS.md").read_text()
     assert recipe_main([*args, "--stage", "10", *TRAIN]) == 0
     assert (root / "RESULTS.md").read_text().count("mtla") == before.count("mtla")
+
+
+def test_experiment_dir_decodes_after_a_copy_without_the_original(
+    phrases, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cp -r exp/<name> elsewhere, move the original tree away (recipe, data, dumps, token):
+    the copy decodes through s2s-decode --model and Speech2Text.from_dir, with its own
+    tokenizer and CMVN stats."""
+    root, _ = phrases("asr1")
+    exp = next(p for p in (root / "exp").iterdir() if (p / "config.yaml").is_file())
+    saved = OmegaConf.load(exp / "config.yaml").data
+    assert (saved.tokenizer, saved.cmvn) == ("tokenizer.model", "cmvn.pt")
+    wav = tmp_path / "utt.wav"
+    shutil.copyfile(next((root / "data" / "wav" / "test").glob("*.wav")), wav)
+    copy = tmp_path / "elsewhere" / exp.name
+    shutil.copytree(exp, copy)
+    tree = root.parents[2]  # <tmp>/{conf,recipes}: everything the recipe made or read
+    moved = tree.with_name(tree.name + ".moved")
+    tree.rename(moved)
+    try:
+        assert decode_main(["--model", str(copy), str(wav)]) == 0
+        name, text = capsys.readouterr().out.rstrip("\n").split("\t")
+        assert name == str(wav) and text
+        s2t = Speech2Text.from_dir(copy)
+        assert s2t.cmvn is not None and s2t.cfg.data.cmvn == str(copy / "cmvn.pt")
+        assert s2t(wav)[0].text == text
+    finally:
+        moved.rename(tree)
 
 
 def test_docstrings_recipe_all_stages(tmp_path: Path) -> None:

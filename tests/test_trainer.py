@@ -388,6 +388,7 @@ def test_cli_trains_resumes_and_averages_a_text_experiment(tmp_path):
         for h in root.handlers[len(handlers) :]:
             root.removeHandler(h)
             h.close()
+    assert OmegaConf.load(exp / "config.yaml").data.tokenizer == "tokenizer.model"
     cfg = load_experiment_config([exp / "config.yaml"])
     assert Path(cfg.data.tokenizer) == exp / "tokenizer.model"
     model = build_model(cfg, load_tokenizer(cfg.data.tokenizer).vocab_size)
