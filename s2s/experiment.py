@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -119,6 +119,40 @@ def _relative_to_file(raw: DictConfig, path: Path) -> DictConfig:
         if isinstance(value, str) and value and not Path(value).is_absolute():
             OmegaConf.update(raw, f"data.{key}", str(path.parent / value))
     return raw
+
+
+def decoding_config(
+    exp_dir: str | Path, decode_config: str | Path | None = None, overrides: Sequence[str] = ()
+) -> ExperimentConfig:
+    """The config one decoding run of exp_dir uses: exp_dir/config.yaml (its decode section as
+    trained), then decode_config (a YAML holding only a `decode:` section), then `decode.*`
+    dot-list overrides, the later winning. Recipe stage 9, s2s-decode and
+    Speech2Text.from_dir all decode through this."""
+    exp_dir = Path(exp_dir)
+    if not (exp_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{exp_dir}/config.yaml not found: is {exp_dir} an experiment?")
+    paths = [exp_dir / "config.yaml"]
+    if decode_config:
+        path = Path(decode_config)
+        if path.is_file():  # (a missing file is reported by load_experiment_config)
+            other = sorted(set(OmegaConf.load(path)) - {"decode"})
+            if other:
+                raise ValueError(f"{path}: a decode config holds only decode:, found {other}")
+        paths.append(path)
+    other = [o for o in overrides if not o.startswith("decode.")]
+    if other:
+        raise ValueError(f"only decode.* settings can change at decoding, got {other}")
+    return load_experiment_config(paths, overrides)
+
+
+def decoding_name(decode: BeamSearchConfig, decode_config: str | Path) -> str:
+    """The name of a decoding run, icefall-style: the decode YAML's stem, then `_<key><value>`
+    for every setting that differs from the YAML's own (its decode: section over the
+    defaults), e.g. "beam5" or "beam5_beam_size2_ctc_weight0.3". The name and the YAML give
+    every setting, so runs with different settings never share a name."""
+    own = load_experiment_config([decode_config]).decode
+    changed = [f.name for f in fields(decode) if getattr(decode, f.name) != getattr(own, f.name)]
+    return "_".join([Path(decode_config).stem, *(f"{k}{getattr(decode, k)}" for k in changed)])
 
 
 def save_experiment_config(cfg: ExperimentConfig, path: str | Path) -> None:

@@ -1,6 +1,6 @@
 """s2s-decode and Speech2Text on a tiny (untrained, seeded) experiment directory: audio at other
-sample rates and channel counts, a corrupt file, text input, JSON output, data-dir decoding, and
-batched decoding equal to one-at-a-time decoding."""
+sample rates and channel counts, a corrupt file, text input, JSON output, data-dir decoding,
+batched decoding equal to one-at-a-time decoding, and where decode settings come from."""
 
 from __future__ import annotations
 
@@ -13,12 +13,19 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from omegaconf import OmegaConf
 
 from s2s.cli.decode import main as decode_main
 from s2s.data.datadir import write_datadir
 from s2s.data.tokenizer import train_sentencepiece
 from s2s.decode.inference import Speech2Text
-from s2s.experiment import ExperimentConfig, build_model, save_experiment_config
+from s2s.experiment import (
+    ExperimentConfig,
+    build_model,
+    decoding_config,
+    decoding_name,
+    save_experiment_config,
+)
 
 SENTENCES = [
     f"the {c} {o} number {i}"
@@ -161,3 +168,55 @@ def test_missing_experiment_is_a_clear_error(
 ) -> None:
     assert decode_main(["--model", str(tmp_path / "nope"), "x.wav"]) == 2
     assert "config.yaml not found" in capsys.readouterr().err
+
+
+def test_decode_settings_config_yaml_then_decode_yaml_then_overrides(
+    speech_exp: Path, tmp_path: Path
+) -> None:
+    """config.yaml says beam 3, nbest 2, max_len_b 6; the YAML beam 4, min_len 1; the override
+    beam 2: each later layer wins for what it sets, and the run is named after what differs
+    from the YAML's own settings."""
+    yaml = tmp_path / "dec.yaml"
+    yaml.write_text("decode:\n  beam_size: 4\n  min_len: 1\n")
+    s2t = Speech2Text.from_dir(
+        speech_exp, decode_config=yaml, decode_overrides=["decode.beam_size=2"]
+    )
+    d = s2t.decode_cfg
+    assert (d.beam_size, d.min_len, d.nbest, d.max_len_b) == (2, 1, 2, 6)
+    assert decoding_name(d, yaml) == "dec_beam_size2_nbest2_max_len_b6"
+    assert decoding_name(decoding_config(speech_exp, yaml).decode, yaml) == "dec_nbest2_max_len_b6"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("decode:\n  beam_size: 4\nmodel:\n  ctc_weight: 0.5\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml.*only decode:.*\['model'\]"):
+        Speech2Text.from_dir(speech_exp, decode_config=bad)
+    with pytest.raises(ValueError, match=r"only decode\.\* settings.*model\.ctc_weight"):
+        Speech2Text.from_dir(speech_exp, decode_overrides=["model.ctc_weight=0.5"])
+
+
+def test_cli_decode_settings_on_the_command_line(
+    speech_exp: Path,
+    audio_files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    wav = str(audio_files["8k"])
+    # five hypotheses need beam 5 (config.yaml: beam 3, nbest 2)
+    args = ["--model", str(speech_exp), "--format", "json"]
+    assert decode_main([*args, wav, "decode.beam_size=5", "decode.nbest=5"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["nbest"]) == 5
+    assert decode_main([*args, "beam_size=5", wav]) == 2
+    assert "only decode.* settings" in capsys.readouterr().err
+
+    data = tmp_path / "data"
+    write_datadir(data, {"u1": wav}, {"text": {"u1": "red cup"}}, {"u1": "u1"})
+    out = tmp_path / "dec"
+    args = ["--model", str(speech_exp), "--data", str(data), "--out", str(out)]
+    assert decode_main([*args, "decode.beam_size=4"]) == 0
+    held = OmegaConf.load(out / "decode.yaml").decode
+    assert (held.beam_size, held.nbest, held.max_len_b) == (4, 2, 6)
+    assert json.loads((out / "stats.json").read_text())["beam_size"] == 4
+    assert decode_main([*args, "decode.beam_size=4"]) == 0  # the same settings: a re-run
+    capsys.readouterr()
+    assert decode_main([*args, "decode.beam_size=2"]) == 2  # other settings: not mixed in
+    assert f"{out} holds a decoding run with other settings" in capsys.readouterr().err
+    assert OmegaConf.load(out / "decode.yaml").decode.beam_size == 4

@@ -77,6 +77,30 @@ def test_phrases_recipe_all_stages(phrases, task: str, metric: str) -> None:
     assert (root / "RESULTS.md").read_text().count("mtla") == before.count("mtla")
 
 
+def test_command_line_decode_settings_get_their_own_folder_and_row(phrases) -> None:
+    """Stages 9-10 again with decode.beam_size=3 decode with it into a second folder named
+    after the settings that differ from conf/decode/beam5.yaml, and RESULTS.md gets a second
+    row. Settings: config.yaml (recipe.yaml's decode.ctc_weight=0.3, TRAIN's beam 2 and
+    max_len_b 8), then beam5.yaml (beam 5, max_len_b 10), then the command line."""
+    root, args = phrases("asr1")
+    exp = next(p for p in (root / "exp").iterdir() if (p / "config.yaml").is_file())
+    assert recipe_main([*args, "--stage", "9", "--stop_stage", "10", "decode.beam_size=3"]) == 0
+    runs = {  # decode name -> (beam, max_len_b)
+        "beam5_beam_size2_max_len_b8_ctc_weight0.3": (2, 8),  # the first run's TRAIN settings
+        "beam5_beam_size3_ctc_weight0.3": (3, 10),  # beam5.yaml's max_len_b beats config.yaml's
+    }
+    assert sorted(p.name for p in exp.glob("decode_*")) == [f"decode_test_{n}" for n in runs]
+    for name, (beam, max_len_b) in runs.items():
+        d = exp / f"decode_test_{name}"
+        held = OmegaConf.load(d / "decode.yaml").decode
+        assert (held.beam_size, held.max_len_b, held.ctc_weight) == (beam, max_len_b, 0.3)
+        assert json.loads((d / "stats.json").read_text())["beam_size"] == beam
+        assert "wer" in json.loads((d / "score.json").read_text())["metrics"]
+    table = (root / "RESULTS.md").read_text().split("## Test set: test\n", 1)[1]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith(f"| {exp.name} ")]
+    assert [r[1] for r in rows] == list(runs)
+
+
 def test_experiment_dir_decodes_after_a_copy_without_the_original(
     phrases, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

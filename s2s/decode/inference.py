@@ -21,8 +21,8 @@ from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.experiment import (
     ExperimentConfig,
     build_model,
+    decoding_config,
     load_cmvn,
-    load_experiment_config,
     load_model_weights,
     load_tokenizer,
 )
@@ -66,12 +66,11 @@ class Speech2Text:
         decode_overrides: Sequence[str] = (),
     ) -> Speech2Text:
         """Load exp_dir/config.yaml, its tokenizer, CMVN and weights (model_avg.pt, else the
-        latest checkpoint, or `checkpoint`). decode_config: a YAML with a `decode:` section."""
+        latest checkpoint, or `checkpoint`). Decode settings: config.yaml's, then
+        decode_config's (a YAML with a `decode:` section), then decode_overrides
+        ("decode.beam_size=2", ...), the later winning (experiment.decoding_config)."""
         exp_dir = Path(exp_dir)
-        if not (exp_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"{exp_dir}/config.yaml not found: is {exp_dir} an experiment?")
-        paths = [exp_dir / "config.yaml"] + ([decode_config] if decode_config else [])
-        cfg = load_experiment_config(paths, list(decode_overrides))
+        cfg = decoding_config(exp_dir, decode_config, decode_overrides)
         tokenizer = load_tokenizer(cfg.data.tokenizer)
         model = build_model(cfg, tokenizer.vocab_size)
         load_model_weights(model, exp_dir, checkpoint)
