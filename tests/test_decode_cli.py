@@ -26,6 +26,7 @@ from s2s.experiment import (
     decoding_name,
     save_experiment_config,
 )
+from s2s.models.seq2seq import Seq2SeqModel
 
 SENTENCES = [
     f"the {c} {o} number {i}"
@@ -104,6 +105,55 @@ def test_cli_decodes_good_files_and_reports_the_bad_one(
     record = json.loads(capsys.readouterr().out)
     assert rc == 0 and record["input"] == paths[0] and len(record["nbest"]) == 2
     assert record["nbest"][0]["score"] >= record["nbest"][1]["score"]
+
+
+def test_cli_reports_each_failing_file_in_one_line_and_decodes_the_rest(
+    speech_exp: Path,
+    audio_files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """30 ms of audio (too short for the conv2d4 frontend), a file too long for the memory
+    there is, a corrupt file and a missing one, between good files: one stderr line each,
+    naming the file and the reason; the good files are decoded; exit status 1."""
+    short, long = tmp_path / "short_30ms.wav", tmp_path / "long_3s.wav"
+    sf.write(short, tone(16000, 0.03), 16000)
+    sf.write(long, tone(16000, 3.0), 16000)
+    encode = Seq2SeqModel.encode
+
+    def encode_or_run_out_of_memory(self, src, src_lens):
+        if src.shape[1] > 200:  # stands in for an encoder too big for a long input: a real
+            torch.empty(10**15, dtype=torch.uint8)  # allocator failure (1 PB), as on a 2 h file
+        return encode(self, src, src_lens)
+
+    monkeypatch.setattr(Seq2SeqModel, "encode", encode_or_run_out_of_memory)
+    good = [str(audio_files["8k"]), str(audio_files["44k_stereo"])]
+    bad = [str(short), str(long), str(audio_files["corrupt"]), str(tmp_path / "missing.wav")]
+    rc = decode_main(["--model", str(speech_exp), good[0], *bad, good[1]])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert [line.split("\t")[0] for line in out.splitlines()] == good
+    lines = err.splitlines()
+    assert all(line.startswith("s2s-decode: ") for line in lines), err  # no traceback
+    reasons = ["too short: 30 ms", "too long for this model on cpu", "cannot read", "not found"]
+    for path, reason in zip(bad, reasons):
+        assert len([line for line in lines if path in line]) == 1, (path, err)
+        assert reason in next(line for line in lines if path in line)
+    assert lines[-1] == "s2s-decode: 4 of 6 files could not be decoded"
+
+    # A data dir is decoded whole or not at all: the short utterance stops it, in one line.
+    data = tmp_path / "data"
+    write_datadir(data, {"u1": good[0], "u2": str(short)}, {"text": {"u1": "a", "u2": "b"}},
+                  {"u1": "u1", "u2": "u2"})  # fmt: skip
+    args = ["--model", str(speech_exp), "--data", str(data), "--out", str(tmp_path / "dec")]
+    assert decode_main(args) == 2
+    err = capsys.readouterr().err  # (also tqdm's progress bar)
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("s2s-decode: ")] == [
+        f"s2s-decode: utterance 'u2' ({short}): too short: 30 ms of audio; the model needs at "
+        "least 85 ms (7 feature frames)"
+    ]
 
 
 def test_resampling_and_downmix_match_the_waveform_api(

@@ -9,8 +9,8 @@
 Decode settings: the experiment's config.yaml, then --decode-config, then --beam/--nbest and
 decode.KEY=VALUE arguments, the later winning. --data writes them to OUT/decode.yaml.
 
-A file that cannot be read is reported on stderr and the others are still decoded; the exit
-status is then non-zero.
+A file that cannot be read, or is too short or too long for the model, is reported in one line
+on stderr (the file and why) and the others are still decoded; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -83,12 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s2s-decode: {e}", file=sys.stderr)
         return 2
 
+    from s2s.data.audio import AudioError
+
     if args.data:
         from s2s.decode.decode_dir import decode_datadir
 
         try:
             summary = decode_datadir(s2t, args.data, args.out, args.dump, args.batch_frames)
-        except (FileNotFoundError, ValueError) as e:
+        except (AudioError, FileNotFoundError, ValueError) as e:  # a decode dir is all or nothing
             print(f"s2s-decode: {e}", file=sys.stderr)
             return 2
         print(
@@ -106,8 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         for i, nbest in enumerate(s2t.decode_texts(lines), 1):
             emit(args.format, f"{args.text}:{i}", nbest)
         return 0
-
-    from s2s.data.audio import AudioError
 
     failed = 0
     for path in args.files:

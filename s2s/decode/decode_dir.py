@@ -54,7 +54,8 @@ def _sources(s2t: Speech2Text, dd, dump_dir: Path | None):
     from s2s.data.audio import load_utterance
 
     def from_audio(u: str) -> torch.Tensor:
-        return s2t.features(load_utterance(dd, u, target_sr=s2t.sample_rate))
+        wave = load_utterance(dd, u, target_sr=s2t.sample_rate)
+        return s2t.model_features(wave, f"utterance {u!r} ({dd.audio_source(u)[0]})")
 
     lengths = {u: 1 for u in dd.utt_ids}  # unknown before reading: keep the data dir's order
     return from_audio, lengths

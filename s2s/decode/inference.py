@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from s2s.data.audio import AudioError
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.experiment import (
     ExperimentConfig,
@@ -94,6 +95,21 @@ class Speech2Text:
 
         return load_audio(path, target_sr=self.sample_rate)
 
+    def model_features(self, wave: Tensor, name: str) -> Tensor:
+        """(N,) waveform -> (T, F) features, or AudioError naming `name` when the audio gives
+        fewer frames than the encoder's frontend needs."""
+        fb = self.fbank
+        need = self.model.encoder.frontend.min_input_length
+        if wave.numel() >= fb.window_samples:
+            feats = self.features(wave)
+            if feats.shape[0] >= need:
+                return feats
+        need_ms = fb.frame_length_ms + (need - 1) * fb.frame_shift_ms  # T = (N - window)/shift + 1
+        raise AudioError(
+            f"{name}: too short: {1000 * wave.numel() / fb.sample_rate:.0f} ms of audio; the "
+            f"model needs at least {need_ms:g} ms ({need} feature frames)"
+        )
+
     # --- decoding -------------------------------------------------------------------------
     @torch.no_grad()
     def decode_sources(self, sources: list[Tensor]) -> list[list[Result]]:
@@ -126,12 +142,17 @@ class Speech2Text:
         ]
 
     def __call__(self, speech: str | Path | Tensor, sample_rate: int | None = None) -> list[Result]:
-        """A path, or a waveform (N,) / (C, N) at `sample_rate` -> the n-best list."""
+        """A path, or a waveform (N,) / (C, N) at `sample_rate` -> the n-best list.
+
+        Raises AudioError, naming the file, for audio that cannot be read, is too short for the
+        model, or is too long to decode in the memory there is (s2s-decode reports it in one
+        line and goes on with the next file)."""
         if self.fbank is None:
             raise ValueError("this model reads text: use decode_texts()")
         if isinstance(speech, str | Path):
-            wave = self.load(speech)
+            name, wave = str(speech), self.load(speech)
         else:
+            name = "the waveform"
             wave = speech.float()
             if wave.dim() == 2:  # (channels, samples): down-mix
                 wave = wave.mean(0)
@@ -141,7 +162,19 @@ class Speech2Text:
                 import torchaudio.functional as AF
 
                 wave = AF.resample(wave, sample_rate, self.sample_rate)
-        return self.decode_sources([self.features(wave)])[0]
+        feats = self.model_features(wave, name)
+        try:
+            return self.decode_sources([feats])[0]
+        except RuntimeError as e:
+            if not _out_of_memory(e):
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()  # give the next input the memory back
+            raise AudioError(
+                f"{name}: too long for this model on {self.device}: "
+                f"{wave.numel() / self.sample_rate:.1f} s of audio ({feats.shape[0]} feature "
+                "frames) ran out of memory"
+            ) from e
 
     def decode_texts(self, texts: Sequence[str]) -> list[list[Result]]:
         if self.fbank is not None:
@@ -151,3 +184,8 @@ class Speech2Text:
             torch.tensor(self.tokenizer.encode(t)[:limit] or [self.tokenizer.unk_id]) for t in texts
         ]
         return self.decode_sources(ids)
+
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    # CUDA raises torch.OutOfMemoryError; the CPU allocator raises a plain RuntimeError.
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e)
