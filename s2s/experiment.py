@@ -135,7 +135,10 @@ def decoding_config(
     if decode_config:
         path = Path(decode_config)
         if path.is_file():  # (a missing file is reported by load_experiment_config)
-            other = sorted(set(OmegaConf.load(path)) - {"decode"})
+            try:
+                other = sorted(set(OmegaConf.load(path)) - {"decode"})
+            except Exception as e:  # a YAML syntax error: name the file
+                raise ValueError(f"{path}: {e}") from e
             if other:
                 raise ValueError(f"{path}: a decode config holds only decode:, found {other}")
         paths.append(path)
