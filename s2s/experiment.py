@@ -9,13 +9,18 @@ the datasets and batch samplers, and the model, and knows the layout of `exp/<na
     exp/<name>/cmvn.pt           global CMVN statistics (speech), copied in
     exp/<name>/checkpoints/      trainer checkpoints; exp/<name>/model_avg.pt the averaged model
     exp/<name>/tensorboard/      TensorBoard event files
+
+config.yaml names the tokenizer and CMVN copies relative to itself ("tokenizer.model"), and a
+relative data.tokenizer or data.cmvn in any YAML file is read relative to that file's directory,
+so an experiment directory can be copied or moved and still decodes. (Relative paths in
+command-line overrides are relative to the current directory, as usual.)
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -29,6 +34,8 @@ from s2s.models.seq2seq import ModelConfig, Seq2SeqModel
 from s2s.train.config import TrainConfig
 
 SOURCES = ("speech", "text")
+# The experiment's own files: data.<key> -> the name of its copy in exp/<name>/.
+EXP_FILES = {"tokenizer": "tokenizer.model", "cmvn": "cmvn.pt"}
 
 
 @dataclass
@@ -90,7 +97,7 @@ def load_experiment_config(
         if not path.is_file():
             raise ValueError(f"config file not found: {path}")
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            cfg = OmegaConf.merge(cfg, _relative_to_file(OmegaConf.load(path), path))
         except Exception as e:  # omegaconf's errors name the key; add the file
             raise ValueError(f"{path}: {e}") from e
     if overrides:
@@ -102,6 +109,53 @@ def load_experiment_config(
         return OmegaConf.to_object(cfg)  # instantiates the dataclasses: __post_init__ validates
     except Exception as e:
         raise ValueError(f"invalid config: {e}") from e
+
+
+def _relative_to_file(raw: DictConfig, path: Path) -> DictConfig:
+    """raw (one YAML file) with a relative data.tokenizer / data.cmvn made relative to the
+    file's directory: what lets config.yaml name the experiment's own copies."""
+    for key in EXP_FILES:
+        value = OmegaConf.select(raw, f"data.{key}", default=None)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            OmegaConf.update(raw, f"data.{key}", str(path.parent / value))
+    return raw
+
+
+def decoding_config(
+    exp_dir: str | Path, decode_config: str | Path | None = None, overrides: Sequence[str] = ()
+) -> ExperimentConfig:
+    """The config one decoding run of exp_dir uses: exp_dir/config.yaml (its decode section as
+    trained), then decode_config (a YAML holding only a `decode:` section), then `decode.*`
+    dot-list overrides, the later winning. Recipe stage 9, s2s-decode and
+    Speech2Text.from_dir all decode through this."""
+    exp_dir = Path(exp_dir)
+    if not (exp_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{exp_dir}/config.yaml not found: is {exp_dir} an experiment?")
+    paths = [exp_dir / "config.yaml"]
+    if decode_config:
+        path = Path(decode_config)
+        if path.is_file():  # (a missing file is reported by load_experiment_config)
+            try:
+                other = sorted(set(OmegaConf.load(path)) - {"decode"})
+            except Exception as e:  # a YAML syntax error: name the file
+                raise ValueError(f"{path}: {e}") from e
+            if other:
+                raise ValueError(f"{path}: a decode config holds only decode:, found {other}")
+        paths.append(path)
+    other = [o for o in overrides if not o.startswith("decode.")]
+    if other:
+        raise ValueError(f"only decode.* settings can change at decoding, got {other}")
+    return load_experiment_config(paths, overrides)
+
+
+def decoding_name(decode: BeamSearchConfig, decode_config: str | Path) -> str:
+    """The name of a decoding run, icefall-style: the decode YAML's stem, then `_<key><value>`
+    for every setting that differs from the YAML's own (its decode: section over the
+    defaults), e.g. "beam5" or "beam5_beam_size2_ctc_weight0.3". The name and the YAML give
+    every setting, so runs with different settings never share a name."""
+    own = load_experiment_config([decode_config]).decode
+    changed = [f.name for f in fields(decode) if getattr(decode, f.name) != getattr(own, f.name)]
+    return "_".join([Path(decode_config).stem, *(f"{k}{getattr(decode, k)}" for k in changed)])
 
 
 def save_experiment_config(cfg: ExperimentConfig, path: str | Path) -> None:
@@ -185,24 +239,23 @@ def build_model(cfg: ExperimentConfig, vocab_size: int) -> Seq2SeqModel:
 
 
 def prepare_exp_dir(cfg: ExperimentConfig, exp_dir: str | Path) -> ExperimentConfig:
-    """Copy the tokenizer and CMVN stats into exp_dir and point the config at the copies, so
-    the directory alone is enough to decode later."""
+    """Copy the tokenizer and CMVN stats into exp_dir and return the config to save as
+    exp_dir/config.yaml: the same, with those two paths relative to exp_dir ("tokenizer.model"),
+    so the directory alone, wherever it is moved, is enough to decode."""
     exp_dir = Path(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    tok_src = Path(cfg.data.tokenizer)
-    if not tok_src.is_file():
-        raise ValueError(f"tokenizer model not found: {tok_src}")
-    tok_dst = exp_dir / "tokenizer.model"
-    if tok_src.resolve() != tok_dst.resolve():
-        shutil.copyfile(tok_src, tok_dst)
-    cfg.data.tokenizer = str(tok_dst)
-    if cfg.data.cmvn:
-        cmvn_src, cmvn_dst = Path(cfg.data.cmvn), exp_dir / "cmvn.pt"
-        if not cmvn_src.is_file():
-            raise ValueError(f"CMVN stats not found: {cmvn_src}")
-        if cmvn_src.resolve() != cmvn_dst.resolve():
-            shutil.copyfile(cmvn_src, cmvn_dst)
-        cfg.data.cmvn = str(cmvn_dst)
+    for key, name in EXP_FILES.items():
+        src = getattr(cfg.data, key)
+        if not src:
+            if key == "tokenizer":
+                raise ValueError("data.tokenizer is not set")
+            continue  # no global CMVN: per-utterance CMVN
+        src, dst = Path(src), exp_dir / name
+        if not src.is_file():
+            raise ValueError(f"data.{key}: {src} not found")
+        if src.resolve() != dst.resolve():
+            shutil.copyfile(src, dst)
+        setattr(cfg.data, key, name)
     return cfg
 
 

@@ -6,32 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import BOS, EOS, V, make_decoder
 
-from s2s.attention import sweep_config
 from s2s.decode.beam_search import BeamSearchConfig, Hypothesis, beam_search, max_lengths
-from s2s.models.decoder import Decoder, DecoderConfig
+from s2s.models.decoder import Decoder
 
-BOS, EOS, V = 2, 3, 23
 CASES = [("mha", 1), ("mqa", 1), ("gqa", 1), ("mla", 1), ("mtla", 2), ("mtla", 3)]
-
-
-def make_decoder(arrangement: str, variant: str, stride: int, seed: int = 0) -> Decoder:
-    torch.manual_seed(seed)
-    attn = sweep_config(variant, stride=stride, latent_dim=16, rope_dim=4)
-    cfg = DecoderConfig(
-        n_layers=2,
-        d_model=32,
-        n_heads=4,
-        ffn_dim=64,
-        dropout=0.0,
-        arrangement=arrangement,
-        attention=attn,
-        tie_embeddings=False,
-    )
-    dec = Decoder(cfg, vocab_size=V, memory_dim=24).eval()
-    with torch.no_grad():  # make EOS likely enough that hypotheses end at different lengths
-        dec.output.weight[EOS] *= 3.0
-    return dec
 
 
 def reference_beam_search(dec: Decoder, memory, memory_len, cfg: BeamSearchConfig) -> list:

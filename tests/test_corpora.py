@@ -9,56 +9,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import (
+    AMI_ROWS,
+    LIBRI,
+    MUSTC_SEGS,
+    SLURP_PROMPTS,
+    SR,
+    XSUM,
+    make_ami,
+    make_librispeech,
+    make_mustc,
+    make_slurp,
+    make_xsum,
+    write_text,
+)
 
 from s2s.corpora import ami, librispeech, must_c, slurp, xsum
 from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
 
-SR = 16000
-
-
-def write_audio(path: Path, seconds: float, seed: int = 0) -> np.ndarray:
-    """A short noise file (wav or flac by suffix); returns the samples as written (PCM_16)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    data = rng.uniform(-0.5, 0.5, int(SR * seconds)).astype(np.float32)
-    sf.write(path, data, SR, subtype="PCM_16")
-    return sf.read(path, dtype="float32")[0]
-
-
-def write_text(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-
-
 # ----------------------------------------------------------------------------- MuST-C
-
-MUSTC_SEGS = {
-    # split: [(wav, offset, duration, en, de)]
-    "train": [
-        ("ted_1.wav", 0.25, 1.0, "Hello there.", "Hallo zusammen."),
-        ("ted_1.wav", 1.5, 0.75, "Thank you.", "Danke."),
-        ("ted_12.wav", 0.0, 1.2345, "Second talk.", "Zweiter Vortrag."),
-    ],
-    "dev": [("ted_767.wav", 0.5, 1.0, "A dev line.", "Eine Zeile.")],
-    "tst-COMMON": [("ted_1096.wav", 0.1, 0.5, "Test.", "Test.")],
-    "tst-HE": [("ted_1169.wav", 0.2, 0.6, "Other test.", "Anderer Test.")],
-}
-
-
-def make_mustc(root: Path) -> Path:
-    data = root / "en-de" / "data"
-    for i, (split, segs) in enumerate(MUSTC_SEGS.items()):
-        for j, wav in enumerate(sorted({s[0] for s in segs})):
-            write_audio(data / split / "wav" / wav, 3.0, seed=10 * i + j)
-        yaml_lines = [
-            f"- {{duration: {d:.6f}, offset: {o:.6f}, speaker_id: spk.{w[4:-4]}, wav: {w}}}"
-            for w, o, d, _, _ in segs
-        ]
-        write_text(data / split / "txt" / f"{split}.yaml", yaml_lines)
-        write_text(data / split / "txt" / f"{split}.en", [s[3] for s in segs])
-        write_text(data / split / "txt" / f"{split}.de", [s[4] for s in segs])
-    return root
 
 
 def test_must_c_layout_to_datadirs(tmp_path: Path) -> None:
@@ -129,29 +99,6 @@ def test_must_c_bad_inputs(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- LibriSpeech
 
-LIBRI = {
-    "dev-clean": {("84", "121123"): ["GO DO YOU HEAR", "BUT IN LESS THAN FIVE MINUTES"]},
-    "test-clean": {
-        ("1089", "134686"): ["HE HOPED THERE WOULD BE STEW"],
-        ("121", "121726"): ["ALSO A POPULAR CONTRIVANCE", "A SECOND LINE"],
-    },
-}
-
-
-def make_librispeech(root: Path) -> Path:
-    seed = 0
-    for subset, chapters in LIBRI.items():
-        for (spk, chap), lines in chapters.items():
-            d = root / "LibriSpeech" / subset / spk / chap
-            rows = []
-            for k, words in enumerate(lines):
-                utt = f"{spk}-{chap}-{k:04d}"
-                write_audio(d / f"{utt}.flac", 0.3 + 0.1 * k, seed=seed)
-                seed += 1
-                rows.append(f"{utt} {words}")
-            write_text(d / f"{spk}-{chap}.trans.txt", rows)
-    return root
-
 
 def test_librispeech_layout_to_datadirs(tmp_path: Path) -> None:
     src = make_librispeech(tmp_path / "src")
@@ -205,28 +152,6 @@ def test_librispeech_bad_inputs(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- AMI
-
-AMI_ROWS = [
-    "ES2011a H00 FEE041 34.15 34.84 OKAY",
-    "ES2011a H01 MEE042 1.0 2.5 HELLO EVERYONE",
-    "ES2011a H00 FEE041 34.15 34.84 OKAY",  # exact duplicate, as the export has
-    "EN2002a H02 FEO070 0.5 1.25 YEAH",
-    "ES2002a H03 MEE008 2.0 3.0 UM SO",
-    "ES2002a H03 MEE008 3.1 3.9 RIGHT",
-]
-
-
-def make_ami(root: Path) -> Path:
-    for k, (meeting, n) in enumerate(
-        [("ES2011a", 0), ("ES2011a", 1), ("EN2002a", 2), ("ES2002a", 3)]
-    ):
-        write_audio(
-            root / "amicorpus" / meeting / "audio" / f"{meeting}.Headset-{n}.wav",
-            2.0 if meeting == "EN2002a" else 35.0 if n == 0 else 4.0,
-            seed=k,
-        )
-    write_text(root / "annotations" / "transcripts2", AMI_ROWS)
-    return root
 
 
 def test_ami_layout_to_datadirs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -282,75 +207,6 @@ def test_ami_bad_inputs(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- SLURP
 
-SLURP_PROMPTS = {
-    "train": [
-        {
-            "slurp_id": 1,
-            "sentence": "wake me up at five am",
-            "intent": "alarm_set",
-            "action": "set",
-            "scenario": "alarm",
-            "recordings": [
-                {"file": "audio-1434542201-headset.flac", "wer": 0.0},
-                {"file": "audio-1434542201.flac", "wer": 0.1},
-            ],
-        },
-        {
-            "slurp_id": 2,
-            "sentence": "olly quiet",
-            "intent": "audio_volume_mute",
-            "action": "volume_mute",
-            "scenario": "audio",
-            "recordings": [{"file": "audio-1490000000.flac"}],
-        },
-    ],
-    "devel": [
-        {
-            "slurp_id": 3,
-            "sentence": "what is the weather",
-            "intent": "weather_query",
-            "action": "query",
-            "scenario": "weather",
-            "recordings": [
-                {"file": "audio-1500000000-headset.flac"},
-                {"file": "audio-1490000000.flac"},
-            ],
-        },  # also in train: skipped
-    ],
-    "test": [
-        {
-            "slurp_id": 4,
-            "sentence": "play jazz",
-            "intent": "play_music",
-            "action": "music",
-            "scenario": "play",
-            "recordings": [{"file": "audio-1600000000.flac"}],
-        },
-    ],
-}
-SLURP_SPEAKERS = {
-    "audio-1434542201-headset.flac": "MO-433",
-    "audio-1434542201.flac": "MO-433",
-    "audio-1490000000.flac": "MO-4330",  # a speaker id extending another
-    "audio-1500000000-headset.flac": "UNK-326",
-    "audio-1600000000.flac": "FO-232",
-}
-
-
-def make_slurp(root: Path, metadata: bool = True) -> Path:
-    text_dir = root / "dataset" / "slurp"
-    for k, (name, prompts) in enumerate(SLURP_PROMPTS.items()):
-        write_text(text_dir / f"{name}.jsonl", [json.dumps(p) for p in prompts])
-        for j, p in enumerate(prompts):
-            for r in p["recordings"]:
-                write_audio(root / "audio" / "slurp_real" / r["file"], 0.25, seed=10 * k + j)
-    if metadata:
-        meta = {
-            "0": {"recordings": {f: {"usrid": u} for f, u in SLURP_SPEAKERS.items()}},
-        }
-        (text_dir / "metadata.json").write_text(json.dumps(meta))
-    return root
-
 
 def test_slurp_layout_to_datadirs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     src = make_slurp(tmp_path / "src")
@@ -402,29 +258,6 @@ def test_slurp_bad_inputs(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- XSum
-
-XSUM = {
-    "train": [
-        (
-            "29750031",
-            "The full cost of damage\nin Newton Stewart is still being assessed.",
-            "Clean-up operations are continuing.",
-        ),
-        ("38264402", "A fire alarm went off.\n\nPeople left.", "A fire alarm sounded."),
-    ],
-    "validation": [("11154244", "Officers searched.", "Police searched a house.")],
-    "test": [("38295789", "Prison governors spoke.", "Governors warned of danger.")],
-}
-
-
-def make_xsum(root: Path) -> Path:
-    """XSUM as Hugging Face jsonl files, one per split."""
-    for name, rows in XSUM.items():
-        write_text(
-            root / f"{name}.jsonl",
-            [json.dumps({"document": d, "summary": s, "id": i}) for i, d, s in rows],
-        )
-    return root
 
 
 def test_xsum_jsonl_layout(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers import BOS, V, make_decoder
 
 from s2s.decode.beam_search import BeamSearchConfig, beam_search, max_lengths
 from s2s.decode.ctc_prefix import CTCPrefixScorer
@@ -112,12 +113,6 @@ def test_scorer_matches_enumeration_with_padding() -> None:
 
 @pytest.mark.parametrize("arrangement", ["cross", "prefix", "prompt"])
 def test_joint_beam_search_matches_reference(arrangement: str) -> None:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_beam_search import BOS, V, make_decoder
-
     dec = make_decoder(arrangement, "mtla", 2, seed=3)
     torch.manual_seed(4)
     memory, memory_lens = torch.randn(2, 7, 24), torch.tensor([7, 5])

@@ -1,6 +1,6 @@
 """Two-process data-parallel training on gloo (CPU), launched through torchrun.
 
-Run as a script, this file is the torchrun worker: it trains the toy model of test_trainer.py
+Run as a script, this file is the torchrun worker: it trains the toy model of helpers.py
 in a shared exp dir and writes what each rank saw to rank<r>.pt.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_trainer import text_experiment
+from helpers import text_experiment
 
 HERE = Path(__file__).resolve().parent
 POISON = "utt005"  # one NaN utterance: only one rank sees it, both must skip together
@@ -22,7 +22,7 @@ POISON = "utt005"  # one NaN utterance: only one rank sees it, both must skip to
 
 def worker(exp: Path) -> None:
     sys.path.insert(0, str(HERE))
-    from test_trainer import ToyDataset, ToyModel, make_cfg, make_loader
+    from helpers import ToyDataset, ToyModel, make_cfg, make_loader
 
     import s2s.train.trainer as T
     from s2s.train import distributed as D

@@ -1,6 +1,6 @@
 """s2s-decode and Speech2Text on a tiny (untrained, seeded) experiment directory: audio at other
-sample rates and channel counts, a corrupt file, text input, JSON output, data-dir decoding, and
-batched decoding equal to one-at-a-time decoding."""
+sample rates and channel counts, a corrupt file, text input, JSON output, data-dir decoding,
+batched decoding equal to one-at-a-time decoding, and where decode settings come from."""
 
 from __future__ import annotations
 
@@ -13,12 +13,20 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from omegaconf import OmegaConf
 
 from s2s.cli.decode import main as decode_main
 from s2s.data.datadir import write_datadir
 from s2s.data.tokenizer import train_sentencepiece
 from s2s.decode.inference import Speech2Text
-from s2s.experiment import ExperimentConfig, build_model, save_experiment_config
+from s2s.experiment import (
+    ExperimentConfig,
+    build_model,
+    decoding_config,
+    decoding_name,
+    save_experiment_config,
+)
+from s2s.models.seq2seq import Seq2SeqModel
 
 SENTENCES = [
     f"the {c} {o} number {i}"
@@ -51,7 +59,7 @@ def make_exp(root: Path, text: bool = False) -> Path:
     tok = train_sentencepiece(SENTENCES * 4, str(exp / "tokenizer"), vocab_size=48)
     cfg = ExperimentConfig()
     _tiny_model_cfg(cfg, text)
-    cfg.data.tokenizer = str(exp / "tokenizer.model")
+    cfg.data.tokenizer = "tokenizer.model"  # relative to config.yaml, as s2s-train writes it
     if text:
         cfg.data.source, cfg.data.source_field = "text", "text.src"
     torch.manual_seed(0)
@@ -97,6 +105,55 @@ def test_cli_decodes_good_files_and_reports_the_bad_one(
     record = json.loads(capsys.readouterr().out)
     assert rc == 0 and record["input"] == paths[0] and len(record["nbest"]) == 2
     assert record["nbest"][0]["score"] >= record["nbest"][1]["score"]
+
+
+def test_cli_reports_each_failing_file_in_one_line_and_decodes_the_rest(
+    speech_exp: Path,
+    audio_files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """30 ms of audio (too short for the conv2d4 frontend), a file too long for the memory
+    there is, a corrupt file and a missing one, between good files: one stderr line each,
+    naming the file and the reason; the good files are decoded; exit status 1."""
+    short, long = tmp_path / "short_30ms.wav", tmp_path / "long_3s.wav"
+    sf.write(short, tone(16000, 0.03), 16000)
+    sf.write(long, tone(16000, 3.0), 16000)
+    encode = Seq2SeqModel.encode
+
+    def encode_or_run_out_of_memory(self, src, src_lens):
+        if src.shape[1] > 200:  # stands in for an encoder too big for a long input: a real
+            torch.empty(10**15, dtype=torch.uint8)  # allocator failure (1 PB), as on a 2 h file
+        return encode(self, src, src_lens)
+
+    monkeypatch.setattr(Seq2SeqModel, "encode", encode_or_run_out_of_memory)
+    good = [str(audio_files["8k"]), str(audio_files["44k_stereo"])]
+    bad = [str(short), str(long), str(audio_files["corrupt"]), str(tmp_path / "missing.wav")]
+    rc = decode_main(["--model", str(speech_exp), good[0], *bad, good[1]])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert [line.split("\t")[0] for line in out.splitlines()] == good
+    lines = err.splitlines()
+    assert all(line.startswith("s2s-decode: ") for line in lines), err  # no traceback
+    reasons = ["too short: 30 ms", "too long for this model on cpu", "cannot read", "not found"]
+    for path, reason in zip(bad, reasons):
+        assert len([line for line in lines if path in line]) == 1, (path, err)
+        assert reason in next(line for line in lines if path in line)
+    assert lines[-1] == "s2s-decode: 4 of 6 files could not be decoded"
+
+    # A data dir is decoded whole or not at all: the short utterance stops it, in one line.
+    data = tmp_path / "data"
+    write_datadir(data, {"u1": good[0], "u2": str(short)}, {"text": {"u1": "a", "u2": "b"}},
+                  {"u1": "u1", "u2": "u2"})  # fmt: skip
+    args = ["--model", str(speech_exp), "--data", str(data), "--out", str(tmp_path / "dec")]
+    assert decode_main(args) == 2
+    err = capsys.readouterr().err  # (also tqdm's progress bar)
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("s2s-decode: ")] == [
+        f"s2s-decode: utterance 'u2' ({short}): too short: 30 ms of audio; the model needs at "
+        "least 85 ms (7 feature frames)"
+    ]
 
 
 def test_resampling_and_downmix_match_the_waveform_api(
@@ -161,3 +218,55 @@ def test_missing_experiment_is_a_clear_error(
 ) -> None:
     assert decode_main(["--model", str(tmp_path / "nope"), "x.wav"]) == 2
     assert "config.yaml not found" in capsys.readouterr().err
+
+
+def test_decode_settings_config_yaml_then_decode_yaml_then_overrides(
+    speech_exp: Path, tmp_path: Path
+) -> None:
+    """config.yaml says beam 3, nbest 2, max_len_b 6; the YAML beam 4, min_len 1; the override
+    beam 2: each later layer wins for what it sets, and the run is named after what differs
+    from the YAML's own settings."""
+    yaml = tmp_path / "dec.yaml"
+    yaml.write_text("decode:\n  beam_size: 4\n  min_len: 1\n")
+    s2t = Speech2Text.from_dir(
+        speech_exp, decode_config=yaml, decode_overrides=["decode.beam_size=2"]
+    )
+    d = s2t.decode_cfg
+    assert (d.beam_size, d.min_len, d.nbest, d.max_len_b) == (2, 1, 2, 6)
+    assert decoding_name(d, yaml) == "dec_beam_size2_nbest2_max_len_b6"
+    assert decoding_name(decoding_config(speech_exp, yaml).decode, yaml) == "dec_nbest2_max_len_b6"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("decode:\n  beam_size: 4\nmodel:\n  ctc_weight: 0.5\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml.*only decode:.*\['model'\]"):
+        Speech2Text.from_dir(speech_exp, decode_config=bad)
+    with pytest.raises(ValueError, match=r"only decode\.\* settings.*model\.ctc_weight"):
+        Speech2Text.from_dir(speech_exp, decode_overrides=["model.ctc_weight=0.5"])
+
+
+def test_cli_decode_settings_on_the_command_line(
+    speech_exp: Path,
+    audio_files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    wav = str(audio_files["8k"])
+    # five hypotheses need beam 5 (config.yaml: beam 3, nbest 2)
+    args = ["--model", str(speech_exp), "--format", "json"]
+    assert decode_main([*args, wav, "decode.beam_size=5", "decode.nbest=5"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["nbest"]) == 5
+    assert decode_main([*args, "beam_size=5", wav]) == 2
+    assert "only decode.* settings" in capsys.readouterr().err
+
+    data = tmp_path / "data"
+    write_datadir(data, {"u1": wav}, {"text": {"u1": "red cup"}}, {"u1": "u1"})
+    out = tmp_path / "dec"
+    args = ["--model", str(speech_exp), "--data", str(data), "--out", str(out)]
+    assert decode_main([*args, "decode.beam_size=4"]) == 0
+    held = OmegaConf.load(out / "decode.yaml").decode
+    assert (held.beam_size, held.nbest, held.max_len_b) == (4, 2, 6)
+    assert json.loads((out / "stats.json").read_text())["beam_size"] == 4
+    assert decode_main([*args, "decode.beam_size=4"]) == 0  # the same settings: a re-run
+    capsys.readouterr()
+    assert decode_main([*args, "decode.beam_size=2"]) == 2  # other settings: not mixed in
+    assert f"{out} holds a decoding run with other settings" in capsys.readouterr().err
+    assert OmegaConf.load(out / "decode.yaml").decode.beam_size == 4

@@ -1,6 +1,6 @@
 """The real-corpus recipes (MuST-C, LibriSpeech, AMI, SLURP, XSum) through every stage, on
-miniature copies of each corpus's published layout fabricated in downloads/ (the same
-fabricators as tests/test_corpora.py), with the tiny model and a few training steps."""
+miniature copies of each corpus's published layout fabricated in downloads/ (the fabricators
+of tests/helpers.py that test_corpora.py uses), with the tiny model and a few training steps."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
-from test_corpora import make_ami, make_librispeech, make_mustc, make_slurp, make_xsum
-from test_recipes import TRAIN, copy_recipe
+from helpers import (
+    TRAIN,
+    copy_recipe,
+    make_ami,
+    make_librispeech,
+    make_mustc,
+    make_slurp,
+    make_xsum,
+)
 
 from s2s.cli.recipe import main as recipe_main
 

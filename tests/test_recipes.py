@@ -12,37 +12,17 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import REPO, TRAIN, copy_recipe
 from omegaconf import OmegaConf
 
+from s2s.cli.decode import main as decode_main
 from s2s.cli.recipe import main as recipe_main
+from s2s.decode.inference import Speech2Text
 from s2s.demo import format_table
-
-REPO = Path(__file__).resolve().parents[1]
-TRAIN = [
-    "train.max_steps=4",
-    "train.max_epochs=2",
-    "train.warmup_steps=2",
-    "train.log_every_steps=1",
-    "train.keep_best=2",
-    "train.n_average=2",
-    "data.max_frames=4000",
-    "decode.beam_size=2",
-    "decode.max_len_b=8",
-]
-
-
-def copy_recipe(tmp: Path, name: str, shrink: dict) -> Path:
-    shutil.copytree(REPO / "conf", tmp / "conf")
-    dst = tmp / "recipes" / name
-    shutil.copytree(REPO / "recipes" / name / "conf", dst / "conf")
-    shutil.copy(REPO / "recipes" / name / "run.sh", dst / "run.sh")
-    shutil.copy(REPO / "recipes" / "recipe.sh", tmp / "recipes" / "recipe.sh")
-    cfg = OmegaConf.merge(OmegaConf.load(dst / "conf" / "recipe.yaml"), shrink)
-    OmegaConf.save(cfg, dst / "conf" / "recipe.yaml")
-    return dst
 
 
 def check_experiment(root: Path, n_test: int, metric: str) -> dict:
@@ -63,16 +43,31 @@ def check_experiment(root: Path, n_test: int, metric: str) -> dict:
     return score
 
 
+@pytest.fixture(scope="module")
+def phrases(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, list[str]]]:
+    """run(task) -> (recipe dir, run.sh flags): the phrases recipe for `task` ("st1", "asr1")
+    through every stage with the TRAIN settings, run once per module and shared by its tests."""
+    runs: dict[str, tuple[Path, list[str]]] = {}
+
+    def run(task: str) -> tuple[Path, list[str]]:
+        if task not in runs:
+            shrink = {
+                "prepare_args": {"n_train": 24, "n_dev": 4, "n_test": 4},
+                "tokenizer": {"vocab_size": 80},
+                "speed_perturb": [0.9],
+            }
+            root = copy_recipe(tmp_path_factory.mktemp(task), f"phrases/{task}", shrink)
+            args = ["--recipe-dir", str(root), "--nj", "2", "--attention", "mtla", "--stride", "2"]
+            assert recipe_main([*args, *TRAIN]) == 0
+            runs[task] = root, args
+        return runs[task]
+
+    return run
+
+
 @pytest.mark.parametrize("task, metric", [("st1", "bleu"), ("asr1", "wer")])
-def test_phrases_recipe_all_stages(tmp_path: Path, task: str, metric: str) -> None:
-    shrink = {
-        "prepare_args": {"n_train": 24, "n_dev": 4, "n_test": 4},
-        "tokenizer": {"vocab_size": 80},
-        "speed_perturb": [0.9],
-    }
-    root = copy_recipe(tmp_path, f"phrases/{task}", shrink)
-    args = ["--recipe-dir", str(root), "--nj", "2", "--attention", "mtla", "--stride", "2"]
-    assert recipe_main([*args, *TRAIN]) == 0
+def test_phrases_recipe_all_stages(phrases, task: str, metric: str) -> None:
+    root, args = phrases(task)
     assert (root / "data" / "train_sp" / "wav.scp").is_file()  # stage 2 ran
     assert (root / "dump" / "train_sp" / "cmvn.pt").is_file()  # stage 6 ran
     check_experiment(root, 4, metric)
@@ -80,6 +75,58 @@ def test_phrases_recipe_all_stages(tmp_path: Path, task: str, metric: str) -> No
     before = (root / "RESULTS.md").read_text()
     assert recipe_main([*args, "--stage", "10", *TRAIN]) == 0
     assert (root / "RESULTS.md").read_text().count("mtla") == before.count("mtla")
+
+
+def test_command_line_decode_settings_get_their_own_folder_and_row(phrases) -> None:
+    """Stages 9-10 again with decode.beam_size=3 decode with it into a second folder named
+    after the settings that differ from conf/decode/beam5.yaml, and RESULTS.md gets a second
+    row. Settings: config.yaml (recipe.yaml's decode.ctc_weight=0.3, TRAIN's beam 2 and
+    max_len_b 8), then beam5.yaml (beam 5, max_len_b 10), then the command line."""
+    root, args = phrases("asr1")
+    exp = next(p for p in (root / "exp").iterdir() if (p / "config.yaml").is_file())
+    assert recipe_main([*args, "--stage", "9", "--stop_stage", "10", "decode.beam_size=3"]) == 0
+    runs = {  # decode name -> (beam, max_len_b)
+        "beam5_beam_size2_max_len_b8_ctc_weight0.3": (2, 8),  # the first run's TRAIN settings
+        "beam5_beam_size3_ctc_weight0.3": (3, 10),  # beam5.yaml's max_len_b beats config.yaml's
+    }
+    assert sorted(p.name for p in exp.glob("decode_*")) == [f"decode_test_{n}" for n in runs]
+    for name, (beam, max_len_b) in runs.items():
+        d = exp / f"decode_test_{name}"
+        held = OmegaConf.load(d / "decode.yaml").decode
+        assert (held.beam_size, held.max_len_b, held.ctc_weight) == (beam, max_len_b, 0.3)
+        assert json.loads((d / "stats.json").read_text())["beam_size"] == beam
+        assert "wer" in json.loads((d / "score.json").read_text())["metrics"]
+    table = (root / "RESULTS.md").read_text().split("## Test set: test\n", 1)[1]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith(f"| {exp.name} ")]
+    assert [r[1] for r in rows] == list(runs)
+
+
+def test_experiment_dir_decodes_after_a_copy_without_the_original(
+    phrases, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cp -r exp/<name> elsewhere, move the original tree away (recipe, data, dumps, token):
+    the copy decodes through s2s-decode --model and Speech2Text.from_dir, with its own
+    tokenizer and CMVN stats."""
+    root, _ = phrases("asr1")
+    exp = next(p for p in (root / "exp").iterdir() if (p / "config.yaml").is_file())
+    saved = OmegaConf.load(exp / "config.yaml").data
+    assert (saved.tokenizer, saved.cmvn) == ("tokenizer.model", "cmvn.pt")
+    wav = tmp_path / "utt.wav"
+    shutil.copyfile(next((root / "data" / "wav" / "test").glob("*.wav")), wav)
+    copy = tmp_path / "elsewhere" / exp.name
+    shutil.copytree(exp, copy)
+    tree = root.parents[2]  # <tmp>/{conf,recipes}: everything the recipe made or read
+    moved = tree.with_name(tree.name + ".moved")
+    tree.rename(moved)
+    try:
+        assert decode_main(["--model", str(copy), str(wav)]) == 0
+        name, text = capsys.readouterr().out.rstrip("\n").split("\t")
+        assert name == str(wav) and text
+        s2t = Speech2Text.from_dir(copy)
+        assert s2t.cmvn is not None and s2t.cfg.data.cmvn == str(copy / "cmvn.pt")
+        assert s2t(wav)[0].text == text
+    finally:
+        moved.rename(tree)
 
 
 def test_docstrings_recipe_all_stages(tmp_path: Path) -> None:

@@ -95,30 +95,31 @@ def test_results_md_rows_update_in_place(tmp_path):
     assert first.count(MARKER) == 1
     table = _table(first, "test")
     assert table[0] == [
-        "experiment", "bleu", "bleu_lc.rm", "wer",
+        "experiment", "decode", "bleu", "bleu_lc.rm", "wer",
         "utt/s", "tokens/s", "cache bytes/token", "peak memory MiB",
     ]  # fmt: skip
-    assert table[1][0] == "mtla" and table[1][4:] == ["2.00", "8.0", "1536", "321"]
+    assert table[1][:2] == ["mtla", "decode_test"]  # without --decode: the dir's name
+    assert table[1][5:] == ["2.00", "8.0", "1536", "321"]
     wer = json.loads((a / "score.json").read_text())["metrics"]["wer"]
-    assert table[1][3] == f"{wer:.2f}"
+    assert table[1][4] == f"{wer:.2f}"
     env = first.split("## Environment\n", 1)[1].split("\n## ", 1)[0]
-    assert "| python |" in env and "| commit |" in env and "| mtla | test |" in env
+    assert "| python |" in env and "| commit |" in env and "| mtla | decode_test | test |" in env
 
     again = score(a, "mtla")  # idempotent: identical but for the scoring time
     assert _undated(again) == _undated(first)
-    assert len(_table(again, "test")) == 2 and again.count("| mtla | test |") == 1
+    assert len(_table(again, "test")) == 2 and again.count("| mtla | decode_test | test |") == 1
 
     both = score(b, "mha")
     rows = _table(both, "test")
     assert [r[0] for r in rows[1:]] == ["mha", "mtla"]  # sorted by experiment
-    assert rows[1][1] == "100.00" and rows[1][3] == "0.00"
+    assert rows[1][2] == "100.00" and rows[1][4] == "0.00"
     assert "| 7 |" in both  # mha's own beam in its environment row
 
     # another set gets its own table; sets are sorted; the first one is untouched
     other = score(a, "mtla", test_set="dev", metrics="cer")
     assert other.index("## Test set: dev") < other.index("## Test set: test")
     assert _table(other, "test") == rows
-    assert _table(other, "dev")[0][:2] == ["experiment", "cer"]
+    assert _table(other, "dev")[0][:3] == ["experiment", "decode", "cer"]
     assert other.startswith("# My recipe\n\nHand-written notes | with a pipe.\n")
 
 
@@ -129,7 +130,30 @@ def test_update_results_new_file_and_dropped_metric(tmp_path):
     text = update_results(path, "x", "test", {"bleu": 3.0}, {}, env=env)
     assert text == path.read_text() and MARKER in text and text.startswith("# Results")
     rows = _table(text, "test")
-    assert rows[0][:2] == ["experiment", "bleu"] and "chrf" not in rows[0]
-    assert rows[1][:2] == ["x", "3.00"] and rows[1][2:] == ["-"] * 4
+    assert rows[0][:3] == ["experiment", "decode", "bleu"] and "chrf" not in rows[0]
+    assert rows[1][:3] == ["x", "-", "3.00"] and rows[1][3:] == ["-"] * 4
     with pytest.raises(ValueError, match="non-empty"):
         update_results(path, "", "test", {"bleu": 1.0}, {}, env=env)
+
+
+def test_two_decodings_of_one_experiment_get_two_rows(tmp_path):
+    """--decode names the settings: each (experiment, decode) pair has its own row, re-scoring
+    one replaces only it, and a row written before the decode column counts as decode "-"."""
+    results = tmp_path / "RESULTS.md"
+    env = {"date": "d", "python": "p", "torch": "t", "s2s": "s", "commit": "c", "device": "cpu"}
+    old = "## Test set: test\n\n| experiment | wer |\n|---|---:|\n| x | 9.00 |\n"
+    results.write_text(f"# R\n\n{MARKER}\n\n{old}")
+    d1 = _decode_dir(tmp_path / "exp/x/decode_test_beam5")
+    d2 = _decode_dir(tmp_path / "exp/x/decode_test_b2", stats=STATS | {"beam_size": 2})
+    argv = ["--metrics", "wer", "--results", str(results), "--exp", "x", "--set", "test"]
+    assert main(["--decode-dir", str(d1), *argv, "--decode", "beam5"]) == 0
+    assert main(["--decode-dir", str(d2), *argv, "--decode", "beam5_beam_size2"]) == 0
+    assert main(["--decode-dir", str(d1), *argv, "--decode", "beam5"]) == 0
+    rows = _table(results.read_text(), "test")
+    assert [r[:2] for r in rows] == [
+        ["experiment", "decode"], ["x", "-"], ["x", "beam5"], ["x", "beam5_beam_size2"]
+    ]  # fmt: skip
+    assert rows[1][2] == "9.00"  # the old row is kept as it was
+    update_results(results, "x", "test", {"wer": 1.0}, {}, env=env)  # decode "" is the "-" row
+    rows = _table(results.read_text(), "test")
+    assert len(rows) == 4 and rows[1][:3] == ["x", "-", "1.00"]

@@ -10,12 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ToyDataset, ToyModel, make_cfg, make_loader, text_experiment
 from omegaconf import OmegaConf
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from s2s.data.dataset import collate
-from s2s.data.sampler import BucketBatchSampler
 from s2s.train.average import average_checkpoints, average_state_dicts, select_checkpoints
 from s2s.train.checkpoint import (
     atomic_save,
@@ -32,85 +29,6 @@ from s2s.train.optim import lr_lambda
 from s2s.train.trainer import Trainer, TrainingInterrupted
 
 ROOT = Path(__file__).resolve().parents[1]
-VOCAB = 8
-
-
-# --- toy data and model (shared with test_ddp.py) ---------------------------------------------
-
-
-class ToyDataset(Dataset):
-    """Random (T, 4) feature sequences; targets (L,) are a deterministic function of them.
-    Utterances in `poison` get NaN features (their loss is NaN)."""
-
-    def __init__(self, n: int = 24, seed: int = 0, poison: frozenset[str] = frozenset()) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.items = []
-        for i in range(n):
-            T = int(torch.randint(3, 9, (1,), generator=g))
-            L = int(torch.randint(1, 4, (1,), generator=g))
-            x = torch.randn(T, 4, generator=g)
-            y = 4 + (x[:L, 0] > 0).long() + 2 * (x[:L, 1] > 0).long()
-            utt = f"utt{i:03d}"
-            if utt in poison:
-                x = torch.full_like(x, float("nan"))
-            self.items.append((utt, x, y))
-        self.lengths = [x.shape[0] for _, x, _ in self.items]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        return self.items[i]
-
-
-class ToyModel(nn.Module):
-    """GRU encoder -> per-target-position classifier; follows the model training interface."""
-
-    def __init__(self, hidden: int = 16) -> None:
-        super().__init__()
-        self.rnn = nn.GRU(4, hidden, batch_first=True)
-        self.pos = nn.Embedding(4, hidden)
-        self.drop = nn.Dropout(0.3)  # exercises the RNG state on resume
-        self.out = nn.Linear(hidden, VOCAB)
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # an int buffer
-
-    def forward(self, batch) -> dict:
-        h, _ = self.rnn(batch.src)  # (B, T, H)
-        last = h[torch.arange(h.shape[0]), batch.src_lens - 1]  # (B, H)
-        L = batch.tgt.shape[1]
-        z = self.drop(last[:, None] + self.pos.weight[:L])  # (B, L, H)
-        logits = self.out(z)  # (B, L, V)
-        mask = batch.tgt != 0
-        n = mask.sum()
-        ce = nn.functional.cross_entropy(logits[mask], batch.tgt[mask], reduction="sum")
-        acc = (logits.argmax(-1)[mask] == batch.tgt[mask]).float().sum() / n
-        if self.training:
-            self.updates += 1
-        return {"loss": ce / n, "acc": acc, "n_tokens": n}
-
-
-def make_loader(ds: ToyDataset, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
-    sampler = BucketBatchSampler(
-        ds.lengths, 24, shuffle=shuffle, seed=seed, num_replicas=world, rank=rank
-    )
-    return DataLoader(ds, batch_sampler=sampler, collate_fn=collate)
-
-
-def make_cfg(**kw) -> TrainConfig:
-    base = dict(
-        device="cpu",
-        lr=1e-2,
-        warmup_steps=3,
-        scheduler="noam",
-        max_epochs=3,
-        accum_grad=2,
-        log_every_steps=1,
-        keep_last=0,
-        keep_best=0,
-        n_average=1,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def make_trainer(exp: Path, cfg: TrainConfig, train_ds=None, seed: int = 0) -> Trainer:
@@ -435,35 +353,6 @@ def test_cli_print_config_and_average_only(tmp_path, capsys):
     assert torch.load(exp / "model_avg.pt")["averaged"] == ["step_2.pt", "step_3.pt"]
 
 
-def text_experiment(root: Path, n_train: int, n_dev: int, max_frames: int) -> list[str]:
-    """A tiny text-to-text experiment on disk (data dirs train/ and dev/ with text.src and
-    text.tgt, a SentencePiece model); returns the s2s-train overrides that point at it, with a
-    one-layer encoder and decoder on the CPU."""
-    import random
-
-    from s2s.data.datadir import write_datadir
-    from s2s.data.tokenizer import train_sentencepiece
-
-    rnd = random.Random(0)
-    words = ["alpha", "beta", "gamma", "delta", "zeta", "theta", "kappa", "lambda"]
-    texts = []
-    for name, n in (("train", n_train), ("dev", n_dev)):
-        src = {
-            f"{name}{i:03d}": " ".join(rnd.choices(words, k=rnd.randint(3, 6))) for i in range(n)
-        }
-        tgt = {u: " ".join(s.split()[:2]) for u, s in src.items()}
-        write_datadir(root / name, None, {"text.src": src, "text.tgt": tgt}, {u: u for u in src})
-        texts += [*src.values(), *tgt.values()]
-    train_sentencepiece(texts, root / "tok", 30)
-    return [
-        "data.source=text", "data.source_field=text.src", "data.target_field=text.tgt",
-        f"data.train_dir={root / 'train'}", f"data.valid_dir={root / 'dev'}",
-        f"data.tokenizer={root / 'tok.model'}", f"data.max_frames={max_frames}",
-        "model.encoder.n_layers=1", "model.decoder.n_layers=1",
-        "train.device=cpu", "train.warmup_steps=5",
-    ]  # fmt: skip
-
-
 def test_cli_trains_resumes_and_averages_a_text_experiment(tmp_path):
     """s2s-train end to end on a tiny text-to-text experiment (real tokenizer, dataset,
     sampler and Seq2SeqModel): train 1 epoch, rerun to 2 (resumes), average, load."""
@@ -499,6 +388,7 @@ def test_cli_trains_resumes_and_averages_a_text_experiment(tmp_path):
         for h in root.handlers[len(handlers) :]:
             root.removeHandler(h)
             h.close()
+    assert OmegaConf.load(exp / "config.yaml").data.tokenizer == "tokenizer.model"
     cfg = load_experiment_config([exp / "config.yaml"])
     assert Path(cfg.data.tokenizer) == exp / "tokenizer.model"
     model = build_model(cfg, load_tokenizer(cfg.data.tokenizer).vocab_size)

@@ -4,9 +4,13 @@
     s2s-decode --model exp/NAME --format json a.wav   one JSON object per file, with the n-best
     s2s-decode --model exp/NAME --text docs.txt       summarisation: one output line per line
     s2s-decode --model exp/NAME --data data/test --out exp/NAME/decode_test [--dump dump/test]
+    s2s-decode --model exp/NAME --decode-config conf/decode/beam5.yaml a.wav decode.beam_size=2
 
-A file that cannot be read is reported on stderr and the others are still decoded; the exit
-status is then non-zero.
+Decode settings: the experiment's config.yaml, then --decode-config, then --beam/--nbest and
+decode.KEY=VALUE arguments, the later winning. --data writes them to OUT/decode.yaml.
+
+A file that cannot be read, or is too short or too long for the model, is reported in one line
+on stderr (the file and why) and the others are still decoded; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -23,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="s2s-decode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--model", required=True, help="experiment directory (exp/<name>)")
-    p.add_argument("files", nargs="*", help="audio files (any sample rate, mono or stereo)")
+    p.add_argument(
+        "files",
+        nargs="*",
+        help="audio files (any sample rate, mono or stereo) and decode.KEY=VALUE settings",
+    )
     p.add_argument("--text", help="a text file, one source document per line")
     p.add_argument("--data", help="a data dir to decode (with --out)")
     p.add_argument("--dump", help="the data dir's feature dump (else features come from audio)")
@@ -38,9 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# A positional KEY=VALUE argument is a setting, not a file (./a=b.wav names such a file).
+SETTING = re.compile(r"[A-Za-z_][\w.]*=")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    settings = [a for a in args.files if SETTING.match(a)]
+    args.files = [a for a in args.files if not SETTING.match(a)]
     modes = [bool(args.files), bool(args.text), bool(args.data)]
     if sum(modes) != 1:
         print(
@@ -55,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [f"decode.beam_size={args.beam}"] if args.beam else []
     if args.nbest:
         overrides.append(f"decode.nbest={args.nbest}")
+    overrides += settings
     try:
         s2t = Speech2Text.from_dir(
             args.model,
@@ -67,12 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s2s-decode: {e}", file=sys.stderr)
         return 2
 
+    from s2s.data.audio import AudioError
+
     if args.data:
         from s2s.decode.decode_dir import decode_datadir
 
         try:
             summary = decode_datadir(s2t, args.data, args.out, args.dump, args.batch_frames)
-        except (FileNotFoundError, ValueError) as e:
+        except (AudioError, FileNotFoundError, ValueError) as e:  # a decode dir is all or nothing
             print(f"s2s-decode: {e}", file=sys.stderr)
             return 2
         print(
@@ -90,8 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         for i, nbest in enumerate(s2t.decode_texts(lines), 1):
             emit(args.format, f"{args.text}:{i}", nbest)
         return 0
-
-    from s2s.data.audio import AudioError
 
     failed = 0
     for path in args.files:

@@ -6,7 +6,8 @@
 
 Stages: 0 download, 1 data prep, 2 speed perturbation, 3 feature dump, 4 filtering,
 5 tokenizer, 6 CMVN statistics, 7 train, 8 average, 9 decode, 10 score into RESULTS.md.
-Trailing key=value pairs override the experiment config (OmegaConf dot-list).
+Trailing key=value pairs override the experiment config (OmegaConf dot-list); decode.* ones
+also reach stage 9, after the decode YAML, and name its decode dirs.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """s2s-score: score a decode dir (or bare hyp/ref files) and keep RESULTS.md up to date.
 
     s2s-score --decode-dir exp/NAME/decode_SET --metrics bleu,chrf,wer
-    s2s-score --decode-dir D --metrics wer,cer --results RESULTS.md --exp NAME --set SET
+    s2s-score --decode-dir D --metrics wer,cer --results RESULTS.md --exp NAME --set SET \
+        [--decode beam5_beam_size2]
     s2s-score --hyp hyp.txt --ref ref.txt --metrics rouge [--out score.json]
 
 hyp/ref files hold "utt text" lines; both must cover the same utterances. A decode dir gets
@@ -31,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="RESULTS.md to update (needs --exp and --set)")
     p.add_argument("--exp", help="experiment name for RESULTS.md")
     p.add_argument("--set", dest="test_set", help="test set name for RESULTS.md")
+    p.add_argument(
+        "--decode",
+        help="the decoding settings' name for RESULTS.md (default: the decode dir's name)",
+    )
     return p
 
 
@@ -88,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
     if args.results:
-        update_results(args.results, args.exp, args.test_set, score.values, efficiency)
+        decode = args.decode or (Path(args.decode_dir).name if args.decode_dir else "")
+        update_results(
+            args.results, args.exp, args.test_set, score.values, efficiency, decode=decode
+        )
 
     label = args.decode_dir or str(hyp_path)
     values = " ".join(f"{k}={v:.2f}" for k, v in score.values.items())

@@ -78,8 +78,9 @@ def train(cfg, exp_dir: Path) -> int:
             cfg = X.prepare_exp_dir(cfg, exp_dir)
             X.save_experiment_config(cfg, exp_dir / "config.yaml")
         D.barrier()
-        if not info.is_main:  # read what rank 0 prepared: paths point at exp_dir's copies
-            cfg = X.load_experiment_config([exp_dir / "config.yaml"])
+        # Every rank reads what rank 0 prepared, as decoding will: the tokenizer and CMVN
+        # paths in it are relative to exp_dir and resolve to its copies.
+        cfg = X.load_experiment_config([exp_dir / "config.yaml"])
         seed_everything(cfg.train.seed)
         tokenizer = X.load_tokenizer(cfg.data.tokenizer)
         model = X.build_model(cfg, tokenizer.vocab_size)

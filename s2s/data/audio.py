@@ -33,7 +33,8 @@ END_SLACK_S = 0.01
 
 
 class AudioError(RuntimeError):
-    """An utterance's audio cannot be loaded; the message names the utterance id and path."""
+    """An utterance's audio cannot be loaded, or (s2s.decode.inference) is too short or too
+    long for the model; the message names the utterance id or the path."""
 
 
 def _where(path: str | Path, utt_id: str | None) -> str:

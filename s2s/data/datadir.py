@@ -324,11 +324,6 @@ def load_datadir(path: PathLike, validate: bool = True, check_audio: bool = Fals
     return dd
 
 
-def validate_datadir(path: PathLike, check_audio: bool = False) -> None:
-    """Raise DataDirError (``<file>:<line>: <problem>``) on the first broken rule."""
-    load_datadir(path, validate=True, check_audio=check_audio)
-
-
 # ----------------------------------------------------------------------------- writing
 
 

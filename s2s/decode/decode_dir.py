@@ -4,15 +4,21 @@
 <out>/ref.txt     utt reference         (normalised like the training targets)
 <out>/nbest.txt   utt rank score log_prob hypothesis
 <out>/stats.json  wall time, utterances/s, tokens/s, peak memory, cache bytes per token
+<out>/decode.yaml the decode settings used (a `decode:` section, usable as --decode-config)
+
+A directory holds one decoding run's settings: decoding into one that holds other settings is an
+error, so results of different settings are never mixed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from s2s.decode.efficiency import DecodeStats
@@ -48,7 +54,8 @@ def _sources(s2t: Speech2Text, dd, dump_dir: Path | None):
     from s2s.data.audio import load_utterance
 
     def from_audio(u: str) -> torch.Tensor:
-        return s2t.features(load_utterance(dd, u, target_sr=s2t.sample_rate))
+        wave = load_utterance(dd, u, target_sr=s2t.sample_rate)
+        return s2t.model_features(wave, f"utterance {u!r} ({dd.audio_source(u)[0]})")
 
     lengths = {u: 1 for u in dd.utt_ids}  # unknown before reading: keep the data dir's order
     return from_audio, lengths
@@ -66,6 +73,15 @@ def decode_datadir(
     from s2s.data.datadir import load_datadir
     from s2s.data.tokenizer import normalize_text
 
+    out = Path(out_dir)
+    settings = {"decode": asdict(s2t.decode_cfg)}
+    if (out / "decode.yaml").is_file():
+        held = OmegaConf.to_container(OmegaConf.load(out / "decode.yaml"))
+        if held != settings:
+            raise ValueError(
+                f"{out} holds a decoding run with other settings ({out / 'decode.yaml'}): "
+                "decode into another directory or remove it"
+            )
     dd = load_datadir(data_dir)
     cfg = s2t.cfg.data
     if cfg.target_field not in dd.texts:
@@ -93,8 +109,8 @@ def decode_datadir(
             stats.tokens += len(nbest[0].tokens) + 1  # + EOS
     stats.stop()
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "decode.yaml").write_text(OmegaConf.to_yaml(settings))
     refs = dd.texts[cfg.target_field]
     with (
         open(out / "hyp.txt", "w") as hyp,

@@ -11,18 +11,19 @@ sample rate); decoding is the batched beam search of s2s.decode.beam_search.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from s2s.data.audio import AudioError
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.experiment import (
     ExperimentConfig,
     build_model,
+    decoding_config,
     load_cmvn,
-    load_experiment_config,
     load_model_weights,
     load_tokenizer,
 )
@@ -66,12 +67,11 @@ class Speech2Text:
         decode_overrides: Sequence[str] = (),
     ) -> Speech2Text:
         """Load exp_dir/config.yaml, its tokenizer, CMVN and weights (model_avg.pt, else the
-        latest checkpoint, or `checkpoint`). decode_config: a YAML with a `decode:` section."""
+        latest checkpoint, or `checkpoint`). Decode settings: config.yaml's, then
+        decode_config's (a YAML with a `decode:` section), then decode_overrides
+        ("decode.beam_size=2", ...), the later winning (experiment.decoding_config)."""
         exp_dir = Path(exp_dir)
-        if not (exp_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"{exp_dir}/config.yaml not found: is {exp_dir} an experiment?")
-        paths = [exp_dir / "config.yaml"] + ([decode_config] if decode_config else [])
-        cfg = load_experiment_config(paths, list(decode_overrides))
+        cfg = decoding_config(exp_dir, decode_config, decode_overrides)
         tokenizer = load_tokenizer(cfg.data.tokenizer)
         model = build_model(cfg, tokenizer.vocab_size)
         load_model_weights(model, exp_dir, checkpoint)
@@ -94,6 +94,21 @@ class Speech2Text:
         from s2s.data.audio import load_audio
 
         return load_audio(path, target_sr=self.sample_rate)
+
+    def model_features(self, wave: Tensor, name: str) -> Tensor:
+        """(N,) waveform -> (T, F) features, or AudioError naming `name` when the audio gives
+        fewer frames than the encoder's frontend needs."""
+        fb = self.fbank
+        need = self.model.encoder.frontend.min_input_length
+        if wave.numel() >= fb.window_samples:
+            feats = self.features(wave)
+            if feats.shape[0] >= need:
+                return feats
+        need_ms = fb.frame_length_ms + (need - 1) * fb.frame_shift_ms  # T = (N - window)/shift + 1
+        raise AudioError(
+            f"{name}: too short: {1000 * wave.numel() / fb.sample_rate:.0f} ms of audio; the "
+            f"model needs at least {need_ms:g} ms ({need} feature frames)"
+        )
 
     # --- decoding -------------------------------------------------------------------------
     @torch.no_grad()
@@ -127,12 +142,17 @@ class Speech2Text:
         ]
 
     def __call__(self, speech: str | Path | Tensor, sample_rate: int | None = None) -> list[Result]:
-        """A path, or a waveform (N,) / (C, N) at `sample_rate` -> the n-best list."""
+        """A path, or a waveform (N,) / (C, N) at `sample_rate` -> the n-best list.
+
+        Raises AudioError, naming the file, for audio that cannot be read, is too short for the
+        model, or is too long to decode in the memory there is (s2s-decode reports it in one
+        line and goes on with the next file)."""
         if self.fbank is None:
             raise ValueError("this model reads text: use decode_texts()")
         if isinstance(speech, str | Path):
-            wave = self.load(speech)
+            name, wave = str(speech), self.load(speech)
         else:
+            name = "the waveform"
             wave = speech.float()
             if wave.dim() == 2:  # (channels, samples): down-mix
                 wave = wave.mean(0)
@@ -142,7 +162,19 @@ class Speech2Text:
                 import torchaudio.functional as AF
 
                 wave = AF.resample(wave, sample_rate, self.sample_rate)
-        return self.decode_sources([self.features(wave)])[0]
+        feats = self.model_features(wave, name)
+        try:
+            return self.decode_sources([feats])[0]
+        except RuntimeError as e:
+            if not _out_of_memory(e):
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()  # give the next input the memory back
+            raise AudioError(
+                f"{name}: too long for this model on {self.device}: "
+                f"{wave.numel() / self.sample_rate:.1f} s of audio ({feats.shape[0]} feature "
+                "frames) ran out of memory"
+            ) from e
 
     def decode_texts(self, texts: Sequence[str]) -> list[list[Result]]:
         if self.fbank is not None:
@@ -153,9 +185,7 @@ class Speech2Text:
         ]
         return self.decode_sources(ids)
 
-    def with_decode(self, **changes) -> Speech2Text:
-        """The same model with some beam-search settings changed."""
-        new = Speech2Text.__new__(Speech2Text)
-        new.__dict__.update(self.__dict__)
-        new.decode_cfg = replace(self.decode_cfg, **changes)
-        return new
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    # CUDA raises torch.OutOfMemoryError; the CPU allocator raises a plain RuntimeError.
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e)

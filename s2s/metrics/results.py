@@ -2,13 +2,16 @@
 
 Everything above MARKER is kept as written (recipe authors put their notes there). Below it:
 
-    ## Environment                one row per (experiment, test set): date, versions, commit,
-                                  device, beam, as they were when that row was scored
+    ## Environment                one row per (experiment, decoding, test set): date,
+                                  versions, commit, device, beam, as when it was scored
     ## Test set: <name>           one table per test set, sorted by name, one row per
-                                  experiment (sorted): the metrics, then speed and memory
+                                  experiment and decoding (sorted): the metrics, then speed
+                                  and memory
 
-Re-scoring an experiment on a set replaces its rows, so the update is idempotent. The tables
-are read back from the file itself (no hidden state): edit above the marker, not below it.
+"decode" names a decoding run's settings (e.g. beam5_beam_size2, as its decode dir is named),
+so one experiment decoded two ways gets two rows. Re-scoring an experiment's decoding on a set
+replaces its rows, so the update is idempotent. The tables are read back from the file itself
+(no hidden state): edit above the marker, not below it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pathlib import Path
 MARKER = "<!-- s2s-score: the tables below are generated; write notes above this line -->"
 ENV_HEADING = "## Environment"
 SET_HEADING = "## Test set: "
-ENV_COLUMNS = ["experiment", "set", "date", "python", "torch", "s2s", "commit", "device", "beam"]
+KEY_COLUMNS = ("experiment", "decode")  # what identifies a row of a test set's table
+ENV_COLUMNS = [*KEY_COLUMNS, "set", "date", "python", "torch", "s2s", "commit", "device", "beam"]
 # efficiency column -> (stats.json key, decimals)
 EFFICIENCY_COLUMNS = {
     "utt/s": ("utterances_per_s", 2),
@@ -87,8 +91,8 @@ def _split_row(line: str) -> list[str]:
 
 
 def _table(columns: list[str], rows: list[Row], numeric: bool) -> str:
-    """A markdown table; numeric: right-align every column but the experiment name."""
-    align = ["---" if not numeric or c == "experiment" else "---:" for c in columns]
+    """A markdown table; numeric: right-align every column but the row's names."""
+    align = ["---" if not numeric or c in KEY_COLUMNS else "---:" for c in columns]
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(r.get(c, MISSING) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
@@ -139,16 +143,16 @@ def _efficiency_cells(efficiency: dict) -> Row:
 def render_results(head: str, env: list[Row], sets: dict[str, tuple[list[str], list[Row]]]) -> str:
     """The whole file: head, MARKER, the environment table, one table per set (sorted)."""
     parts = [head.rstrip("\n") + "\n", MARKER, ""]
-    env_sorted = sorted(env, key=lambda r: (r.get("set", ""), r.get("experiment", "")))
+    env_sorted = sorted(env, key=lambda r: (r.get("set", ""), *(r.get(c, "") for c in KEY_COLUMNS)))
     parts += [ENV_HEADING, "", _table(ENV_COLUMNS, env_sorted, numeric=False), ""]
     for name in sorted(sets):
         columns, rows = sets[name]
-        rows = sorted(rows, key=lambda r: r.get("experiment", ""))
+        rows = sorted(rows, key=lambda r: tuple(r.get(c, "") for c in KEY_COLUMNS))
         # drop metric columns nobody reports any more (a re-score with fewer metrics)
         columns = [
             c
             for c in columns
-            if c == "experiment"
+            if c in KEY_COLUMNS
             or c in EFFICIENCY_COLUMNS
             or any(r.get(c, MISSING) != MISSING for r in rows)
         ]
@@ -163,8 +167,10 @@ def update_results(
     metrics: dict[str, float],
     efficiency: dict | None = None,
     env: dict[str, str] | None = None,
+    decode: str = "",
 ) -> str:
-    """Add or replace (experiment, test_set) in RESULTS.md at path; returns the new text.
+    """Add or replace (experiment, decode, test_set) in RESULTS.md at path; returns the new
+    text. decode: the decoding settings' name ("" when unknown: "-").
 
     metrics: score key -> value (2 decimals in the table); efficiency: a decode dir's
     stats.json (utterances_per_s, tokens_per_s, cache_bytes_per_token, peak_memory_mib,
@@ -187,19 +193,24 @@ def update_results(
             head, generated = (old if old.strip() else DEFAULT_HEAD), ""
         env_rows, sets = _parse_tables(generated)
 
-        exp, name = _cell(experiment), _cell(test_set)
-        env_rows = [r for r in env_rows if (r.get("experiment"), r.get("set")) != (exp, name)]
-        env_rows.append({"experiment": exp, "set": name} | {k: _cell(v) for k, v in env.items()})
+        key = {"experiment": _cell(experiment), "decode": _cell(decode)}
+        name = _cell(test_set)
+
+        def same(r: Row) -> bool:  # rows written before the decode column count as "-"
+            return all(r.get(c, MISSING) == v for c, v in key.items())
+
+        env_rows = [r for r in env_rows if not (same(r) and r.get("set") == name)]
+        env_rows.append(key | {"set": name} | {k: _cell(v) for k, v in env.items()})
         columns, rows = sets.get(name, ([], []))
-        metric_cols = [c for c in columns if c != "experiment" and c not in EFFICIENCY_COLUMNS]
+        metric_cols = [c for c in columns if c not in KEY_COLUMNS and c not in EFFICIENCY_COLUMNS]
         metric_cols += [_cell(k) for k in metrics if _cell(k) not in metric_cols]
-        rows = [r for r in rows if r.get("experiment") != exp]
+        rows = [r for r in rows if not same(r)]
         rows.append(
-            {"experiment": exp}
+            key
             | {_cell(k): _metric_cell(v) for k, v in metrics.items()}
             | _efficiency_cells(efficiency)
         )
-        sets[name] = (["experiment", *metric_cols, *EFFICIENCY_COLUMNS], rows)
+        sets[name] = ([*KEY_COLUMNS, *metric_cols, *EFFICIENCY_COLUMNS], rows)
 
         text = render_results(head, env_rows, sets)
         f.seek(0)

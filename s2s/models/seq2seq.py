@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from s2s.models.decoder import Decoder, DecoderConfig
@@ -55,12 +54,6 @@ class Seq2SeqModel(nn.Module):
         self.encoder = build_encoder(cfg.encoder, vocab_size=vocab_size)
         self.decoder = Decoder(cfg.decoder, vocab_size, memory_dim=cfg.encoder.d_model)
         self.ctc = nn.Linear(cfg.encoder.d_model, vocab_size) if cfg.ctc_weight > 0 else None
-
-    @classmethod
-    def from_config(cls, cfg: ModelConfig | DictConfig, vocab_size: int) -> Seq2SeqModel:
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_object(cfg)  # builds the dataclasses, so validation runs
-        return cls(cfg, vocab_size)
 
     def encode(self, src: Tensor, src_lens: Tensor) -> tuple[Tensor, Tensor]:
         """src: (B, T, F) features or (B, T) token ids -> memory (B, S, d), lengths (B,)."""

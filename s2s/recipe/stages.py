@@ -145,8 +145,21 @@ class Recipe:
     def exp_dir(self) -> Path:
         return self.root / "exp" / self.exp_name
 
+    def decode_overrides(self) -> list[str]:
+        """The command line's decode.* settings, which decoding applies after the decode YAML
+        (the other key=value arguments are for training; config.yaml holds recipe.yaml's)."""
+        return [o for o in self.opts.overrides if o.startswith("decode.")]
+
+    def decode_name(self) -> str:
+        """This run's decoding settings as a name: the decode YAML's stem plus each setting
+        that differs from the YAML's (s2s.experiment.decoding_name), e.g. beam5_beam_size2."""
+        from s2s.experiment import decoding_config, decoding_name
+
+        cfg = decoding_config(self.exp_dir, self.decode_config, self.decode_overrides())
+        return decoding_name(cfg.decode, self.decode_config)
+
     def decode_dir(self, test_set: str) -> Path:
-        return self.exp_dir / f"decode_{test_set}_{self.decode_config.stem}"
+        return self.exp_dir / f"decode_{test_set}_{self.decode_name()}"
 
     # --- driver ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -321,9 +334,11 @@ class Recipe:
         )
 
     def stage9(self) -> None:
-        """Beam search over every test set -> exp/<name>/decode_<set>_<decode conf>/."""
+        """Beam search over every test set -> exp/<name>/decode_<set>_<decode name>/, with the
+        settings of config.yaml, then the decode YAML, then the command line's decode.*."""
         device = "cuda" if self.opts.ngpu > 0 else "cpu"
         for name in self.cfg.test_sets:
+            out = self.decode_dir(name)
             cmd = [
                 sys.executable,
                 "-m",
@@ -333,7 +348,7 @@ class Recipe:
                 "--data",
                 str(self.data / f"{name}_filt"),
                 "--out",
-                str(self.decode_dir(name)),
+                str(out),
                 "--decode-config",
                 str(self.decode_config),
                 "--device",
@@ -341,17 +356,21 @@ class Recipe:
             ]
             if self.speech:
                 cmd += ["--dump", str(self.dump / name)]
-            self._run(cmd, self.exp_dir / "logs" / f"decode_{name}.log")
+            cmd += self.decode_overrides()
+            self._run(cmd, self.exp_dir / "logs" / f"{out.name}.log")
 
     def stage10(self) -> None:
-        """score.json per decode dir and this experiment's section of RESULTS.md."""
+        """score.json per decode dir and this experiment's rows of RESULTS.md (one per test set
+        and decoding settings)."""
+        decode_name = self.decode_name()
         for name in self.cfg.test_sets:
+            out = self.decode_dir(name)
             cmd = [
                 sys.executable,
                 "-m",
                 "s2s.cli.score",
                 "--decode-dir",
-                str(self.decode_dir(name)),
+                str(out),
                 "--metrics",
                 ",".join(self.cfg.metrics),
                 "--results",
@@ -360,8 +379,10 @@ class Recipe:
                 self.exp_name,
                 "--set",
                 name,
+                "--decode",
+                decode_name,
             ]
-            self._run(cmd, self.exp_dir / "logs" / f"score_{name}.log")
+            self._run(cmd, self.exp_dir / "logs" / f"score_{out.name}.log")
 
     def _run(self, cmd: list[str], logfile: Path) -> None:
         """Run a stage's command, its output both on the console and in logfile."""

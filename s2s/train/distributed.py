@@ -70,10 +70,6 @@ def wrap_model(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Mod
     return DDP(model, device_ids=ids)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
-
-
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum over ranks, in place (identity without a process group)."""
     if dist.is_available() and dist.is_initialized():
@@ -88,14 +84,6 @@ def all_gather_object(obj):
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj, src: int = 0):
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def barrier() -> None:
