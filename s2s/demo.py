@@ -33,7 +33,7 @@ COLUMNS = (
     ("WER(de) %", ("metrics", "wer"), "{:.1f}"),
     ("utt/s", ("efficiency", "utterances_per_s"), "{:.1f}"),
     ("cache B/token", ("efficiency", "cache_bytes_per_token"), "{:.0f}"),
-    ("peak MiB", ("efficiency", "peak_memory_mib"), "{:.0f}"),
+    ("peak cache MiB", ("efficiency", "peak_cache_mib"), "{:.2f}"),
 )
 
 

@@ -195,13 +195,13 @@ def test_demo_table_formats_measured_values() -> None:
         "efficiency": {
             "utterances_per_s": 12.3,
             "cache_bytes_per_token": 1536,
-            "peak_memory_mib": 800.4,
+            "peak_cache_mib": 12.345,
         },
     }
     table = format_table({"mha": score, "mtla": {"metrics": {}}}, {"mha": 120.0})
     lines = table.splitlines()
     assert lines[0].startswith("| attention | BLEU")
-    assert "| mha | 41.2 | 60.0 | 20.5 | 12.3 | 1536 | 800 | 2.0 |" in lines
+    assert "| mha | 41.2 | 60.0 | 20.5 | 12.3 | 1536 | 12.35 | 2.0 |" in lines
     assert lines[-1].startswith("| mtla | n/a")
 
 

@@ -19,6 +19,7 @@ STATS = {
     "utterances": 3,
     "tokens": 12,
     "wall_time_s": 1.5,
+    "peak_cache_mib": 3.25,
     "peak_memory_mib": 321.4,
     "utterances_per_s": 2.0,
     "tokens_per_s": 8.0,
@@ -96,10 +97,10 @@ def test_results_md_rows_update_in_place(tmp_path):
     table = _table(first, "test")
     assert table[0] == [
         "experiment", "decode", "bleu", "bleu_lc.rm", "wer",
-        "utt/s", "tokens/s", "cache bytes/token", "peak memory MiB",
+        "utt/s", "tokens/s", "cache bytes/token", "peak cache MiB", "GPU peak MiB",
     ]  # fmt: skip
     assert table[1][:2] == ["mtla", "decode_test"]  # without --decode: the dir's name
-    assert table[1][5:] == ["2.00", "8.0", "1536", "321"]
+    assert table[1][5:] == ["2.00", "8.0", "1536", "3.25", "321"]
     wer = json.loads((a / "score.json").read_text())["metrics"]["wer"]
     assert table[1][4] == f"{wer:.2f}"
     env = first.split("## Environment\n", 1)[1].split("\n## ", 1)[0]
@@ -131,7 +132,7 @@ def test_update_results_new_file_and_dropped_metric(tmp_path):
     assert text == path.read_text() and MARKER in text and text.startswith("# Results")
     rows = _table(text, "test")
     assert rows[0][:3] == ["experiment", "decode", "bleu"] and "chrf" not in rows[0]
-    assert rows[1][:3] == ["x", "-", "3.00"] and rows[1][3:] == ["-"] * 4
+    assert rows[1][:3] == ["x", "-", "3.00"] and rows[1][3:] == ["-"] * 5
     with pytest.raises(ValueError, match="non-empty"):
         update_results(path, "", "test", {"bleu": 1.0}, {}, env=env)
 

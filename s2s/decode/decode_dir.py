@@ -3,7 +3,8 @@
 <out>/hyp.txt     utt hypothesis        (best of the n-best)
 <out>/ref.txt     utt reference         (normalised like the training targets)
 <out>/nbest.txt   utt rank score log_prob hypothesis
-<out>/stats.json  wall time, utterances/s, tokens/s, peak memory, cache bytes per token
+<out>/stats.json  wall time, utterances/s, tokens/s, peak decode-cache MiB (and GPU peak
+                  memory on CUDA), cache bytes per token
 <out>/decode.yaml the decode settings used (a `decode:` section, usable as --decode-config)
 
 A directory holds one decoding run's settings: decoding into one that holds other settings is an
@@ -108,6 +109,7 @@ def decode_datadir(
             stats.utterances += 1
             stats.tokens += len(nbest[0].tokens) + 1  # + EOS
     stats.stop()
+    stats.peak_cache_mib = s2t.peak_cache_bytes / 2**20
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "decode.yaml").write_text(OmegaConf.to_yaml(settings))

@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 
-def peak_memory_mib(device: torch.device) -> float:
-    """GPU: max allocated since the last reset. CPU: peak resident set size of this process."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB here
-
-
 @dataclass
 class DecodeStats:
-    """Accumulates utterances, output tokens and wall time over a decode."""
+    """Accumulates utterances, output tokens and wall time over a decode.
+
+    peak_cache_mib: the most MiB the decoder's self-attention caches allocated at once during
+    any one search (CPU and GPU alike: what differs between attention variants).
+    peak_memory_mib: torch's peak allocated GPU memory over the decode; None off CUDA (a
+    process's resident set would say nothing about the variants)."""
 
     device: str = "cpu"
     cache_bytes_per_token: float = 0.0
     utterances: int = 0
     tokens: int = 0
     wall_time_s: float = 0.0
-    peak_memory_mib: float = 0.0
+    peak_cache_mib: float = 0.0
+    peak_memory_mib: float | None = None
     _start: float = field(default=0.0, repr=False)
 
     def start(self) -> None:
@@ -42,7 +38,8 @@ class DecodeStats:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         self.wall_time_s = time.perf_counter() - self._start
-        self.peak_memory_mib = peak_memory_mib(dev)
+        if dev.type == "cuda":
+            self.peak_memory_mib = torch.cuda.max_memory_allocated(dev) / 2**20
 
     def summary(self) -> dict[str, float | int | str]:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}

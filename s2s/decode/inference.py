@@ -55,6 +55,7 @@ class Speech2Text:
         self.decode_cfg = decode or cfg.decode
         self.cmvn = load_cmvn(cfg.data.cmvn)
         self.fbank = fbank
+        self.peak_cache_bytes = 0  # the most any one search's self-attention caches allocated
 
     @classmethod
     def from_dir(
@@ -126,6 +127,7 @@ class Speech2Text:
                     "head (train with model.ctc_weight > 0)"
                 )
             ctc_log_probs = self.model.ctc(memory).float().log_softmax(-1)
+        search: dict = {}
         hyps = beam_search(
             self.model.decoder,
             memory,
@@ -135,7 +137,9 @@ class Speech2Text:
             eos_id=EOS_ID,
             ctc_log_probs=ctc_log_probs,
             blank_id=PAD_ID,
+            stats=search,
         )
+        self.peak_cache_bytes = max(self.peak_cache_bytes, search["peak_cache_bytes"])
         return [
             [Result(self.tokenizer.decode(h.tokens), h.tokens, h.score, h.log_prob) for h in nb]
             for nb in hyps

@@ -34,7 +34,8 @@ EFFICIENCY_COLUMNS = {
     "utt/s": ("utterances_per_s", 2),
     "tokens/s": ("tokens_per_s", 1),
     "cache bytes/token": ("cache_bytes_per_token", 0),
-    "peak memory MiB": ("peak_memory_mib", 0),
+    "peak cache MiB": ("peak_cache_mib", 2),
+    "GPU peak MiB": ("peak_memory_mib", 0),
 }
 MISSING = "-"
 DEFAULT_HEAD = "# Results\n\nNotes on these experiments go here.\n"
