@@ -155,11 +155,10 @@ def decode_attention_triton(
     *,
     num_splits: int | None = None,
     block_s: int = 32,
-    return_lse: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Decode attention of q (N, H, Dk) over k (R, S_cap, G, Dk) / v (R, S_cap, G, Dv) buffers,
-    through owner (N, S_cap) (or None) for num_slots (N,) slots. Returns (N, H, Dv) in q's dtype,
-    and with return_lse its (N, H) float32 log-sum-exp (for a cascade merge).
+    through owner (N, S_cap) (or None) for num_slots (N,) slots. Returns the output (N, H, Dv)
+    in q's dtype and its (N, H) float32 log-sum-exp (for a cascade merge).
     """
     N, H, DK = q.shape
     G, DV = k.shape[2], v.shape[3]
@@ -208,5 +207,4 @@ def decode_attention_triton(
         HAS_OWNER=owner is not None,
         IEEE=q.dtype == torch.float32,
     )
-    merged = merge_splits(out, lse).to(q.dtype)
-    return (merged, torch.logsumexp(lse, dim=1)) if return_lse else merged
+    return merge_splits(out, lse).to(q.dtype), torch.logsumexp(lse, dim=1)

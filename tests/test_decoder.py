@@ -5,25 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import make_decoder
 
-from s2s.attention import VARIANTS, sweep_config
+from s2s.attention import VARIANTS
 from s2s.models.decoder import Decoder, DecoderConfig
 
 CASES = [(v, 1) for v in VARIANTS] + [("mtla", 2), ("mtla", 3), ("mtla", 4)]
-
-
-def make_decoder(arrangement: str, variant: str, stride: int) -> Decoder:
-    attn = sweep_config(variant, stride=stride, latent_dim=16, rope_dim=4)
-    cfg = DecoderConfig(
-        n_layers=2,
-        d_model=32,
-        n_heads=4,
-        ffn_dim=64,
-        dropout=0.0,
-        arrangement=arrangement,
-        attention=attn,
-    )
-    return Decoder(cfg, vocab_size=23, memory_dim=24).eval()
 
 
 def inputs(seed: int = 0):
@@ -86,7 +73,7 @@ def test_beams_share_memory_and_match_single(arrangement: str, ancestry: bool) -
 
 
 def test_tied_embeddings_and_config_errors() -> None:
-    dec = make_decoder("cross", "mha", 1)
+    dec = Decoder(DecoderConfig(n_layers=1, d_model=32, n_heads=4), vocab_size=23, memory_dim=24)
     assert dec.output.weight is dec.embed.weight
     with pytest.raises(ValueError, match="arrangement"):
         DecoderConfig(arrangement="sideways")

@@ -124,22 +124,20 @@ def cached_attention(
     owner: Tensor | None,
     num_slots: Tensor,
     scale: float,
-    *,
-    return_lse: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Decode attention straight over a cache's own buffers (AttentionCache layout).
 
     q: (N, H, Dk); k: (R, S_cap, G, Dk) and v: (R, S_cap, G, Dv) buffers (views allowed, e.g.
     the first columns of a latent buffer); owner: (N, S_cap) row of each sequence's slot, or
-    None when row n holds sequence n; num_slots: (N,) slots in use (>= 1). Returns (N, H, Dv),
-    and with return_lse its (N, H) float32 log-sum-exp too.
+    None when row n holds sequence n; num_slots: (N,) slots in use (>= 1). Returns the output
+    (N, H, Dv) and its (N, H) float32 log-sum-exp (for a cascade merge).
     On CUDA this runs the Triton kernel (kernels.decode_attention), which reads through `owner`
     without gathering; elsewhere the same math in PyTorch.
     """
     if q.is_cuda and _triton_enabled():
         from kernels.decode_attention import decode_attention_triton
 
-        return decode_attention_triton(q, k, v, owner, num_slots, scale, return_lse=return_lse)
+        return decode_attention_triton(q, k, v, owner, num_slots, scale)
     S = int(num_slots.max())
     slots = torch.arange(S, device=q.device)
     if owner is None:
@@ -148,7 +146,7 @@ def cached_attention(
         rows = owner[:, :S]
         kk, vv = k[rows, slots], v[rows, slots]
     out, lse = attend_with_lse(q, kk, vv, slots[None, :] < num_slots[:, None], scale)
-    return (out.to(q.dtype), lse) if return_lse else out.to(q.dtype)
+    return out.to(q.dtype), lse
 
 
 @functools.cache
@@ -175,13 +173,7 @@ def cascade_attention(
     its one copy; the own part per row through the ancestry table. Returns (N, H, Dv).
     """
     out_own, lse_own = cached_attention(
-        q,
-        k_of(cache.buffers),
-        v_of(cache.buffers),
-        cache.owner,
-        cache.own_slots(),
-        scale,
-        return_lse=True,
+        q, k_of(cache.buffers), v_of(cache.buffers), cache.owner, cache.own_slots(), scale
     )
     if not cache.shared or not next(iter(cache.shared.values())).shape[1]:
         return out_own
