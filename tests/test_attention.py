@@ -4,6 +4,7 @@ at s = 1, hyper-network gradients, bf16, and the backends agree."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,8 @@ from s2s.attention import (
 )
 from s2s.attention.config import CONFIG_CLASSES
 from s2s.attention.mtla import TemporalLatentAttention
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def small_cfg(variant: str, stride: int = 2, **kw) -> AttentionConfig:
@@ -337,3 +340,24 @@ def test_every_variant_registers_class_and_config_together() -> None:
         assert type(cfg) is CONFIG_CLASSES[name] and cfg.type == name
         m = build_attention(cfg, d_model=64, n_heads=8)
         assert isinstance(m, ATTENTION_REGISTRY[name])
+
+
+@pytest.mark.parametrize("yaml", sorted((REPO / "conf" / "attention").glob("*.yaml")), ids=str)
+def test_attention_yaml_builds_its_variant_after_a_model_yaml(yaml: Path) -> None:
+    """conf/attention/<name>.yaml merged after a model YAML builds that variant with its own
+    config class: the experiment schema must not be typed after the default variant."""
+    from s2s.experiment import load_experiment_config
+    from s2s.models.decoder import Decoder
+
+    cfg = load_experiment_config([REPO / "conf" / "model" / "tiny.yaml", yaml])
+    dec_cfg = cfg.model.decoder
+    name = dec_cfg.self_attention().type
+    assert name == yaml.stem
+    assert type(dec_cfg.self_attention()) is CONFIG_CLASSES[name]
+    dec = Decoder(dec_cfg, vocab_size=11, memory_dim=dec_cfg.d_model)
+    assert all(type(layer.self_attn) is ATTENTION_REGISTRY[name] for layer in dec.layers)
+    with pytest.raises(ValueError, match="does not use"):
+        other = "stride" if name != "mtla" else "n_kv_heads"
+        load_experiment_config(
+            [REPO / "conf" / "model" / "tiny.yaml", yaml], [f"model.decoder.attention.{other}=2"]
+        )

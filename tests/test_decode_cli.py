@@ -44,9 +44,7 @@ def _tiny_model_cfg(cfg: ExperimentConfig, text: bool) -> None:
     enc.n_heads = dec.n_heads = 2
     enc.ffn_dim = dec.ffn_dim = 64
     enc.n_layers = dec.n_layers = 1
-    dec.attention.type = "mtla"
-    dec.attention.latent_dim = 16
-    dec.attention.rope_dim = 8
+    dec.attention = {"type": "mtla", "latent_dim": 16, "rope_dim": 8}
     cfg.decode.beam_size = 3
     cfg.decode.nbest = 2
     cfg.decode.max_len_b = 6

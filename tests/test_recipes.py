@@ -184,7 +184,7 @@ def test_command_line_beats_recipe_overrides() -> None:
     )
     exp = Recipe(cfg, opts).experiment_config()
     assert exp.model.decoder.arrangement == "prefix"
-    assert exp.model.decoder.attention.stride == 3
+    assert exp.model.decoder.self_attention().stride == 3
     assert exp.model.ctc_weight == 0.5  # recipe.yaml says 0.3
     assert Recipe(cfg, opts).exp_name == "tiny_mtla_s3_prefix"
 
@@ -224,7 +224,7 @@ def test_every_recipe_config_resolves(name: str, attention: str) -> None:
     cfg = load_recipe_config(root / "conf" / "recipe.yaml")
     recipe = Recipe(cfg, RunOptions(recipe_dir=root, attention=attention))
     exp = recipe.experiment_config()
-    assert exp.model.decoder.attention.type == attention
+    assert exp.model.decoder.self_attention().type == attention
     assert exp.data.target_field == cfg.target_field
     assert callable(recipe._corpus().prepare)
     assert recipe.exp_name.startswith(f"{recipe.model_config.stem}_{attention}")

@@ -21,7 +21,7 @@ each layer's attention cache.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -48,8 +48,10 @@ class DecoderConfig:
     arrangement: str = "cross"
     tie_embeddings: bool = True
     projector_stack: int = 1
-    # A mapping (a YAML section) until validated into the chosen variant's own config class:
-    # OmegaConf cannot type a field by the value of its `type` key, attention_config does.
+    # A plain mapping (a YAML section), validated against the chosen variant's own config
+    # class by `self_attention()`. It stays a mapping so the OmegaConf schema stays untyped
+    # there: OmegaConf cannot type a node by the value of its `type` key, and a node typed
+    # after the default variant would refuse every other variant's keys.
     attention: Any = field(default_factory=lambda: {"type": "mtla"})
 
     def __post_init__(self) -> None:
@@ -63,8 +65,14 @@ class DecoderConfig:
             raise ValueError(
                 f"decoder d_model {self.d_model} not divisible by {self.n_heads} heads"
             )
-        self.attention: AttentionConfig = attention_config(self.attention)
-        self.attention.resolved(self.d_model, self.n_heads)  # validate early
+        if isinstance(self.attention, AttentionConfig):
+            self.attention = asdict(self.attention)
+        self.attention = dict(self.attention)
+        self.self_attention().resolved(self.d_model, self.n_heads)  # validate early
+
+    def self_attention(self) -> AttentionConfig:
+        """The chosen variant's config (its own class: an unused key is an error)."""
+        return attention_config(self.attention)
 
 
 class FeedForward(nn.Sequential):

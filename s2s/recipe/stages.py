@@ -134,7 +134,7 @@ class Recipe:
     @property
     def exp_name(self) -> str:
         cfg = self.experiment_config()
-        att = cfg.model.decoder.attention
+        att = cfg.model.decoder.self_attention()
         name = f"{self.model_config.stem}_{att.type}"
         if att.type == "mtla":
             name += f"_s{att.stride}"
