@@ -81,3 +81,40 @@ def test_tied_embeddings_and_config_errors() -> None:
         DecoderConfig(d_model=64, n_heads=4, attention={"type": "mla", "d_model": 32})
     with pytest.raises(ValueError, match="'mha' does not use 'stride'"):
         DecoderConfig(attention={"type": "mha", "stride": 2})
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_prefix_projector_stacks_frames(norm: bool) -> None:
+    """projector_stack = 2: a sample of S frames gives S // 2 stacked frames (a trailing odd
+    frame dropped); step-by-step still equals teacher forcing, padded still equals alone."""
+    cfg = DecoderConfig(
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        ffn_dim=64,
+        dropout=0.0,
+        arrangement="prefix",
+        projector_stack=2,
+        projector_norm=norm,
+        attention={"type": "mtla", "stride": 3},
+    )
+    dec = Decoder(cfg, vocab_size=23, memory_dim=24).eval()
+    memory, memory_lens, tokens, token_lens = inputs(3)
+    with torch.no_grad():
+        frames, frame_lens = dec.project_frames(memory, memory_lens)
+        assert frames.shape[1] == 4 and frame_lens.tolist() == [4, 2, 3]
+        logits = dec(tokens, token_lens, memory, memory_lens)
+        state = dec.init_state(memory, memory_lens)
+        stepped = torch.stack([dec.step(tokens[:, t], state) for t in range(tokens.shape[1])], 1)
+        for b, n in enumerate(token_lens.tolist()):
+            torch.testing.assert_close(stepped[b, :n], logits[b, :n], rtol=1e-5, atol=2e-5)
+            m = int(memory_lens[b])
+            alone = dec(
+                tokens[b : b + 1, :n],
+                token_lens[b : b + 1],
+                memory[b : b + 1, :m],
+                memory_lens[b : b + 1],
+            )
+            torch.testing.assert_close(alone[0], logits[b, :n], rtol=1e-5, atol=2e-5)
+    with pytest.raises(ValueError, match="projector_stack"):
+        DecoderConfig(projector_stack=0)

@@ -48,6 +48,7 @@ class DecoderConfig:
     arrangement: str = "cross"
     tie_embeddings: bool = True
     projector_stack: int = 1
+    projector_norm: bool = False
     # A plain mapping (a YAML section), validated against the chosen variant's own config
     # class by `self_attention()`. It stays a mapping so the OmegaConf schema stays untyped
     # there: OmegaConf cannot type a node by the value of its `type` key, and a node typed
@@ -170,12 +171,14 @@ class FrameProjector(nn.Module):
     adjacent frames, then Linear -> ReLU -> Linear, d_enc * k -> d / 2 -> d. A stacked frame is
     real when all k of its frames are: S frames of a sample give S // k."""
 
-    def __init__(self, memory_dim: int, d_model: int, stack: int = 1) -> None:
+    def __init__(self, memory_dim: int, d_model: int, stack: int = 1, norm: bool = False) -> None:
         super().__init__()
         self.stack = stack
         self.net = nn.Sequential(
             nn.Linear(memory_dim * stack, d_model // 2), nn.ReLU(), nn.Linear(d_model // 2, d_model)
         )
+        if norm:
+            self.net.append(nn.LayerNorm(d_model))
 
     def forward(self, memory: Tensor) -> Tensor:
         """(B, S, memory_dim) -> (B, S // k, d)."""
@@ -201,7 +204,9 @@ class Decoder(nn.Module):
             self.output.weight = self.embed.weight
         self.projector: nn.Module | None = None
         if cfg.arrangement == "prefix":
-            self.projector = FrameProjector(memory_dim, cfg.d_model, cfg.projector_stack)
+            self.projector = FrameProjector(
+                memory_dim, cfg.d_model, cfg.projector_stack, cfg.projector_norm
+            )
         elif cfg.arrangement == "prompt":
             self.projector = nn.Sequential(
                 nn.Linear(memory_dim, cfg.d_model), nn.LayerNorm(cfg.d_model)
