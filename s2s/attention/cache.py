@@ -102,30 +102,6 @@ class AttentionCache:
         """(N,) own slots in use."""
         return self.num_slots() - self.base()
 
-    def max_slots(self) -> int:
-        return int(self.num_slots().max()) if self.batch_size else 0
-
-    def valid_mask(self, num: int | None = None) -> Tensor:
-        """(N, num) bool: True for global slots in use (num defaults to max_slots())."""
-        num = self.max_slots() if num is None else num
-        return torch.arange(num, device=self.length.device)[None, :] < self.num_slots()[:, None]
-
-    def view(self, name: str, num: int | None = None) -> Tensor:
-        """(N, num, *slot_shape): the first num global slots of every row, shared and own
-        gathered into one tensor (a copy; tests and references, not the decode path)."""
-        num = self.max_slots() if num is None else num
-        g = torch.arange(num, device=self.length.device)[None, :].expand(self.batch_size, -1)
-        base = self.base()[:, None]
-        j = (g - base).clamp(0, self.capacity - 1)
-        rows = self._rows()[:, None].expand_as(j) if self.owner is None else self.owner.gather(1, j)
-        out = self.buffers[name][rows, j]
-        if name in self.shared and self.shared[name].shape[1]:
-            u = (self._rows() // self.group)[:, None].expand_as(g)
-            sh = self.shared[name][u, g.clamp(max=self.shared[name].shape[1] - 1)]
-            keep = (g < base).view(*g.shape, *[1] * (out.dim() - 2))
-            out = torch.where(keep, sh, out)
-        return out
-
     # --- memory ---------------------------------------------------------------------------
     def allocated_bytes(self) -> int:
         """Bytes the cache holds now: own and shared buffers (the owner table too)."""

@@ -151,11 +151,6 @@ class DecoderState:
         for cache in self.caches:
             cache.reorder(index)
 
-    def cache_bytes(self) -> int:
-        """Bytes of the self-attention caches' slots in use (all rows, all layers; shared
-        slots counted once per utterance)."""
-        return sum(c.used_bytes() for c in self.caches)
-
     def allocated_cache_bytes(self) -> int:
         """Bytes the self-attention caches hold now (all layers)."""
         return sum(c.allocated_bytes() for c in self.caches)
