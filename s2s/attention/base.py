@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig
+from s2s.attention.ops import parallel_attention
 from s2s.attention.packing import pack_prefix
 
 
@@ -33,6 +34,8 @@ class DecoderSelfAttention(nn.Module, ABC):
 
     #: tokens merged into one cache slot (MTLA's s; 1 for every other variant)
     stride: int = 1
+    #: softmax scale, set by each variant
+    scale: float
 
     def __init__(self, cfg: AttentionConfig) -> None:
         super().__init__()
@@ -88,6 +91,24 @@ class DecoderSelfAttention(nn.Module, ABC):
         if cache is not None:
             self._fill(cache, slots, y_lens)
         return zero_padding(out, lengths)
+
+    def parallel(
+        self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, lengths: Tensor | None
+    ) -> Tensor:
+        """ops.parallel_attention with this variant's stride, dropout and backend: q (B, L, H,
+        Dk) at q_pos over k (B, T, G, Dk) / v (B, T, G, Dv). Returns (B, L, H * Dv)."""
+        out = parallel_attention(
+            q,
+            k,
+            v,
+            scale=self.scale,
+            stride=self.stride,
+            lengths=lengths,
+            q_pos=q_pos,
+            dropout=self.cfg.dropout if self.training else 0.0,
+            backend=self.cfg.backend,
+        )
+        return out.flatten(2)
 
     def prefill(self, y: Tensor, lengths: Tensor | None, cache: AttentionCache) -> None:
         """Fill an empty cache with the keys/values of y (B, T, d) at positions 0..T-1, without

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from s2s.attention.base import DecoderSelfAttention
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig
-from s2s.attention.ops import cascade_attention, parallel_attention
+from s2s.attention.ops import cascade_attention
 from s2s.attention.positions import apply_rope
 from s2s.attention.registry import register_attention
 
@@ -101,17 +101,7 @@ class GroupedQueryAttention(DecoderSelfAttention):
     def attend(
         self, q: Tensor, slots: dict[str, Tensor], q_pos: Tensor, lengths: Tensor | None
     ) -> Tensor:
-        out = parallel_attention(
-            q,
-            slots["k"],
-            slots["v"],
-            scale=self.scale,
-            lengths=lengths,
-            q_pos=q_pos,
-            dropout=self.cfg.dropout if self.training else 0.0,
-            backend=self.cfg.backend,
-        )
-        return self.out_proj(out.flatten(2))
+        return self.out_proj(self.parallel(q, slots["k"], slots["v"], q_pos, lengths))
 
     def step(self, x: Tensor, cache: AttentionCache) -> Tensor:
         pos = cache.length[:, None]

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from s2s.attention.base import DecoderSelfAttention
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig
-from s2s.attention.ops import cascade_attention, latent_views, parallel_attention
+from s2s.attention.ops import cascade_attention, latent_views
 from s2s.attention.positions import apply_rope
 from s2s.attention.registry import register_attention
 
@@ -106,18 +106,7 @@ class LatentAttention(DecoderSelfAttention):
             (self.uk_proj(c_hat).view(B, T, H, D), k_rope[:, :, None].expand(-1, -1, H, -1)), -1
         )
         v = self.uv_proj(c_hat).view(B, T, H, D)
-        out = parallel_attention(
-            q,
-            k,
-            v,
-            scale=self.scale,
-            stride=self.stride,
-            lengths=lengths,
-            q_pos=q_pos,
-            dropout=self.cfg.dropout if self.training else 0.0,
-            backend=self.cfg.backend,
-        )
-        return self.out_proj(out.flatten(2))
+        return self.out_proj(self.parallel(q, k, v, q_pos, lengths))
 
     def step(self, x: Tensor, cache: AttentionCache) -> Tensor:
         H, D, R = self.n_heads, self.head_dim, self.latent_dim
