@@ -7,9 +7,10 @@ import torch
 from torch import Tensor
 
 
-def _visible(i: Tensor, j: Tensor, s: int) -> Tensor:
+def stride_aware_visible(i: Tensor, j: Tensor, s: int) -> Tensor:
     """Query at position i sees the key (partial slot) after token j: its own slot, or the final
-    state of a chunk that ended before it. Broadcasts i and j."""
+    state of a chunk that ended before it. Broadcasts i and j (the boolean masks and flex's
+    mask_mod both use it)."""
     return (j == i) | ((j < i) & ((j + 1) % s == 0))
 
 
@@ -23,7 +24,7 @@ def stride_aware_causal_mask(T: int, s: int, device: torch.device | str | None =
     if s < 1:
         raise ValueError(f"stride must be >= 1, got {s}")
     pos = torch.arange(T, device=device)
-    return _visible(pos[:, None], pos[None, :], s)
+    return stride_aware_visible(pos[:, None], pos[None, :], s)
 
 
 def lengths_to_padding_mask(lengths: Tensor, T: int) -> Tensor:
@@ -48,7 +49,7 @@ def self_attention_mask(
         return stride_aware_causal_mask(T, stride, device)
     j = torch.arange(T, device=device)
     i = j[None, :, None] if q_pos is None else q_pos[:, :, None]
-    mask = _visible(i, j, stride)
+    mask = stride_aware_visible(i, j, stride)
     if lengths is not None:
         mask = mask & ((j < lengths[:, None, None]) | (j == i))
     return mask[:, None]

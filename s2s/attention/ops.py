@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from s2s.attention.cache import AttentionCache
-from s2s.attention.masks import self_attention_mask
+from s2s.attention.masks import self_attention_mask, stride_aware_visible
 
 
 def parallel_attention(
@@ -78,9 +78,8 @@ def _flex(
 
     def mask_mod(b, h, q_idx, kv_idx):
         i = qpos[b, q_idx]
-        visible = (kv_idx == i) | ((kv_idx < i) & ((kv_idx + 1) % stride == 0))
         # Padded queries keep their diagonal so no row is empty (zeroed by the caller).
-        return visible & ((kv_idx < lens[b]) | (kv_idx == i))
+        return stride_aware_visible(i, kv_idx, stride) & ((kv_idx < lens[b]) | (kv_idx == i))
 
     block_mask = create_block_mask(mask_mod, B, None, L, T, device=q.device)
     fn = _compiled_flex() if q.is_cuda else flex_attention
@@ -110,11 +109,6 @@ def attend_with_lse(
     out = torch.einsum("bgqs,bsgd->bgqd", p, vf) / denom.clamp_min(1e-30)[..., None]
     lse = m[..., 0] + denom.log()
     return out.reshape(B, Q, -1), lse.reshape(B, Q)
-
-
-def decode_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, scale: float) -> Tensor:
-    """`attend_with_lse` without the log-sum-exp, in q's dtype. q: (B, H, Dk) -> (B, H, Dv)."""
-    return attend_with_lse(q, k, v, valid, scale)[0].to(q.dtype)
 
 
 def cached_attention(

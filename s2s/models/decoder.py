@@ -261,14 +261,12 @@ class Decoder(nn.Module):
         kw = dict(ancestry=ancestry, share_prefix=share_prefix)
         if self.cfg.arrangement == "cross":
             own = self._own_slots(torch.zeros_like(memory_lens), max_len, share_prefix)
-            s = self.layers[0].self_attn.stride
-            cap = {"capacity": own * s} if own else {}
+            cap = {"capacity": own * self.stride} if own else {}
             caches = [layer.self_attn.new_cache(B * beam, **kw, **cap) for layer in self.layers]
             kvs = [layer.cross_attn.project_memory(memory) for layer in self.layers]
             return DecoderState(caches, kvs, memory_lens, beam)
         # Own part: one slot (MTLA's incomplete chunk) until expand sizes it for the search.
-        s = self.layers[0].self_attn.stride
-        caches = [layer.self_attn.new_cache(B, capacity=s, **kw) for layer in self.layers]
+        caches = [layer.self_attn.new_cache(B, capacity=self.stride, **kw) for layer in self.layers]
         if self.cfg.arrangement == "prefix":
             # The frames are the same in every layer: each layer's cache straight from them.
             frames, memory_lens = self.project_frames(memory, memory_lens)
@@ -283,12 +281,17 @@ class Decoder(nn.Module):
             cache.expand(beam, own)
         return DecoderState(caches, None, memory_lens, beam)
 
+    @property
+    def stride(self) -> int:
+        """Tokens per cache slot (every layer has the same self-attention)."""
+        return self.layers[0].self_attn.stride
+
     def _own_slots(self, prefix_lens: Tensor, max_len: int | None, shared: bool) -> int | None:
         """Own cache slots a row needs to take max_len more tokens after its prefix: the
         slots of prefix + max_len tokens, less the prefix's completed (shared) ones."""
         if max_len is None:
             return None
-        s = self.layers[0].self_attn.stride
+        s = self.stride
         total = (prefix_lens + max_len + s - 1) // s
         return int((total - prefix_lens // s if shared else total).max())
 
