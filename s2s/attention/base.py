@@ -145,10 +145,12 @@ class DecoderSelfAttention(nn.Module, ABC):
         fill: float | None = None,
         ancestry: bool = False,
         share_prefix: bool = True,
+        growable: bool = True,
     ) -> AttentionCache:
         """An empty cache for `batch_size` sequences (fill: poison value for tests; ancestry:
         append-only with owner indices, for beam search; share_prefix: a prefilled prefix is
-        stored once per utterance; see cache.py)."""
+        stored once per utterance; growable=False: `capacity` tokens is all it will ever hold,
+        so steps skip the checks that read the device; see cache.py)."""
         param = next(self.parameters())
         return AttentionCache(
             batch_size,
@@ -160,6 +162,7 @@ class DecoderSelfAttention(nn.Module, ABC):
             fill=fill,
             ancestry=ancestry,
             share_prefix=share_prefix,
+            growable=growable,
         )
 
     def cache_elements_per_token(self) -> float:

@@ -52,8 +52,12 @@ class AttentionCache:
         fill: float | None = None,
         ancestry: bool = False,
         share_prefix: bool = True,
+        growable: bool = True,
     ) -> None:
         self.stride = stride
+        # False once the own part is allocated for a whole search (`expand(beam, own_slots)`,
+        # or `capacity` given so): a step then never reads the device to size a buffer.
+        self.growable = growable
         self.fill = fill
         self.share_prefix = share_prefix
         self.slot_shapes = dict(slot_shapes)
@@ -138,17 +142,21 @@ class AttentionCache:
             self.owner = torch.cat((self.owner, tail), dim=1)
         self._track()
 
-    def _own_index(self, slot: Tensor) -> Tensor:
+    def own_index(self, slot: Tensor) -> Tensor:
+        """(N,) own-part index of global slot slot[n] of every row n (slot: (N,) long). A
+        growable cache grows to hold it; these checks read the device, so a search's cache,
+        allocated once, skips them (a GPU decode step never waits on the host)."""
         j = slot - self.base()
-        if bool((j < 0).any()):
-            raise ValueError("shared slots are read-only: a step only touches its own slots")
+        if self.growable:
+            if bool((j < 0).any()):
+                raise ValueError("shared slots are read-only: a step only touches its own slots")
+            self.reserve(int(j.max()) + 1)
         return j
 
     def read(self, name: str, slot: Tensor) -> Tensor:
         """Own slot at global index slot[n] of every row n. slot: (N,) long ->
         (N, *slot_shape)."""
-        j = self._own_index(slot)
-        self.reserve(int(j.max()) + 1)
+        j = self.own_index(slot)
         rows = self._rows()
         if self.owner is not None:
             rows = self.owner[rows, j]
@@ -156,8 +164,7 @@ class AttentionCache:
 
     def write(self, name: str, slot: Tensor, value: Tensor) -> None:
         """Store value[n] (N, *slot_shape) into global slot slot[n] (own part) of row n."""
-        j = self._own_index(slot)
-        self.reserve(int(j.max()) + 1)
+        j = self.own_index(slot)
         rows = self._rows()
         self.buffers[name][rows, j] = value.to(self.buffers[name].dtype)
         if self.owner is not None:
@@ -227,6 +234,7 @@ class AttentionCache:
             self.buffers[name] = grown
         self.length = self.length.index_select(0, index)
         self.group = beam
+        self.growable = own_slots is None
         if self.owner is not None:
             self.owner = (
                 torch.arange(U * beam, device=index.device)[:, None]

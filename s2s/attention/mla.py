@@ -73,9 +73,10 @@ class LatentAttention(DecoderSelfAttention):
         """Partial slot content after each token. c: (B, T, r) -> (B, T, r)."""
         return c
 
-    def merge_step(self, c: Tensor, pos: Tensor, cache: AttentionCache) -> Tensor:
-        """Slot content after token pos[b]. c: (B, r), pos: (B,) -> (B, r)."""
-        return c
+    def step_slot(self, c: Tensor, k_rope: Tensor, cache: AttentionCache) -> Tensor:
+        """The slot a decode step writes for the token at cache.length: c (B, r) latent,
+        k_rope (B, Dr) rotated -> (B, r + Dr)."""
+        return torch.cat((c, k_rope), -1)
 
     # --- the interface's pieces (base.py) -----------------------------------------------------
     def queries(self, x: Tensor, pos: Tensor) -> Tensor:
@@ -113,8 +114,7 @@ class LatentAttention(DecoderSelfAttention):
         pos = cache.length
         q_nope, q_rope = self.queries(x, pos[:, None])[:, 0].split((D, self.rope_dim), dim=-1)
         c, k_rope = self._latent(x, pos[:, None])
-        c_slot = self.merge_step(c[:, 0], pos, cache)
-        cache.write("kv", pos // self.stride, torch.cat((c_slot, k_rope[:, 0]), -1))
+        cache.write("kv", pos // self.stride, self.step_slot(c[:, 0], k_rope[:, 0], cache))
         cache.advance()
         # Absorb W_uk: q_nope . (c W_uk,h) == (W_uk,h q_nope) . c, a query in latent space.
         w_uk = self.uk_proj.weight.view(H, D, R)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from s2s.attention.cache import AttentionCache
 from s2s.attention.mla import LatentAttention, MLAConfig
+from s2s.attention.ops import merged_slot
 from s2s.attention.positions import sinusoidal_encoding
 from s2s.attention.registry import register_attention
 
@@ -55,10 +56,16 @@ class TemporalLatentAttention(LatentAttention):
             self.hyper_pe = nn.Linear(R, R // 4)  # A
             self.hyper_latent = nn.Linear(R, R // 4)  # B
 
+    def hyper(self, c: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+        """The hyper-network's two sides, A PE(pos // s) and B c: c (..., r), pos (...) long
+        -> two (..., r/4)."""
+        pe = sinusoidal_encoding(pos // self.stride, self.latent_dim).to(c.dtype)
+        return self.hyper_pe(pe), self.hyper_latent(c)
+
     def merge_weight(self, c: Tensor, pos: Tensor) -> Tensor:
         """w = sigmoid(<A PE(pos // s), B c>). c: (..., r), pos: (...) long -> (...)."""
-        pe = sinusoidal_encoding(pos // self.stride, self.latent_dim).to(c.dtype)
-        return torch.sigmoid((self.hyper_pe(pe) * self.hyper_latent(c)).sum(-1))
+        a, b = self.hyper(c, pos)
+        return torch.sigmoid((a * b).sum(-1))
 
     def merge_parallel(self, c: Tensor, pos: Tensor) -> Tensor:
         if self.stride == 1:
@@ -71,12 +78,9 @@ class TemporalLatentAttention(LatentAttention):
         chunks = F.pad(wc, (0, 0, 0, pad)).view(B, (T + pad) // s, s, R)
         return chunks.cumsum(dim=2).view(B, T + pad, R)[:, :T]
 
-    def merge_step(self, c: Tensor, pos: Tensor, cache: AttentionCache) -> Tensor:
+    def step_slot(self, c: Tensor, k_rope: Tensor, cache: AttentionCache) -> Tensor:
         if self.stride == 1:
-            return c
-        wc = self.merge_weight(c, pos)[:, None] * c
-        first = (pos % self.stride == 0)[:, None]
-        # A chunk's first token starts a new slot; later ones add to it. `where`, not a product:
-        # an unwritten slot may hold anything (NaN included).
-        previous = cache.read("kv", pos // self.stride)[:, : self.latent_dim]
-        return torch.where(first, wc, previous + wc)
+            return super().step_slot(c, k_rope, cache)
+        # A chunk's first token starts a new slot; later ones add to the parent's partial.
+        pos = cache.length
+        return merged_slot(c, k_rope, *self.hyper(c, pos), cache, pos // self.stride)

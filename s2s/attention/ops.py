@@ -2,13 +2,16 @@
 single-step decode call over a cache.
 
 The decode functions here are the PyTorch reference and the CPU path; the Triton kernels in
-`kernels/` compute the same thing and are tested against these.
+`kernels/` compute the same thing and are tested against these. `use_kernels` is the one switch
+between the two (docs/engine.md): by default the kernels run on CUDA and PyTorch elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -125,10 +128,10 @@ def cached_attention(
     the first columns of a latent buffer); owner: (N, S_cap) row of each sequence's slot, or
     None when row n holds sequence n; num_slots: (N,) slots in use (>= 1). Returns the output
     (N, H, Dv) and its (N, H) float32 log-sum-exp (for a cascade merge).
-    On CUDA this runs the Triton kernel (kernels.decode_attention), which reads through `owner`
-    without gathering; elsewhere the same math in PyTorch.
+    With kernels active (use_kernels) this runs the Triton kernel (kernels.decode_attention),
+    which reads through `owner` without gathering; otherwise the same math in PyTorch.
     """
-    if q.is_cuda and _triton_enabled():
+    if kernels_active(q):
         from kernels.decode_attention import decode_attention_triton
 
         return decode_attention_triton(q, k, v, owner, num_slots, scale)
@@ -143,8 +146,33 @@ def cached_attention(
     return out.to(q.dtype), lse
 
 
+KERNEL_MODES = ("auto", "off", "on")
+_kernel_mode: ContextVar[str] = ContextVar("s2s_kernel_mode", default="auto")
+
+
+@contextlib.contextmanager
+def use_kernels(mode: str | bool) -> Iterator[None]:
+    """Within the block, decode steps use the Triton kernels: "auto" (or True) on CUDA
+    tensors only, "off" (or False) never (the PyTorch reference, for comparisons), "on" on any
+    device (on CPU only under TRITON_INTERPRET=1: the interpreter tests)."""
+    mode = {True: "auto", False: "off"}.get(mode, mode)  # type: ignore[call-overload]
+    if mode not in KERNEL_MODES:
+        raise ValueError(f"kernel mode {mode!r} not in {KERNEL_MODES}")
+    token = _kernel_mode.set(mode)
+    try:
+        yield
+    finally:
+        _kernel_mode.reset(token)
+
+
+def kernels_active(t: Tensor) -> bool:
+    """Whether a decode op on tensor t runs its Triton kernel (see use_kernels)."""
+    mode = _kernel_mode.get()
+    return mode == "on" or (mode == "auto" and t.is_cuda and _triton_available())
+
+
 @functools.cache
-def _triton_enabled() -> bool:
+def _triton_available() -> bool:
     try:
         import triton  # noqa: F401
     except ImportError:  # pragma: no cover - triton ships with torch on Linux
@@ -165,11 +193,22 @@ def cascade_attention(
     pick the key (R, S, G, Dk) and value (R, S, G, Dv) views from a part's buffers. The shared
     part is attended by all K*H queries of an utterance at once, one dense product against
     its one copy; the own part per row through the ancestry table. Returns (N, H, Dv).
+    With kernels active, kernels.cascade_attention does both parts and the merge.
     """
+    has_shared = bool(cache.shared) and next(iter(cache.shared.values())).shape[1] > 0
+    if kernels_active(q):
+        from kernels.cascade_attention import cascade_attention_triton
+        from kernels.decode_attention import CachePart
+
+        own = CachePart(k_of(cache.buffers), v_of(cache.buffers), cache.owner, cache.own_slots())
+        shared = None
+        if has_shared:
+            shared = CachePart(k_of(cache.shared), v_of(cache.shared), None, cache.shared_slots)
+        return cascade_attention_triton(q, own, shared, scale)
     out_own, lse_own = cached_attention(
         q, k_of(cache.buffers), v_of(cache.buffers), cache.owner, cache.own_slots(), scale
     )
-    if not cache.shared or not next(iter(cache.shared.values())).shape[1]:
+    if not has_shared:
         return out_own
     ks, vs = k_of(cache.shared), v_of(cache.shared)  # (U, S, G, D)
     N, H, Dk = q.shape
@@ -191,3 +230,25 @@ def latent_views(value_dim: int):
     """k_of / v_of for the MLA/MTLA latent buffer "kv" (R, S, r + d_r): the key is the whole
     slot, the value its first value_dim (= r) columns, both views (G = 1), nothing expanded."""
     return (lambda b: b["kv"][:, :, None]), (lambda b: b["kv"][:, :, None, :value_dim])
+
+
+def merged_slot(
+    c: Tensor, k_rope: Tensor, a: Tensor, b: Tensor, cache: AttentionCache, slot: Tensor
+) -> Tensor:
+    """MTLA's new cache slot for one decode step (kernels/mtla_update.py has the formula).
+
+    c: (N, r) normalised latents, k_rope: (N, d_r) rotated RoPE keys, a / b: (N, r/4) the
+    hyper-network's A PE(t // s) and B c; slot: (N,) global slot of each token's chunk in the
+    cache's buffer "kv", whose first r columns hold the chunk's partial sum so far.
+    Returns [partial + w c ; k_rope] (N, r + d_r), w = sigmoid(<a, b>), partial = 0 when the
+    token opens its chunk."""
+    first = cache.length % cache.stride == 0
+    if kernels_active(c):
+        from kernels.mtla_update import mtla_slot_triton
+
+        j = cache.own_index(slot)
+        return mtla_slot_triton(c, k_rope, a, b, cache.buffers["kv"], cache.owner, j, first)
+    wc = torch.sigmoid((a * b).sum(-1))[:, None] * c
+    # `where`, not a product: an unwritten slot may hold anything (NaN included).
+    previous = cache.read("kv", slot)[:, : c.shape[1]]
+    return torch.cat((torch.where(first[:, None], wc, previous + wc), k_rope), -1)

@@ -10,12 +10,15 @@ work is the same and only the attention and the cache handling differ. Engines:
 - `authors`: the MTLA authors' own module (PyPI `mtla`, mtla/MTLA.py) in every layer, in the
   same decoder and search (s2s/bench/authors.py); skipped when `mtla` is not installed.
 
-Reported per run: decode time (median of repeats), the peak bytes the self-attention caches
-allocated during the search (CPU and GPU alike), and on CUDA torch's peak allocated memory;
-ratios are to MHA in the naive engine, measured in the same run.
+On CUDA the lean and naive engines' decode steps run the Triton kernels (kernels/) unless
+`--kernels off`; `--kernels both` adds every such run again on the PyTorch path ("... torch"),
+measured in the same process. Reported per run: decode time (median of repeats), the peak
+bytes the self-attention caches allocated during the search (CPU and GPU alike), and on CUDA
+torch's peak allocated memory; ratios are to MHA in the naive engine, measured in the same run.
 
     python -m s2s.bench.decode [--size paper|tiny] [--arrangement prefix|cross|prompt]
         [--batch 4] [--beam 50] [--prefix 100 300] [--steps 60] [--device cuda]
+        [--dtype float32|bfloat16] [--kernels auto|off|both]
         [--runs mha:naive mtla:2:naive mtla:2:authors mha mqa gqa mla mtla:2 mtla:3 mtla:4]
         [--plot decode.png] [--json rows.json]
 """
@@ -100,7 +103,9 @@ def label(name: str, stride: int) -> str:
     return f"mtla s={stride}" if name == "mtla" else name
 
 
-def bench(spec: str, prefix: int, args: argparse.Namespace, authors) -> dict | None:
+def bench(
+    spec: str, prefix: int, args: argparse.Namespace, authors, kernels: bool = True
+) -> dict | None:
     name, stride, engine = parse_run(spec)
     if engine == "authors" and authors is None:
         return None
@@ -109,11 +114,14 @@ def bench(spec: str, prefix: int, args: argparse.Namespace, authors) -> dict | N
     device = torch.device(args.device)
     torch.manual_seed(0)
     dec = build(name, stride, args.size, args.arrangement, authors if engine == "authors" else None)
-    dec = dec.to(device)
+    dtype = getattr(torch, args.dtype)
+    dec = dec.to(device, dtype)
     d = dec.cfg.d_model
-    memory = torch.randn(args.batch, prefix, d, device=device)
+    memory = torch.randn(args.batch, prefix, d, device=device, dtype=dtype)
     lens = torch.full((args.batch,), prefix, device=device)
-    cfg = BeamSearchConfig(beam_size=args.beam, max_len_b=args.steps, min_len=args.steps)
+    cfg = BeamSearchConfig(
+        beam_size=args.beam, max_len_b=args.steps, min_len=args.steps, kernels=kernels
+    )
     times, peak_gpu, peak_cache = [], None, 0
     for _ in range(args.repeats + 1):  # the first run warms up
         if device.type == "cuda":
@@ -137,8 +145,9 @@ def bench(spec: str, prefix: int, args: argparse.Namespace, authors) -> dict | N
         times.append(time.perf_counter() - t0)
         peak_cache = stats["peak_cache_bytes"]
     seconds = statistics.median(times[1:])
+    torch_path = not kernels and args.kernels == "both"
     return {
-        "run": f"{label(name, stride)} {engine}",
+        "run": f"{label(name, stride)} {engine}" + (" torch" if torch_path else ""),
         "variant": label(name, stride),
         "engine": engine,
         "prefix": prefix,
@@ -155,7 +164,8 @@ def report(rows: list[dict], args: argparse.Namespace, prefix: int) -> None:
     ref = next((r for r in rows if r["run"] == "mha naive"), rows[0])
     print(
         f"\n# {args.size} decoder, {args.arrangement}, B={args.batch} beam={args.beam} "
-        f"prefix={prefix} steps={args.steps} on {args.device}; ratios to '{ref['run']}'"
+        f"prefix={prefix} steps={args.steps} on {args.device} {args.dtype} kernels "
+        f"{args.kernels}; ratios to '{ref['run']}'"
     )
     print(
         f"{'run':<18}{'decode s':>10}{'speed-up':>10}{'peak cache MiB':>16}{'reduction':>11}"
@@ -208,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=60, help="tokens decoded per hypothesis")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--kernels", choices=["auto", "off", "both"], default="auto")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--plot", help="a PNG of time and peak cache memory against prefix length")
     args = p.parse_args(argv)
@@ -215,9 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for prefix in args.prefix:
         for spec in args.runs:
-            row = bench(spec, prefix, args, authors)
-            if row is not None:
-                rows.append(row)
+            modes = [True, False] if args.kernels == "both" else [args.kernels == "auto"]
+            if parse_run(spec)[2] == "authors":
+                modes = modes[:1]  # their module has no kernels to switch
+            for kernels in modes:
+                row = bench(spec, prefix, args, authors, kernels)
+                if row is not None:
+                    rows.append(row)
         report(rows, args, prefix)
     print("\n(paper: speed-up, memory reduction vs MHA; MuST-C, beam 50, RTX 6000 Ada)")
     if args.json:

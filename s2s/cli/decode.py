@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nbest", type=int, help="hypotheses per input (overrides the config)")
     p.add_argument("--checkpoint", default="", help="weights to load instead of model_avg.pt")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--no-kernels",
+        action="store_true",
+        help="decode with the PyTorch path on CUDA too (same as decode.kernels=false)",
+    )
     p.add_argument("--batch-frames", type=int, default=8000)
     return p
 
@@ -70,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [f"decode.beam_size={args.beam}"] if args.beam else []
     if args.nbest:
         overrides.append(f"decode.nbest={args.nbest}")
+    if args.no_kernels:
+        overrides.append("decode.kernels=false")
     overrides += settings
     try:
         s2t = Speech2Text.from_dir(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from s2s.attention.ops import use_kernels
 from s2s.models.decoder import Decoder
 
 ENGINES = ("lean", "naive")
@@ -27,7 +28,9 @@ class BeamSearchConfig:
     """beam_size: K (1 = greedy). nbest: hypotheses returned per utterance (<= K).
     Maximum output length per utterance: int(max_len_a * S + max_len_b), S = encoder frames
     after subsampling (fairseq's a/b); min_len: EOS is not allowed before this many tokens.
-    length_penalty: exponent of the length normalisation (0 = raw log-prob sums)."""
+    length_penalty: exponent of the length normalisation (0 = raw log-prob sums).
+    kernels: decode steps on CUDA run the Triton kernels (False: the PyTorch path, to compare;
+    s2s-decode --no-kernels)."""
 
     beam_size: int = 4
     nbest: int = 1
@@ -37,6 +40,7 @@ class BeamSearchConfig:
     length_penalty: float = 1.0
     ctc_weight: float = 0.0
     pre_beam_ratio: float = 1.5
+    kernels: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ctc_weight <= 1.0:
@@ -111,7 +115,9 @@ def beam_search(
         ctc_state = ctc.initial_state()
 
     for t in range(int(limit.max()) + 1):
-        logp = decoder.step(tokens, state).double().log_softmax(-1)  # (N, V)
+        with use_kernels(cfg.kernels):
+            logits = decoder.step(tokens, state)
+        logp = logits.double().log_softmax(-1)  # (N, V)
         V = logp.shape[-1]
         logp[:, [blank_id, bos_id]] = float("-inf")  # padding (= CTC blank) and BOS never emitted
         if t < cfg.min_len:

@@ -261,7 +261,7 @@ class Decoder(nn.Module):
         kw = dict(ancestry=ancestry, share_prefix=share_prefix)
         if self.cfg.arrangement == "cross":
             own = self._own_slots(torch.zeros_like(memory_lens), max_len, share_prefix)
-            cap = {"capacity": own * self.stride} if own else {}
+            cap = {"capacity": own * self.stride, "growable": False} if own else {}
             caches = [layer.self_attn.new_cache(B * beam, **kw, **cap) for layer in self.layers]
             kvs = [layer.cross_attn.project_memory(memory) for layer in self.layers]
             return DecoderState(caches, kvs, memory_lens, beam)
