@@ -266,7 +266,9 @@ def attend_partials(
     if split_offset + splits > out.shape[1]:
         raise ValueError("out has too few partial slots for this part's splits")
     rows, qpg = N // max(C, 1), H // G
-    block_q = block_q or min(_pow2(rows * qpg), 64)
+    # Query rows per program: all of a group's where they fit; the accumulator
+    # (block_q x Dv float32) is held in registers, so wide values take fewer rows.
+    block_q = block_q or min(_pow2(rows * qpg), max(16, 8192 // _pow2(DV)))
     n_qblocks = triton.cdiv(rows * qpg, block_q)
     owner = part.owner
     num_slots = part.num_slots.to(torch.int32).contiguous()
@@ -303,6 +305,7 @@ def attend_partials(
         HAS_TAIL=DT > 0,
         V_IS_K=v_is_k,
         IEEE=q.dtype == torch.float32,
+        num_warps=8 if max(DK, DV) >= 256 else 4,
     )
     return splits
 

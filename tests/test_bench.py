@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from s2s.bench.attention import main
 
 
@@ -71,3 +73,29 @@ def test_decode_bench_runs_every_engine(tmp_path) -> None:
             < naive["peak_cache_mib"]
             < rows["mha naive", prefix]["peak_cache_mib"]
         )
+
+
+def test_train_step_bench_every_variant(tmp_path) -> None:
+    """The whole model's training step per variant from conf/ (tiny size): every requested
+    variant gets a row, ratios are to MHA."""
+    from s2s.bench.train_step import main as train_main
+
+    out = tmp_path / "train.json"
+    argv = ["--size", "tiny", "--batch", "2", "--frames", "40", "--tokens", "5"]
+    argv += ["--repeats", "1", "--device", "cpu", "--variants", "mha", "mtla:3"]
+    assert train_main([*argv, "--json", str(out)]) == 0
+    rows = {r["variant"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"mha", "mtla:3"} and rows["mha"]["ratio"] == 1.0
+    assert all(r["step_s"] > 0 for r in rows.values())
+
+
+@pytest.mark.gpu
+def test_kernel_bench_on_gpu(tmp_path) -> None:
+    """kernels.bench at a small size: every row's kernel agrees with the PyTorch path."""
+    from kernels.bench import main as kernel_main
+
+    out = tmp_path / "kernels.json"
+    argv = ["--batch", "2", "--beam", "5", "--slots", "100", "--json", str(out)]
+    assert kernel_main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 4 and all(r["rel_err"] < 1e-5 for r in rows)

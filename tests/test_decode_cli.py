@@ -292,3 +292,16 @@ def test_cli_decode_settings_on_the_command_line(
     assert decode_main([*args, "decode.beam_size=2"]) == 2  # other settings: not mixed in
     assert f"{out} holds a decoding run with other settings" in capsys.readouterr().err
     assert OmegaConf.load(out / "decode.yaml").decode.beam_size == 4
+
+
+def test_cli_no_kernels_reaches_the_search(
+    speech_exp: Path, audio_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """--no-kernels is decode.kernels=false: held in the decode dir's settings (so it never
+    shares a dir with a kernel run)."""
+    data = tmp_path / "data"
+    write_datadir(data, {"u1": str(audio_files["8k"])}, {"text": {"u1": "a"}}, {"u1": "u1"})
+    out = tmp_path / "dec"
+    args = ["--model", str(speech_exp), "--data", str(data), "--out", str(out)]
+    assert decode_main([*args, "--no-kernels"]) == 0
+    assert OmegaConf.load(out / "decode.yaml").decode.kernels is False
