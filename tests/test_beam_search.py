@@ -8,10 +8,12 @@ import pytest
 import torch
 from helpers import BOS, EOS, V, make_decoder
 
+from s2s.attention import VARIANTS
 from s2s.decode.beam_search import BeamSearchConfig, Hypothesis, beam_search, max_lengths
 from s2s.models.decoder import Decoder
 
-CASES = [("mha", 1), ("mqa", 1), ("gqa", 1), ("mla", 1), ("mtla", 2), ("mtla", 3)]
+# every registered variant (mtla at s = 2 and 3: at s = 1 it is mla)
+CASES = [(v, 1) for v in VARIANTS if v != "mtla"] + [("mtla", 2), ("mtla", 3)]
 
 
 def reference_beam_search(dec: Decoder, memory, memory_len, cfg: BeamSearchConfig) -> list:

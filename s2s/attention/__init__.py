@@ -2,7 +2,14 @@
 
 Importing the package registers every variant (registry.py); VARIANTS lists their names."""
 
-from s2s.attention import mha, mla, mtla  # noqa: F401  (each registers its variants)
+from s2s.attention import (  # noqa: F401  (each registers its variants)
+    gta,
+    latent_blocks,
+    mfa,
+    mha,
+    mla,
+    mtla,
+)
 from s2s.attention.base import DecoderSelfAttention
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig, attention_config, sweep_config
