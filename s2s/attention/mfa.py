@@ -176,9 +176,12 @@ class FactorizedKeyReuseAttention(FactorizedAttention):
         of one utterance share their base, so an ancestry owner reads the right angle)."""
 
         def k_of(part: dict[str, Tensor]) -> Tensor:
-            k = part["k"]  # (R, S, 1, C)
+            if part is cache.shared:  # the same positions in every row: one angle table
+                k, first = part["k"], cache.shared_slots.new_zeros(1)  # (U, S, 1, C)
+            else:  # only the slots in use, not the whole allocation (cached_attention reads
+                # no further than the rows' own_slots)
+                k, first = part["k"][:, : int(cache.own_slots().max())], cache.base()
             slots = torch.arange(k.shape[1], device=k.device)
-            first = torch.zeros_like(cache.shared_slots) if part is cache.shared else cache.base()
             pos = first[:, None] + slots[None, :]
             return apply_rope(k, pos, self.cfg.rope_base)
 
