@@ -243,6 +243,24 @@ def test_cache_elements_per_token_formulas() -> None:
     for s in (1, 2, 3, 4):
         m = build_attention({"type": "mtla", "stride": s}, d_model=512, n_heads=H)
         assert m.cache_elements_per_token() == pytest.approx((R + Dr) / s)
+    # mfa 2C (C = 128), mfa_kr C (C = 256), mlra r + d_r, gla h_c latent heads of 2 d_h plus
+    # d_r (h_c = 2), gta h_kv d_h + d_h / 2 (h_kv = 4); and with sizes other than the defaults
+    more = {
+        ("mfa", ()): 2 * 128,
+        ("mfa_kr", ()): 256,
+        ("mlra", ()): R + Dr,
+        ("gla", ()): 2 * 2 * D + Dr,
+        ("gta", ()): 4 * D + D // 2,
+        ("mfa", (("kv_dim", 96),)): 2 * 96,
+        ("mfa_kr", (("kv_dim", 96),)): 96,
+        ("mlra", (("latent_dim", 128), ("blocks", 2))): 128 + Dr,
+        ("gla", (("latent_heads", 4),)): R + Dr,
+        ("gta", (("n_kv_heads", 2),)): 2 * D + D // 2,
+    }
+    for (variant, sizes), n in more.items():
+        m = build_attention({"type": variant, **dict(sizes)}, d_model=512, n_heads=H)
+        assert m.cache_elements_per_token() == n, (variant, sizes)
+        assert m.new_cache(1).elements_per_token() == n
 
 
 @pytest.mark.parametrize("stride", [2, 3])

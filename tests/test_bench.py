@@ -33,11 +33,16 @@ def test_bench_runs_and_reports_ratios(tmp_path, capsys) -> None:
     ]
     assert main(argv) == 0
     rows = {r["variant"]: r for r in json.loads(out.read_text())}
-    assert set(rows) == {"mha", "mqa", "gqa", "mla", "mtla s=2", "mtla s=3", "mtla s=4"}
+    assert set(rows) == {
+        *("mha", "mqa", "gqa", "mla", "mtla s=2", "mtla s=3", "mtla s=4"),
+        *("mfa", "mfa_kr", "mlra", "gla", "gta"),
+    }
     assert rows["mha"]["step_vs_mha"] == 1.0 and rows["mha"]["cache_vs_mha"] == 1.0
     assert rows["mha"]["cache_elems_per_token"] == 2 * 32
     assert rows["mla"]["cache_elems_per_token"] == 16 + 4
     assert rows["mtla s=4"]["cache_elems_per_token"] == (16 + 4) / 4
+    assert rows["mfa"]["cache_elems_per_token"] == 2 * (2 * 8)  # [k ; v], C = 2 d_h
+    assert rows["gta"]["cache_elems_per_token"] == 2 * 8 + 4  # 2 tied heads + d_h / 2
     assert all(r["forward_s"] > 0 and r["step_s"] > 0 for r in rows.values())
     assert "mtla s=3" in capsys.readouterr().out
 

@@ -163,6 +163,25 @@ def test_recipe_rejects_bad_flags(tmp_path: Path) -> None:
     assert recipe_main(["--recipe-dir", str(root)]) == 2
 
 
+def test_every_registered_variant_is_a_recipe_flag() -> None:
+    """run.sh --attention NAME accepts every registered variant and builds it in stage 7's
+    experiment config (conf/attention/NAME.yaml)."""
+    from s2s.attention import ATTENTION_REGISTRY, VARIANTS
+    from s2s.cli.recipe import build_parser
+    from s2s.models.decoder import Decoder
+    from s2s.recipe.config import load_recipe_config
+    from s2s.recipe.stages import Recipe, RunOptions
+
+    root = REPO / "recipes" / "phrases" / "st1"
+    cfg = load_recipe_config(root / "conf" / "recipe.yaml")
+    for name in VARIANTS:
+        assert build_parser().parse_args(["--attention", name]).attention == name
+        dec_cfg = Recipe(cfg, RunOptions(recipe_dir=root, attention=name)).experiment_config()
+        dec_cfg = dec_cfg.model.decoder
+        dec = Decoder(dec_cfg, vocab_size=11, memory_dim=dec_cfg.d_model)
+        assert type(dec.layers[0].self_attn) is ATTENTION_REGISTRY[name]
+
+
 def test_command_line_beats_recipe_overrides() -> None:
     """recipe.yaml's overrides are defaults: --arrangement/--stride and key=value win."""
     from s2s.recipe.config import load_recipe_config

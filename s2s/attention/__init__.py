@@ -2,7 +2,12 @@
 
 Importing the package registers every variant (registry.py); VARIANTS lists their names."""
 
+# Import order is registration order, the order of VARIANTS: the baselines first.
+# isort: off
 from s2s.attention import mha, mla, mtla  # noqa: F401  (each registers its variants)
+from s2s.attention import mfa, latent_blocks, gta  # noqa: F401
+# isort: on
+
 from s2s.attention.base import DecoderSelfAttention
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig, attention_config, sweep_config

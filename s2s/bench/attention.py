@@ -20,7 +20,20 @@ import torch
 
 from s2s.attention import AttentionConfig, build_attention, sweep_config
 
-DEFAULT_VARIANTS = ("mha", "mqa", "gqa", "mla", "mtla:2", "mtla:3", "mtla:4")
+DEFAULT_VARIANTS = (
+    "mha",
+    "mqa",
+    "gqa",
+    "mla",
+    "mtla:2",
+    "mtla:3",
+    "mtla:4",
+    "mfa",
+    "mfa_kr",
+    "mlra",
+    "gla",
+    "gta",
+)
 
 
 def parse_variant(spec: str, **sizes) -> AttentionConfig:

@@ -19,7 +19,8 @@ torch's peak allocated memory; ratios are to MHA in the naive engine, measured i
     python -m s2s.bench.decode [--size paper|tiny] [--arrangement prefix|cross|prompt]
         [--batch 4] [--beam 50] [--prefix 100 300] [--steps 60] [--device cuda]
         [--dtype float32|bfloat16] [--kernels auto|off|both]
-        [--runs mha:naive mtla:2:naive mtla:2:authors mha mqa gqa mla mtla:2 mtla:3 mtla:4]
+        [--runs mha:naive mtla:2:naive mtla:2:authors mha mqa gqa mla mtla:2 mtla:3 mtla:4
+                mfa mfa_kr mlra gla gta]
         [--plot decode.png] [--json rows.json]
 """
 
@@ -54,6 +55,11 @@ DEFAULT_RUNS = (
     "mtla:2",
     "mtla:3",
     "mtla:4",
+    "mfa",
+    "mfa_kr",
+    "mlra",
+    "gla",
+    "gta",
 )
 PAPER = {  # docs/paper.md: MuST-C tst-COMMON, beam 50, RTX 6000 Ada: speed-up, memory reduction
     "mha": (1.00, 1.00),

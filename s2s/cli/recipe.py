@@ -1,9 +1,11 @@
 """The engine behind recipes/<corpus>/<task>1/run.sh (ESPnet flags).
 
-    run.sh [--stage N] [--stop_stage M] [--ngpu G] [--nj J] [--attention mha|mqa|gqa|mla|mtla]
+    run.sh [--stage N] [--stop_stage M] [--ngpu G] [--nj J] [--attention NAME]
            [--stride S] [--arrangement cross|prefix|prompt] [--model_config F] [--train_config F]
            [--decode_config F] [--tag T] [key=value ...]
 
+--attention NAME: any registered variant (mha, mqa, gqa, mla, mtla, mfa, mfa_kr, mlra, gla,
+gta; docs/attention.md), read from conf/attention/NAME.yaml.
 Stages: 0 download, 1 data prep, 2 speed perturbation, 3 feature dump, 4 filtering,
 5 tokenizer, 6 CMVN statistics, 7 train, 8 average, 9 decode, 10 score into RESULTS.md.
 Trailing key=value pairs override the experiment config (OmegaConf dot-list); decode.* ones
@@ -17,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+from s2s.attention import VARIANTS
 from s2s.models.decoder import ARRANGEMENTS
 from s2s.recipe.config import STAGES, load_recipe_config
 from s2s.recipe.stages import Recipe, RunOptions
@@ -31,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop_stage", "--stop-stage", type=int, default=max(STAGES))
     p.add_argument("--ngpu", type=int, default=0)
     p.add_argument("--nj", type=int, default=1)
-    p.add_argument("--attention", default="", choices=["", "mha", "mqa", "gqa", "mla", "mtla"])
+    p.add_argument("--attention", default="", choices=["", *VARIANTS])
     p.add_argument("--stride", type=int, default=0)
     p.add_argument("--arrangement", default="", choices=["", *ARRANGEMENTS])
     p.add_argument("--model_config", "--model-config", default="")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stage-numbered recipe (ESPnet-style); the stages are implemented in s2s.recipe.stages.
-#   ./run.sh [--stage N] [--stop_stage M] [--ngpu G] [--nj J] [--attention mha|mqa|gqa|mla|mtla]
+#   ./run.sh [--stage N] [--stop_stage M] [--ngpu G] [--nj J] [--attention NAME]
 #            [--stride S] [--arrangement cross|prefix|prompt] [--model_config F] [--train_config F]
 #            [--decode_config F] [--tag T] [key=value ...]
 # Stages: 0 download, 1 data prep, 2 speed perturbation, 3 features, 4 filtering,
