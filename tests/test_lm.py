@@ -79,9 +79,13 @@ def test_weight_zero_equals_plain_search(arrangement: str, ctc_weight: float) ->
     memory, lens, ctc = _inputs()
     cfg = BeamSearchConfig(beam_size=4, nbest=4, max_len_b=8, ctc_weight=ctc_weight)
     kw = dict(bos_id=BOS, eos_id=EOS, ctc_log_probs=ctc)
-    plain = beam_search(dec, memory, lens, cfg, **kw)
-    fused = beam_search(dec, memory, lens, cfg, lm=lm, **kw)
+    plain_stats, fused_stats = {}, {}
+    plain = beam_search(dec, memory, lens, cfg, stats=plain_stats, **kw)
+    fused = beam_search(dec, memory, lens, cfg, lm=lm, stats=fused_stats, **kw)
     assert fused == plain
+    # the LM's caches count in the decode's peak: allocated once, for B * K rows x 9 tokens
+    lm_bytes = lm.init_state(3 * 4, ancestry=True, max_len=9).peak_cache_bytes()
+    assert fused_stats["peak_cache_bytes"] == plain_stats["peak_cache_bytes"] + lm_bytes > 0
 
 
 def _teacher_forced(dec, lm, memory, lens, tokens: list[int], weight: float) -> float:

@@ -247,7 +247,7 @@ def test_asr_recipe_trains_an_lm_and_fuses_it(phrases) -> None:
     assert OmegaConf.load(lm / "config.yaml").lm.attention.type == "mtla"
     exp = model_exp(root)
     assert recipe_main([*args, "--stage", "9", "--stop_stage", "10", "decode.lm_weight=0.3"]) == 0
-    name = "beam5_beam_size2_max_len_b8_ctc_weight0.3_lmlm_tiny_mtla_s2_lm_weight0.3"
+    name = "beam5_ctc_weight0.3_lmlm_tiny_mtla_s2_lm_weight0.3"  # beam5.yaml beats config.yaml
     d = exp / f"decode_test_{name}"
     try:
         held = OmegaConf.load(d / "decode.yaml").decode

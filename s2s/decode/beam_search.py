@@ -89,7 +89,8 @@ def beam_search(
     (the frames' cache once per utterance, own parts allocated once, ancestry reordering) or
     "naive" (every hypothesis holds the whole cache, reordering copies it: fairseq's way; a
     baseline for benchmarks and tests). stats: filled with "peak_cache_bytes", the most bytes
-    the self-attention caches allocated at once. Returns per utterance its `nbest` hypotheses."""
+    the self-attention caches (the decoder's and the LM's) allocated at once. Returns per
+    utterance its `nbest` hypotheses."""
     if engine not in ENGINES:
         raise ValueError(f"beam search engine {engine!r} not in {ENGINES}")
     B, K = memory.shape[0], cfg.beam_size
@@ -197,6 +198,7 @@ def beam_search(
         history = torch.cat((history[rows], keep_word.view(N, 1)), dim=1)
         tokens = keep_word.view(N)
 
-    if stats is not None:
-        stats["peak_cache_bytes"] = state.peak_cache_bytes()
+    if stats is not None:  # the LM's caches live as long as the decoder's: peaks add up
+        lm_bytes = lm_state.peak_cache_bytes() if lm_state is not None else 0
+        stats["peak_cache_bytes"] = state.peak_cache_bytes() + lm_bytes
     return [sorted(f, key=lambda h: -h.score)[: cfg.nbest] for f in finished]
