@@ -297,7 +297,7 @@ class LMExperimentConfig:
 
 def build_lm_dataset(cfg: LMExperimentConfig, split: str, tokenizer, train: bool = False):
     """Items whose target is the text (the source, the same text unnormalised, is only read
-    for its length, which buckets the batches)."""
+    for its length, which buckets the batches). `train` is unused: build_dataset's signature."""
     from s2s.data.datadir import load_datadir
     from s2s.data.dataset import TextPairDataset
 

@@ -136,3 +136,18 @@ def test_fusion_needs_a_model_and_a_valid_weight() -> None:
         beam_search(dec, torch.randn(1, 5, 24), torch.tensor([5]), cfg, bos_id=BOS, eos_id=EOS)
     with pytest.raises(ValueError, match="lm_weight"):
         BeamSearchConfig(lm_weight=-0.1)
+
+
+def test_load_lm_refuses_another_tokenizer(tmp_path) -> None:
+    """An LM trained with another tokenizer would score other tokens than the decoder emits."""
+    from s2s.experiment import LMExperimentConfig, load_lm, save_experiment_config
+
+    with pytest.raises(FileNotFoundError, match="not an LM experiment"):
+        load_lm(tmp_path, tmp_path / "tok.model")
+    (tmp_path / "tokenizer.model").write_bytes(b"the LM's pieces")
+    (tmp_path / "tok.model").write_bytes(b"the model's pieces")
+    cfg = LMExperimentConfig()
+    cfg.data.tokenizer = "tokenizer.model"  # relative to config.yaml, as in an experiment dir
+    save_experiment_config(cfg, tmp_path / "config.yaml")
+    with pytest.raises(ValueError, match="differs from the model's"):
+        load_lm(tmp_path, tmp_path / "tok.model")
