@@ -65,7 +65,7 @@ def make_part(layout: str, part: str, B: int, K: int, S: int, dtype, device) -> 
 
 def kernel_step(q, part: CachePart, scale: float):
     """The engine's kernel path for one part: split-KV partials, then their merge."""
-    P = split_plan(part.k.shape[1])[1]
+    P = split_plan(part.capacity)[1]
     out = torch.empty(*q.shape[:1], P, *q.shape[1:2], part.v.shape[3], device=q.device)
     lse = torch.empty(q.shape[0], P, q.shape[1], device=q.device, dtype=torch.float32)
     attend_partials(q, part, scale, out, lse)

@@ -26,8 +26,8 @@ def cascade_attention_triton(
     Returns (N, H, Dv) in q's dtype."""
     N, H = q.shape[:2]
     Dv = own.v.shape[3]
-    P_own = split_plan(own.k.shape[1], block_s=block_s)[1]
-    P_sh = split_plan(shared.k.shape[1], block_s=block_s)[1] if shared is not None else 0
+    P_own = split_plan(own.capacity, block_s=block_s)[1]
+    P_sh = split_plan(shared.capacity, block_s=block_s)[1] if shared is not None else 0
     out = torch.empty(N, P_own + P_sh, H, Dv, device=q.device, dtype=torch.float32)
     lse = torch.empty(N, P_own + P_sh, H, device=q.device, dtype=torch.float32)
     attend_partials(q, own, scale, out, lse, block_s=block_s)

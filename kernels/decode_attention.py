@@ -202,6 +202,12 @@ class CachePart(NamedTuple):
     owner: Tensor | None
     num_slots: Tensor
 
+    @property
+    def capacity(self) -> int:
+        """Slots addressable in both k and v (a caller may pass only the slots in use of one,
+        e.g. mfa_kr's keys rotated at read time)."""
+        return min(self.k.shape[1], self.v.shape[1])
+
 
 def _pow2(x: int, least: int = 16) -> int:
     return max(least, triton.next_power_of_2(x))
@@ -251,7 +257,8 @@ def attend_partials(
     N, H, DK_all = q.shape
     k, v = part.k, part.v
     C, G = part.num_slots.shape[0], k.shape[2]
-    if H % G or k.shape[3] != DK_all or v.shape[:3] != k.shape[:3] or N % max(C, 1):
+    same_rows = v.shape[0] == k.shape[0] and v.shape[2] == k.shape[2]
+    if H % G or k.shape[3] != DK_all or not same_rows or N % max(C, 1):
         raise ValueError(
             f"shape mismatch: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, "
             f"{C} cache sequences"
@@ -262,7 +269,7 @@ def attend_partials(
     # neither is padded to a power of two as one (r + d_r = 288 would pad to 512).
     DK, DT = (DV, DK_all - DV) if v_is_k else (DK_all, 0)
     kt = k[..., DK:] if DT else k
-    split_len, splits = split_plan(k.shape[1], num_splits, block_s=block_s)
+    split_len, splits = split_plan(part.capacity, num_splits, block_s=block_s)
     if split_offset + splits > out.shape[1]:
         raise ValueError("out has too few partial slots for this part's splits")
     rows, qpg = N // max(C, 1), H // G
@@ -337,7 +344,7 @@ def decode_attention_triton(
     in q's dtype and its (N, H) float32 log-sum-exp (for a cascade merge)."""
     if num_slots.shape != (q.shape[0],):
         raise ValueError(f"num_slots must be ({q.shape[0]},), got {tuple(num_slots.shape)}")
-    P = split_plan(k.shape[1], num_splits, block_s=block_s)[1]
+    P = split_plan(min(k.shape[1], v.shape[1]), num_splits, block_s=block_s)[1]
     out = q.new_empty(q.shape[0], P, q.shape[1], v.shape[3], dtype=torch.float32)
     lse = q.new_empty(q.shape[0], P, q.shape[1], dtype=torch.float32)
     attend_partials(

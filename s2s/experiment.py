@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from s2s.data.features import FbankConfig
 from s2s.data.specaug import SpecAugConfig
 from s2s.decode.beam_search import BeamSearchConfig
+from s2s.models.lm import LMConfig, TransformerLM
 from s2s.models.seq2seq import ModelConfig, Seq2SeqModel
 from s2s.train.config import TrainConfig
 
@@ -86,12 +87,15 @@ class ExperimentConfig:
 
 
 def load_experiment_config(
-    yaml_paths: Sequence[str | Path] = (), overrides: Sequence[str] = ()
-) -> ExperimentConfig:
-    """Merge YAML files (in order) and dot-list overrides onto the schema and validate.
+    yaml_paths: Sequence[str | Path] = (),
+    overrides: Sequence[str] = (),
+    schema: type | None = None,
+) -> ExperimentConfig | LMExperimentConfig:
+    """Merge YAML files (in order) and dot-list overrides onto the schema (ExperimentConfig,
+    or LMExperimentConfig for a language model) and validate.
 
     Raises ValueError naming the file (or override) and the offending key."""
-    cfg = OmegaConf.structured(ExperimentConfig)
+    cfg = OmegaConf.structured(schema or ExperimentConfig)
     for path in yaml_paths:
         path = Path(path)
         if not path.is_file():
@@ -126,7 +130,8 @@ def decoding_config(
 ) -> ExperimentConfig:
     """The config one decoding run of exp_dir uses: exp_dir/config.yaml (its decode section as
     trained), then decode_config (a YAML holding only a `decode:` section), then `decode.*`
-    dot-list overrides, the later winning. Recipe stage 9, s2s-decode and
+    dot-list overrides, the later winning. A relative decode.lm is relative to the current
+    directory. Recipe stage 9, s2s-decode and
     Speech2Text.from_dir all decode through this."""
     exp_dir = Path(exp_dir)
     if not (exp_dir / "config.yaml").is_file():
@@ -155,7 +160,9 @@ def decoding_name(decode: BeamSearchConfig, decode_config: str | Path) -> str:
     every setting, so runs with different settings never share a name."""
     own = load_experiment_config([decode_config]).decode
     changed = [f.name for f in fields(decode) if getattr(decode, f.name) != getattr(own, f.name)]
-    return "_".join([Path(decode_config).stem, *(f"{k}{getattr(decode, k)}" for k in changed)])
+    # decode.lm is a directory: its name (exp/lm_tiny_mtla_s2 -> lm_tiny_mtla_s2) names it
+    value = {k: Path(v).name if k == "lm" else v for k in changed for v in [getattr(decode, k)]}
+    return "_".join([Path(decode_config).stem, *(f"{k}{value[k]}" for k in changed)])
 
 
 def save_experiment_config(cfg: ExperimentConfig, path: str | Path) -> None:
@@ -245,7 +252,7 @@ def prepare_exp_dir(cfg: ExperimentConfig, exp_dir: str | Path) -> ExperimentCon
     exp_dir = Path(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     for key, name in EXP_FILES.items():
-        src = getattr(cfg.data, key)
+        src = getattr(cfg.data, key, "")  # an LM experiment has no CMVN
         if not src:
             if key == "tokenizer":
                 raise ValueError("data.tokenizer is not set")
@@ -257,6 +264,82 @@ def prepare_exp_dir(cfg: ExperimentConfig, exp_dir: str | Path) -> ExperimentCon
             shutil.copyfile(src, dst)
         setattr(cfg.data, key, name)
     return cfg
+
+
+@dataclass
+class LMDataConfig:
+    """A language model's training text: `text_field` of the data dirs, normalised as the
+    tokenizer's training text was. max_tokens: batch cap in padded tokens."""
+
+    train_dir: str = ""
+    valid_dir: str = ""
+    text_field: str = "text"
+    tokenizer: str = ""
+    normalize: str = "none"
+    max_tokens: int = 4000
+    max_batch_size: int = 0
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"data.max_tokens must be >= 1, got {self.max_tokens}")
+
+
+@dataclass
+class LMExperimentConfig:
+    """A language-model experiment (s2s-train-lm): the same exp/<name>/ layout, trainer and
+    checkpoint averaging as a model's."""
+
+    lm: LMConfig = field(default_factory=LMConfig)
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def build_lm_dataset(cfg: LMExperimentConfig, split: str, tokenizer, train: bool = False):
+    """Items whose target is the text (the source, the same text unnormalised, is only read
+    for its length, which buckets the batches). `train` is unused: build_dataset's signature."""
+    from s2s.data.datadir import load_datadir
+    from s2s.data.dataset import TextPairDataset
+
+    texts = load_datadir(getattr(cfg.data, f"{split}_dir")).texts[cfg.data.text_field]
+    return TextPairDataset(texts, texts, tokenizer, normalize=cfg.data.normalize)
+
+
+def build_lm_loader(cfg: LMExperimentConfig, dataset, *, shuffle: bool, **kw) -> DataLoader:
+    from s2s.data.dataset import collate
+    from s2s.data.sampler import BucketBatchSampler
+
+    sampler = BucketBatchSampler(
+        dataset.lengths,
+        cfg.data.max_tokens,
+        max_batch_size=cfg.data.max_batch_size,
+        shuffle=shuffle,
+        seed=cfg.train.seed,
+        num_replicas=kw.get("world_size", 1),
+        rank=kw.get("rank", 0),
+    )
+    return DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers
+    )
+
+
+def load_lm(lm_dir: str | Path, tokenizer_path: str | Path) -> TransformerLM:
+    """The language model of experiment lm_dir (model_avg.pt, else its latest checkpoint) for
+    decoding a model whose tokenizer is tokenizer_path. ValueError when the two tokenizers
+    differ: the LM would score other tokens than the decoder emits."""
+    lm_dir = Path(lm_dir)
+    if not (lm_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"decode.lm: {lm_dir}/config.yaml not found: not an LM experiment")
+    cfg = load_experiment_config([lm_dir / "config.yaml"], schema=LMExperimentConfig)
+    mine, theirs = Path(tokenizer_path), Path(cfg.data.tokenizer)
+    if mine.read_bytes() != theirs.read_bytes():
+        raise ValueError(
+            f"decode.lm: {lm_dir} was trained with the tokenizer {theirs}, which differs from "
+            f"the model's {mine}: an LM must share the model's target vocabulary"
+        )
+    lm = TransformerLM(cfg.lm, load_tokenizer(theirs).vocab_size)
+    load_model_weights(lm, lm_dir)
+    return lm.eval()
 
 
 def load_model_weights(model: torch.nn.Module, exp_dir: str | Path, checkpoint: str = "") -> Path:

@@ -25,10 +25,16 @@ from s2s.decode.inference import Speech2Text
 from s2s.demo import format_table
 
 
-def check_experiment(root: Path, n_test: int, metric: str) -> dict:
+def model_exp(root: Path) -> Path:
+    """The recipe's one model experiment (asr1 also has its language model's, exp/lm_*)."""
     exps = [p for p in (root / "exp").iterdir() if (p / "config.yaml").is_file()]
+    exps = [p for p in exps if not p.name.startswith("lm_")]
     assert len(exps) == 1, exps
-    exp = exps[0]
+    return exps[0]
+
+
+def check_experiment(root: Path, n_test: int, metric: str) -> dict:
+    exp = model_exp(root)
     assert (exp / "model_avg.pt").is_file()
     assert any((exp / "checkpoints").iterdir())
     assert any((exp / "tensorboard").rglob("events.out.tfevents.*"))
@@ -55,6 +61,7 @@ def phrases(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[P
                 "prepare_args": {"n_train": 24, "n_dev": 4, "n_test": 4},
                 "tokenizer": {"vocab_size": 80},
                 "speed_perturb": [0.9],
+                "lm_overrides": [o for o in TRAIN if o.startswith("train.")],
             }
             root = copy_recipe(tmp_path_factory.mktemp(task), f"phrases/{task}", shrink)
             args = ["--recipe-dir", str(root), "--nj", "2", "--attention", "mtla", "--stride", "2"]
@@ -83,7 +90,7 @@ def test_command_line_decode_settings_get_their_own_folder_and_row(phrases) -> N
     row. Settings: config.yaml (recipe.yaml's decode.ctc_weight=0.3, TRAIN's beam 2 and
     max_len_b 8), then beam5.yaml (beam 5, max_len_b 10), then the command line."""
     root, args = phrases("asr1")
-    exp = next(p for p in (root / "exp").iterdir() if (p / "config.yaml").is_file())
+    exp = model_exp(root)
     assert recipe_main([*args, "--stage", "9", "--stop_stage", "10", "decode.beam_size=3"]) == 0
     runs = {  # decode name -> (beam, max_len_b)
         "beam5_beam_size2_max_len_b8_ctc_weight0.3": (2, 8),  # the first run's TRAIN settings
@@ -108,7 +115,7 @@ def test_experiment_dir_decodes_after_a_copy_without_the_original(
     the copy decodes through s2s-decode --model and Speech2Text.from_dir, with its own
     tokenizer and CMVN stats."""
     root, _ = phrases("asr1")
-    exp = next(p for p in (root / "exp").iterdir() if (p / "config.yaml").is_file())
+    exp = model_exp(root)
     saved = OmegaConf.load(exp / "config.yaml").data
     assert (saved.tokenizer, saved.cmvn) == ("tokenizer.model", "cmvn.pt")
     wav = tmp_path / "utt.wav"
@@ -247,3 +254,54 @@ def test_every_recipe_config_resolves(name: str, attention: str) -> None:
     assert exp.data.target_field == cfg.target_field
     assert callable(recipe._corpus().prepare)
     assert recipe.exp_name.startswith(f"{recipe.model_config.stem}_{attention}")
+
+
+def test_asr_recipe_trains_an_lm_and_fuses_it(phrases) -> None:
+    """asr1's stage 7 trained the LM of recipe.yaml's lm_config (exp/lm_tiny_mtla_s2, averaged);
+    decode.lm_weight=0.3 on the command line fuses it: its own decode dir named after the LM
+    and the weight, a RESULTS.md row, and the LM recorded in decode.yaml."""
+    root, args = phrases("asr1")
+    lm = root / "exp" / "lm_tiny_mtla_s2"
+    assert (lm / "model_avg.pt").is_file()
+    assert OmegaConf.load(lm / "config.yaml").lm.attention.type == "mtla"
+    exp = model_exp(root)
+    assert recipe_main([*args, "--stage", "9", "--stop_stage", "10", "decode.lm_weight=0.3"]) == 0
+    name = "beam5_ctc_weight0.3_lmlm_tiny_mtla_s2_lm_weight0.3"  # beam5.yaml beats config.yaml
+    d = exp / f"decode_test_{name}"
+    try:
+        held = OmegaConf.load(d / "decode.yaml").decode
+        assert (held.lm, held.lm_weight) == (str(lm), 0.3)
+        assert "wer" in json.loads((d / "score.json").read_text())["metrics"]
+        assert f"| {exp.name} | {name} |" in (root / "RESULTS.md").read_text()
+    finally:  # leave the shared recipe as the other tests expect it
+        shutil.rmtree(d)
+
+
+def test_st_recipe_starts_from_the_asr_encoder(phrases, caplog: pytest.LogCaptureFixture) -> None:
+    """st1 --init_param <asr1 experiment>:encoder:encoder trains exp/<name>_init from the ASR
+    encoder (the log lists every key loaded and left); a missing ASR experiment is an error
+    that names the asr1 command producing it."""
+    asr_root, _ = phrases("asr1")
+    root, args = phrases("st1")
+    asr_exp = model_exp(asr_root)
+    exp = root / "exp" / f"{asr_exp.name}_init"
+    try:
+        missing = f"{asr_root}/exp/tiny_mha_cross:encoder:encoder"
+        assert (
+            recipe_main([*args, "--stage", "7", "--stop_stage", "7", "--init_param", missing]) == 1
+        )
+        flags = "--stage 1 --stop_stage 8 --attention mha --arrangement cross"
+        want = f"cd {asr_root} && ./run.sh {flags}"
+        assert want in caplog.text
+        spec = f"{asr_exp}:encoder:encoder"
+        assert (
+            recipe_main([*args, "--stage", "7", "--stop_stage", "7", "--init_param", spec, *TRAIN])
+            == 0
+        )
+        log = (exp / "logs" / "trainer.log").read_text()
+        assert f"init_param: encoder.frontend.conv.0.weight <- {asr_exp}/model_avg.pt" in log
+        assert "init_param: decoder.embed.weight left as initialised" in log
+        held = OmegaConf.load(exp / "config.yaml").train.init_param
+        assert held == [f"{asr_exp}:encoder:encoder"]
+    finally:
+        shutil.rmtree(exp, ignore_errors=True)

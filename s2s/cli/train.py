@@ -5,6 +5,7 @@
     s2s-train --config a.yaml --exp-dir exp/x --print-config     # resolved YAML, then exit
     s2s-train --config exp/x/config.yaml --exp-dir exp/x --average-only   # -> exp/x/model_avg.pt
     torchrun --standalone --nproc_per_node=2 -m s2s.cli.train --config ... --exp-dir ...
+    s2s-train --lm --config conf/lm/tiny.yaml --exp-dir exp/lm data.train_dir=... # an LM
 
 --config files are merged in order, then the key=value overrides (an unknown key is an error).
 Training writes exp/x/config.yaml, checkpoints/, tensorboard/ and logs/trainer.log; rerunning
@@ -30,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", default=[], help="YAML file (repeatable)")
     p.add_argument("--exp-dir", help="experiment directory (exp/<name>)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config")
+    p.add_argument(
+        "--lm",
+        action="store_true",
+        help="a target-side language model (experiment.LMExperimentConfig) for shallow fusion",
+    )
     p.add_argument(
         "--average-only",
         action="store_true",
@@ -61,7 +67,7 @@ def average_only(cfg, exp_dir: Path) -> Path:
     return out
 
 
-def train(cfg, exp_dir: Path) -> int:
+def train(cfg, exp_dir: Path, lm: bool = False) -> int:
     from omegaconf import OmegaConf
 
     from s2s import experiment as X
@@ -80,10 +86,16 @@ def train(cfg, exp_dir: Path) -> int:
         D.barrier()
         # Every rank reads what rank 0 prepared, as decoding will: the tokenizer and CMVN
         # paths in it are relative to exp_dir and resolve to its copies.
-        cfg = X.load_experiment_config([exp_dir / "config.yaml"])
+        schema = X.LMExperimentConfig if lm else X.ExperimentConfig
+        cfg = X.load_experiment_config([exp_dir / "config.yaml"], schema=schema)
         seed_everything(cfg.train.seed)
         tokenizer = X.load_tokenizer(cfg.data.tokenizer)
-        model = X.build_model(cfg, tokenizer.vocab_size)
+        if lm:
+            model = X.TransformerLM(cfg.lm, tokenizer.vocab_size)
+            build_dataset, build_loader = X.build_lm_dataset, X.build_lm_loader
+        else:
+            model = X.build_model(cfg, tokenizer.vocab_size)
+            build_dataset, build_loader = X.build_dataset, X.build_loader
         n_params = sum(p.numel() for p in model.parameters())
         log.info(
             "model: %.2fM parameters; device %s; world size %d",
@@ -91,13 +103,13 @@ def train(cfg, exp_dir: Path) -> int:
             device,
             info.world_size,
         )
-        train_set = X.build_dataset(cfg, "train", tokenizer, train=True)
+        train_set = build_dataset(cfg, "train", tokenizer, train=True)
         kw = {"rank": info.rank, "world_size": info.world_size}
-        train_loader = X.build_loader(cfg, train_set, shuffle=True, **kw)
+        train_loader = build_loader(cfg, train_set, shuffle=True, **kw)
         valid_loader = None
         if cfg.data.valid_dir:
-            valid_set = X.build_dataset(cfg, "valid", tokenizer, train=False)
-            valid_loader = X.build_loader(cfg, valid_set, shuffle=False, **kw)
+            valid_set = build_dataset(cfg, "valid", tokenizer, train=False)
+            valid_loader = build_loader(cfg, valid_set, shuffle=False, **kw)
         trainer = Trainer(
             model,
             cfg.train,
@@ -123,10 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     from omegaconf import OmegaConf
 
-    from s2s.experiment import load_experiment_config, to_dictconfig
+    from s2s.experiment import (
+        ExperimentConfig,
+        LMExperimentConfig,
+        load_experiment_config,
+        to_dictconfig,
+    )
 
+    schema = LMExperimentConfig if args.lm else ExperimentConfig
     try:
-        cfg = load_experiment_config(args.config, args.overrides)
+        cfg = load_experiment_config(args.config, args.overrides, schema=schema)
     except ValueError as e:
         print(f"s2s-train: {e}", file=sys.stderr)
         return 2
@@ -147,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"s2s-train: {e}", file=sys.stderr)
             return 2
         return 0
-    return train(cfg, exp_dir)
+    return train(cfg, exp_dir, lm=args.lm)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ once it has K finished hypotheses or reaches its maximum length, where EOS is fo
 Scores: sum of log-probs; ranking uses score / length ** length_penalty (length counts EOS).
 With CTC (ctc_weight > 0) each step scores only the pre_beam best tokens of the attention
 decoder, by (1 - ctc_weight) * attention + ctc_weight * CTC prefix score (s2s.decode.ctc_prefix).
+With a language model (shallow fusion, s2s.models.lm) lm_weight * its log-prob is added to every
+token's score (before the CTC pre-beam, as ESPnet's full scorers); its caches follow the
+hypotheses through the same ancestry reordering as the decoder's.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch import Tensor
 
 from s2s.attention.ops import use_kernels
 from s2s.models.decoder import Decoder
+from s2s.models.lm import TransformerLM
 
 ENGINES = ("lean", "naive")
 
@@ -29,6 +33,7 @@ class BeamSearchConfig:
     Maximum output length per utterance: int(max_len_a * S + max_len_b), S = encoder frames
     after subsampling (fairseq's a/b); min_len: EOS is not allowed before this many tokens.
     length_penalty: exponent of the length normalisation (0 = raw log-prob sums).
+    lm: a language-model experiment dir (s2s-train --lm) fused with weight lm_weight.
     kernels: decode steps on CUDA run the Triton kernels (False: the PyTorch path, to compare;
     s2s-decode --no-kernels)."""
 
@@ -40,9 +45,13 @@ class BeamSearchConfig:
     length_penalty: float = 1.0
     ctc_weight: float = 0.0
     pre_beam_ratio: float = 1.5
+    lm: str = ""
+    lm_weight: float = 0.0
     kernels: bool = True
 
     def __post_init__(self) -> None:
+        if self.lm_weight < 0:
+            raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
         if self.beam_size < 1 or not 1 <= self.nbest <= self.beam_size:
@@ -75,14 +84,17 @@ def beam_search(
     engine: str = "lean",
     ctc_log_probs: Tensor | None = None,
     blank_id: int = 0,
+    lm: TransformerLM | None = None,
     stats: dict | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode B utterances. memory: (B, S, d_enc), memory_lens: (B,); ctc_log_probs: (B, S, V)
-    CTC log-posteriors over the same frames (used when cfg.ctc_weight > 0). engine: "lean"
+    CTC log-posteriors over the same frames (used when cfg.ctc_weight > 0); lm: the language
+    model fused with cfg.lm_weight (cfg.lm names it for the caller, which loads it). engine: "lean"
     (the frames' cache once per utterance, own parts allocated once, ancestry reordering) or
     "naive" (every hypothesis holds the whole cache, reordering copies it: fairseq's way; a
     baseline for benchmarks and tests). stats: filled with "peak_cache_bytes", the most bytes
-    the self-attention caches allocated at once. Returns per utterance its `nbest` hypotheses."""
+    the self-attention caches (the decoder's and the LM's) allocated at once. Returns per
+    utterance its `nbest` hypotheses."""
     if engine not in ENGINES:
         raise ValueError(f"beam search engine {engine!r} not in {ENGINES}")
     B, K = memory.shape[0], cfg.beam_size
@@ -113,11 +125,18 @@ def beam_search(
 
         ctc = CTCPrefixScorer(ctc_log_probs, memory_lens, blank_id, eos_id, K)
         ctc_state = ctc.initial_state()
+    lm_state = None
+    if lm is not None:
+        lm_state = lm.init_state(N, ancestry=lean, max_len=int(limit.max()) + 1 if lean else None)
+    elif cfg.lm_weight > 0:
+        raise ValueError(f"lm_weight={cfg.lm_weight} needs a language model (decode.lm)")
 
     for t in range(int(limit.max()) + 1):
         with use_kernels(cfg.kernels):
-            logits = decoder.step(tokens, state)
-        logp = logits.double().log_softmax(-1)  # (N, V)
+            logp = decoder.step(tokens, state).double().log_softmax(-1)  # (N, V)
+            lm_logp = (
+                None if lm_state is None else lm.step(tokens, lm_state).double().log_softmax(-1)
+            )
         V = logp.shape[-1]
         logp[:, [blank_id, bos_id]] = float("-inf")  # padding (= CTC blank) and BOS never emitted
         if t < cfg.min_len:
@@ -128,11 +147,26 @@ def beam_search(
             logp[at_limit] = float("-inf")
             logp[at_limit, eos_id] = eos_col
         cand_ids = None  # column c of a row's candidates is token c
-        if ctc is not None:
+        if ctc is None:
+            if lm_logp is not None:
+                logp = logp + cfg.lm_weight * lm_logp
+        else:
             W = min(V, max(K, int(cfg.pre_beam_ratio * K)))
-            att, cand_ids = logp.topk(W, dim=-1)  # (N, W) pre-beam by the attention decoder
+            # Pre-beam by the full scorers, (1 - ctc_weight) * decoder + lm_weight * LM, in
+            # the same order as decoder + lm_weight / (1 - ctc_weight) * LM.
+            full = logp
+            if lm_logp is not None:
+                cw = cfg.ctc_weight
+                if cw < 1:
+                    full = logp + cfg.lm_weight / (1 - cw) * lm_logp
+                else:  # the decoder has no say, but its masks (EOS forced, ...) still hold
+                    full = lm_logp.masked_fill(torch.isinf(logp), float("-inf"))
+            cand_ids = full.topk(W, dim=-1).indices  # (N, W)
+            att = logp.gather(1, cand_ids)
             delta, r_new = ctc.score(ctc_state, cand_ids)
             logp = (1 - cfg.ctc_weight) * att + cfg.ctc_weight * delta.double()
+            if lm_logp is not None:
+                logp = logp + cfg.lm_weight * lm_logp.gather(1, cand_ids)
             logp = logp.masked_fill(torch.isinf(att), float("-inf"))
         C = logp.shape[-1]
         cand = (scores.view(N, 1) + logp).view(B, K * C)
@@ -162,6 +196,8 @@ def beam_search(
             break
         rows = (group_base + keep_parent).view(N)
         state.reorder(rows)
+        if lm_state is not None:
+            lm_state.reorder(rows)
         if ctc is not None:
             ctc_state = ctc.select(
                 ctc_state, r_new, delta, rows, keep_col.view(N), keep_word.view(N)
@@ -169,6 +205,7 @@ def beam_search(
         history = torch.cat((history[rows], keep_word.view(N, 1)), dim=1)
         tokens = keep_word.view(N)
 
-    if stats is not None:
-        stats["peak_cache_bytes"] = state.peak_cache_bytes()
+    if stats is not None:  # the LM's caches live as long as the decoder's: peaks add up
+        lm_bytes = lm_state.peak_cache_bytes() if lm_state is not None else 0
+        stats["peak_cache_bytes"] = state.peak_cache_bytes() + lm_bytes
     return [sorted(f, key=lambda h: -h.score)[: cfg.nbest] for f in finished]

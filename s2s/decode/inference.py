@@ -24,6 +24,7 @@ from s2s.experiment import (
     build_model,
     decoding_config,
     load_cmvn,
+    load_lm,
     load_model_weights,
     load_tokenizer,
 )
@@ -47,8 +48,10 @@ class Speech2Text:
         device: str | torch.device = "cpu",
         decode: BeamSearchConfig | None = None,
         fbank=None,
+        lm=None,
     ) -> None:
         self.model = model.to(device).eval()
+        self.lm = lm.to(device).eval() if lm is not None else None  # fused with decode.lm_weight
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.device = torch.device(device)
@@ -70,14 +73,16 @@ class Speech2Text:
         """Load exp_dir/config.yaml, its tokenizer, CMVN and weights (model_avg.pt, else the
         latest checkpoint, or `checkpoint`). Decode settings: config.yaml's, then
         decode_config's (a YAML with a `decode:` section), then decode_overrides
-        ("decode.beam_size=2", ...), the later winning (experiment.decoding_config)."""
+        ("decode.beam_size=2", ...), the later winning (experiment.decoding_config). With
+        decode.lm set, that language model is loaded too (experiment.load_lm)."""
         exp_dir = Path(exp_dir)
         cfg = decoding_config(exp_dir, decode_config, decode_overrides)
         tokenizer = load_tokenizer(cfg.data.tokenizer)
         model = build_model(cfg, tokenizer.vocab_size)
         load_model_weights(model, exp_dir, checkpoint)
         fbank = cfg.data.features if cfg.data.source == "speech" else None
-        return cls(model, tokenizer, cfg, device=device, fbank=fbank)
+        lm = load_lm(cfg.decode.lm, cfg.data.tokenizer) if cfg.decode.lm else None
+        return cls(model, tokenizer, cfg, device=device, fbank=fbank, lm=lm)
 
     # --- inputs ---------------------------------------------------------------------------
     @property
@@ -137,6 +142,7 @@ class Speech2Text:
             eos_id=EOS_ID,
             ctc_log_probs=ctc_log_probs,
             blank_id=PAD_ID,
+            lm=self.lm,
             stats=search,
         )
         self.peak_cache_bytes = max(self.peak_cache_bytes, search["peak_cache_bytes"])

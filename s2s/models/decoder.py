@@ -84,12 +84,15 @@ class FeedForward(nn.Sequential):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: DecoderConfig, memory_dim: int) -> None:
+    """memory_dim None: no encoder, so no cross-attention in any arrangement (the layer of a
+    language model, s2s.models.lm)."""
+
+    def __init__(self, cfg: DecoderConfig, memory_dim: int | None) -> None:
         super().__init__()
         self.self_norm = nn.LayerNorm(cfg.d_model)
         self.self_attn = build_attention(cfg.attention, cfg.d_model, cfg.n_heads)
         self.cross_attn: CrossAttention | None = None
-        if cfg.arrangement == "cross":
+        if cfg.arrangement == "cross" and memory_dim is not None:
             self.cross_norm = nn.LayerNorm(cfg.d_model)
             self.cross_attn = CrossAttention(cfg.d_model, cfg.n_heads, memory_dim, cfg.dropout)
         self.ffn_norm = nn.LayerNorm(cfg.d_model)

@@ -18,7 +18,7 @@ STAGES = {
     4: "length / empty filtering",
     5: "tokenizer",
     6: "statistics (global CMVN)",
-    7: "training",
+    7: "training (the language model first, when the recipe has one)",
     8: "checkpoint averaging",
     9: "decoding",
     10: "scoring into RESULTS.md",
@@ -49,7 +49,10 @@ class RecipeConfig:
     corpora). prepare_args: keyword arguments for the preparer. speed_perturb: extra factors
     for the training set (e.g. [0.9, 1.1]; 1.0 is always kept). Config paths are relative to
     the recipe directory. overrides: experiment-config dot-list entries this recipe always
-    applies (before the command line's)."""
+    applies (before the command line's). lm_config: a language-model YAML (conf/lm/*.yaml):
+    stage 7 then trains that LM on the training targets before the model, and decoding with
+    decode.lm_weight > 0 fuses it; lm_overrides: its dot-list entries (`--use_lm false` skips
+    it)."""
 
     corpus: str = ""
     task: str = "st"
@@ -71,6 +74,8 @@ class RecipeConfig:
     decode_config: str = "conf/decode.yaml"
     metrics: list = field(default_factory=lambda: ["bleu", "chrf"])
     overrides: list = field(default_factory=list)  # experiment config key=value, e.g. CTC weight
+    lm_config: str = ""
+    lm_overrides: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.corpus:

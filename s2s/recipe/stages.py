@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import logging
 import os
 import subprocess
@@ -42,6 +43,9 @@ class RunOptions:
     train_config: str = ""
     decode_config: str = ""
     tag: str = ""
+    init_param: list[str] = field(default_factory=list)
+    use_lm: bool = True
+    lm_config: str = ""
     overrides: list[str] = field(default_factory=list)
 
 
@@ -122,7 +126,23 @@ class Recipe:
             out.append(f"model.decoder.arrangement={o.arrangement}")
         if o.ngpu == 0:
             out.append("train.device=cpu")
+        if o.init_param:
+            out.append(f"train.init_param={json.dumps(self.init_param())}")
         return out + list(o.overrides)
+
+    def init_param(self) -> list[str]:
+        """--init_param entries with a relative source made relative to the recipe dir."""
+        from s2s.train.init_param import InitParam
+
+        out = []
+        for spec in self.opts.init_param:
+            p = InitParam.parse(spec)
+            source = (self.root / p.source).resolve()
+            parts = [str(source), p.src_key, p.dst_key] + (
+                [",".join(p.exclude)] if p.exclude else []
+            )
+            out.append(":".join(parts))
+        return out
 
     def experiment_config(self):
         from s2s.experiment import load_experiment_config
@@ -139,7 +159,9 @@ class Recipe:
         if att.type == "mtla":
             name += f"_s{att.stride}"
         name += f"_{cfg.model.decoder.arrangement}"
-        return name + (f"_{self.opts.tag}" if self.opts.tag else "")
+        # an initialised model is another experiment than the one trained from scratch
+        tag = self.opts.tag or ("init" if self.opts.init_param else "")
+        return name + (f"_{tag}" if tag else "")
 
     @property
     def exp_dir(self) -> Path:
@@ -147,8 +169,51 @@ class Recipe:
 
     def decode_overrides(self) -> list[str]:
         """The command line's decode.* settings, which decoding applies after the decode YAML
-        (the other key=value arguments are for training; config.yaml holds recipe.yaml's)."""
-        return [o for o in self.opts.overrides if o.startswith("decode.")]
+        (the other key=value arguments are for training; config.yaml holds recipe.yaml's),
+        plus decode.lm = the recipe's LM when the settings fuse one (lm_weight > 0)."""
+        from s2s.experiment import decoding_config
+
+        out = [o for o in self.opts.overrides if o.startswith("decode.")]
+        lm = self.lm_exp_dir
+        if lm is None or any(o.startswith("decode.lm=") for o in out):
+            return out
+        if decoding_config(self.exp_dir, self.decode_config, out).decode.lm_weight > 0:
+            out.append(f"decode.lm={lm}")
+        return out
+
+    # --- the language model -----------------------------------------------------------------
+    @property
+    def lm_config(self) -> Path | None:
+        """The LM YAML (--lm_config, else recipe.yaml's), None without one or --use_lm false."""
+        name = self.opts.lm_config or self.cfg.lm_config
+        return self.root / name if name and self.opts.use_lm else None
+
+    def lm_experiment_config(self):
+        """The LM's experiment config: its YAML, the recipe's training targets and tokenizer
+        (the model's: the LM scores the decoder's tokens), then recipe.yaml's lm_overrides."""
+        from s2s.experiment import LMExperimentConfig, load_experiment_config
+
+        d = self.cfg
+        out = [
+            f"data.train_dir={self.data / f'{self.train_set}_filt'}",
+            f"data.valid_dir={self.data / f'{d.valid_set}_filt'}",
+            f"data.text_field={d.target_field}",
+            f"data.tokenizer={self.tokenizer_path}",
+            f"data.normalize={d.tokenizer.normalize}",
+        ]
+        if self.opts.ngpu == 0:
+            out.append("train.device=cpu")
+        out += list(d.lm_overrides)
+        return load_experiment_config([self.lm_config], out, schema=LMExperimentConfig)
+
+    @property
+    def lm_exp_dir(self) -> Path | None:
+        """exp/lm_<LM YAML stem>_<attention>[_s<stride>], or None without an LM."""
+        if self.lm_config is None:
+            return None
+        att = self.lm_experiment_config().lm.layer_config().self_attention()
+        name = f"lm_{self.lm_config.stem}_{att.type}"
+        return self.root / "exp" / (name + (f"_s{att.stride}" if att.type == "mtla" else ""))
 
     def decode_name(self) -> str:
         """This run's decoding settings as a name: the decode YAML's stem plus each setting
@@ -289,10 +354,15 @@ class Recipe:
         compute_cmvn_stats(self.dump / self.train_set, self.dump / self.train_set / "cmvn.pt")
 
     def stage7(self) -> None:
-        """Train exp/<name>/ (torchrun with --ngpu > 1)."""
+        """Train the language model, when the recipe has one (into exp/lm_*/, averaged right
+        away), then exp/<name>/ (torchrun with --ngpu > 1), from --init_param when given."""
         from s2s.experiment import save_experiment_config
 
+        if self.lm_exp_dir is not None:
+            self._train_lm()
         cfg = self.experiment_config()
+        for spec in cfg.train.init_param:
+            self._check_init_source(spec)
         exp = self.exp_dir
         save_experiment_config(cfg, exp / "config.requested.yaml")
         cmd = [
@@ -316,6 +386,28 @@ class Recipe:
                 *cmd[3:],
             ]
         self._run(cmd, exp / "logs" / "train.log")
+
+    def _train_lm(self) -> None:
+        from s2s.experiment import save_experiment_config
+
+        exp = self.lm_exp_dir
+        save_experiment_config(self.lm_experiment_config(), exp / "config.requested.yaml")
+        train = [sys.executable, "-m", "s2s.cli.train", "--lm", "--exp-dir", str(exp)]
+        requested = str(exp / "config.requested.yaml")
+        self._run([*train, "--config", requested], exp / "logs" / "train.log")
+        average = [*train, "--config", str(exp / "config.yaml"), "--average-only"]
+        self._run(average, exp / "logs" / "average.log")
+
+    def _check_init_source(self, spec: str) -> None:
+        """FileNotFoundError saying which command produces a missing --init_param source."""
+        from s2s.train.init_param import InitParam, source_weights
+
+        source = InitParam.parse(spec).source
+        try:
+            source_weights(source)
+        except FileNotFoundError as e:
+            how = producing_command(Path(source))
+            raise FileNotFoundError(f"--init_param: {e}; {how}") from None
 
     def stage8(self) -> None:
         """Average the best checkpoints into exp/<name>/model_avg.pt."""
@@ -400,3 +492,42 @@ class Recipe:
             rc = proc.wait()
         if rc != 0:
             raise RuntimeError(f"command failed with exit code {rc}; see {logfile}")
+
+
+def producing_command(source: Path) -> str:
+    """How to produce a missing experiment `source` (exp/<name>/ or a file in it) of another
+    recipe: the run.sh command whose flags name exactly that experiment, when they can be
+    found from its name, else where to look."""
+    import re
+
+    from s2s.attention.config import CONFIG_CLASSES
+    from s2s.models.decoder import ARRANGEMENTS
+    from s2s.recipe.config import load_recipe_config
+
+    exp = source if source.parent.name == "exp" else source.parent
+    recipe = exp.parent.parent
+    if exp.parent.name != "exp" or not (recipe / "conf" / "recipe.yaml").is_file():
+        return "train that experiment first (model_avg.pt comes from stage 8)"
+    generic = f"train it first with {recipe}/run.sh (stages 1-8) and the flags that name {exp.name}"
+    pattern = (
+        rf"^(?P<model>.+?)_(?P<att>{'|'.join(sorted(CONFIG_CLASSES))})(?:_s(?P<stride>\d+))?"
+        rf"_(?P<arr>{'|'.join(ARRANGEMENTS)})(?:_(?P<tag>.+))?$"
+    )
+    m = re.match(pattern, exp.name)
+    if m is None:
+        return generic
+    opts = RunOptions(
+        recipe_dir=recipe,
+        attention=m["att"],
+        stride=int(m["stride"] or 0),
+        arrangement=m["arr"],
+        tag=m["tag"] or "",
+    )
+    try:
+        if Recipe(load_recipe_config(recipe / "conf" / "recipe.yaml"), opts).exp_name != exp.name:
+            return generic
+    except (ValueError, FileNotFoundError):
+        return generic
+    flags = f"--attention {opts.attention}" + (f" --stride {opts.stride}" if opts.stride else "")
+    flags += f" --arrangement {opts.arrangement}" + (f" --tag {opts.tag}" if opts.tag else "")
+    return f"produce it with: cd {recipe} && ./run.sh --stage 1 --stop_stage 8 {flags}"

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from s2s.train.init_param import InitParam
+
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMS = ("adam", "adamw")
 SCHEDULERS = ("noam", "inverse_sqrt", "constant", "cosine")
@@ -36,7 +38,9 @@ class TrainConfig:
     keep_last: newest checkpoints kept (0 = keep every checkpoint). keep_best: checkpoints with
     the best `best_metric` also kept (`best_mode` min or max).
     n_average / average_by: how many checkpoints (the best, or the last) stage 8 averages into
-    model_avg.pt. max_bad_batches: consecutive batches with a non-finite loss (or gradient)
+    model_avg.pt. init_param: ESPnet's `<source>:<src_key>:<dst_key>[:<exclude_keys>]`
+    entries loaded at the start of a fresh run (never on resume; s2s.train.init_param).
+    max_bad_batches: consecutive batches with a non-finite loss (or gradient)
     tolerated before training stops with an error.
     """
 
@@ -66,6 +70,7 @@ class TrainConfig:
     n_average: int = 10
     average_by: str = "best"
     max_bad_batches: int = 10
+    init_param: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         def check(cond: bool, msg: str) -> None:
@@ -96,6 +101,8 @@ class TrainConfig:
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_epochs", "accum_grad", "log_every_steps", "n_average", "max_bad_batches"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for spec in self.init_param:
+            InitParam.parse(spec)  # a malformed entry fails before training starts
         check(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
         check(
             "/" in self.best_metric,

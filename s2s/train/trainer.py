@@ -39,6 +39,7 @@ from s2s.train.checkpoint import (
     set_rng_state,
 )
 from s2s.train.config import TrainConfig
+from s2s.train.init_param import initialise
 from s2s.train.optim import LRScheduler, build_optimizer, lr_lambda
 from s2s.train.tb_logger import TBLogger, format_metrics
 
@@ -127,10 +128,11 @@ class Trainer:
         self._stop = True
 
     def fit(self, resume: bool = True) -> dict[str, float]:
-        """Train until max_epochs / max_steps, resuming from the latest checkpoint first.
+        """Train until max_epochs / max_steps, resuming from the latest checkpoint first;
+        a fresh run first loads cfg.init_param (a resumed one has them in its checkpoint).
         Returns the last validation metrics."""
-        if resume:
-            self.resume()
+        if not (resume and self.resume()) and self.cfg.init_param and self.step == 0:
+            initialise(self.module, list(self.cfg.init_param))
         handlers = self._install_signal_handlers()
         try:
             self._fit()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Stage-numbered recipe (ESPnet-style); the stages are implemented in s2s.recipe.stages.
+#   ./run.sh [--stage N] [--stop_stage M] [--ngpu G] [--nj J] [--attention mha|mqa|gqa|mla|mtla]
+#            [--stride S] [--arrangement cross|prefix|prompt] [--model_config F] [--train_config F]
+#            [--decode_config F] [--tag T] [--init_param SRC:SRC_KEY:DST_KEY[:EXCLUDE]]
+#            [--use_lm true|false] [--lm_config F] [key=value ...]
+# Stages: 0 download, 1 data prep, 2 speed perturbation, 3 features, 4 filtering,
+#         5 tokenizer, 6 CMVN stats, 7 train (the LM first, when the recipe has one),
+#         8 average, 9 decode, 10 score -> RESULTS.md
+# English ASR whose encoder starts ../st1 (--init_param there).
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+exec "${here}/../../recipe.sh" "${here}" "$@"
