@@ -9,6 +9,7 @@ import json
 import random
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import soundfile as sf
@@ -23,9 +24,17 @@ from s2s.data.dataset import collate
 from s2s.data.sampler import BucketBatchSampler
 from s2s.data.tokenizer import train_sentencepiece
 from s2s.models.decoder import Decoder, DecoderConfig
+from s2s.recipe.corpus import load_corpus_module
 from s2s.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def local_module(name: str) -> ModuleType:
+    """A corpus module of the repository's local/ (``"must_c"``, ``"phrases.grammar"``), loaded
+    as recipe stage 1 loads it: by path, never by the name ``local``."""
+    return load_corpus_module(REPO, name)
+
 
 # --- the trainer's toy data and model (test_trainer.py, test_ddp.py) -------------------------
 
@@ -363,6 +372,7 @@ TRAIN = [
 
 def copy_recipe(tmp: Path, name: str, shrink: dict) -> Path:
     shutil.copytree(REPO / "conf", tmp / "conf")
+    shutil.copytree(REPO / "local", tmp / "local", ignore=shutil.ignore_patterns("__pycache__"))
     dst = tmp / "recipes" / name
     shutil.copytree(REPO / "recipes" / name / "conf", dst / "conf")
     shutil.copy(REPO / "recipes" / name / "run.sh", dst / "run.sh")
