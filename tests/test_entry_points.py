@@ -26,6 +26,7 @@ EXPECTED = {
     "s2s-score": "s2s.cli.score:main",
     "s2s-recipe": "s2s.cli.recipe:main",
     "s2s-validate-data": "s2s.cli.validate_data:main",
+    "s2s-pack": "s2s.cli.pack:main",
 }
 
 

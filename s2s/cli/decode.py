@@ -1,6 +1,7 @@
 """s2s-decode: decode audio files, text files or a whole data dir with a trained experiment.
 
     s2s-decode --model exp/NAME a.wav b.flac          one line per file: "<file>\\t<text>"
+    s2s-decode --model NAME.tar.gz a.wav              a model packed by s2s-pack
     s2s-decode --model exp/NAME --format json a.wav   one JSON object per file, with the n-best
     s2s-decode --model exp/NAME --text docs.txt       summarisation: one output line per line
     s2s-decode --model exp/NAME --data data/test --out exp/NAME/decode_test [--dump dump/test]
@@ -27,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="s2s-decode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", required=True, help="experiment directory (exp/<name>)")
+    p.add_argument(
+        "--model", required=True, help="experiment directory (exp/<name>) or s2s-pack file"
+    )
     p.add_argument(
         "files",
         nargs="*",
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"decode.nbest={args.nbest}")
     overrides += settings
     try:
-        s2t = Speech2Text.from_dir(
+        s2t = Speech2Text.from_pretrained(
             args.model,
             device=args.device,
             checkpoint=args.checkpoint,

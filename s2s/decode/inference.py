@@ -1,6 +1,7 @@
 """The Python inference API: a trained experiment directory in, n-best hypotheses out.
 
     s2t = Speech2Text.from_dir("exp/tiny_mtla_s2_prefix")
+    s2t = Speech2Text.from_pretrained("model.tar.gz")   # an s2s-pack file, or a directory
     s2t("audio.flac")[0].text            # any sample rate, mono or stereo
     s2t.decode_texts(["a document ..."])  # summarisation (text-source) models
 
@@ -78,6 +79,41 @@ class Speech2Text:
         load_model_weights(model, exp_dir, checkpoint)
         fbank = cfg.data.features if cfg.data.source == "speech" else None
         return cls(model, tokenizer, cfg, device=device, fbank=fbank)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        checkpoint: str = "",
+        decode_config: str | Path | None = None,
+        decode_overrides: Sequence[str] = (),
+    ) -> Speech2Text:
+        """An experiment directory (as from_dir) or a model pack written by s2s-pack, which is
+        checked (s2s.pack.unpack_model: PackError for a damaged one) and unpacked into a
+        temporary directory that lives as long as the returned object; its weights are read
+        weights-only."""
+        path = Path(path)
+        kwargs = dict(device=device, decode_config=decode_config, decode_overrides=decode_overrides)
+        if path.is_dir():
+            return cls.from_dir(path, checkpoint=checkpoint, **kwargs)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such experiment directory or model pack")
+        if checkpoint:
+            raise ValueError(f"{path}: a model pack holds one set of weights; drop --checkpoint")
+        import tempfile
+
+        from s2s.pack import unpack_model
+
+        tmp = tempfile.TemporaryDirectory(prefix="s2s-pack-")
+        try:
+            s2t = cls.from_dir(unpack_model(path, tmp.name), **kwargs)
+        except BaseException:
+            tmp.cleanup()
+            raise
+        s2t._unpacked = tmp  # removed when s2t is
+        return s2t
 
     # --- inputs ---------------------------------------------------------------------------
     @property
