@@ -9,14 +9,17 @@ recording starts and ends; there is no webrtcvad, silero or pyannote in the lock
 The rule, per fbank frame (10 ms hop by default):
 
 1. energy (dB) = 10·log10 of the frame's total mel power (logsumexp of the log-mel bins);
-2. a frame is speech when its energy is within `threshold_db` of the recording's loud level
-   (the 0.99 quantile of frame energies, so one click does not set it) and above
-   `min_level_db`, so a silent recording has no segment. The scale is the fbank's (Kaldi's,
-   on 16-bit sample values): digital silence is about -50 dB, 16-bit dither noise about 49 dB,
-   white noise at -60 dBFS about 79 dB, speech peaking near -6 dBFS about 109 dB;
+2. a frame is speech when its energy is above the level `threshold` of the way from the
+   recording's background (the 0.05 quantile of frame energies: its pauses) to its loud level
+   (the 0.99 quantile, so one click does not set it), and above `min_level_db`, so a silent
+   recording has no segment. The scale is the fbank's (Kaldi's, on 16-bit sample values):
+   digital silence is about -50 dB, 16-bit dither noise about 49 dB, white noise at -60 dBFS
+   about 79 dB, speech peaking near -6 dBFS about 109 dB;
 3. pauses shorter than `min_silence_s` do not split; bursts shorter than `min_speech_s` are
    dropped; each segment is padded by `pad_s` on both sides (never past the middle of the
-   pause to its neighbour);
+   pause to its neighbour). The default pad is 0: the level rule already keeps an
+   utterance's soft edges, and extra pause around a segment cost the phrases recipe's model
+   half its BLEU (BENCHMARKS.md §8);
 4. a segment longer than `max_segment_s` is cut at its quietest frame in the second half of
    the allowed length, repeatedly, so no segment exceeds it.
 
@@ -40,16 +43,16 @@ from s2s.data.features import FbankConfig
 class VadConfig:
     """Segmentation settings (module docstring). Times in seconds."""
 
-    threshold_db: float = 40.0
+    threshold: float = 0.3
     min_level_db: float = 55.0
     min_silence_s: float = 0.3
     min_speech_s: float = 0.15
-    pad_s: float = 0.1
+    pad_s: float = 0.0
     max_segment_s: float = 20.0
 
     def __post_init__(self) -> None:
-        if self.threshold_db <= 0:
-            raise ValueError(f"threshold_db must be > 0, got {self.threshold_db}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if min(self.min_silence_s, self.min_speech_s, self.pad_s) < 0:
             raise ValueError("min_silence_s, min_speech_s and pad_s must be >= 0")
         if self.max_segment_s < 1.0:
@@ -80,8 +83,8 @@ def speech_spans(energy_db: Tensor, frame_shift_s: float, cfg: VadConfig) -> lis
     if T == 0:
         return []
     frames = lambda s: int(round(s / frame_shift_s))  # noqa: E731
-    loud = torch.quantile(energy_db.double(), 0.99).item()
-    level = max(loud - cfg.threshold_db, cfg.min_level_db)
+    quiet, loud = torch.quantile(energy_db.double(), torch.tensor([0.05, 0.99]).double()).tolist()
+    level = max(quiet + cfg.threshold * (loud - quiet), cfg.min_level_db)
     spans = _runs((energy_db > level).tolist())
 
     merged: list[list[int]] = []

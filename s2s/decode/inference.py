@@ -48,7 +48,8 @@ class Result:
 @dataclass
 class Segment:
     """One voice-activity segment of a long recording: [start, end) in seconds of the input
-    (sample-exact: start * sample_rate is the first sample) and its n-best list."""
+    and its n-best list. Sample-exact at the model's rate: start * Speech2Text.sample_rate is
+    the first sample of the (resampled) input that the segment decoded."""
 
     start: float
     end: float
@@ -93,6 +94,7 @@ class Speech2Text:
         self.cmvn = load_cmvn(cfg.data.cmvn)
         self.fbank = fbank
         self.peak_cache_bytes = 0  # the most any one search's self-attention caches allocated
+        self._unpacked = None  # from_pretrained's temporary directory for a model pack
 
     @classmethod
     def from_dir(
