@@ -5,7 +5,7 @@ point). Reports the segments against the known utterances and one document-level
 way (the hypotheses joined, against the references joined).
 
     python -m s2s.bench.long_audio --model exp/NAME --data data/test [--limit 200]
-        [--gap 1.0] [--metric bleu] [--no-whole]
+        [--gap 1.0] [--noise 3e-4] [--pad 0] [--metric bleu] [--no-whole]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from s2s.data.audio import AudioError, load_utterance
 from s2s.data.datadir import load_datadir
 from s2s.data.tokenizer import normalize_text
+from s2s.data.vad import VadConfig
 from s2s.decode.inference import Speech2Text
 from s2s.metrics import compute
 
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         default=3e-4,
         help="amplitude of the white noise in the pauses (3e-4: about -70 dBFS, a quiet room)",
     )
+    p.add_argument("--pad", type=float, default=VadConfig.pad_s, help="VadConfig.pad_s")
     p.add_argument("--metric", default="bleu")
     p.add_argument("--no-whole", dest="whole", action="store_false")
     args = p.parse_args(argv)
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     alone = s2t.decode_batched([s2t.model_features(w, u) for u, w in zip(utts, waves)])
     rows["each utterance alone"] = (time.perf_counter() - t, len(utts), [n[0].text for n in alone])
     t = time.perf_counter()
-    segments = s2t.transcribe(recording, sr)
+    segments = s2t.transcribe(recording, sr, vad=VadConfig(pad_s=args.pad))
     rows["segmented (transcribe)"] = (
         time.perf_counter() - t,
         len(segments),
@@ -88,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(utts)} utterances of {args.data}, {minutes:.1f} min with {args.gap:g} s pauses "
         f"of noise at amplitude {args.noise:g}"
     )
-    print(f"segments: {len(segments)}, each holding exactly one utterance: {matched}")
+    print(
+        f"segments (pad {args.pad:g} s): {len(segments)}, each holding exactly one utterance: "
+        f"{matched}"
+    )
     print(f"| decoding | pieces | wall s | {args.metric} (document) |")
     print("|---|---:|---:|---:|")
     for name, (secs, n, texts) in rows.items():
