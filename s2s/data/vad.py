@@ -19,7 +19,7 @@ The rule, per fbank frame (10 ms hop by default):
    dropped; each segment is padded by `pad_s` on both sides (never past the middle of the
    pause to its neighbour). The default pad is 0: the level rule already keeps an
    utterance's soft edges, and extra pause around a segment cost the phrases recipe's model
-   half its BLEU (BENCHMARKS.md §8);
+   half its BLEU (BENCHMARKS.md §9);
 4. a segment longer than `max_segment_s` is cut at its quietest frame in the second half of
    the allowed length, repeatedly, so no segment exceeds it.
 
