@@ -206,10 +206,11 @@ def unpack_model(pack: str | Path, dest: str | Path) -> Path:
         raise PackError(f"{pack}: unreadable {MANIFEST}: {e}") from e
     if not ok:
         raise PackError(f"{pack}: {MANIFEST} is not an {FORMAT} manifest")
-    if manifest.get("version", 0) > VERSION:
+    version = manifest.get("version")
+    if not isinstance(version, int) or version > VERSION:
         raise PackError(
-            f"{pack}: pack format version {manifest['version']} is newer than this s2s reads "
-            f"({VERSION}): upgrade s2s"
+            f"{pack}: pack format version {version!r}: this s2s reads versions up to "
+            f"{VERSION} (a newer pack needs a newer s2s)"
         )
     missing = [n for n in (*REQUIRED, *listed) if f"{top}/{n}" not in members]
     if missing:
