@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 from helpers import make_exp
+from omegaconf import OmegaConf
 
 from s2s.cli.decode import main as decode_main
 from s2s.cli.pack import main as pack_main
@@ -26,9 +27,13 @@ SCORE = {"metrics": {"bleu": 12.345, "chrf": 40.0}, "n_utterances": 7}
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """(experiment dir, its pack, a wav file): the pack made by the CLI."""
+    """(experiment dir with global CMVN, its pack, a wav file): the pack made by the CLI."""
     root = tmp_path_factory.mktemp("pack")
     exp = make_exp(root)
+    torch.save({"count": 10, "mean": [0.5] * 80, "std": [2.0] * 80}, exp / "cmvn.pt")
+    cfg = OmegaConf.load(exp / "config.yaml")
+    cfg.data.cmvn = "cmvn.pt"  # relative to config.yaml, as s2s-train writes it
+    OmegaConf.save(cfg, exp / "config.yaml")
     (exp / "decode_test_beam5").mkdir()
     (exp / "decode_test_beam5" / "score.json").write_text(json.dumps(SCORE))
     wav = root / "a.wav"
@@ -46,8 +51,11 @@ def test_pack_holds_the_experiment_and_decodes_like_it(packed, tmp_path, capsys)
         readme = tar.extractfile("exp_speech/README.md").read().decode()
     assert names == [
         f"exp_speech/{n}"
-        for n in ("MANIFEST.json", "README.md", "config.yaml", "model_avg.pt", "tokenizer.model")
-    ]
+        for n in (
+            "MANIFEST.json", "README.md", "cmvn.pt", "config.yaml", "model_avg.pt",
+            "tokenizer.model",
+        )
+    ]  # fmt: skip
     assert "| decode_test_beam5 | 7 | 12.35 | 40.00 |" in readme and "model_avg.pt" in readme
     assert pack_main([str(exp), str(pack)]) == 2  # never replaced without --force
     assert "--force" in capsys.readouterr().err
@@ -62,6 +70,7 @@ def test_pack_holds_the_experiment_and_decodes_like_it(packed, tmp_path, capsys)
     assert from_pack["nbest"] == from_dir["nbest"]
 
     s2t = Speech2Text.from_pretrained(moved)
+    assert s2t.cmvn is not None and torch.all(s2t.cmvn.mean == 0.5)
     assert [r.tokens for r in s2t(wav)] == [r.tokens for r in Speech2Text.from_dir(exp)(wav)]
     unpacked = Path(s2t._unpacked.name)
     assert (unpacked / "config.yaml").is_file()
