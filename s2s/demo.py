@@ -5,7 +5,11 @@ Stages 1-6 (synthesise the spoken-phrases corpus, features, filtering, tokenizer
 and are shared; stages 7-10 (train, average, decode, score) run per attention variant. Every
 figure in the table is read from the score.json that stage 10 wrote in this run.
 
-    python -m s2s.demo [--variants mha,mla,mtla] [--nj N] [--recipe DIR] [key=value ...]
+The demo's experiments carry their own tag (exp/<name>_demo) and a marker file (.s2s_demo):
+a rerun replaces an experiment only when the marker says the demo made it, so an experiment a
+user trained, under any name, is never removed.
+
+    python -m s2s.demo [--variants mha,mla,mtla] [--nj N] [--recipe DIR] [--tag T] [key=value ...]
 """
 
 from __future__ import annotations
@@ -60,6 +64,38 @@ def format_table(rows: dict[str, dict], train_s: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+MARKER = ".s2s_demo"  # written into every experiment dir the demo creates
+
+
+class NotDemoExperimentError(RuntimeError):
+    """An experiment dir the demo would use exists and the demo did not create it."""
+
+
+def check_ours(exp_dir: Path) -> None:
+    """Raise NotDemoExperimentError when `exp_dir` exists without the demo's marker."""
+    if exp_dir.exists() and not (exp_dir / MARKER).is_file():
+        raise NotDemoExperimentError(
+            f"{exp_dir} exists and was not created by the demo (no {MARKER} in it): "
+            "leaving it untouched; rerun with another --tag"
+        )
+
+
+def claim_experiment(exp_dir: Path, fresh: bool = True) -> None:
+    """Make `exp_dir` a demo experiment dir (holding the marker).
+
+    With `fresh`, a previous demo run there (the marker says so) is removed first: the demo
+    measures a fresh run, never a resumed one. A dir without the marker is left alone and
+    refused, whatever `fresh` says."""
+    check_ours(exp_dir)
+    if exp_dir.exists():
+        if not fresh:
+            return
+        logging.info("removing the previous demo run %s", exp_dir)
+        shutil.rmtree(exp_dir)
+    exp_dir.mkdir(parents=True)
+    (exp_dir / MARKER).write_text("created by python -m s2s.demo; a rerun replaces it\n")
+
+
 def _data_key(recipe_dir: Path) -> str:
     """Identifies the shared data stages' inputs: rerun them when recipe.yaml changes."""
     return hashlib.sha256((recipe_dir / "conf" / "recipe.yaml").read_bytes()).hexdigest()[:16]
@@ -75,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="mha,mla,mtla")
     p.add_argument("--nj", type=int, default=os.cpu_count() or 1)
     p.add_argument("--train_config", default="", help="relative to the recipe dir")
+    p.add_argument(
+        "--tag", default="demo", help="suffix of the demo's experiment names (exp/<name>_TAG)"
+    )
     p.add_argument("overrides", nargs="*", help="experiment config overrides, key=value")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -84,17 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     t0 = time.perf_counter()
 
-    stamp = recipe_dir / "data" / ".demo_data_ready"
-    if stamp.is_file() and stamp.read_text().strip() == _data_key(recipe_dir):
-        logging.info("stages 1-6 already done for this recipe.yaml (%s): reusing data/", stamp)
-    else:
-        Recipe(cfg, RunOptions(recipe_dir=recipe_dir, stage=1, stop_stage=6, nj=args.nj)).run()
-        stamp.write_text(_data_key(recipe_dir) + "\n")
-    data_s = time.perf_counter() - t0
-
-    rows: dict[str, dict] = {}
-    train_s: dict[str, float] = {}
-    exp_dirs = []
+    recipes = {}
     for variant in variants:
         opts = RunOptions(
             recipe_dir=recipe_dir,
@@ -103,14 +132,40 @@ def main(argv: list[str] | None = None) -> int:
             nj=args.nj,
             attention=variant,
             train_config=args.train_config,
+            tag=args.tag,
             overrides=list(args.overrides),
         )
-        recipe = Recipe(cfg, opts)
-        if recipe.exp_dir.exists():  # the demo measures a fresh run, never a resumed one
-            logging.info("removing the previous demo run %s", recipe.exp_dir)
-            shutil.rmtree(recipe.exp_dir)
+        recipes[variant] = Recipe(cfg, opts)
+    data_recipe = Recipe(
+        cfg,
+        RunOptions(
+            recipe_dir=recipe_dir, stage=1, stop_stage=6, nj=args.nj, tag=f"{args.tag}_data"
+        ),
+    )
+    try:  # refuse before any work when a name is taken by something the demo did not make
+        for r in [data_recipe, *recipes.values()]:
+            check_ours(r.exp_dir)
+    except NotDemoExperimentError as e:
+        logging.error("%s", e)
+        return 1
+
+    stamp = recipe_dir / "data" / ".demo_data_ready"
+    if stamp.is_file() and stamp.read_text().strip() == _data_key(recipe_dir):
+        logging.info("stages 1-6 already done for this recipe.yaml (%s): reusing data/", stamp)
+    else:
+        # The data stages' logs go to an experiment dir of the demo's own too.
+        claim_experiment(data_recipe.exp_dir, fresh=False)
+        data_recipe.run()
+        stamp.write_text(_data_key(recipe_dir) + "\n")
+    data_s = time.perf_counter() - t0
+
+    rows: dict[str, dict] = {}
+    train_s: dict[str, float] = {}
+    exp_dirs = []
+    for variant, recipe in recipes.items():
         start = time.perf_counter()
         try:
+            claim_experiment(recipe.exp_dir)
             recipe.run()
         except (RuntimeError, ValueError) as e:
             logging.error("%s failed: %s", variant, e)

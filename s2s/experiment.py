@@ -287,7 +287,7 @@ class LMDataConfig:
 
 @dataclass
 class LMExperimentConfig:
-    """A language-model experiment (s2s-train-lm): the same exp/<name>/ layout, trainer and
+    """A language-model experiment (s2s-train --lm): the same exp/<name>/ layout, trainer and
     checkpoint averaging as a model's."""
 
     lm: LMConfig = field(default_factory=LMConfig)
@@ -342,8 +342,27 @@ def load_lm(lm_dir: str | Path, tokenizer_path: str | Path) -> TransformerLM:
     return lm.eval()
 
 
+def load_weights_only(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a weights file ({"model": state_dict, ...} or a bare state dict), read
+    with torch.load(weights_only=True): tensors and plain containers, never code. ValueError
+    naming the file for anything else (a pickled object, a damaged file)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for objects; RuntimeError/EOFError for damage
+        raise ValueError(f"{path}: not a weights-only file (tensors only): {e}") from e
+    if isinstance(state, dict) and "model" in state:
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: holds no state dict of tensors")
+    return state
+
+
 def load_model_weights(model: torch.nn.Module, exp_dir: str | Path, checkpoint: str = "") -> Path:
-    """Load `checkpoint` (a path), else exp_dir/model_avg.pt, else the latest checkpoint."""
+    """Load `checkpoint` (a path), else exp_dir/model_avg.pt, else the latest checkpoint.
+
+    model_avg.pt (what averaging and s2s-pack write: tensors only) is read weights-only;
+    trainer checkpoints, which also hold RNG and optimiser state, are unpickled in full, so
+    only load those from training runs you trust (s2s-pack never ships them)."""
     exp_dir = Path(exp_dir)
     candidates = [Path(checkpoint)] if checkpoint else [exp_dir / "model_avg.pt"]
     if not checkpoint:
@@ -354,9 +373,12 @@ def load_model_weights(model: torch.nn.Module, exp_dir: str | Path, checkpoint: 
             candidates.append(Path(latest))
     for path in candidates:
         if path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            if isinstance(state, dict) and "model" in state:
-                state = state["model"]
+            if path == exp_dir / "model_avg.pt":
+                state = load_weights_only(path)
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=False)
+                if isinstance(state, dict) and "model" in state:
+                    state = state["model"]
             model.load_state_dict(state)
             return path
     raise FileNotFoundError(

@@ -9,6 +9,7 @@ import json
 import random
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import soundfile as sf
@@ -22,10 +23,19 @@ from s2s.data.datadir import write_datadir
 from s2s.data.dataset import collate
 from s2s.data.sampler import BucketBatchSampler
 from s2s.data.tokenizer import train_sentencepiece
+from s2s.experiment import ExperimentConfig, build_model, save_experiment_config
 from s2s.models.decoder import Decoder, DecoderConfig
+from s2s.recipe.corpus import load_corpus_module
 from s2s.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def local_module(name: str) -> ModuleType:
+    """A corpus module of the repository's local/ (``"must_c"``, ``"phrases.grammar"``), loaded
+    as recipe stage 1 loads it: by path, never by the name ``local``."""
+    return load_corpus_module(REPO, name)
+
 
 # --- the trainer's toy data and model (test_trainer.py, test_ddp.py) -------------------------
 
@@ -346,6 +356,49 @@ def make_xsum(root: Path) -> Path:
     return root
 
 
+# --- a tiny untrained experiment for decoding (test_decode_cli.py, test_pack.py, ...) ------
+
+SENTENCES = [
+    f"the {c} {o} number {i}"
+    for i, (c, o) in enumerate(
+        [(c, o) for c in ("red", "green", "blue", "small") for o in ("cup", "dog", "bird", "house")]
+    )
+]
+
+
+def _tiny_model_cfg(cfg: ExperimentConfig, text: bool) -> None:
+    enc, dec = cfg.model.encoder, cfg.model.decoder
+    enc.type = "text" if text else "transformer"
+    enc.subsampling = "none" if text else "conv2d4"
+    enc.d_model = dec.d_model = 32
+    enc.n_heads = dec.n_heads = 2
+    enc.ffn_dim = dec.ffn_dim = 64
+    enc.n_layers = dec.n_layers = 1
+    dec.attention = {"type": "mtla", "latent_dim": 16, "rope_dim": 8}
+    cfg.decode.beam_size = 3
+    cfg.decode.nbest = 2
+    cfg.decode.max_len_b = 6
+    cfg.decode.max_len_a = 0.0
+
+
+def make_exp(root: Path, text: bool = False) -> Path:
+    """A tiny untrained (seeded) experiment dir under root: config.yaml, tokenizer.model and
+    model_avg.pt, a speech (conv2d4 transformer) or text encoder and an MTLA decoder."""
+    exp = root / ("exp_text" if text else "exp_speech")
+    exp.mkdir(parents=True)
+    tok = train_sentencepiece(SENTENCES * 4, str(exp / "tokenizer"), vocab_size=48)
+    cfg = ExperimentConfig()
+    _tiny_model_cfg(cfg, text)
+    cfg.data.tokenizer = "tokenizer.model"  # relative to config.yaml, as s2s-train writes it
+    if text:
+        cfg.data.source, cfg.data.source_field = "text", "text.src"
+    torch.manual_seed(0)
+    model = build_model(cfg, tok.vocab_size)
+    torch.save(model.state_dict(), exp / "model_avg.pt")
+    save_experiment_config(cfg, exp / "config.yaml")
+    return exp
+
+
 # --- recipes copied into a temporary tree (test_recipes.py, test_real_recipes.py) -----------
 
 TRAIN = [
@@ -363,6 +416,7 @@ TRAIN = [
 
 def copy_recipe(tmp: Path, name: str, shrink: dict) -> Path:
     shutil.copytree(REPO / "conf", tmp / "conf")
+    shutil.copytree(REPO / "local", tmp / "local", ignore=shutil.ignore_patterns("__pycache__"))
     dst = tmp / "recipes" / name
     shutil.copytree(REPO / "recipes" / name / "conf", dst / "conf")
     shutil.copy(REPO / "recipes" / name / "run.sh", dst / "run.sh")

@@ -16,6 +16,7 @@ from helpers import (
     SLURP_PROMPTS,
     SR,
     XSUM,
+    local_module,
     make_ami,
     make_librispeech,
     make_mustc,
@@ -24,9 +25,12 @@ from helpers import (
     write_text,
 )
 
-from s2s.corpora import ami, librispeech, must_c, slurp, xsum
 from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
+
+ami, librispeech, must_c, slurp, xsum = (
+    local_module(n) for n in ("ami", "librispeech", "must_c", "slurp", "xsum")
+)
 
 # ----------------------------------------------------------------------------- MuST-C
 

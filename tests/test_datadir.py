@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from s2s.data.datadir import (
     DataDirError,
+    Problem,
     combine_datadirs,
     load_datadir,
-    main,
     split_datadir,
     subset_datadir,
+    validate_datadir,
     write_datadir,
 )
 
@@ -134,10 +137,64 @@ def test_subset_split_combine(tmp_path: Path) -> None:
         combine_datadirs([dd, dd], tmp_path / "c2")
 
 
-def test_cli_validator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    make(tmp_path / "d")
-    assert main([str(tmp_path / "d")]) == 0
-    assert "3 utterances" in capsys.readouterr().out
-    _edit(tmp_path / "d" / "text", "good morning", "")
-    assert main([str(tmp_path / "d")]) == 1
-    assert "text:2" in capsys.readouterr().err
+def _validate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """s2s-validate-data as a user runs it (through the interpreter: the shared test venv may
+    predate the entry point; tests/test_entry_points.py pins that it is declared)."""
+    cmd = [sys.executable, "-m", "s2s.cli.validate_data", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_validator_cli_reports_every_problem(tmp_path: Path) -> None:
+    utts = {f"spkA-{i:03d}": f"sentence {i}" for i in range(1, 7)}
+    make(tmp_path / "d", utts=utts)
+    for u in list(utts)[:2]:  # two of six audio files exist (paths relative to the cwd)
+        (tmp_path / f"{u}.wav").write_bytes(b"")
+    ok = _validate("d", cwd=tmp_path)
+    assert ok.returncode == 1
+    assert ok.stderr.count("audio file of") == 4 and "wav.scp:3: audio file of 'spkA-003'" in (
+        ok.stderr
+    )
+    assert _validate("--no-check-audio", "d", cwd=tmp_path).returncode == 0
+
+    _edit(tmp_path / "d" / "text", "sentence 2", "")  # empty transcript
+    _edit(tmp_path / "d" / "text", "sentence 4", "")
+    _edit(tmp_path / "d" / "text.de", "spkA-005 SENTENCE 5\n", "")  # a missing transcript
+    _edit(tmp_path / "d" / "utt2spk", "spkA-003 spkA", "spkA-003 spkA extra")
+    r = _validate("--max-per-kind", "2", "d", str(tmp_path / "nope"), cwd=tmp_path)
+    assert r.returncode == 1
+    err = r.stderr.splitlines()
+    assert "ERROR d/text:2: transcript for 'spkA-002' is empty" in err
+    assert "ERROR d/text:4: transcript for 'spkA-004' is empty" in err
+    assert "ERROR d/utt2spk:5: utterance 'spkA-005' has no transcript in d/text.de" in err
+    assert "ERROR d/utt2spk:3: expected '<utt> <speaker>', got 'spkA extra'" in err
+    assert sum("audio file of" in line for line in err) == 2  # 4 found, 2 shown
+    assert (
+        "d: 8 problems (bad utt2spk line: 1, empty value: 2, missing utterance: 1, "
+        "audio not found: 4); 2 not shown (--max-per-kind 0 shows all)" in err
+    )
+    assert f"ERROR {tmp_path / 'nope'}: not a directory" in err  # the next dir is checked too
+    assert r.stdout == ""
+
+    help_ = _validate("--help", cwd=tmp_path)
+    assert help_.returncode == 0 and "every problem" in help_.stdout
+    alias = subprocess.run(
+        [sys.executable, "-m", "s2s.data.datadir", "--no-check-audio", "d"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert alias.returncode == 1 and "spkA-002' is empty" in alias.stderr
+
+
+def test_validate_datadir_goes_on_past_bad_lines(tmp_path: Path) -> None:
+    make(tmp_path / "d", segments=True)
+    _edit(tmp_path / "d" / "segments", "recA 1.5 2.75", "recA 2.75 1.5")
+    _edit(tmp_path / "d" / "text", "spkA-001 hello", "spkA-003 hello")
+    problems = validate_datadir(tmp_path / "d", check_audio=False)
+    kinds = ["not sorted", "bad segment", "unknown utterance", "missing utterance"]
+    assert [p.kind for p in problems] == kinds  # files are read first, then cross-checked
+    assert problems[1].message.endswith("segments:2: segment end 1.5 is not after its start 2.75")
+    assert validate_datadir(tmp_path / "nope") == [
+        Problem("not a directory", f"{tmp_path / 'nope'}: not a directory")
+    ]

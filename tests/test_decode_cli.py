@@ -13,58 +13,17 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from helpers import make_exp
 from omegaconf import OmegaConf
 
 from s2s.cli.decode import main as decode_main
 from s2s.data.datadir import write_datadir
-from s2s.data.tokenizer import train_sentencepiece
 from s2s.decode.inference import Speech2Text
 from s2s.experiment import (
-    ExperimentConfig,
-    build_model,
     decoding_config,
     decoding_name,
-    save_experiment_config,
 )
 from s2s.models.seq2seq import Seq2SeqModel
-
-SENTENCES = [
-    f"the {c} {o} number {i}"
-    for i, (c, o) in enumerate(
-        [(c, o) for c in ("red", "green", "blue", "small") for o in ("cup", "dog", "bird", "house")]
-    )
-]
-
-
-def _tiny_model_cfg(cfg: ExperimentConfig, text: bool) -> None:
-    enc, dec = cfg.model.encoder, cfg.model.decoder
-    enc.type = "text" if text else "transformer"
-    enc.subsampling = "none" if text else "conv2d4"
-    enc.d_model = dec.d_model = 32
-    enc.n_heads = dec.n_heads = 2
-    enc.ffn_dim = dec.ffn_dim = 64
-    enc.n_layers = dec.n_layers = 1
-    dec.attention = {"type": "mtla", "latent_dim": 16, "rope_dim": 8}
-    cfg.decode.beam_size = 3
-    cfg.decode.nbest = 2
-    cfg.decode.max_len_b = 6
-    cfg.decode.max_len_a = 0.0
-
-
-def make_exp(root: Path, text: bool = False) -> Path:
-    exp = root / ("exp_text" if text else "exp_speech")
-    exp.mkdir(parents=True)
-    tok = train_sentencepiece(SENTENCES * 4, str(exp / "tokenizer"), vocab_size=48)
-    cfg = ExperimentConfig()
-    _tiny_model_cfg(cfg, text)
-    cfg.data.tokenizer = "tokenizer.model"  # relative to config.yaml, as s2s-train writes it
-    if text:
-        cfg.data.source, cfg.data.source_field = "text", "text.src"
-    torch.manual_seed(0)
-    model = build_model(cfg, tok.vocab_size)
-    torch.save(model.state_dict(), exp / "model_avg.pt")
-    save_experiment_config(cfg, exp / "config.yaml")
-    return exp
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +198,9 @@ def test_missing_experiment_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert decode_main(["--model", str(tmp_path / "nope"), "x.wav"]) == 2
+    assert "nope: no such experiment directory or model pack" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert decode_main(["--model", str(tmp_path / "empty"), "x.wav"]) == 2
     assert "config.yaml not found" in capsys.readouterr().err
 
 

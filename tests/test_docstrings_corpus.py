@@ -7,9 +7,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import local_module
 
-from s2s.corpora import docstrings as ds
 from s2s.data.datadir import load_datadir
+
+ds = local_module("docstrings")
 
 BODY = "This paragraph explains the details at some length so that it is a real document. " * 2
 
@@ -75,7 +77,7 @@ def _fake_stdlib(root: Path) -> None:
 def test_prepare_fake_tree(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "lib"
     _fake_stdlib(root)
-    with caplog.at_level(logging.INFO, logger="s2s.corpora.docstrings"):
+    with caplog.at_level(logging.INFO, logger="local.docstrings"):
         sets = ds.prepare(tmp_path / "data", seed=0, dev_frac=0.2, test_frac=0.2,
                           stdlib_root=root)  # fmt: skip
     names = {n: set(d.utt_ids) for n, d in sets.items()}

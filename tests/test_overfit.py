@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import local_module
 
 from s2s.attention import sweep_config
-from s2s.corpora.phrases.grammar import generate_pairs
-from s2s.corpora.phrases.tts import synthesize
 from s2s.data.dataset import collate
 from s2s.data.features import compute_fbank, utterance_cmvn
 from s2s.data.tokenizer import train_sentencepiece
+from s2s.data.tts import synthesize
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.models.decoder import DecoderConfig
 from s2s.models.encoder import EncoderConfig
@@ -33,7 +33,8 @@ CHECK_EVERY = 10
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory):
-    pairs = generate_pairs(4, seed=3, kinds=["predicative"])  # short sentences: fast
+    grammar = local_module("phrases.grammar")
+    pairs = grammar.generate_pairs(4, seed=3, kinds=["predicative"])  # short sentences: fast
     feats = [
         utterance_cmvn(compute_fbank(synthesize(p.en, voice="en-us", rate=210, seed=i)))
         for i, p in enumerate(pairs)

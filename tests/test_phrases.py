@@ -7,13 +7,16 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from helpers import local_module
 
-from s2s.corpora.phrases import grammar as g
-from s2s.corpora.phrases import tts
-from s2s.corpora.phrases.grammar import Det, noun_phrase, place_phrase
-from s2s.corpora.phrases.prepare import TEST_VOICES, prepare, speaker_id
+from s2s.data import tts
 from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
+
+g = local_module("phrases.grammar")
+Det, noun_phrase, place_phrase = g.Det, g.noun_phrase, g.place_phrase
+_prepare = local_module("phrases.prepare")
+TEST_VOICES, prepare, speaker_id = _prepare.TEST_VOICES, _prepare.prepare, _prepare.speaker_id
 
 N = {n.en: n for n in g.NOUNS}
 P = {p.noun.en: p.noun for p in g.PLACES}

@@ -22,7 +22,8 @@ from omegaconf import OmegaConf
 from s2s.cli.decode import main as decode_main
 from s2s.cli.recipe import main as recipe_main
 from s2s.decode.inference import Speech2Text
-from s2s.demo import format_table
+from s2s.demo import MARKER, claim_experiment, format_table
+from s2s.demo import main as demo_main
 
 
 def model_exp(root: Path) -> Path:
@@ -229,6 +230,37 @@ def test_demo_table_formats_measured_values() -> None:
     assert lines[0].startswith("| attention | BLEU")
     assert "| mha | 41.2 | 60.0 | 20.5 | 12.3 | 1536 | 12.35 | 2.0 |" in lines
     assert lines[-1].startswith("| mtla | n/a")
+
+
+def test_demo_refuses_experiment_dirs_it_did_not_create(tmp_path: Path) -> None:
+    """`make demo` (python -m s2s.demo) uses exp/<name>_demo; an experiment of that name that
+    the demo did not mark is refused before any work, and the user's untagged one is never
+    touched."""
+    root = copy_recipe(tmp_path, "phrases/st1", {})
+    user = root / "exp" / "tiny_mtla_s2_cross"  # what the demo's mtla run was named before
+    theirs = root / "exp" / "tiny_mtla_s2_cross_demo"
+    for d in (user, theirs):
+        d.mkdir(parents=True)
+        (d / "model_avg.pt").write_text("a user's model")
+    assert demo_main(["--recipe", str(root), "--variants", "mtla"]) == 1
+    for d in (user, theirs):
+        assert (d / "model_avg.pt").read_text() == "a user's model"
+    assert not (root / "data").exists()  # refused before the data stages
+
+
+def test_demo_replaces_only_its_own_marked_runs(tmp_path: Path) -> None:
+    exp = tmp_path / "exp" / "tiny_mha_cross_demo"
+    claim_experiment(exp)
+    assert (exp / MARKER).is_file()
+    (exp / "checkpoints").mkdir()
+    claim_experiment(exp, fresh=False)  # the data stages' dir: kept as it is
+    assert (exp / "checkpoints").is_dir()
+    claim_experiment(exp)  # a new demo run starts from scratch
+    assert sorted(p.name for p in exp.iterdir()) == [MARKER]
+    (exp / MARKER).unlink()
+    with pytest.raises(RuntimeError, match="not created by the demo"):
+        claim_experiment(exp)
+    assert exp.is_dir()
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import jiwer
 import pytest
 import sacrebleu
 
@@ -158,3 +159,88 @@ def test_two_decodings_of_one_experiment_get_two_rows(tmp_path):
     update_results(results, "x", "test", {"wer": 1.0}, {}, env=env)  # decode "" is the "-" row
     rows = _table(results.read_text(), "test")
     assert len(rows) == 4 and rows[1][:3] == ["x", "-", "1.00"]
+
+
+# Plain files as sacrebleu and fairseq write them: each line's first word is unique and the
+# same in hyp and ref (the layout most easily mistaken for "utt text"), one empty hypothesis.
+PLAIN_REFS = [
+    "The cat sat on the mat.",
+    "Hello, world!",
+    "Good morning, Vietnam.",
+    "Every dog has its day.",
+    "Nobody expects the Spanish Inquisition.",
+]
+PLAIN_HYPS = ["The cat sat on a mat", "Hello world!", "", "Every dog has a day.", "Nobody expects"]
+
+
+def test_plain_files_score_as_sacrebleu_and_jiwer(tmp_path, capsys):
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("\n".join(PLAIN_HYPS) + "\n")
+    ref.write_text("\n".join(PLAIN_REFS))  # no final newline: still five lines
+    out = tmp_path / "score.json"
+    argv = ["--hyp", str(hyp), "--ref", str(ref), "--metrics", "bleu,chrf,wer", "--out", str(out)]
+    assert main(argv) == 0
+    assert "plain sentences, one per line, aligned by line number (detected)" in (
+        capsys.readouterr().err
+    )
+    score = json.loads(out.read_text())
+    assert score["format"] == "plain" and score["n_utterances"] == 5
+    m = score["metrics"]
+    assert m["bleu"] == sacrebleu.corpus_bleu(PLAIN_HYPS, [PLAIN_REFS]).score
+    assert m["chrf"] == sacrebleu.corpus_chrf(PLAIN_HYPS, [PLAIN_REFS]).score
+    words = jiwer.Compose(
+        [
+            jiwer.ToLowerCase(),
+            jiwer.RemovePunctuation(),
+            jiwer.RemoveMultipleSpaces(),
+            jiwer.Strip(),
+            jiwer.ReduceToListOfListOfWords(),
+        ]
+    )
+    expected = jiwer.wer(
+        PLAIN_REFS, PLAIN_HYPS, reference_transform=words, hypothesis_transform=words
+    )
+    assert m["wer"] == 100 * expected
+    # 8 of the 21 reference words are wrong or missing: no line was read as "utt text"
+    assert m["wer"] == pytest.approx(100 * 8 / 21)
+
+
+def test_plain_files_with_different_line_counts_are_refused(tmp_path, capsys):
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("\n".join(PLAIN_HYPS[:4]) + "\n")
+    ref.write_text("\n".join(PLAIN_REFS) + "\n")
+    assert main(["--hyp", str(hyp), "--ref", str(ref), "--metrics", "bleu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{hyp} has 4 lines but {ref} has 5" in err and "aligned by line number" in err
+
+
+def test_keyed_files_are_detected_and_format_can_be_forced(tmp_path, capsys):
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    # ids without digits are still keyed when the two files list them in different orders
+    hyp.write_text("b Hello world\na the cat sat on a mat\n")
+    ref.write_text("a The cat sat on the mat.\nb Hello, world!\n")
+    out = tmp_path / "s.json"
+    argv = ["--hyp", str(hyp), "--ref", str(ref), "--metrics", "bleu", "--out", str(out)]
+    assert main(argv) == 0
+    assert "keyed 'utt text' lines, aligned by utterance id (detected)" in capsys.readouterr().err
+    keyed = json.loads(out.read_text())
+    assert keyed["format"] == "keyed"
+    assert (
+        keyed["metrics"]["bleu"]
+        == sacrebleu.corpus_bleu(
+            ["the cat sat on a mat", "Hello world"], [["The cat sat on the mat.", "Hello, world!"]]
+        ).score
+    )
+    # one-line files whose first words are not id-like are plain unless told otherwise
+    hyp.write_text("utt Hello world\n")
+    ref.write_text("utt Hello world\n")
+    assert main([*argv[:-2], "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["format"] == "plain"
+    assert main([*argv, "--format", "keyed"]) == 0
+    assert "(as asked)" in capsys.readouterr().err
+    assert json.loads(out.read_text())["format"] == "keyed"
+    # a keyed file against a plain one: ids are missing, and the message names them
+    hyp.write_text("u1 hello\nu2 world\n")
+    ref.write_text("hello\nworld\n")
+    assert main([*argv, "--format", "keyed"]) == 2
+    assert "lacks 2 ids" in capsys.readouterr().err

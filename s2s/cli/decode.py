@@ -1,6 +1,10 @@
 """s2s-decode: decode audio files, text files or a whole data dir with a trained experiment.
 
     s2s-decode --model exp/NAME a.wav b.flac          one line per file: "<file>\\t<text>"
+    s2s-decode --model NAME.tar.gz a.wav              a model packed by s2s-pack
+    s2s-decode --model exp/NAME talk.wav              a long file: one line per speech segment,
+                                                      "<file>\\t<start>\\t<end>\\t<text>" (seconds)
+    s2s-decode --model exp/NAME --format srt talk.wav > talk.srt     subtitles (or vtt)
     s2s-decode --model exp/NAME --format json a.wav   one JSON object per file, with the n-best
     s2s-decode --model exp/NAME --text docs.txt       summarisation: one output line per line
     s2s-decode --model exp/NAME --data data/test --out exp/NAME/decode_test [--dump dump/test]
@@ -8,6 +12,12 @@
 
 Decode settings: the experiment's config.yaml, then --decode-config, then --beam/--nbest and
 decode.KEY=VALUE arguments, the later winning. --data writes them to OUT/decode.yaml.
+
+Long recordings: a file longer than --max-segment seconds (default 20; --segment on: every
+file) is split by voice activity detection (s2s.data.vad: energy on the fbank frames, pauses of
+--min-silence s) into segments of at most --max-segment s, decoded in batches; --segment off
+feeds it whole. --format json then prints one object per segment (with "start" and "end");
+srt and vtt always segment and take one file.
 
 A file that cannot be read, or is too short or too long for the model, is reported in one line
 on stderr (the file and why) and the others are still decoded; the exit status is then 1.
@@ -22,12 +32,16 @@ import re
 import sys
 from pathlib import Path
 
+from s2s.data.vad import VadConfig
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="s2s-decode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", required=True, help="experiment directory (exp/<name>)")
+    p.add_argument(
+        "--model", required=True, help="experiment directory (exp/<name>) or s2s-pack file"
+    )
     p.add_argument(
         "files",
         nargs="*",
@@ -37,7 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="a data dir to decode (with --out)")
     p.add_argument("--dump", help="the data dir's feature dump (else features come from audio)")
     p.add_argument("--out", help="output directory for --data")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text")
+    p.add_argument(
+        "--segment",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="split audio into speech segments: auto = files longer than --max-segment",
+    )
+    p.add_argument("--max-segment", type=float, default=VadConfig.max_segment_s, metavar="S")
+    p.add_argument("--min-silence", type=float, default=VadConfig.min_silence_s, metavar="S")
     p.add_argument("--decode-config", help="YAML with a decode: section (conf/decode/*.yaml)")
     p.add_argument("--beam", type=int, help="beam size (overrides the config)")
     p.add_argument("--nbest", type=int, help="hypotheses per input (overrides the config)")
@@ -67,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             "s2s-decode: give audio files, --text FILE or --data DIR (exactly one)", file=sys.stderr
         )
         return 2
+    if args.format in ("srt", "vtt") and (not args.files or len(args.files) > 1):
+        print(f"s2s-decode: --format {args.format} takes one audio file", file=sys.stderr)
+        return 2
     if args.data and not args.out:
         print("s2s-decode: --data needs --out", file=sys.stderr)
         return 2
@@ -79,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append("decode.kernels=false")
     overrides += settings
     try:
-        s2t = Speech2Text.from_dir(
+        s2t = Speech2Text.from_pretrained(
             args.model,
             device=args.device,
             checkpoint=args.checkpoint,
@@ -116,15 +141,31 @@ def main(argv: list[str] | None = None) -> int:
             emit(args.format, f"{args.text}:{i}", nbest)
         return 0
 
+    try:
+        vad = VadConfig(max_segment_s=args.max_segment, min_silence_s=args.min_silence)
+    except ValueError as e:
+        print(f"s2s-decode: {e}", file=sys.stderr)
+        return 2
+    from s2s.data.audio import audio_duration
+
     failed = 0
     for path in args.files:
         try:
-            nbest = s2t(path)
+            segment = args.segment == "on" or args.format in ("srt", "vtt")
+            if args.segment == "auto" and not segment:
+                segment = audio_duration(path) > vad.max_segment_s
+            if segment:
+                segments = s2t.transcribe(path, vad=vad, batch_frames=args.batch_frames)
+            else:
+                nbest = s2t(path)
         except AudioError as e:
             print(f"s2s-decode: {e}", file=sys.stderr)
             failed += 1
             continue
-        emit(args.format, path, nbest)
+        if segment:
+            emit_segments(args.format, path, segments)
+        else:
+            emit(args.format, path, nbest)
     if failed:
         print(
             f"s2s-decode: {failed} of {len(args.files)} files could not be decoded", file=sys.stderr
@@ -132,21 +173,34 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def emit_segments(fmt: str, name: str, segments) -> None:
+    """A long file's segments: text lines with start/end, JSON objects, or subtitles."""
+    from s2s.decode.subtitles import to_srt, to_vtt
+
+    if fmt in ("srt", "vtt"):
+        print((to_srt if fmt == "srt" else to_vtt)(segments), end="")
+    elif fmt == "json":
+        for seg in segments:
+            obj = _json(name, seg.nbest) | {"start": seg.start, "end": seg.end}
+            print(json.dumps(obj, ensure_ascii=False))
+    else:
+        for seg in segments:
+            print(f"{name}\t{seg.start:.2f}\t{seg.end:.2f}\t{seg.text}")
+    sys.stdout.flush()
+
+
+def _json(name: str, nbest) -> dict:
+    return {
+        "input": name,
+        "text": nbest[0].text,
+        "score": nbest[0].score,
+        "nbest": [{"text": r.text, "score": r.score, "log_prob": r.log_prob} for r in nbest],
+    }
+
+
 def emit(fmt: str, name: str, nbest) -> None:
     if fmt == "json":
-        print(
-            json.dumps(
-                {
-                    "input": name,
-                    "text": nbest[0].text,
-                    "score": nbest[0].score,
-                    "nbest": [
-                        {"text": r.text, "score": r.score, "log_prob": r.log_prob} for r in nbest
-                    ],
-                },
-                ensure_ascii=False,
-            )
-        )
+        print(json.dumps(_json(name, nbest), ensure_ascii=False))
     else:
         print(f"{name}\t{nbest[0].text}")
     sys.stdout.flush()

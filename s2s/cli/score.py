@@ -3,9 +3,12 @@
     s2s-score --decode-dir exp/NAME/decode_SET --metrics bleu,chrf,wer
     s2s-score --decode-dir D --metrics wer,cer --results RESULTS.md --exp NAME --set SET \
         [--decode beam5_beam_size2]
-    s2s-score --hyp hyp.txt --ref ref.txt --metrics rouge [--out score.json]
+    s2s-score --hyp hyp.txt --ref ref.txt --metrics bleu [--format auto|keyed|plain] [--out F]
 
-hyp/ref files hold "utt text" lines; both must cover the same utterances. A decode dir gets
+A decode dir's hyp.txt/ref.txt hold "utt text" lines (keyed) over the same utterances. Bare
+--hyp/--ref files may be keyed or plain (one sentence per line, aligned by line number, as
+sacrebleu and fairseq write them); --format auto (the default) detects which and says so on
+stderr (s2s.metrics.text.detect_format). A decode dir gets
 D/score.json = {metrics, normalisation, efficiency (D/stats.json), n_utterances}. Metrics:
 bleu, chrf (sacrebleu; raw and "lc.rm"), wer, cer (jiwer; lowercase, punctuation removed,
 whitespace collapsed), rouge (rouge-score, stemmed F1), accuracy (SLU intent + transcript WER).
@@ -19,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from s2s.metrics.text import FORMATS
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -27,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-dir", help="a decode dir with hyp.txt, ref.txt[, stats.json]")
     p.add_argument("--hyp", help="hypothesis file (with --ref, instead of --decode-dir)")
     p.add_argument("--ref", help="reference file")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="--hyp/--ref layout: keyed 'utt text' lines, plain sentences, or auto-detect",
+    )
     p.add_argument("--metrics", required=True, help="comma-separated: bleu,chrf,wer,cer,...")
     p.add_argument("--out", help="where to write score.json (default: DECODE_DIR/score.json)")
     p.add_argument("--results", help="RESULTS.md to update (needs --exp and --set)")
@@ -55,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from s2s.metrics import compute, parse_metric_names
     from s2s.metrics.results import update_results
-    from s2s.metrics.text import load_pairs
+    from s2s.metrics.text import load_scoring_input
 
     try:
         names = parse_metric_names(args.metrics)
@@ -69,22 +80,35 @@ def main(argv: list[str] | None = None) -> int:
         if (d / "stats.json").is_file():
             efficiency = json.loads((d / "stats.json").read_text())
         out = Path(args.out) if args.out else d / "score.json"
+        if args.format == "plain":
+            return _error("a decode dir's files are keyed: --format plain is for --hyp/--ref")
+        fmt = "keyed"
     else:
         hyp_path, ref_path = Path(args.hyp), Path(args.ref)
         out = Path(args.out) if args.out else None
+        fmt = args.format
     for path in (hyp_path, ref_path):
         if not path.is_file():
             return _error(f"{path}: no such file")
 
     try:
-        utts, hyps, refs = load_pairs(hyp_path, ref_path)
+        pairs = load_scoring_input(hyp_path, ref_path, fmt)
     except ValueError as e:
         return _error(str(e))
-    score = compute(names, hyps, refs)
+    utts = pairs.utts
+    if not args.decode_dir:
+        layout = {
+            "keyed": "keyed 'utt text' lines, aligned by utterance id",
+            "plain": "plain sentences, one per line, aligned by line number",
+        }[pairs.format]
+        how = "detected" if args.format == "auto" else "as asked"
+        print(f"s2s-score: {hyp_path}, {ref_path}: {layout} ({how})", file=sys.stderr)
+    score = compute(names, pairs.hyps, pairs.refs)
     result = {
         "metrics": score.values,
         "normalisation": score.normalisation,
         "efficiency": efficiency,
+        "format": pairs.format,
         "n_utterances": len(utts),
         "hyp": str(hyp_path),
         "ref": str(ref_path),

@@ -50,6 +50,13 @@ def _open(path: str | Path, utt_id: str | None) -> sf.SoundFile:
         raise AudioError(f"{_where(path, utt_id)}: cannot read audio: {e}") from e
 
 
+def audio_duration(path: str | Path) -> float:
+    """Length of an audio file in seconds, from its header (AudioError naming it when it
+    cannot be read)."""
+    with _open(path, None) as f:
+        return f.frames / f.samplerate
+
+
 def load_audio(
     path: str | Path,
     start: float = 0.0,

@@ -26,7 +26,9 @@ Rules the validator enforces (each error names ``<file>:<line>``):
   (make speaker ids prefixes of utterance ids, followed by a separator such as ``-`` that sorts
   before the characters of any speaker id), as ``utils/validate_data_dir.sh`` demands.
 
-Run ``python -m s2s.data.datadir DIR [DIR ...]`` to validate directories from the shell.
+``load_datadir`` stops at the first problem; ``validate_datadir`` reports them all, and
+``s2s-validate-data DIR ...`` (s2s/cli/validate_data.py; also ``python -m s2s.data.datadir``)
+runs it from the shell.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import os
 import random
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +113,24 @@ class DataDir:
 # ----------------------------------------------------------------------------- reading
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a data dir: ``kind`` groups problems of one sort (for the CLI's
+    per-kind limit); ``message`` reads ``<file>:<line>: <problem>``."""
+
+    kind: str
+    message: str
+
+
+# Reading and checking report each problem through one of these: load_datadir's raises at the
+# first, validate_datadir's collects them all and reading goes on past the bad line.
+Report = Callable[[str, str], None]
+
+
+def _raise(kind: str, message: str) -> None:
+    raise DataDirError(message)
+
+
 @dataclass
 class _Entry:
     lineno: int
@@ -118,8 +138,9 @@ class _Entry:
     value: str
 
 
-def _read_lines(path: Path, strict: bool) -> list[_Entry]:
-    """Parse ``key value`` lines; with ``strict``, also check order and uniqueness of keys."""
+def _read_lines(path: Path, strict: bool, report: Report) -> list[_Entry]:
+    """Parse ``key value`` lines; with ``strict``, also check order and uniqueness of keys.
+    A line that cannot be read is reported and skipped, as is a repeated key."""
     entries: list[_Entry] = []
     first_line: dict[str, int] = {}
     with open(path, "rb") as f:
@@ -131,112 +152,149 @@ def _read_lines(path: Path, strict: bool) -> list[_Entry]:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise DataDirError(
-                f"{where}: not valid UTF-8 ({e.reason} at byte {e.start} of the line)"
-            ) from None
+            report(
+                "not UTF-8", f"{where}: not valid UTF-8 ({e.reason} at byte {e.start} of the line)"
+            )
+            continue
         if line.endswith("\r"):
-            raise DataDirError(f"{where}: Windows (CR LF) line ending; use plain LF")
+            report("CR LF line end", f"{where}: Windows (CR LF) line ending; use plain LF")
+            continue
         if not line.strip():
-            raise DataDirError(f"{where}: empty line")
+            report("empty line", f"{where}: empty line")
+            continue
         if line[0].isspace():
-            raise DataDirError(f"{where}: line starts with whitespace")
+            report("leading whitespace", f"{where}: line starts with whitespace")
+            continue
         parts = line.split(maxsplit=1)
         key, value = parts[0], (parts[1].strip() if len(parts) > 1 else "")
         if strict:
             if key in first_line:
-                raise DataDirError(
-                    f"{where}: duplicate key '{key}' (first on line {first_line[key]})"
+                report(
+                    "duplicate key",
+                    f"{where}: duplicate key '{key}' (first on line {first_line[key]})",
                 )
+                continue
             if entries and key < entries[-1].key:
-                raise DataDirError(
+                report(
+                    "not sorted",
                     f"{where}: not sorted: '{key}' comes after '{entries[-1].key}' "
-                    "(sort with LC_ALL=C sort)"
+                    "(sort with LC_ALL=C sort)",
                 )
             first_line[key] = lineno
         entries.append(_Entry(lineno, key, value))
     return entries
 
 
-def _require_value(path: Path, e: _Entry, what: str) -> None:
+def _has_value(path: Path, e: _Entry, what: str, report: Report) -> bool:
     if not e.value:
-        raise DataDirError(f"{path}:{e.lineno}: {what} for '{e.key}' is empty")
+        report("empty value", f"{path}:{e.lineno}: {what} for '{e.key}' is empty")
+    return bool(e.value)
 
 
-def _parse_segment(path: Path, e: _Entry) -> tuple[str, float, float]:
+def _parse_segment(path: Path, e: _Entry, report: Report) -> tuple[str, float, float] | None:
     where = f"{path}:{e.lineno}"
     fields = e.value.split()
     if len(fields) != 3:
-        raise DataDirError(
-            f"{where}: expected '<utt> <recording> <start> <end>', got {len(fields) + 1} fields"
+        report(
+            "bad segment",
+            f"{where}: expected '<utt> <recording> <start> <end>', got {len(fields) + 1} fields",
         )
+        return None
     rec = fields[0]
     try:
         start, end = float(fields[1]), float(fields[2])
     except ValueError:
-        raise DataDirError(f"{where}: start/end are not numbers: {e.value!r}") from None
+        report("bad segment", f"{where}: start/end are not numbers: {e.value!r}")
+        return None
     if not (math.isfinite(start) and math.isfinite(end)):
-        raise DataDirError(f"{where}: start/end must be finite, got {start} {end}")
-    if start < 0:
-        raise DataDirError(f"{where}: segment start {start} is negative")
-    if end <= start:
-        raise DataDirError(f"{where}: segment end {end} is not after its start {start}")
-    return rec, start, end
+        report("bad segment", f"{where}: start/end must be finite, got {start} {end}")
+    elif start < 0:
+        report("bad segment", f"{where}: segment start {start} is negative")
+    elif end <= start:
+        report("bad segment", f"{where}: segment end {end} is not after its start {start}")
+    else:
+        return rec, start, end
+    return None
 
 
 def _text_files(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.is_file() and _TEXT_NAME.match(p.name))
 
 
-def _parse_dir(path: Path, strict: bool) -> tuple[DataDir, dict[str, list[_Entry]]]:
-    """Read every file of a data dir (format checks only); also return the raw entries."""
+def _piped(value: str) -> bool:
+    return value.endswith("|")
+
+
+def _parse_dir(
+    path: Path, strict: bool, report: Report
+) -> tuple[DataDir, dict[str, list[_Entry]]] | None:
+    """Read every file of a data dir (format checks only); also return the raw entries.
+    None when nothing more can be checked (no directory, no utt2spk), after reporting why."""
     if not path.is_dir():
-        raise DataDirError(f"{path}: not a directory")
+        report("not a directory", f"{path}: not a directory")
+        return None
     raw: dict[str, list[_Entry]] = {}
     for name in (*_FIXED_FILES, *_text_files(path)):
         if (path / name).is_file():
-            raw[name] = _read_lines(path / name, strict)
+            raw[name] = _read_lines(path / name, strict, report)
     if "utt2spk" not in raw:
-        raise DataDirError(f"{path / 'utt2spk'}: missing (every data dir needs utt2spk)")
+        report("missing file", f"{path / 'utt2spk'}: missing (every data dir needs utt2spk)")
+        return None
     text_only = "wav.scp" not in raw
     if text_only and "segments" in raw:
-        raise DataDirError(f"{path / 'wav.scp'}: missing, but {path / 'segments'} refers to it")
+        report("missing file", f"{path / 'wav.scp'}: missing, but {path / 'segments'} refers to it")
+        del raw["segments"]
 
     utt2spk: dict[str, str] = {}
     for e in raw["utt2spk"]:
-        _require_value(path / "utt2spk", e, "speaker")
+        if not _has_value(path / "utt2spk", e, "speaker", report):
+            continue
         if len(e.value.split()) != 1:
-            raise DataDirError(
-                f"{path / 'utt2spk'}:{e.lineno}: expected '<utt> <speaker>', got {e.value!r}"
+            report(
+                "bad utt2spk line",
+                f"{path / 'utt2spk'}:{e.lineno}: expected '<utt> <speaker>', got {e.value!r}",
             )
+            continue
         utt2spk[e.key] = e.value
     wav_scp: dict[str, str] = {}
     for e in raw.get("wav.scp", []):
-        _require_value(path / "wav.scp", e, "audio path")
-        if e.value.endswith("|"):
-            raise DataDirError(
+        if not _has_value(path / "wav.scp", e, "audio path", report):
+            continue
+        if _piped(e.value):
+            report(
+                "piped command",
                 f"{path / 'wav.scp'}:{e.lineno}: piped command entries ('cmd |') are not "
                 "supported: s2s does not run shell commands; convert the audio to files "
-                "(wav/flac) and list their paths"
+                "(wav/flac) and list their paths",
             )
         wav_scp[e.key] = e.value
     segments = None
     if "segments" in raw:
-        segments = {e.key: _parse_segment(path / "segments", e) for e in raw["segments"]}
+        segments = {}
+        for e in raw["segments"]:
+            seg = _parse_segment(path / "segments", e, report)
+            if seg is not None:
+                segments[e.key] = seg
     texts: dict[str, dict[str, str]] = {}
     for name in _text_files(path):
         for e in raw[name]:
-            _require_value(path / name, e, "transcript")
+            _has_value(path / name, e, "transcript", report)
         texts[name] = {e.key: e.value for e in raw[name]}
     dd = DataDir(path, wav_scp, texts, utt2spk, segments, text_only=text_only)
     return dd, raw
 
 
-def _check_consistency(dd: DataDir, raw: dict[str, list[_Entry]], check_audio: bool) -> None:
+def _check_consistency(
+    dd: DataDir, raw: dict[str, list[_Entry]], check_audio: bool, report: Report
+) -> None:
     path = dd.path
     u2s_path = path / "utt2spk"
-    if not dd.utt2spk:
-        raise DataDirError(f"{u2s_path}: empty (a data dir needs at least one utterance)")
-    utts = dd.utt2spk
+    if not raw["utt2spk"]:
+        report("no utterances", f"{u2s_path}: empty (a data dir needs at least one utterance)")
+        return
+    # Membership by the lines as written, so a line reported for its value does not make every
+    # other file's line of that utterance a second problem.
+    utts = {e.key for e in raw["utt2spk"]}
     u2s_line = {e.key: e.lineno for e in raw["utt2spk"]}
 
     def same_keys(name: str, keys_of: str) -> None:
@@ -244,41 +302,50 @@ def _check_consistency(dd: DataDir, raw: dict[str, list[_Entry]], check_audio: b
         entries = raw[name]
         for e in entries:
             if e.key not in utts:
-                raise DataDirError(
-                    f"{path / name}:{e.lineno}: utterance '{e.key}' is not in {u2s_path}"
+                report(
+                    "unknown utterance",
+                    f"{path / name}:{e.lineno}: utterance '{e.key}' is not in {u2s_path}",
                 )
         have = {e.key for e in entries}
-        for utt in dd.utt_ids:
+        for utt in sorted(utts):
             if utt not in have:
-                raise DataDirError(
+                report(
+                    "missing utterance",
                     f"{u2s_path}:{u2s_line[utt]}: utterance '{utt}' has no {keys_of} "
-                    f"in {path / name}"
+                    f"in {path / name}",
                 )
 
     # Kaldi's rule: sort -k2 utt2spk == utt2spk, i.e. speakers are non-decreasing.
     prev = None
     for e in raw["utt2spk"]:
+        if e.key not in dd.utt2spk:
+            continue  # its line was reported already
         if prev is not None and e.value < prev.value:
-            raise DataDirError(
+            report(
+                "speaker order",
                 f"{u2s_path}:{e.lineno}: speaker '{e.value}' of '{e.key}' sorts before speaker "
                 f"'{prev.value}' of the previous line; utt2spk must also be sorted by speaker "
-                "(Kaldi rule: make speaker ids prefixes of utterance ids)"
+                "(Kaldi rule: make speaker ids prefixes of utterance ids)",
             )
         prev = e
 
     if dd.text_only:
         if not dd.texts:
-            raise DataDirError(
-                f"{path}: text-only data dir (no wav.scp) without any text file (text, text.*)"
+            report(
+                "missing file",
+                f"{path}: text-only data dir (no wav.scp) without any text file (text, text.*)",
             )
     elif dd.segments is not None:
         same_keys("segments", "line")
         for e in raw["segments"]:
+            if e.key not in dd.segments:
+                continue  # its line was reported already
             rec = dd.segments[e.key][0]
             if rec not in dd.wav_scp:
-                raise DataDirError(
+                report(
+                    "unknown recording",
                     f"{path / 'segments'}:{e.lineno}: recording '{rec}' of utterance "
-                    f"'{e.key}' is not in {path / 'wav.scp'}"
+                    f"'{e.key}' is not in {path / 'wav.scp'}",
                 )
     else:
         same_keys("wav.scp", "audio entry")
@@ -288,40 +355,59 @@ def _check_consistency(dd: DataDir, raw: dict[str, list[_Entry]], check_audio: b
     if "spk2utt" in raw:
         s2u_path = path / "spk2utt"
         expected = dd.spk2utt
+        unparsed = utts - dd.utt2spk.keys()  # utt2spk lines reported already
         for e in raw["spk2utt"]:
-            listed = e.value.split()
+            listed = [u for u in e.value.split() if u not in unparsed]
             if e.key not in expected:
-                raise DataDirError(f"{s2u_path}:{e.lineno}: speaker '{e.key}' is not in {u2s_path}")
-            if sorted(listed) != expected[e.key]:
+                report("spk2utt", f"{s2u_path}:{e.lineno}: speaker '{e.key}' is not in {u2s_path}")
+            elif sorted(listed) != expected[e.key]:
                 wrong = sorted(set(listed) ^ set(expected[e.key])) or listed
-                raise DataDirError(
+                report(
+                    "spk2utt",
                     f"{s2u_path}:{e.lineno}: utterances of speaker '{e.key}' disagree with "
-                    f"{u2s_path} (e.g. '{wrong[0]}')"
+                    f"{u2s_path} (e.g. '{wrong[0]}')",
                 )
         listed_spks = {e.key for e in raw["spk2utt"]}
         for spk, spk_utts in expected.items():
             if spk not in listed_spks:
-                raise DataDirError(
+                report(
+                    "spk2utt",
                     f"{u2s_path}:{u2s_line[spk_utts[0]]}: speaker '{spk}' is missing from "
-                    f"{s2u_path}"
+                    f"{s2u_path}",
                 )
 
     if check_audio and not dd.text_only:
         for e in raw["wav.scp"]:
-            if not os.path.isfile(e.value):
-                raise DataDirError(
-                    f"{path / 'wav.scp'}:{e.lineno}: audio file of '{e.key}' not found: {e.value}"
+            if e.value and not _piped(e.value) and not os.path.isfile(e.value):
+                report(
+                    "audio not found",
+                    f"{path / 'wav.scp'}:{e.lineno}: audio file of '{e.key}' not found: {e.value}",
                 )
 
 
 def load_datadir(path: PathLike, validate: bool = True, check_audio: bool = False) -> DataDir:
-    """Read a data dir. With ``validate`` (default) every rule of the module docstring is
-    checked; ``check_audio`` also checks that each ``wav.scp`` path exists (relative paths are
-    relative to the current directory, as in Kaldi)."""
-    dd, raw = _parse_dir(Path(path), strict=validate)
+    """Read a data dir; DataDirError at the first problem. With ``validate`` (default) every
+    rule of the module docstring is checked; ``check_audio`` also checks that each ``wav.scp``
+    path exists (relative paths are relative to the current directory, as in Kaldi)."""
+    parsed = _parse_dir(Path(path), strict=validate, report=_raise)
+    assert parsed is not None  # _raise raised on everything that returns None
     if validate:
-        _check_consistency(dd, raw, check_audio)
-    return dd
+        _check_consistency(*parsed, check_audio, _raise)
+    return parsed[0]
+
+
+def validate_datadir(path: PathLike, check_audio: bool = True) -> list[Problem]:
+    """Every problem of a data dir (the rules of the module docstring, and with ``check_audio``
+    the audio paths of ``wav.scp``), in the order found; empty when the dir is valid."""
+    problems: list[Problem] = []
+
+    def collect(kind: str, message: str) -> None:
+        problems.append(Problem(kind, message))
+
+    parsed = _parse_dir(Path(path), strict=True, report=collect)
+    if parsed is not None:
+        _check_consistency(*parsed, check_audio, collect)
+    return problems
 
 
 # ----------------------------------------------------------------------------- writing
@@ -528,26 +614,7 @@ def combine_datadirs(srcs: Sequence[DataDir | PathLike], dst: PathLike) -> DataD
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m s2s.data.datadir [--check-audio] DIR ...``: validate data dirs."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    check_audio = "--check-audio" in args
-    dirs = [a for a in args if a != "--check-audio"]
-    if not dirs:
-        print("usage: python -m s2s.data.datadir [--check-audio] DIR [DIR ...]", file=sys.stderr)
-        return 2
-    status = 0
-    for d in dirs:
-        try:
-            dd = load_datadir(d, check_audio=check_audio)
-        except DataDirError as e:
-            print(f"ERROR {e}", file=sys.stderr)
-            status = 1
-        else:
-            kind = "text-only" if dd.text_only else "speech"
-            print(f"OK {d}: {len(dd)} utterances, {kind}, texts: {', '.join(dd.texts) or '-'}")
-    return status
+if __name__ == "__main__":  # the same command as s2s-validate-data
+    from s2s.cli.validate_data import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

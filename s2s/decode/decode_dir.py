@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from s2s.decode.efficiency import DecodeStats
-from s2s.decode.inference import Speech2Text
+from s2s.decode.inference import Speech2Text, plan_batches
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +88,9 @@ def decode_datadir(
     if cfg.target_field not in dd.texts:
         raise ValueError(f"{data_dir}: no {cfg.target_field} file for the references")
     get, lengths = _sources(s2t, dd, Path(dump_dir) if dump_dir else None)
-    order = sorted(dd.utt_ids, key=lambda u: -lengths[u])
-    batches, cur = [], []
-    for u in order:  # longest first: the padded size of a batch is its first item's
-        if cur and (len(cur) + 1) * lengths[cur[0]] > batch_frames or len(cur) == max_batch:
-            batches.append(cur)
-            cur = []
-        cur.append(u)
-    if cur:
-        batches.append(cur)
+    utts = dd.utt_ids
+    plan = plan_batches([lengths[u] for u in utts], batch_frames, max_batch)
+    batches = [[utts[i] for i in batch] for batch in plan]
 
     stats = DecodeStats(
         device=str(s2t.device), cache_bytes_per_token=s2t.model.decoder.cache_bytes_per_token()

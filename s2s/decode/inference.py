@@ -1,7 +1,10 @@
 """The Python inference API: a trained experiment directory in, n-best hypotheses out.
 
     s2t = Speech2Text.from_dir("exp/tiny_mtla_s2_prefix")
+    s2t = Speech2Text.from_pretrained("model.tar.gz")   # an s2s-pack file, or a directory
     s2t("audio.flac")[0].text            # any sample rate, mono or stereo
+    for seg in s2t.transcribe("talk.wav"):  # a long recording: voice activity segments,
+        print(seg.start, seg.end, seg.text)  #   decoded in batches
     s2t.decode_texts(["a document ..."])  # summarisation (text-source) models
 
 Features are computed exactly as in training (the experiment's FbankConfig, CMVN and
@@ -10,6 +13,7 @@ sample rate); decoding is the batched beam search of s2s.decode.beam_search.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,7 @@ import torch
 from torch import Tensor
 
 from s2s.data.audio import AudioError
+from s2s.data.vad import VadConfig
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.experiment import (
     ExperimentConfig,
@@ -30,6 +35,8 @@ from s2s.experiment import (
 )
 from s2s.models.seq2seq import BOS_ID, EOS_ID, PAD_ID
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Result:
@@ -37,6 +44,37 @@ class Result:
     tokens: list[int]
     score: float
     log_prob: float
+
+
+@dataclass
+class Segment:
+    """One voice-activity segment of a long recording: [start, end) in seconds of the input
+    and its n-best list. Sample-exact at the model's rate: start * Speech2Text.sample_rate is
+    the first sample of the (resampled) input that the segment decoded."""
+
+    start: float
+    end: float
+    nbest: list[Result]
+
+    @property
+    def text(self) -> str:
+        return self.nbest[0].text
+
+
+def plan_batches(lengths: Sequence[int], batch_frames: int, max_batch: int = 32) -> list[list[int]]:
+    """Indices of `lengths` in batches, longest first, each at most `max_batch` items and (but
+    for a single over-long item) `batch_frames` padded frames."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:  # longest first: the padded size of a batch is its first item's
+        if cur and ((len(cur) + 1) * lengths[cur[0]] > batch_frames or len(cur) == max_batch):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
 
 
 class Speech2Text:
@@ -59,6 +97,7 @@ class Speech2Text:
         self.cmvn = load_cmvn(cfg.data.cmvn)
         self.fbank = fbank
         self.peak_cache_bytes = 0  # the most any one search's self-attention caches allocated
+        self._unpacked = None  # from_pretrained's temporary directory for a model pack
 
     @classmethod
     def from_dir(
@@ -83,6 +122,41 @@ class Speech2Text:
         fbank = cfg.data.features if cfg.data.source == "speech" else None
         lm = load_lm(cfg.decode.lm, cfg.data.tokenizer) if cfg.decode.lm else None
         return cls(model, tokenizer, cfg, device=device, fbank=fbank, lm=lm)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        checkpoint: str = "",
+        decode_config: str | Path | None = None,
+        decode_overrides: Sequence[str] = (),
+    ) -> Speech2Text:
+        """An experiment directory (as from_dir) or a model pack written by s2s-pack, which is
+        checked (s2s.pack.unpack_model: PackError for a damaged one) and unpacked into a
+        temporary directory that lives as long as the returned object; its weights are read
+        weights-only."""
+        path = Path(path)
+        kwargs = dict(device=device, decode_config=decode_config, decode_overrides=decode_overrides)
+        if path.is_dir():
+            return cls.from_dir(path, checkpoint=checkpoint, **kwargs)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such experiment directory or model pack")
+        if checkpoint:
+            raise ValueError(f"{path}: a model pack holds one set of weights; drop --checkpoint")
+        import tempfile
+
+        from s2s.pack import unpack_model
+
+        tmp = tempfile.TemporaryDirectory(prefix="s2s-pack-")
+        try:
+            s2t = cls.from_dir(unpack_model(path, tmp.name), **kwargs)
+        except BaseException:
+            tmp.cleanup()
+            raise
+        s2t._unpacked = tmp  # removed when s2t is
+        return s2t
 
     # --- inputs ---------------------------------------------------------------------------
     @property
@@ -151,27 +225,42 @@ class Speech2Text:
             for nb in hyps
         ]
 
+    def decode_batched(
+        self, sources: list[Tensor], batch_frames: int = 8000, max_batch: int = 32
+    ) -> list[list[Result]]:
+        """decode_sources over length-sorted batches (plan_batches); n-best lists in the order
+        of `sources`."""
+        out: list[list[Result] | None] = [None] * len(sources)
+        for batch in plan_batches([s.shape[0] for s in sources], batch_frames, max_batch):
+            for i, nbest in zip(batch, self.decode_sources([sources[i] for i in batch])):
+                out[i] = nbest
+        return out  # type: ignore[return-value]
+
+    def _waveform(self, speech: str | Path | Tensor, sample_rate: int | None) -> tuple[str, Tensor]:
+        """A path, or a waveform (N,) / (C, N) at `sample_rate` -> (its name for messages,
+        (N,) mono at self.sample_rate)."""
+        if self.fbank is None:
+            raise ValueError("this model reads text: use decode_texts()")
+        if isinstance(speech, str | Path):
+            return str(speech), self.load(speech)
+        wave = speech.float()
+        if wave.dim() == 2:  # (channels, samples): down-mix
+            wave = wave.mean(0)
+        if sample_rate is None:
+            raise ValueError("a waveform needs its sample_rate")
+        if sample_rate != self.sample_rate:
+            import torchaudio.functional as AF
+
+            wave = AF.resample(wave, sample_rate, self.sample_rate)
+        return "the waveform", wave
+
     def __call__(self, speech: str | Path | Tensor, sample_rate: int | None = None) -> list[Result]:
         """A path, or a waveform (N,) / (C, N) at `sample_rate` -> the n-best list.
 
         Raises AudioError, naming the file, for audio that cannot be read, is too short for the
         model, or is too long to decode in the memory there is (s2s-decode reports it in one
         line and goes on with the next file)."""
-        if self.fbank is None:
-            raise ValueError("this model reads text: use decode_texts()")
-        if isinstance(speech, str | Path):
-            name, wave = str(speech), self.load(speech)
-        else:
-            name = "the waveform"
-            wave = speech.float()
-            if wave.dim() == 2:  # (channels, samples): down-mix
-                wave = wave.mean(0)
-            if sample_rate is None:
-                raise ValueError("a waveform needs its sample_rate")
-            if sample_rate != self.sample_rate:
-                import torchaudio.functional as AF
-
-                wave = AF.resample(wave, sample_rate, self.sample_rate)
+        name, wave = self._waveform(speech, sample_rate)
         feats = self.model_features(wave, name)
         try:
             return self.decode_sources([feats])[0]
@@ -185,6 +274,41 @@ class Speech2Text:
                 f"{wave.numel() / self.sample_rate:.1f} s of audio ({feats.shape[0]} feature "
                 "frames) ran out of memory"
             ) from e
+
+    def transcribe(
+        self,
+        speech: str | Path | Tensor,
+        sample_rate: int | None = None,
+        vad: VadConfig | None = None,
+        batch_frames: int = 8000,
+    ) -> list[Segment]:
+        """A long recording (a path, or a waveform as for __call__) -> its speech segments,
+        each decoded alone: energy VAD on the fbank frames with a maximum segment length
+        (s2s.data.vad), then the segments' own features (as if each were a file of its own)
+        decoded in length-sorted batches. A segment shorter than the model's minimum input is
+        logged and left out; an input with no speech gives []."""
+        from s2s.data.features import compute_fbank
+        from s2s.data.vad import frame_energy_db, frame_to_samples, speech_spans
+
+        name, wave = self._waveform(speech, sample_rate)
+        if wave.numel() < self.fbank.window_samples:
+            raise AudioError(f"{name}: too short: {wave.numel()} samples")
+        energy = frame_energy_db(compute_fbank(wave, self.fbank))
+        spans = speech_spans(energy, self.fbank.frame_shift_ms / 1000, vad or VadConfig())
+        sr = self.sample_rate
+        kept, sources = [], []
+        for span in spans:
+            a, b = frame_to_samples(span, self.fbank, wave.numel())
+            try:
+                sources.append(
+                    self.model_features(wave[a:b], f"{name} [{a / sr:.2f}, {b / sr:.2f}) s")
+                )
+            except AudioError as e:
+                log.warning("%s: left out", e)
+                continue
+            kept.append((a, b))
+        nbests = self.decode_batched(sources, batch_frames)
+        return [Segment(a / sr, b / sr, nb) for (a, b), nb in zip(kept, nbests)]
 
     def decode_texts(self, texts: Sequence[str]) -> list[list[Result]]:
         if self.fbank is not None:

@@ -1,11 +1,16 @@
-"""Reading "utt text" files keyed by utterance id, and the text normalisation the metrics use.
+"""Reading hyp/ref files, and the text normalisation the metrics use.
 
-A hyp/ref file holds one utterance per line: the utterance id, whitespace, then the text. A line
-with the id only is an empty text (an empty hypothesis is scored as empty, not dropped).
+Two layouts (FORMATS):
+- keyed (Kaldi's): one utterance per line, the utterance id, whitespace, then the text; a line
+  with the id only is an empty text (an empty hypothesis is scored as empty, not dropped).
+  Hyp and ref are aligned by id. Decode dirs write this.
+- plain (sacrebleu's and fairseq's): one sentence per line, hyp and ref aligned by line number;
+  a blank line is an empty text.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +82,78 @@ def load_pairs(
     if not utts:
         raise ScoringInputError(f"{ref_path}: no utterances to score")
     return utts, [hyp[u] for u in utts], [ref[u] for u in utts]
+
+
+FORMATS = ("auto", "keyed", "plain")
+
+# What makes a first token an utterance id rather than a word: Kaldi-style ids join speaker,
+# recording and segment with "-" or "_" and number them.
+_ID_LIKE = re.compile(r"[0-9_\-]")
+
+
+@dataclass(frozen=True)
+class ScoringInput:
+    """Aligned hyps and refs and the layout they were read as (keyed | plain).
+    utts: utterance ids (keyed, sorted) or line numbers "1".."N" (plain)."""
+
+    format: str
+    utts: list[str]
+    hyps: list[str]
+    refs: list[str]
+
+
+def read_plain_text(path: str | Path) -> list[str]:
+    """One sentence per line (stripped; a blank line is an empty text)."""
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def _first_tokens(lines: list[str]) -> list[str] | None:
+    """Each line's first token, or None when a line is blank or a first token repeats (the
+    file cannot be keyed)."""
+    firsts = [line.split(maxsplit=1)[0] for line in lines if line.strip()]
+    if len(firsts) != len(lines) or len(set(firsts)) != len(firsts):
+        return None
+    return firsts
+
+
+def detect_format(hyp_path: str | Path, ref_path: str | Path) -> str:
+    """ "keyed" or "plain" for a hyp/ref pair.
+
+    Keyed needs, in both files, no blank line and no repeated first token, and then either the
+    same first tokens in a different order (aligned by id, not by line) or first tokens that
+    all look like ids (hold a digit, "_" or "-"). Anything else is plain. Ambiguous pairs (one
+    line each, say) are plain unless their first tokens look like ids: `--format` decides
+    those."""
+    hyp = _first_tokens(read_plain_text(hyp_path))
+    ref = _first_tokens(read_plain_text(ref_path))
+    if hyp is None or ref is None or not ref:
+        return "plain"
+    if set(hyp) == set(ref) and hyp != ref:
+        return "keyed"
+    return "keyed" if all(_ID_LIKE.search(t) for t in hyp + ref) else "plain"
+
+
+def load_scoring_input(
+    hyp_path: str | Path, ref_path: str | Path, fmt: str = "auto"
+) -> ScoringInput:
+    """Read a hyp/ref pair as `fmt` (auto: detect_format). Raises ScoringInputError for keyed
+    files over different utterances, plain files with different line counts, or nothing to
+    score."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} not in {FORMATS}")
+    if fmt == "auto":
+        fmt = detect_format(hyp_path, ref_path)
+    if fmt == "keyed":
+        return ScoringInput(fmt, *load_pairs(hyp_path, ref_path))
+    hyps, refs = read_plain_text(hyp_path), read_plain_text(ref_path)
+    if len(hyps) != len(refs):
+        raise ScoringInputError(
+            f"{hyp_path} has {len(hyps)} lines but {ref_path} has {len(refs)}: plain files "
+            "(one sentence per line) are aligned by line number and must have as many lines"
+        )
+    if not refs:
+        raise ScoringInputError(f"{ref_path}: no sentences to score")
+    return ScoringInput(fmt, [str(i) for i in range(1, len(refs) + 1)], hyps, refs)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """A target-side Transformer language model: the decoder's layers (any registered self-attention
 variant, so MTLA's compressed cache serves it too) with no encoder and so no cross-attention.
 
-Trained on the training texts (s2s-train-lm, recipe stage 7) and fused into beam search as one
+Trained on the training texts (s2s-train --lm, recipe stage 7) and fused into beam search as one
 more scorer beside the decoder and CTC (s2s.decode.beam_search, `decode.lm_weight`). For
 decoding it keeps one AttentionCache per layer in a DecoderState, exactly as the decoder does,
 so beam search reorders it through the same ancestry table.

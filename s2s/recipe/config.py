@@ -43,7 +43,8 @@ class FilterSpec:
 
 @dataclass
 class RecipeConfig:
-    """corpus: a module of s2s.corpora with prepare(); task: st | asr | slu | sum.
+    """corpus: a module of the repository's local/ with prepare() (phrases.prepare for
+    local/phrases/prepare.py); task: st | asr | slu | sum.
     source: speech features or a text field (source_field). target_field: the text file
     holding targets and references. corpus_root: where the downloaded corpus lives (real
     corpora). prepare_args: keyword arguments for the preparer. speed_perturb: extra factors
@@ -79,7 +80,7 @@ class RecipeConfig:
 
     def __post_init__(self) -> None:
         if not self.corpus:
-            raise ValueError("recipe.yaml must name its corpus (a module of s2s.corpora)")
+            raise ValueError("recipe.yaml must name its corpus (a module of local/)")
         if self.task not in TASKS:
             raise ValueError(f"recipe task {self.task!r} not in {TASKS}")
         if self.source == "text" and not self.source_field:

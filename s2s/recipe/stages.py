@@ -9,7 +9,6 @@ RESULTS.md             quality with speed and memory, one section per experiment
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import logging
@@ -23,6 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from s2s.recipe.config import STAGES, RecipeConfig
+from s2s.recipe.corpus import load_corpus_module
 
 log = logging.getLogger("s2s.recipe")
 
@@ -250,7 +250,9 @@ class Recipe:
 
     # --- stages ---------------------------------------------------------------------------
     def _corpus(self):
-        return importlib.import_module(f"s2s.corpora.{self.cfg.corpus}")
+        """The recipe.yaml's corpus module from the repository's local/, loaded by path (never
+        as `local`: s2s/recipe/corpus.py says why)."""
+        return load_corpus_module(self.root.parents[2], self.cfg.corpus)
 
     def _embedded(self) -> bool:
         return "src_root" not in inspect.signature(self._corpus().prepare).parameters

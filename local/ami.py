@@ -56,7 +56,7 @@ from pathlib import Path
 
 from s2s.data.datadir import DataDir, write_datadir
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("local.ami")  # loaded under a private package name
 
 # Official full-corpus-ASR partition (Kaldi egs/ami/s5/local/split_{dev,eval}.orig).
 DEV_MEETINGS = (
@@ -144,7 +144,7 @@ def prepare(
     table = Path(transcripts) if transcripts is not None else root / "annotations" / "transcripts2"
     if not table.is_file():
         raise FileNotFoundError(
-            f"{table}: AMI segment table not found (see DOWNLOAD in s2s.corpora.ami)"
+            f"{table}: AMI segment table not found (see DOWNLOAD in local/ami.py)"
         )
     audio_root = root / "amicorpus"
     if not audio_root.is_dir():

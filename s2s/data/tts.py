@@ -16,6 +16,9 @@ synthesise at once; within a process a lock serialises calls (the library is not
 If something else in the process keeps libespeak-ng loaded, ``dlclose`` cannot unload it and
 output may then depend on call order (still valid audio).
 
+Files: ``synthesize_files(jobs, nj)`` speaks many ``SpeechJob``s into 16-bit wav files, in
+``nj`` spawned worker processes (the embedded phrases corpus, local/phrases, uses it).
+
 Voices: an espeak-ng voice name (``en``, ``en-us``, ``en-gb-scotland``, ...) optionally with a
 variant (``en+f3``, ``en-us+m7``); unknown names and variants raise ``TTSError``.
 """
@@ -24,12 +27,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import multiprocessing as mp
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 import torchaudio
 from torch import Tensor
@@ -198,3 +204,47 @@ def synthesize(
         gen = torch.Generator().manual_seed(int(seed))
         wave = add_noise(wave, float(snr_db), gen)
     return wave.clamp_(-1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class SpeechJob:
+    """One utterance to speak into a wav file: the arguments of ``synthesize`` (without noise)
+    plus the loudness (peak amplitude) and an optional noise level. A pure function of these."""
+
+    text: str
+    voice: str
+    rate: int
+    pitch: int
+    pitch_range: int
+    snr_db: float | None
+    peak: float
+    seed: int
+    path: Path
+
+
+def synthesize_to_file(job: SpeechJob) -> tuple[Path, float]:
+    """Speak ``job`` into ``job.path`` (16 kHz 16-bit PCM mono); returns (path, duration s)."""
+    # Scale the clean speech to its peak first, so the SNR (relative power) is unchanged.
+    wave = synthesize(job.text, job.voice, job.rate, job.pitch, job.pitch_range, None, job.seed)
+    wave = wave * (job.peak / wave.abs().max().clamp_min(1e-6))
+    if job.snr_db is not None:
+        wave = add_noise(wave, job.snr_db, torch.Generator().manual_seed(job.seed))
+    pcm = np.round(wave.clamp(-1.0, 32767 / 32768).numpy() * 32768).astype(np.int16)
+    sf.write(str(job.path), pcm, SAMPLE_RATE, subtype="PCM_16")
+    return job.path, len(pcm) / SAMPLE_RATE
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # nj processes share the cores; intra-op threads would oversubscribe
+
+
+def synthesize_files(jobs: Sequence[SpeechJob], nj: int = 1) -> dict[Path, float]:
+    """Run every job, in ``nj`` processes; returns path -> duration in s."""
+    if nj <= 1 or len(jobs) < 2:
+        return dict(synthesize_to_file(j) for j in jobs)
+    # spawn, not fork: a child forked after the parent's OpenMP pool started deadlocks in its
+    # first threaded op (seen with resampling's torch.cos in the test suite). The workers
+    # import this module by name, so the job and its runner live here, not in local/.
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(nj, initializer=_init_worker) as pool:
+        return dict(pool.imap_unordered(synthesize_to_file, jobs, chunksize=16))

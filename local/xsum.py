@@ -52,7 +52,7 @@ from pathlib import Path
 
 from s2s.data.datadir import DataDir, write_datadir
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("local.xsum")  # loaded under a private package name
 
 SETS = ("train", "validation", "test")
 SPLIT_FILE = "XSum-TRAINING-DEV-TEST-SPLIT-90-5-5.json"
@@ -188,7 +188,7 @@ def prepare(
     if not jsonl and not split_file.is_file():
         raise FileNotFoundError(
             f"{root}: no XSum found: expected {{train,validation,test}}.jsonl or {SPLIT_FILE} "
-            "with bbc-summary-data/ (see DOWNLOAD in s2s.corpora.xsum)"
+            "with bbc-summary-data/ (see DOWNLOAD in local/xsum.py)"
         )
     split_ids: dict = {}
     if not jsonl:

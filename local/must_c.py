@@ -45,7 +45,7 @@ from pathlib import Path
 
 from s2s.data.datadir import DataDir, write_datadir
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("local.must_c")  # loaded under a private package name
 
 SPLITS = ("train", "dev", "tst-COMMON", "tst-HE")
 _REQUIRED_KEYS = ("duration", "offset", "wav")
@@ -117,7 +117,7 @@ def _talk_id(wav: str) -> str:
 
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
-        raise FileNotFoundError(f"{path}: {what} not found (MuST-C layout, see s2s.corpora.must_c)")
+        raise FileNotFoundError(f"{path}: {what} not found (MuST-C layout, see local/must_c.py)")
     return path
 
 

@@ -1,7 +1,7 @@
 """Embedded spoken-phrases corpus: synthesised English speech with German translations.
 
 Nothing to download: ``prepare`` samples distinct sentence pairs from the phrase grammar
-(``grammar.py``), speaks the English with espeak-ng (``tts.py``) and writes
+(``grammar.py``), speaks the English with espeak-ng (``s2s.data.tts``) and writes
 
 - ``out_root/wav/<set>/<utt>.wav``: 16 kHz 16-bit PCM mono;
 - ``out_root/<set>/``: a data dir with ``wav.scp``, ``utt2spk``, ``spk2utt``, ``text`` (the English
@@ -23,21 +23,18 @@ ids are ``<speaker>-<set><index>``, so utt2spk sorted by utterance is sorted by 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-import torch
-
-from s2s.corpora.phrases.grammar import Pair, generate_pairs
-from s2s.corpora.phrases.tts import ENGLISH_VOICES, SAMPLE_RATE, synthesize
 from s2s.data.datadir import DataDir, write_datadir
+from s2s.data.tts import ENGLISH_VOICES, SpeechJob, synthesize_files
 
-log = logging.getLogger(__name__)
+from .grammar import Pair, generate_pairs
+
+# local/ is loaded under a private package name (s2s/recipe/corpus.py): name the logger.
+log = logging.getLogger("local.phrases.prepare")
 
 TEST_VOICES = ("en-gb-x-rp+f4", "en-us-nyc")
 TRAIN_VOICES = tuple(v for v in ENGLISH_VOICES if v not in TEST_VOICES)
@@ -103,32 +100,11 @@ def plan_set(
     return utts
 
 
-def synthesize_utterance(u: Utterance) -> tuple[str, float]:
-    """Speak ``u`` and write its wav file; returns (utt id, duration in s)."""
-    # Scale the clean speech to its peak first, so the SNR (relative power) is unchanged.
-    wave = synthesize(u.pair.en, u.voice, u.rate, u.pitch, u.pitch_range, None, u.seed)
-    wave = wave * (u.peak / wave.abs().max().clamp_min(1e-6))
-    if u.snr_db is not None:
-        from s2s.corpora.phrases.tts import add_noise
-
-        wave = add_noise(wave, u.snr_db, torch.Generator().manual_seed(u.seed))
-    pcm = np.round(wave.clamp(-1.0, 32767 / 32768).numpy() * 32768).astype(np.int16)
-    sf.write(str(u.path), pcm, SAMPLE_RATE, subtype="PCM_16")
-    return u.utt_id, len(pcm) / SAMPLE_RATE
-
-
-def _init_worker() -> None:
-    torch.set_num_threads(1)  # nj processes share the cores; intra-op threads would oversubscribe
-
-
-def _run(utts: list[Utterance], nj: int) -> dict[str, float]:
-    if nj <= 1 or len(utts) < 2:
-        return dict(synthesize_utterance(u) for u in utts)
-    # spawn, not fork: a child forked after the parent's OpenMP pool started deadlocks in its
-    # first threaded op (seen with resampling's torch.cos in the test suite).
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(nj, initializer=_init_worker) as pool:
-        return dict(pool.imap_unordered(synthesize_utterance, utts, chunksize=16))
+def speech_job(u: Utterance) -> SpeechJob:
+    """What s2s.data.tts needs to speak ``u`` (the English side of its pair)."""
+    return SpeechJob(
+        u.pair.en, u.voice, u.rate, u.pitch, u.pitch_range, u.snr_db, u.peak, u.seed, u.path
+    )
 
 
 def prepare(
@@ -168,7 +144,7 @@ def prepare(
             old.unlink()
         utts = plan_set(name, pairs[start : start + n], voices[name], seed, wav_dir)
         start += n
-        durations = _run(utts, nj)
+        durations = synthesize_files([speech_job(u) for u in utts], nj)
         out[name] = write_datadir(
             out_root / name,
             wav_scp={u.utt_id: str(u.path) for u in utts},

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from s2s.data.datadir import DataDir, write_datadir
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("local.librispeech")  # loaded under a private package name
 
 SUBSETS = (
     "train-clean-100",

@@ -57,7 +57,7 @@ from typing import Any
 
 from s2s.data.datadir import DataDir, write_datadir
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("local.slurp")  # loaded under a private package name
 
 SETS = ("train", "devel", "test")
 
@@ -177,7 +177,7 @@ def prepare(
     real_dir = root / "audio" / "slurp_real"
     for path, what in ((text_dir, "SLURP text directory"), (real_dir, "SLURP audio directory")):
         if not path.is_dir():
-            raise FileNotFoundError(f"{path}: {what} not found (see DOWNLOAD in s2s.corpora.slurp)")
+            raise FileNotFoundError(f"{path}: {what} not found (see DOWNLOAD in local/slurp.py)")
     meta = text_dir / "metadata.json"
     speakers = _load_speakers(meta) if meta.is_file() else None
     if speakers is None:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from s2s.data.datadir import DataDir, write_datadir
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("local.docstrings")  # loaded under a private package name
 
 SKIP_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages",
                        "__pycache__"})  # fmt: skip

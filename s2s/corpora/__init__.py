@@ -1,1 +1,0 @@
-"""Corpus preparers: corpus layout (or an embedded generator) -> Kaldi-style data dirs."""
