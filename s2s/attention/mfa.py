@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from s2s.attention.base import DecoderSelfAttention
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig
+from s2s.attention.mha import head_keys, head_layout_step
 from s2s.attention.ops import cascade_attention
 from s2s.attention.positions import apply_rope
 from s2s.attention.registry import register_attention
@@ -74,14 +75,6 @@ class MFAKRConfig(MFAConfig):
         return 4 * self.head_dim
 
 
-def _keys(buffers: dict[str, Tensor]) -> Tensor:
-    return buffers["k"]
-
-
-def _values(buffers: dict[str, Tensor]) -> Tensor:
-    return buffers["v"]
-
-
 @register_attention("mfa", MFAConfig)
 class FactorizedAttention(DecoderSelfAttention):
     """MFA. Cache buffers "k" (rotated) and "v": (B, S, 1, C)."""
@@ -121,13 +114,7 @@ class FactorizedAttention(DecoderSelfAttention):
         return self.out_proj(self.parallel(q, slots["k"], slots["v"], q_pos, lengths))
 
     def step(self, x: Tensor, cache: AttentionCache) -> Tensor:
-        pos = cache.length[:, None]
-        q, kv = self.queries(x, pos), self.slots(x, pos)
-        for name, val in kv.items():
-            cache.write(name, cache.length, val[:, 0])
-        cache.advance()
-        out = cascade_attention(q[:, 0], cache, _keys, _values, self.scale)
-        return self.out_proj(out.flatten(1))[:, None]
+        return head_layout_step(self, x, cache)
 
 
 @register_attention("mfa_kr", MFAKRConfig)
@@ -167,7 +154,7 @@ class FactorizedKeyReuseAttention(FactorizedAttention):
         q = self.queries(x, pos)
         cache.write("k", cache.length, self.slots(x, pos)["k"][:, 0])
         cache.advance()
-        out = cascade_attention(q[:, 0], cache, self._rotated_keys(cache), _keys, self.scale)
+        out = cascade_attention(q[:, 0], cache, self._rotated_keys(cache), head_keys, self.scale)
         return self.out_proj(self.values_of(out).flatten(1))[:, None]
 
     def _rotated_keys(self, cache: AttentionCache):

@@ -17,12 +17,25 @@ from s2s.attention.positions import apply_rope
 from s2s.attention.registry import register_attention
 
 
-def _keys(buffers: dict[str, Tensor]) -> Tensor:
+def head_keys(buffers: dict[str, Tensor]) -> Tensor:
     return buffers["k"]
 
 
-def _values(buffers: dict[str, Tensor]) -> Tensor:
+def head_values(buffers: dict[str, Tensor]) -> Tensor:
     return buffers["v"]
+
+
+def head_layout_step(attn: DecoderSelfAttention, x: Tensor, cache: AttentionCache) -> Tensor:
+    """The decode step of a variant whose slots are G-head keys "k" and values "v" (MHA, GQA,
+    MQA, MFA): write the token's slots, attend through the cache, project. x: (B, 1, d) ->
+    (B, 1, d)."""
+    pos = cache.length[:, None]
+    q, kv = attn.queries(x, pos), attn.slots(x, pos)
+    for name, val in kv.items():
+        cache.write(name, cache.length, val[:, 0])
+    cache.advance()
+    out = cascade_attention(q[:, 0], cache, head_keys, head_values, attn.scale)
+    return attn.out_proj(out.flatten(1))[:, None]
 
 
 @dataclass
@@ -104,10 +117,4 @@ class GroupedQueryAttention(DecoderSelfAttention):
         return self.out_proj(self.parallel(q, slots["k"], slots["v"], q_pos, lengths))
 
     def step(self, x: Tensor, cache: AttentionCache) -> Tensor:
-        pos = cache.length[:, None]
-        q, kv = self.queries(x, pos), self.slots(x, pos)
-        cache.write("k", cache.length, kv["k"][:, 0])
-        cache.write("v", cache.length, kv["v"][:, 0])
-        cache.advance()
-        out = cascade_attention(q[:, 0], cache, _keys, _values, self.scale)
-        return self.out_proj(out.flatten(1))[:, None]
+        return head_layout_step(self, x, cache)

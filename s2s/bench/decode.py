@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from s2s.attention import sweep_config
+from s2s.bench.attention import DEFAULT_VARIANTS
 from s2s.bench.authors import AuthorsAttention, load_authors_mtla
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.models.decoder import ARRANGEMENTS, Decoder, DecoderConfig
@@ -44,23 +45,7 @@ SIZES = {  # decoder sizes: (layers, d_model, heads, ffn, latent r, rope d_r)
     "tiny": (2, 64, 4, 128, 32, 8),
 }
 BOS, EOS, VOCAB = 2, 3, 1000
-DEFAULT_RUNS = (
-    "mha:naive",
-    "mtla:2:naive",
-    "mtla:2:authors",
-    "mha",
-    "mqa",
-    "gqa",
-    "mla",
-    "mtla:2",
-    "mtla:3",
-    "mtla:4",
-    "mfa",
-    "mfa_kr",
-    "mlra",
-    "gla",
-    "gta",
-)
+DEFAULT_RUNS = ("mha:naive", "mtla:2:naive", "mtla:2:authors", *DEFAULT_VARIANTS)
 PAPER = {  # docs/paper.md: MuST-C tst-COMMON, beam 50, RTX 6000 Ada: speed-up, memory reduction
     "mha": (1.00, 1.00),
     "mqa": (1.67, 6.07),

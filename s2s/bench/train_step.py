@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-from s2s.attention import VARIANTS
-from s2s.bench.attention import median_time
+from s2s.bench.attention import DEFAULT_VARIANTS, median_time
 from s2s.data.dataset import Batch
 from s2s.experiment import build_model, load_experiment_config
 
@@ -38,11 +37,6 @@ SIZES = {  # model YAML and the overrides that make it small (tests, CPU smoke r
     ],
 }
 VOCAB = 8000  # the paper's SentencePiece unigram size
-
-
-def default_variants() -> list[str]:
-    """Every registered variant; MTLA at the paper's three strides."""
-    return [s for v in VARIANTS for s in (["mtla:2", "mtla:3", "mtla:4"] if v == "mtla" else [v])]
 
 
 def build(spec: str, size: str):
@@ -96,7 +90,7 @@ def bench(spec: str, args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--variants", nargs="+", default=default_variants())
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
     p.add_argument("--size", choices=sorted(SIZES), default="paper")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--frames", type=int, default=1200, help="input frames (before subsampling)")
