@@ -216,6 +216,37 @@ def test_command_line_beats_recipe_overrides() -> None:
     assert Recipe(cfg, opts).exp_name == "tiny_mtla_s3_prefix"
 
 
+def test_config_file_beats_recipe_overrides_and_key_values_beat_it(tmp_path: Path) -> None:
+    """--config (st1's authors_prefix.yaml) lands after recipe.yaml's overrides and before
+    key=value; the recipe's metrics reach the training monitor; a bad file names itself."""
+    from s2s.recipe.config import load_recipe_config
+    from s2s.recipe.stages import Recipe, RunOptions
+
+    root = REPO / "recipes" / "phrases" / "st1"
+    cfg = load_recipe_config(root / "conf" / "recipe.yaml")
+    opts = RunOptions(
+        recipe_dir=root,
+        attention="mtla",
+        configs=["conf/authors_prefix.yaml"],
+        overrides=["train.lr=1e-3"],
+    )
+    exp = Recipe(cfg, opts).experiment_config()
+    assert exp.model.decoder.arrangement == "prefix"  # recipe.yaml says cross
+    assert exp.model.decoder.dropout == 0.15  # recipe.yaml says 0.0
+    assert exp.model.decoder.attention["dropout"] == 0.15
+    assert exp.model.decoder.self_attention().stride == 2  # conf/attention/mtla.yaml kept
+    assert (exp.train.best_metric, exp.train.n_average) == ("valid/acc", 10)
+    assert exp.train.lr == 1e-3  # the command line beats the file (2e-3)
+    assert exp.train.monitor.metrics == ["bleu", "chrf", "wer"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lrr: 1\n")
+    opts = RunOptions(recipe_dir=root, configs=[str(bad)])
+    with pytest.raises(ValueError, match="lrr"):
+        Recipe(cfg, opts).experiment_config()
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        Recipe(cfg, RunOptions(recipe_dir=root, configs=["missing.yaml"])).experiment_config()
+
+
 def test_demo_table_formats_measured_values() -> None:
     score = {
         "metrics": {"bleu": 41.23, "chrf": 60.0, "wer": 20.5},

@@ -72,7 +72,10 @@ class TemporalLatentAttention(LatentAttention):
             return c
         B, T, R = c.shape
         s = self.stride
-        wc = self.merge_weight(c, pos)[..., None] * c
+        w = self.merge_weight(c, pos)
+        if self.record is not None:
+            self.record["merge_weight"] = w.detach()
+        wc = w[..., None] * c
         pad = -T % s
         # Prefix sums inside each chunk: (B, T/s, s, r) cumsum over the chunk axis.
         chunks = F.pad(wc, (0, 0, 0, pad)).view(B, (T + pad) // s, s, R)

@@ -54,6 +54,25 @@ def parallel_attention(
     return out.transpose(1, 2)
 
 
+def attention_probs(
+    q: Tensor,
+    k: Tensor,
+    *,
+    scale: float,
+    stride: int = 1,
+    lengths: Tensor | None = None,
+    q_pos: Tensor | None = None,
+) -> Tensor:
+    """The probabilities `parallel_attention` uses, computed explicitly (float32) for
+    inspection: q (B, L, H, Dk), k (B, T, G, Dk) -> (B, H, L, T), 0 where the mask hides a key.
+    Training never calls it; s2s.train.monitor draws these as attention maps."""
+    H, G = q.shape[2], k.shape[2]
+    mask = self_attention_mask(k.shape[1], stride, lengths, q.device, q_pos)
+    kh = k.float().repeat_interleave(H // G, dim=2)
+    scores = torch.einsum("blhd,bthd->bhlt", q.float(), kh) * scale
+    return scores.masked_fill(~mask, float("-inf")).softmax(-1)
+
+
 @functools.cache
 def _compiled_flex():  # compiled once per process; eager flex is a slow reference
     from torch.nn.attention.flex_attention import flex_attention

@@ -3,15 +3,17 @@
     run.sh [--stage N] [--stop_stage M] [--ngpu G] [--nj J] [--attention NAME]
            [--stride S] [--arrangement cross|prefix|prompt] [--model_config F] [--train_config F]
            [--decode_config F] [--tag T] [--init_param SRC:SRC_KEY:DST_KEY[:EXCLUDE] ...]
-           [--use_lm true|false] [--lm_config F] [key=value ...]
+           [--use_lm true|false] [--lm_config F] [--config F ...] [key=value ...]
 
 --attention NAME: any registered variant (mha, mqa, gqa, mla, mtla, mfa, mfa_kr, mlra, gla,
 gta; docs/attention.md), read from conf/attention/NAME.yaml.
 Stages: 0 download, 1 data prep, 2 speed perturbation, 3 feature dump, 4 filtering,
 5 tokenizer, 6 CMVN statistics, 7 train (the LM first, when the recipe has one), 8 average,
 9 decode, 10 score into RESULTS.md.
-Trailing key=value pairs override the experiment config (OmegaConf dot-list); decode.* ones
-also reach stage 9, after the decode YAML, and name its decode dirs.
+--config F (repeatable): a YAML of experiment settings applied over the recipe's own, its
+conf/recipe.yaml overrides included (e.g. st1's conf/authors_prefix.yaml: the MTLA authors'
+training). Trailing key=value pairs override the experiment config (OmegaConf dot-list);
+decode.* ones also reach stage 9, after the decode YAML, and name its decode dirs.
 --init_param (ESPnet's, repeatable) starts the model from part of another experiment, e.g.
 `../asr1/exp/tiny_mtla_s2_cross:encoder:encoder` (a relative source is relative to the recipe
 dir); the experiment is then named with the tag "init" unless --tag names it.
@@ -49,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init_param", "--init-param", action="append", default=[])
     p.add_argument("--use_lm", "--use-lm", default="true", choices=["true", "false"])
     p.add_argument("--lm_config", "--lm-config", default="")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="an experiment YAML (model/data/train/decode sections) applied over the recipe's "
+        "settings, recipe.yaml's overrides included, and before key=value (repeatable)",
+    )
     p.add_argument("overrides", nargs="*", help="experiment config overrides, key=value")
     return p
 
@@ -78,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         init_param=args.init_param,
         use_lm=args.use_lm == "true",
         lm_config=args.lm_config,
+        configs=args.config,
         overrides=args.overrides,
     )
     try:

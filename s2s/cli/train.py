@@ -72,6 +72,7 @@ def train(cfg, exp_dir: Path, lm: bool = False) -> int:
 
     from s2s import experiment as X
     from s2s.train import distributed as D
+    from s2s.train.monitor import TrainingMonitor
     from s2s.train.tb_logger import setup_text_log
     from s2s.train.trainer import Trainer, TrainingInterrupted
 
@@ -110,6 +111,9 @@ def train(cfg, exp_dir: Path, lm: bool = False) -> int:
         if cfg.data.valid_dir:
             valid_set = build_dataset(cfg, "valid", tokenizer, train=False)
             valid_loader = build_loader(cfg, valid_set, shuffle=False, **kw)
+        monitor = None
+        if not lm and cfg.train.monitor.enabled:
+            monitor = TrainingMonitor(cfg.train.monitor, tokenizer, valid_loader)
         trainer = Trainer(
             model,
             cfg.train,
@@ -119,6 +123,7 @@ def train(cfg, exp_dir: Path, lm: bool = False) -> int:
             device=device,
             dist_info=info,
             config=OmegaConf.to_container(X.to_dictconfig(cfg)),
+            monitor=monitor,
         )
         try:
             metrics = trainer.fit()

@@ -22,6 +22,8 @@ class CrossAttention(nn.Module):
         self.kv_proj = nn.Linear(memory_dim, 2 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
         self.dropout = dropout
+        #: as DecoderSelfAttention.record: "attention" (B*beam, H, L, S) when set
+        self.record: dict[str, Tensor] | None = None
 
     def project_memory(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """memory: (B, S, memory_dim) -> k, v: (B, H, S, D), once per utterance."""
@@ -39,6 +41,13 @@ class CrossAttention(nn.Module):
         B = N // beam
         q = self.q_proj(x).view(B, beam * L, self.n_heads, self.head_dim).transpose(1, 2)
         keep = ~lengths_to_padding_mask(memory_lens, k.shape[2])  # (B, S)
+        if self.record is not None:
+            scores = (q.float() @ k.float().transpose(-1, -2)) * self.head_dim**-0.5
+            probs = scores.masked_fill(~keep[:, None, None, :], float("-inf")).softmax(-1)
+            S = k.shape[2]
+            self.record["attention"] = (  # (B, H, K*L, S) -> (B*K, H, L, S)
+                probs.view(B, self.n_heads, beam, L, S).transpose(1, 2).reshape(N, -1, L, S)
+            )
         out = F.scaled_dot_product_attention(
             q,
             k,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from s2s.train.init_param import InitParam
+from s2s.train.monitor import MonitorConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMS = ("adam", "adamw")
@@ -41,7 +42,9 @@ class TrainConfig:
     model_avg.pt. init_param: ESPnet's `<source>:<src_key>:<dst_key>[:<exclude_keys>]`
     entries loaded at the start of a fresh run (never on resume; s2s.train.init_param).
     max_bad_batches: consecutive batches with a non-finite loss (or gradient)
-    tolerated before training stops with an error.
+    tolerated before training stops with an error. monitor: what TensorBoard shows besides the
+    losses (dev-set scores of a greedy decode, attention maps, merge weights, per-projection
+    gradient norms; s2s.train.monitor), off with `monitor.enabled: false`.
     """
 
     device: str = "auto"
@@ -71,6 +74,7 @@ class TrainConfig:
     average_by: str = "best"
     max_bad_batches: int = 10
     init_param: list[str] = field(default_factory=list)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def __post_init__(self) -> None:
         def check(cond: bool, msg: str) -> None:

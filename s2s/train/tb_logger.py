@@ -10,7 +10,8 @@ log = logging.getLogger("s2s.train")
 
 
 class TBLogger:
-    """Scalars to exp/<name>/tensorboard/ (tags like "train/loss", "valid/acc").
+    """Scalars, images and histograms to exp/<name>/tensorboard/ (tags like "train/loss",
+    "valid/acc"; s2s.train.monitor adds the rest).
 
     enabled=False (ranks other than 0) makes every call a no-op, so callers never branch."""
 
@@ -29,6 +30,15 @@ class TBLogger:
         for tag, v in values.items():
             if v is not None and math.isfinite(float(v)):
                 self.writer.add_scalar(tag, float(v), step)
+
+    def image(self, tag: str, img, step: int) -> None:
+        """An (H, W, 3) float image in [0, 1] (numpy)."""
+        if self.writer is not None:
+            self.writer.add_image(tag, img, step, dataformats="HWC")
+
+    def histogram(self, tag: str, values, step: int) -> None:
+        if self.writer is not None and len(values):
+            self.writer.add_histogram(tag, values.detach().float().cpu(), step)
 
     def flush(self) -> None:
         if self.writer is not None:

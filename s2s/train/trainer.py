@@ -40,6 +40,7 @@ from s2s.train.checkpoint import (
 )
 from s2s.train.config import TrainConfig
 from s2s.train.init_param import initialise
+from s2s.train.monitor import TrainingMonitor
 from s2s.train.optim import LRScheduler, build_optimizer, lr_lambda
 from s2s.train.tb_logger import TBLogger, format_metrics
 
@@ -79,7 +80,8 @@ def _rng_neutral_iter(loader: Iterable) -> Iterator:
 
 class Trainer:
     """Trains `model` on `train_loader`, validating on `valid_loader`, inside `exp_dir`
-    (checkpoints/, tensorboard/). `config` (a plain dict) is stored in each checkpoint."""
+    (checkpoints/, tensorboard/). `config` (a plain dict) is stored in each checkpoint.
+    `monitor` adds dev-set scores, attention maps and gradient norms to the logs (rank 0)."""
 
     def __init__(
         self,
@@ -92,8 +94,11 @@ class Trainer:
         device: torch.device | str | None = None,
         dist_info: D.DistInfo | None = None,
         config: dict | None = None,
+        monitor: TrainingMonitor | None = None,
     ) -> None:
         self.cfg = cfg
+        self.monitor = monitor
+        self._part_norms: dict[str, float] = {}  # monitor.grad_scalars of the step to log
         self.info = dist_info or D.env_info()
         self.device = torch.device(device) if device else D.resolve_device(cfg.device, self.info)
         self.exp_dir = Path(exp_dir)
@@ -329,6 +334,8 @@ class Trainer:
     def _optimizer_step(self) -> bool:
         """Unscale, clip, step. False (no update) on a non-finite gradient norm."""
         self.scaler.unscale_(self.optimizer)
+        if self.monitor is not None and (self.step + 1) % self.cfg.log_every_steps == 0:
+            self._part_norms = self.monitor.grad_scalars(self.module)  # before clipping
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
         norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm))
         if self.scaler.is_enabled():
@@ -410,12 +417,14 @@ class Trainer:
         values["train/frames_per_s"] = tot["frames"] / elapsed
         values["train/tokens_per_s"] = tot["tokens"] / elapsed
         values["train/bad_batches"] = self.bad_total
+
         values["train/epoch"] = self.epoch
         if self.scaler.is_enabled():
             values["train/loss_scale"] = self.scaler.get_scale()
         if self.device.type == "cuda":
             values["train/gpu_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-        self.tb.scalars(values, self.step)
+        self.tb.scalars(values | self._part_norms, self.step)  # the parts: TensorBoard only
+        self._part_norms = {}
         if self.info.is_main:
             log.info("step %d epoch %d %s", self.step, self.epoch, format_metrics(values))
         self._stats = defaultdict(float)
@@ -424,6 +433,8 @@ class Trainer:
     def _validate_and_log(self) -> None:
         t0 = time.time()
         self.valid_metrics = self.validate()
+        if self.monitor is not None and self.info.is_main:
+            self.valid_metrics |= self.monitor.on_validate(self.module, self.step, self.tb)
         if hasattr(self, "_t0"):  # keep validation time out of the training throughput
             self._t0 += time.time() - t0
         self.valid_step = self.step
