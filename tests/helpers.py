@@ -188,7 +188,7 @@ BAD_AUDIO = {
     "corrupt": ("corrupt.wav", "cannot read audio: .*Malformed 'fmt ' chunk"),
     "notaudio": ("notes.wav", "cannot read audio: .*Format not recognised"),
     "short": ("short.wav", "too short"),
-    "missing": ("missing.wav", "audio file not found"),
+    "missing": ("missing.wav", "not found"),
 }
 
 
