@@ -1,4 +1,4 @@
-"""The MTLA cache-slot update of one decode step (docs/attention.md, DESIGN §3).
+"""The MTLA cache-slot update of one decode step (docs/attention.md).
 
 For the token at position t of each hypothesis n, with latent c_n (r), rotated RoPE key
 k_n (d_r) and the hyper-network's two projections a_n = A PE(t // s), b_n = B c_n (r / 4):

@@ -10,9 +10,12 @@ A pack is a gzipped tar holding one folder, `<experiment name>/`, with
     MANIFEST.json      format version, s2s version, date, and each file's size and SHA-256
 
 so the unpacked folder is an experiment directory that `Speech2Text.from_dir` reads.
-`unpack_model` extracts only the files the manifest lists, checks each against its size and
-SHA-256, and turns every way a pack can be damaged (truncated, corrupt, not a pack, a file
-missing or altered, weights that are not plain tensors) into one PackError naming the pack.
+MANIFEST.json is the archive's first member. `unpack_model` reads the archive once, as a
+stream, in bounded memory: the manifest first, then only the files it lists, each refused from
+its tar header alone when it is not a listed regular file of the listed size, and streamed to
+disk while its SHA-256 is computed. Every way a pack can be damaged (truncated, corrupt, not a
+pack, a file missing, altered or unlisted, a link, weights that are not plain tensors) is one
+PackError naming the pack.
 `Speech2Text.from_pretrained(path)` and `s2s-decode --model` take a pack or a directory.
 """
 
@@ -30,22 +33,16 @@ import time
 import zlib
 from pathlib import Path
 
-import torch
-
 from s2s import __version__
-from s2s.experiment import (
-    build_model,
-    load_experiment_config,
-    load_model_weights,
-    load_tokenizer,
-    save_experiment_config,
-)
 
 FORMAT = "s2s-pack"
 VERSION = 1
 MANIFEST = "MANIFEST.json"
 WEIGHTS = "model_avg.pt"  # the name from_dir looks for first
 REQUIRED = ("config.yaml", WEIGHTS, "tokenizer.model", "README.md")
+MAX_MANIFEST_BYTES = 1 << 20
+HEADER_BYTES = 1 << 20  # the most tar header bytes read before a member's data (pax included)
+CHUNK = 1 << 20  # bytes copied at a time
 
 
 class PackError(ValueError):
@@ -114,6 +111,16 @@ def pack_experiment(exp_dir: str | Path, out: str | Path, checkpoint: str = "") 
     """Write `out` (a .tar.gz) from exp_dir: its config, tokenizer, CMVN, and the weights of
     model_avg.pt (or of `checkpoint`, a trainer checkpoint or weights file), checked to load
     into the model the config builds. Returns `out`."""
+    import torch  # here, not at the top: reading a pack needs neither torch nor the models
+
+    from s2s.experiment import (
+        build_model,
+        load_experiment_config,
+        load_model_weights,
+        load_tokenizer,
+        save_experiment_config,
+    )
+
     exp_dir, out = Path(exp_dir), Path(out)
     if not (exp_dir / "config.yaml").is_file():
         raise PackError(f"{exp_dir}/config.yaml not found: is {exp_dir} an experiment?")
@@ -168,59 +175,173 @@ def pack_experiment(exp_dir: str | Path, out: str | Path, checkpoint: str = "") 
     return out
 
 
-def _read_members(pack: Path) -> dict[str, bytes]:
-    """Every regular file of the archive, by its path inside it (read fully, so a truncated or
-    corrupt stream fails here)."""
-    out = {}
-    with tarfile.open(pack, "r:gz") as tar:
-        for member in tar:
-            if member.isfile():
-                f = tar.extractfile(member)
-                assert f is not None
-                out[member.name] = f.read()
-    return out
+class _Budget(io.RawIOBase):
+    """The decompressed archive, handed to tarfile a chunk at a time, refusing to give more
+    than `allow`-ed bytes past the point set last: tarfile reads an extended header (pax, GNU
+    long name, sparse map) whole into memory, so every header read is capped at HEADER_BYTES
+    and every file's data at its size, whatever the archive claims."""
+
+    def __init__(self, stream: gzip.GzipFile) -> None:
+        self.stream, self.read_bytes, self.limit = stream, 0, 0
+
+    def allow(self, n: int) -> None:
+        self.limit = self.read_bytes + n
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        room = self.limit - self.read_bytes
+        if room <= 0:
+            raise _Refused(f"a tar header of more than {HEADER_BYTES} bytes (extended headers?)")
+        data = self.stream.read(min(len(buf), room))
+        buf[: len(data)] = data
+        self.read_bytes += len(data)
+        return len(data)
+
+
+class _Refused(Exception):
+    """What makes a pack unacceptable (the message says what; unpack_model names the pack)."""
+
+
+def _member_kind(member: tarfile.TarInfo) -> str:
+    """What a non-regular member is, in words."""
+    if member.issym() or member.islnk():
+        return f"a link to {member.linkname!r}"
+    if member.isdir():
+        return "a directory"
+    if member.isdev():
+        return "a device or pipe"
+    return f"a member of tar type {member.type!r}"
+
+
+def _check_header(member: tarfile.TarInfo, top: str | None, listed: dict) -> str:
+    """The manifest name of `member`, or _Refused: only regular files `<top>/<listed name>`
+    of the listed size belong in a pack. Decided from the header alone, before any data."""
+    name = member.name
+    parts = name.split("/")
+    if name.startswith("/") or ".." in parts or len(parts) != 2 or not all(parts):
+        raise _Refused(f"member {name!r}: a pack holds <name>/<file> paths only")
+    if not member.isreg() or member.issparse():
+        raise _Refused(f"member {name!r} is {_member_kind(member)}; a pack holds files only")
+    if top is not None and parts[0] != top:
+        raise _Refused(f"member {name!r} is outside {top}/")
+    if parts[1] not in listed:
+        raise _Refused(f"member {name!r} is not listed in {MANIFEST}")
+    want = listed[parts[1]]["bytes"]
+    if member.size != want:
+        raise _Refused(
+            f"{parts[1]} differs from its {MANIFEST} entry: {member.size} bytes, not {want}"
+        )
+    return parts[1]
+
+
+def _copy(tar: tarfile.TarFile, member: tarfile.TarInfo, out, budget: _Budget) -> str:
+    """Streams `member` into the open file `out`; returns its SHA-256."""
+    budget.allow(member.size + HEADER_BYTES)  # _Stream reads ahead a record at most
+    src = tar.extractfile(member)
+    assert src is not None  # a regular file
+    digest, n = hashlib.sha256(), 0
+    while chunk := src.read(CHUNK):
+        n += len(chunk)
+        if n > member.size:  # tarfile stops at the header's size; be sure of it
+            raise _Refused(f"{member.name} is longer than its {member.size} bytes")
+        digest.update(chunk)
+        out.write(chunk)
+    if n != member.size:
+        raise EOFError(f"{member.name} ends after {n} of {member.size} bytes")
+    return digest.hexdigest()
+
+
+def _read_manifest(tar: tarfile.TarFile, first: tarfile.TarInfo | None, budget: _Budget):
+    """(top folder, manifest) from the archive's first member, which s2s-pack always writes
+    first so that nothing is read before the reader knows what the pack may hold."""
+    name = first.name if first is not None else ""
+    top, _, base = name.partition("/")
+    if first is None or base != MANIFEST or "/" in top or not top or not first.isreg():
+        got = f"its first member is {name!r}" if first is not None else "it is empty"
+        raise _Refused(f"not an s2s model pack ({got}, not <name>/{MANIFEST})")
+    if first.size > MAX_MANIFEST_BYTES:
+        raise _Refused(f"{name} is {first.size} bytes (a manifest is < {MAX_MANIFEST_BYTES})")
+    with io.BytesIO() as buf:
+        _copy(tar, first, buf, budget)
+        text = buf.getvalue()
+    try:
+        manifest = json.loads(text)
+        listed = manifest["files"]
+        ok = manifest["format"] == FORMAT and isinstance(listed, dict)
+    except (ValueError, KeyError, TypeError) as e:
+        raise _Refused(f"unreadable {MANIFEST}: {e}") from e
+    if not ok:
+        raise _Refused(f"{MANIFEST} is not an {FORMAT} manifest")
+    version = manifest.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise _Refused(
+            f"pack format version {version!r}: this s2s reads versions up to "
+            f"{VERSION} (a newer pack needs a newer s2s)"
+        )
+    for n, meta in listed.items():
+        if "/" in n or n.startswith(".") or n == MANIFEST:
+            raise _Refused(f"{MANIFEST} lists an unsafe file name {n!r}")
+        good = isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
+        if not good or not isinstance(meta.get("bytes"), int) or meta["bytes"] < 0:
+            raise _Refused(f"{MANIFEST}: entry {n!r} lacks its bytes and sha256")
+    missing = sorted(set(REQUIRED) - set(listed))
+    if missing:
+        raise _Refused(f"lacks {', '.join(missing)}")
+    return top, manifest
+
+
+def _extract(pack: Path, dest: Path) -> None:
+    """Reads `pack` as one stream: the manifest, then each listed file straight to dest."""
+    with open(pack, "rb") as raw, gzip.GzipFile(fileobj=raw) as gz:
+        budget = _Budget(gz)
+        budget.allow(HEADER_BYTES)
+        with tarfile.open(fileobj=budget, mode="r|") as tar:  # "r|": never seeks back
+            top, manifest = _read_manifest(tar, tar.next(), budget)  # read at open
+            listed, seen = manifest["files"], set()
+            while True:
+                budget.allow(HEADER_BYTES)
+                member = tar.next()
+                if member is None:
+                    break
+                name = _check_header(member, top, listed)
+                if name in seen:
+                    raise _Refused(f"{name} is in the pack twice")
+                seen.add(name)
+                with open(dest / name, "wb") as out:
+                    sha = _copy(tar, member, out, budget)
+                if sha != listed[name]["sha256"]:
+                    raise _Refused(f"{name} differs from its {MANIFEST} entry (corrupt pack)")
+        trailing = 0  # tar pads its end to a record; read on to the gzip trailer, whose
+        while chunk := gz.read(CHUNK):  # CRC and length catch a damaged end
+            trailing += len(chunk)
+            if trailing > HEADER_BYTES:
+                raise _Refused(f"more than {HEADER_BYTES} bytes after the end of the archive")
+    missing = sorted(set(listed) - seen)
+    if missing:
+        raise _Refused(f"lacks {', '.join(missing)}")
 
 
 def unpack_model(pack: str | Path, dest: str | Path) -> Path:
     """Check `pack` and write its files into `dest` (an experiment directory); returns dest.
 
-    Raises PackError, naming the pack, for a file that is not a readable gzipped tar (truncated,
-    corrupt), has no manifest of this format, lacks a file, or holds one whose size or SHA-256
-    differ from the manifest's."""
+    The archive is read once, as a stream, with memory bounded by a constant (a few MiB)
+    whatever it claims: its first member must be the manifest; every later member must be a
+    regular file the manifest lists, of the listed size (decided from its header, before its
+    data is read), and is streamed to dest while its SHA-256 is computed. Raises PackError,
+    naming the pack, for a file that is not a readable gzipped tar (truncated, corrupt), has
+    no manifest of this format first, lacks a file, holds anything else (another member, a
+    link, a device, an absolute or `..` path), or a file whose size or SHA-256 differ from
+    the manifest's."""
     pack, dest = Path(pack), Path(dest)
     if not pack.is_file():
         raise PackError(f"{pack}: no such model pack")
+    dest.mkdir(parents=True, exist_ok=True)
     try:
-        members = _read_members(pack)
+        _extract(pack, dest)
+    except _Refused as e:
+        raise PackError(f"{pack}: {e}") from None
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
         raise PackError(f"{pack}: not a readable model pack (truncated or corrupt?): {e}") from e
-    tops = {name.split("/", 1)[0] for name in members}
-    top = tops.pop() if len(tops) == 1 else None
-    if top is None or f"{top}/{MANIFEST}" not in members:
-        raise PackError(f"{pack}: not an s2s model pack (no <name>/{MANIFEST} in it)")
-    try:
-        manifest = json.loads(members[f"{top}/{MANIFEST}"])
-        listed = manifest["files"]
-        ok = manifest["format"] == FORMAT and isinstance(listed, dict)
-    except (ValueError, KeyError, TypeError) as e:
-        raise PackError(f"{pack}: unreadable {MANIFEST}: {e}") from e
-    if not ok:
-        raise PackError(f"{pack}: {MANIFEST} is not an {FORMAT} manifest")
-    version = manifest.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise PackError(
-            f"{pack}: pack format version {version!r}: this s2s reads versions up to "
-            f"{VERSION} (a newer pack needs a newer s2s)"
-        )
-    missing = [n for n in (*REQUIRED, *listed) if f"{top}/{n}" not in members]
-    if missing:
-        raise PackError(f"{pack}: lacks {', '.join(sorted(set(missing)))}")
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, meta in listed.items():
-        if "/" in name or name.startswith("."):
-            raise PackError(f"{pack}: {MANIFEST} lists an unsafe file name {name!r}")
-        data = members[f"{top}/{name}"]
-        if len(data) != meta.get("bytes") or _sha256(data) != meta.get("sha256"):
-            raise PackError(f"{pack}: {name} differs from its {MANIFEST} entry (corrupt pack)")
-        (dest / name).write_bytes(data)
     return dest

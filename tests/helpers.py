@@ -182,6 +182,30 @@ def write_audio(path: Path, seconds: float, seed: int = 0) -> np.ndarray:
     return sf.read(path, dtype="float32")[0]
 
 
+# The four kinds of bad audio real corpora hold: what stage 3, dump_features and
+# s2s-validate-data --audio must all report in one pass. name -> (file name, reason pattern).
+BAD_AUDIO = {
+    "corrupt": ("corrupt.wav", "cannot read audio: .*Malformed 'fmt ' chunk"),
+    "notaudio": ("notes.wav", "cannot read audio: .*Format not recognised"),
+    "short": ("short.wav", "too short"),
+    "missing": ("missing.wav", "not found"),
+}
+
+
+def write_bad_audio(root: Path) -> dict[str, Path]:
+    """BAD_AUDIO's files under root: a wav whose RIFF 'fmt ' chunk is zeroed, a text file named
+    .wav, a 30 ms wav (one fbank frame), and a path that does not exist. name -> path."""
+    root.mkdir(parents=True, exist_ok=True)
+    paths = {name: root / file for name, (file, _) in BAD_AUDIO.items()}
+    write_audio(paths["corrupt"], 0.5)
+    riff = bytearray(paths["corrupt"].read_bytes())
+    riff[20:36] = bytes(16)  # the fmt chunk's format, channels, rate, ...
+    paths["corrupt"].write_bytes(bytes(riff))
+    paths["notaudio"].write_text("this is not audio\n")
+    write_audio(paths["short"], 0.03)
+    return paths
+
+
 def write_text(path: Path, lines: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import BAD_AUDIO, write_audio, write_bad_audio
 
 from s2s.data.datadir import (
     DataDirError,
@@ -177,14 +179,51 @@ def test_validator_cli_reports_every_problem(tmp_path: Path) -> None:
 
     help_ = _validate("--help", cwd=tmp_path)
     assert help_.returncode == 0 and "every problem" in help_.stdout
-    alias = subprocess.run(
-        [sys.executable, "-m", "s2s.data.datadir", "--no-check-audio", "d"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+
+
+def test_validator_audio_reports_each_bad_file_once(tmp_path: Path) -> None:
+    """--audio: the four bad files (corrupt RIFF header, text named .wav, 30 ms, missing) are
+    four lines, each at its wav.scp line, among good files; segments are judged each."""
+    utts = {f"spkA-{i:03d}": f"sentence {i}" for i in range(1, 7)}
+    make(tmp_path / "d", utts=utts)
+    bad = write_bad_audio(tmp_path / "bad")
+    scp = tmp_path / "d" / "wav.scp"
+    paths = [str(bad[k]) for k in BAD_AUDIO] + [f"good{i}.wav" for i in (5, 6)]
+    for i, path in enumerate(paths, 1):
+        _edit(scp, f"spkA-{i:03d}.wav", path)
+    for i in (5, 6):
+        write_audio(tmp_path / f"good{i}.wav", 0.5)
+    r = _validate("--audio", "d", cwd=tmp_path)
+    assert r.returncode == 1
+    err = r.stderr.splitlines()
+    assert len(err) == 5, err
+    for i, (kind, (_, why)) in enumerate(BAD_AUDIO.items(), 1):
+        if kind == "missing":  # the path check's own line
+            start = f"ERROR d/wav.scp:{i}: audio file of 'spkA-{i:03d}' not found"
+        else:
+            start = f"ERROR d/wav.scp:{i}: audio of 'spkA-{i:03d}' ({bad[kind]}): "
+        line = next(line for line in err if line.startswith(start))
+        assert re.search(why, line), line
+    assert err[4].startswith(
+        "d: 4 problems (audio not found: 1, unreadable audio: 2, too short: 1)"
     )
-    assert alias.returncode == 1 and "spkA-002' is empty" in alias.stderr
+    assert "too short: 1 frames < min_frames 10 (30 ms)" in r.stderr
+    assert _validate("--audio", "--min-frames", "1", "d", cwd=tmp_path).stderr.count("ERROR") == 3
+
+    # segments: each utterance judged from its recording's header
+    make(tmp_path / "s", segments=True)
+    write_audio(tmp_path / "a.wav", 3.0)
+    write_audio(tmp_path / "b.wav", 0.5)
+    ok = _validate("--audio", "s", cwd=tmp_path)
+    assert ok.returncode == 1
+    assert "ERROR s/segments:3: utterance 'spkB-001' ends at" in ok.stderr
+    assert ok.stderr.count("ERROR") == 1
+
+
+def test_datadir_is_a_library_module_only() -> None:
+    """No import circle: the data dir module never imports the command line."""
+    source = Path(validate_datadir.__code__.co_filename).read_text()
+    assert "s2s.cli" not in source and "__main__" not in source
 
 
 def test_validate_datadir_goes_on_past_bad_lines(tmp_path: Path) -> None:

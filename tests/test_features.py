@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,12 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.compliance.kaldi as kaldi
+from helpers import BAD_AUDIO, write_bad_audio
 from omegaconf import OmegaConf
 
 from s2s.data.audio import AudioError, load_audio
 from s2s.data.features import (
+    BadAudioError,
     FbankConfig,
     FeatureReader,
     GlobalCMVN,
@@ -116,6 +119,40 @@ def test_dump_bad_utterance(tmp_path: Path) -> None:
     assert FeatureReader(out).keys() == ["s1-a", "s2-a"]
     bad = (out / "bad_utts").read_text().splitlines()
     assert len(bad) == 1 and bad[0].startswith("s1-b ") and "s1-b.wav" in bad[0]
+
+
+def test_dump_lists_every_bad_utterance_in_one_pass(tmp_path: Path) -> None:
+    """Four kinds of bad audio among good utterances: one run reports all four (utterance,
+    path, reason), writes no index, and with skip_bad dumps the rest and lists them. (nj=1:
+    shards run the same code in workers; test_dump_bad_utterance covers nj=2.)"""
+    nj = 1
+    d = make_datadir(tmp_path)
+    bad = write_bad_audio(tmp_path / "bad")
+    lines = {f"bad-{n}": str(p) for n, p in bad.items()}
+    for name in ("wav.scp", "text", "utt2spk", "spk2utt"):
+        good = (d / name).read_text().splitlines()
+        extra = [f"{u} {lines[u] if name == 'wav.scp' else u}" for u in lines]
+        (d / name).write_text("".join(f"{x}\n" for x in sorted(good + extra)))
+
+    with pytest.raises(BadAudioError) as e:
+        dump_features(d, tmp_path / "f", nj=nj, min_frames=10)
+    assert sorted(u for u, _, _ in e.value.bad) == sorted(lines)
+    msg = str(e.value).splitlines()
+    assert len(msg) == 5 and msg[-1].startswith(f"4 of 7 utterances of {d}")
+    for n, (_, why) in BAD_AUDIO.items():
+        line = next(m for m in msg if m.startswith(f"utterance 'bad-{n}' ({bad[n]}): "))
+        assert re.search(why, line), line
+    assert not (tmp_path / "f" / "feats.index").exists()
+
+    with pytest.warns(UserWarning, match="skipped 4 of 7"):
+        out = dump_features(d, tmp_path / "f", nj=nj, min_frames=10, skip_bad=True)
+    assert FeatureReader(out).keys() == sorted(UTTS)
+    listed = [line.split(" ", 2) for line in (out / "bad_utts").read_text().splitlines()]
+    assert [(u, p) for u, p, _ in listed] == sorted(lines.items())
+    assert (
+        "too short: 1 frames < min_frames 10 (30 ms)"
+        in dict((u, w) for u, _, w in listed)["bad-short"]
+    )
 
 
 def test_reader_reports_bad_index(tmp_path: Path) -> None:

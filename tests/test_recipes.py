@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,11 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TRAIN, copy_recipe
+from helpers import BAD_AUDIO, REPO, SENTENCES, TRAIN, copy_recipe, write_audio, write_bad_audio
 from omegaconf import OmegaConf
 
 from s2s.cli.decode import main as decode_main
 from s2s.cli.recipe import main as recipe_main
+from s2s.data.datadir import write_datadir
 from s2s.decode.inference import Speech2Text
 from s2s.demo import MARKER, claim_experiment, format_table
 from s2s.demo import main as demo_main
@@ -368,3 +370,59 @@ def test_st_recipe_starts_from_the_asr_encoder(phrases, caplog: pytest.LogCaptur
         assert held == [f"{asr_exp}:encoder:encoder"]
     finally:
         shutil.rmtree(exp, ignore_errors=True)
+
+
+def _speech_set(root: Path, name: str, n: int, bad: dict[str, Path] | None = None) -> None:
+    """data/<name> of the phrases st1 recipe written by hand (stage 1 synthesises speech, which
+    takes minutes): n noise utterances of 0.4-0.9 s with SENTENCES as transcripts, plus one
+    utterance per `bad` audio path."""
+    wav_scp, texts = {}, {"text": {}, "text.de": {}}
+    utts = {f"spk-{name}{i:02d}": root / "wav" / f"{name}{i:02d}.wav" for i in range(n)}
+    for i, path in enumerate(utts.values()):
+        write_audio(path, 0.4 + 0.05 * (i % 11), seed=i)
+    utts |= {f"spk-{name}-bad-{kind}": path for kind, path in (bad or {}).items()}
+    for i, (utt, path) in enumerate(sorted(utts.items())):
+        wav_scp[utt] = str(path)
+        texts["text"][utt] = texts["text.de"][utt] = SENTENCES[i % len(SENTENCES)]
+    write_datadir(root / "data" / name, wav_scp, texts, {u: "spk" for u in wav_scp})
+
+
+@pytest.mark.slow  # about 40 s on 2 busy cores: stage 7 trains in a subprocess
+def test_bad_audio_is_listed_in_one_run_then_skipped_on_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four bad audio files in the training set (a corrupt RIFF header, a text file named .wav,
+    30 ms of audio, a missing path): stage 3 lists all four and stops; with
+    --skip_bad_audio true it dumps the rest, lists the four in dump/train/bad_utts, stage 4
+    drops them and training runs."""
+    shrink = {"tokenizer": {"vocab_size": 48}, "lm_overrides": []}
+    root = copy_recipe(tmp_path, "phrases/st1", shrink)
+    bad = write_bad_audio(root / "bad")
+    _speech_set(root, "train", 12, bad)
+    _speech_set(root, "dev", 2)
+    _speech_set(root, "test", 2)
+    args = ["--recipe-dir", str(root), "--attention", "mha", "--stage", "3"]
+    with caplog.at_level("INFO"):
+        assert recipe_main([*args, "--stop_stage", "3"]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    for kind, (_, why) in BAD_AUDIO.items():
+        line = f"data/train: utterance 'spk-train-bad-{kind}' ({bad[kind]}): "
+        assert sum(e.startswith(line) and bool(re.search(why, e)) for e in errors) == 1, errors
+    assert "data/train: 4 utterances with unusable audio" in errors
+    assert "stage 3: 4 utterances" in errors[-1] and "--skip_bad_audio true" in errors[-1]
+    assert not (root / "dump" / "train" / "feats.index").exists()
+
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert recipe_main([*args, "--stop_stage", "7", "--skip_bad_audio", "true", *TRAIN]) == 0
+    listed = (root / "dump" / "train" / "bad_utts").read_text().splitlines()
+    assert [line.split(" ", 2)[:2] for line in listed] == sorted(
+        [f"spk-train-bad-{kind}", str(path)] for kind, path in bad.items()
+    )
+    assert all(re.search(BAD_AUDIO[line.split()[0].rsplit("-", 1)[1]][1], line) for line in listed)
+    stage3 = (model_exp(root) / "logs" / "stage3.log").read_text()
+    assert "data/train: skipped 4 bad utterances" in stage3
+    kept = (root / "data" / "train_filt" / "utt2spk").read_text()
+    assert kept.count("\n") == 12 and "bad" not in kept
+    assert "bad audio: " in (root / "data" / "train_filt" / "dropped").read_text()
+    assert any((model_exp(root) / "checkpoints").iterdir())  # stage 7 trained on the rest

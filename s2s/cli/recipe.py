@@ -3,7 +3,8 @@
     run.sh [--stage N] [--stop_stage M] [--ngpu G] [--nj J] [--attention NAME]
            [--stride S] [--arrangement cross|prefix|prompt] [--model_config F] [--train_config F]
            [--decode_config F] [--tag T] [--init_param SRC:SRC_KEY:DST_KEY[:EXCLUDE] ...]
-           [--use_lm true|false] [--lm_config F] [--config F ...] [key=value ...]
+           [--use_lm true|false] [--lm_config F] [--skip_bad_audio true|false]
+           [--config F ...] [key=value ...]
 
 --attention NAME: any registered variant (mha, mqa, gqa, mla, mtla, mfa, mfa_kr, mlra, gla,
 gta; docs/attention.md), read from conf/attention/NAME.yaml.
@@ -17,6 +18,9 @@ decode.* ones also reach stage 9, after the decode YAML, and name its decode dir
 --init_param (ESPnet's, repeatable) starts the model from part of another experiment, e.g.
 `../asr1/exp/tiny_mtla_s2_cross:encoder:encoder` (a relative source is relative to the recipe
 dir); the experiment is then named with the tag "init" unless --tag names it.
+Stage 3 reads every utterance and lists every one whose audio is unreadable or too short, then
+stops; --skip_bad_audio true (recipe.yaml: skip_bad_audio) leaves them out instead, listed in
+dump/<set>/bad_utts.
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init_param", "--init-param", action="append", default=[])
     p.add_argument("--use_lm", "--use-lm", default="true", choices=["true", "false"])
     p.add_argument("--lm_config", "--lm-config", default="")
+    p.add_argument(
+        "--skip_bad_audio", "--skip-bad-audio", default="", choices=["", "true", "false"]
+    )
     p.add_argument(
         "--config",
         action="append",
@@ -87,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         init_param=args.init_param,
         use_lm=args.use_lm == "true",
         lm_config=args.lm_config,
+        skip_bad_audio={"": None, "true": True, "false": False}[args.skip_bad_audio],
         configs=args.config,
         overrides=args.overrides,
     )

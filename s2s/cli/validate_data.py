@@ -3,12 +3,15 @@
     s2s-validate-data data/train data/dev           every problem, as <file>:<line>: <what>
     s2s-validate-data --max-per-kind 3 data/train   at most 3 problems of each kind per dir
     s2s-validate-data --no-check-audio data/train   skip the wav.scp audio-path check
+    s2s-validate-data --audio data/train            also open every audio file's header
 
 The rules are those of s2s.data.datadir (docs/data.md). Audio paths in wav.scp are relative to
-the current directory, as in Kaldi: run it from where the recipe runs. Problems go to stderr,
-one line each, then a summary per dir; a valid dir gets one "OK" line on stdout. Exit status:
-0 when every dir is valid, 1 when any has a problem, 2 for a usage error.
-(`python -m s2s.data.datadir` runs the same command.)
+the current directory, as in Kaldi: run it from where the recipe runs. --audio opens each
+file's header (soundfile: rate, channels, length) and reports the audio recipe stage 3 would
+stop at: files that cannot be read, hold no audio, or give fewer than --min-frames fbank
+frames (recipe.yaml's filter.min_frames), and segments past the end of their recording.
+Problems go to stderr, one line each, then a summary per dir; a valid dir gets one "OK" line on
+stdout. Exit status: 0 when every dir is valid, 1 when any has a problem, 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import argparse
 import sys
 from collections import Counter
 
-from s2s.data.datadir import load_datadir, validate_datadir
+from s2s.data.datadir import audio_problems, load_datadir, validate_datadir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not check that the audio files of wav.scp exist",
     )
+    p.add_argument(
+        "--audio",
+        action="store_true",
+        help="also open every audio file's header: unreadable, empty or too short audio",
+    )
+    p.add_argument(
+        "--min-frames",
+        type=int,
+        default=10,
+        metavar="N",
+        help="with --audio: fewer fbank frames than N is too short (default 10, the recipes')",
+    )
     return p
 
 
@@ -50,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     status = 0
     for d in args.dirs:
-        problems = validate_datadir(d, check_audio=args.check_audio)
+        problems = validate_datadir(d, check_audio=args.check_audio or args.audio)
+        if args.audio and all(p.kind == "audio not found" for p in problems):  # it reads
+            problems += audio_problems(d, min_frames=args.min_frames)
         if not problems:
             dd = load_datadir(d)
             kind = "text-only" if dd.text_only else "speech"

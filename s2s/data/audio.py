@@ -34,7 +34,16 @@ END_SLACK_S = 0.01
 
 class AudioError(RuntimeError):
     """An utterance's audio cannot be loaded, or (s2s.decode.inference) is too short or too
-    long for the model; the message names the utterance id or the path."""
+    long for the model; the message names the utterance id or the path. `reason` is the
+    message without them (what a list of bad utterances shows beside the id and path)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+def _error(where: str, reason: str) -> AudioError:
+    return AudioError(f"{where}: {reason}", reason)
 
 
 def _where(path: str | Path, utt_id: str | None) -> str:
@@ -43,11 +52,11 @@ def _where(path: str | Path, utt_id: str | None) -> str:
 
 def _open(path: str | Path, utt_id: str | None) -> sf.SoundFile:
     if not Path(path).is_file():
-        raise AudioError(f"{_where(path, utt_id)}: audio file not found")
+        raise _error(_where(path, utt_id), "audio file not found")
     try:
         return sf.SoundFile(str(path))
     except (sf.SoundFileError, RuntimeError) as e:  # LibsndfileError is a RuntimeError
-        raise AudioError(f"{_where(path, utt_id)}: cannot read audio: {e}") from e
+        raise _error(_where(path, utt_id), f"cannot read audio: {e}") from e
 
 
 def audio_duration(path: str | Path) -> float:
@@ -73,37 +82,39 @@ def load_audio(
         raise ValueError(f"target_sr must be > 0, got {target_sr}")
     where = _where(path, utt_id)
     if start < 0 or (end is not None and end <= start):
-        raise AudioError(f"{where}: invalid region [{start}, {end}) s")
+        raise _error(where, f"invalid region [{start}, {end}) s")
     f = _open(path, utt_id)
     with f:
         sr, total = f.samplerate, f.frames
         if total <= 0:
-            raise AudioError(f"{where}: zero-length audio")
+            raise _error(where, "zero-length audio")
         first = int(round(start * sr))
         last = total if end is None else int(round(end * sr))
         if last > total:
             slack = max(1, int(round(END_SLACK_S * sr)))
             if last - total > slack:
-                raise AudioError(
-                    f"{where}: segment end {end:.3f} s is past the end of the recording "
-                    f"({total / sr:.3f} s)"
+                raise _error(
+                    where,
+                    f"segment end {end:.3f} s is past the end of the recording "
+                    f"({total / sr:.3f} s)",
                 )
             last = total
         if first >= last:
-            raise AudioError(
-                f"{where}: region [{start:.3f}, {end}) s is empty or starts after the end "
-                f"of the recording ({total / sr:.3f} s)"
+            raise _error(
+                where,
+                f"region [{start:.3f}, {end}) s is empty or starts after the end "
+                f"of the recording ({total / sr:.3f} s)",
             )
         try:
             f.seek(first)
             data = f.read(last - first, dtype="float32", always_2d=True)  # (n, C)
         except (sf.SoundFileError, RuntimeError) as e:
-            raise AudioError(f"{where}: cannot read audio: {e}") from e
+            raise _error(where, f"cannot read audio: {e}") from e
     if data.shape[0] != last - first:
-        raise AudioError(f"{where}: truncated file: read {data.shape[0]} of {last - first} frames")
+        raise _error(where, f"truncated file: read {data.shape[0]} of {last - first} frames")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.isfinite(mono).all():
-        raise AudioError(f"{where}: audio contains NaN or infinite samples")
+        raise _error(where, "audio contains NaN or infinite samples")
     wave = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
     if sr != target_sr:
         wave = AF.resample(wave, sr, target_sr)

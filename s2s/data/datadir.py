@@ -26,9 +26,9 @@ Rules the validator enforces (each error names ``<file>:<line>``):
   (make speaker ids prefixes of utterance ids, followed by a separator such as ``-`` that sorts
   before the characters of any speaker id), as ``utils/validate_data_dir.sh`` demands.
 
-``load_datadir`` stops at the first problem; ``validate_datadir`` reports them all, and
-``s2s-validate-data DIR ...`` (s2s/cli/validate_data.py; also ``python -m s2s.data.datadir``)
-runs it from the shell.
+``load_datadir`` stops at the first problem; ``validate_datadir`` reports them all;
+``audio_problems`` opens every audio file's header (unreadable, empty, too short); and
+``s2s-validate-data DIR ...`` (s2s/cli/validate_data.py) runs them from the shell.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import math
 import os
 import random
 import re
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -410,6 +409,80 @@ def validate_datadir(path: PathLike, check_audio: bool = True) -> list[Problem]:
     return problems
 
 
+def _fbank_frames(frames: int, sr: int, fbank) -> int:
+    """Fbank frames of `frames` samples at `sr` once resampled to fbank.sample_rate (Kaldi's
+    snip_edges: none below one window)."""
+    n = math.ceil(frames * fbank.sample_rate / sr)
+    window = fbank.window_samples
+    shift = int(fbank.sample_rate * fbank.frame_shift_ms / 1000)
+    return 0 if n < window else 1 + (n - window) // shift
+
+
+def audio_problems(path: PathLike, min_frames: int = 10, fbank=None) -> list[Problem]:
+    """Every audio problem of a valid speech data dir, found from the files' headers
+    (soundfile.info: rate, channels, length) without reading their samples: a file that
+    cannot be opened or holds no audio (reported at its ``wav.scp`` line), and an utterance
+    (a whole file, or a ``segments`` line) that gives fewer than ``min_frames`` fbank frames
+    of ``fbank`` (s2s.data.features.FbankConfig; recipe stage 3 judges the same way) or ends
+    past its recording. Missing files are left to ``validate_datadir(check_audio=True)``."""
+    import soundfile as sf
+
+    from s2s.data.features import FbankConfig
+
+    fbank = fbank if fbank is not None else FbankConfig()
+    dd = load_datadir(path)
+    if dd.text_only:
+        return []
+    problems: list[Problem] = []
+    scp = dd.path / "wav.scp"
+    headers: dict[str, tuple[int, int]] = {}  # recording -> (frames, rate)
+    for e in _read_lines(scp, strict=False, report=_raise):
+        if not os.path.isfile(e.value):
+            continue
+        try:
+            info = sf.info(e.value)
+        except (sf.SoundFileError, RuntimeError) as err:  # LibsndfileError: a RuntimeError
+            why = f"cannot read audio: {' '.join(str(err).split())}"
+            where = f"{scp}:{e.lineno}: audio of '{e.key}' ({e.value})"
+            problems.append(Problem("unreadable audio", f"{where}: {why}"))
+            continue
+        if info.frames <= 0 or info.samplerate <= 0:
+            where = f"{scp}:{e.lineno}: audio of '{e.key}' ({e.value})"
+            problems.append(Problem("empty audio", f"{where}: zero-length audio"))
+            continue
+        headers[e.key] = (info.frames, info.samplerate)
+
+    def judge(where: str, frames: int, sr: int) -> None:
+        n = _fbank_frames(frames, sr, fbank)
+        if n < min_frames:
+            why = f"too short: {n} frames < min_frames {min_frames} ({1000 * frames / sr:.0f} ms)"
+            problems.append(Problem("too short", f"{where}: {why}"))
+
+    if dd.segments is None:
+        for e in _read_lines(scp, strict=False, report=_raise):
+            if e.key in headers:
+                judge(f"{scp}:{e.lineno}: audio of '{e.key}' ({e.value})", *headers[e.key])
+        return problems
+    seg = dd.path / "segments"
+    for e in _read_lines(seg, strict=False, report=_raise):
+        rec, start, end = dd.segments[e.key]
+        if rec not in headers:
+            continue  # its file was reported already
+        total, sr = headers[rec]
+        if end * sr > total + max(1, round(0.01 * sr)):  # load_audio's 10 ms of slack
+            problems.append(
+                Problem(
+                    "segment past the end",
+                    f"{seg}:{e.lineno}: utterance '{e.key}' ends at {end} s, after the end of "
+                    f"recording "
+                    f"'{rec}' ({total / sr:.3f} s)",
+                )
+            )
+            continue
+        judge(f"{seg}:{e.lineno}: utterance '{e.key}' ({rec})", round((end - start) * sr), sr)
+    return problems
+
+
 # ----------------------------------------------------------------------------- writing
 
 
@@ -612,9 +685,3 @@ def combine_datadirs(srcs: Sequence[DataDir | PathLike], dst: PathLike) -> DataD
         utt2spk,
         segments if first.segments is not None else None,
     )
-
-
-if __name__ == "__main__":  # the same command as s2s-validate-data
-    from s2s.cli.validate_data import main
-
-    sys.exit(main())

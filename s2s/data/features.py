@@ -7,7 +7,8 @@ Dump layout (one directory per data set, written by `dump_features`):
     feats.index        `<utt> <shard file> <offset> <frames>` per line, sorted by utt
     utt2num_frames     `<utt> <frames>` per line (Kaldi's name), used for length bucketing
     feats.json         the FbankConfig, speed factor, feature dim and totals
-    bad_utts           only with skip_bad=True: `<utt> <reason>` for each skipped utterance
+    bad_utts           only with skip_bad=True: `<utt> <path> <reason>` for each utterance
+                       left out (unreadable audio, or fewer than min_frames frames)
 
 With speed != 1.0 the keys are the data dir's utterance ids prefixed `sp<factor>-` (ESPnet's
 `sp0.9-<utt>`); the matching texts need a data dir with the same prefixed ids.
@@ -97,8 +98,49 @@ def speed_key(utt: str, speed: float) -> str:
 
 # (dump key, utterance id, audio path, start s, end s or None)
 _Item = tuple[str, str, str, float, float | None]
-# index entries (key, shard file, offset, frames) and skipped (key, reason) pairs of one shard
-_ShardResult = tuple[list[tuple[str, str, int, int]], list[tuple[str, str]]]
+# a bad utterance: (dump key, audio path, reason)
+BadUtt = tuple[str, str, str]
+# index entries (key, shard file, offset, frames) and the bad utterances of one shard
+_ShardResult = tuple[list[tuple[str, str, int, int]], list[BadUtt]]
+
+
+class BadAudioError(AudioError):
+    """Some utterances of a data dir cannot be used (unreadable or too short); `bad` lists
+    them all as (utt, path, reason), and the message has one line each and a count."""
+
+    def __init__(self, message: str, bad: list[BadUtt] | None = None) -> None:
+        super().__init__(message)
+        self.bad = bad or []
+
+
+def bad_audio_lines(bad: list[BadUtt]) -> list[str]:
+    """One `utterance <utt> (<path>): <reason>` line per bad utterance."""
+    return [f"utterance {k!r} ({path}): {why}" for k, path, why in bad]
+
+
+def _features(
+    utt: str,
+    path: str,
+    start: float,
+    end: float | None,
+    cfg: FbankConfig,
+    speed: float,
+    min_frames: int,
+) -> Tensor:
+    """(T, F) fbank of one utterance; AudioError (its reason without the id) when its audio
+    cannot be read or gives fewer than min_frames frames."""
+    wave = load_audio(path, start, end, target_sr=cfg.sample_rate, utt_id=utt)
+    if speed != 1.0:
+        wave = speed_perturb(wave, cfg.sample_rate, speed)
+    ms = 1000 * wave.numel() / cfg.sample_rate
+    try:
+        feats = compute_fbank(wave, cfg)
+    except ValueError as e:
+        raise AudioError(f"utterance {utt!r} ({path}): too short: {e}", f"too short: {e}") from e
+    if feats.shape[0] < min_frames:
+        why = f"too short: {feats.shape[0]} frames < min_frames {min_frames} ({ms:.0f} ms)"
+        raise AudioError(f"utterance {utt!r} ({path}): {why}", why)
+    return feats
 
 
 def _write_npy_header(f, frames: int, dim: int) -> int:
@@ -114,16 +156,16 @@ def _dump_shard(
     out_dir: str,
     cfg: FbankConfig,
     speed: float,
-    skip_bad: bool,
+    min_frames: int,
     progress: Callable[[], None],
 ) -> _ShardResult:
-    """Computes features of `items` into out_dir/feats.<job>.npy.
+    """Computes features of `items` into out_dir/feats.<job>.npy, reading on past bad ones.
 
-    Returns index entries (key, shard file, offset, frames) and skipped (key, reason) pairs.
+    Returns index entries (key, shard file, offset, frames) and the bad utterances.
     """
     name = f"feats.{job}.npy"
     entries: list[tuple[str, str, int, int]] = []
-    bad: list[tuple[str, str]] = []
+    bad: list[BadUtt] = []
     offset = 0
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # same numerics whatever nj is (and no oversubscription)
@@ -133,17 +175,9 @@ def _dump_shard(
             header_len = _write_npy_header(f, 0, cfg.num_mel_bins)
             for key, utt, path, start, end in items:
                 try:
-                    wave = load_audio(path, start, end, target_sr=cfg.sample_rate, utt_id=utt)
-                    if speed != 1.0:
-                        wave = speed_perturb(wave, cfg.sample_rate, speed)
-                    try:
-                        feats = compute_fbank(wave, cfg)
-                    except ValueError as e:
-                        raise AudioError(f"utterance {utt!r} ({path}): {e}") from e
+                    feats = _features(utt, path, start, end, cfg, speed, min_frames)
                 except AudioError as e:
-                    if not skip_bad:
-                        raise
-                    bad.append((key, " ".join(str(e).split())))
+                    bad.append((key, path, " ".join(e.reason.split())))  # one line each
                     progress()
                     continue
                 f.write(feats.numpy().astype("<f4", copy=False).tobytes())
@@ -164,15 +198,13 @@ def _worker(
     out_dir: str,
     cfg: FbankConfig,
     speed: float,
-    skip_bad: bool,
+    min_frames: int,
     q: mp.Queue,
 ) -> None:
     """Process entry point: runs one shard, reporting progress and the result through `q`."""
     try:
-        result = _dump_shard(job, items, out_dir, cfg, speed, skip_bad, lambda: q.put(("tick",)))
+        result = _dump_shard(job, items, out_dir, cfg, speed, min_frames, lambda: q.put(("tick",)))
         q.put(("done", job, result))
-    except AudioError as e:
-        q.put(("error", job, e))
     except BaseException:
         q.put(("error", job, RuntimeError(f"feature job {job} failed:\n{traceback.format_exc()}")))
 
@@ -182,14 +214,14 @@ def _run_parallel(
     out_dir: str,
     cfg: FbankConfig,
     speed: float,
-    skip_bad: bool,
+    min_frames: int,
     bar: tqdm,
 ) -> list[_ShardResult]:
     """Runs one spawned process per job; returns their results in job order."""
     ctx = mp.get_context("spawn")  # fork after torch/OpenMP start-up can deadlock
     q = ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(j, items, out_dir, cfg, speed, skip_bad, q))
+        ctx.Process(target=_worker, args=(j, items, out_dir, cfg, speed, min_frames, q))
         for j, items in jobs
     ]
     results: dict[int, _ShardResult] = {}
@@ -229,13 +261,16 @@ def dump_features(
     nj: int = 1,
     speed: float = 1.0,
     skip_bad: bool = False,
+    min_frames: int = 1,
 ) -> Path:
     """Computes fbank features of every utterance of a data dir into `out_dir` (layout above).
 
     Utterances are split into `nj` contiguous runs of the sorted ids, one shard and one process
-    each; the features do not depend on nj. A bad utterance raises its AudioError unless
-    `skip_bad`, which lists skipped ones with reasons in out_dir/bad_utts and warns.
-    Returns out_dir.
+    each; the features do not depend on nj. Every utterance is read, in one pass; bad ones
+    (audio that cannot be read, or gives fewer than `min_frames` frames) are collected. Then,
+    when there are any: without `skip_bad`, BadAudioError listing them all (no index is
+    written); with it, they are left out, listed in out_dir/bad_utts, and a warning says how
+    many. Returns out_dir.
     """
     from s2s.data.datadir import load_datadir  # written alongside; imported when used
 
@@ -244,6 +279,8 @@ def dump_features(
         raise ValueError(f"nj must be >= 1, got {nj}")
     if speed <= 0:
         raise ValueError(f"speed must be > 0, got {speed}")
+    if min_frames < 1:
+        raise ValueError(f"min_frames must be >= 1, got {min_frames}")
     datadir = load_datadir(datadir_path)
     utts = datadir.utt_ids
     if not utts:
@@ -268,15 +305,26 @@ def dump_features(
     with tqdm(total=len(items), desc=f"fbank {Path(datadir_path).name}", unit="utt") as bar:
         if nj == 1:
             results = [
-                _dump_shard(1, jobs[0][1], str(out), cfg, speed, skip_bad, lambda: bar.update(1))
+                _dump_shard(1, jobs[0][1], str(out), cfg, speed, min_frames, lambda: bar.update(1))
             ]
         else:
-            results = _run_parallel(jobs, str(out), cfg, speed, skip_bad, bar)
+            results = _run_parallel(jobs, str(out), cfg, speed, min_frames, bar)
 
     entries = [e for shard_entries, _ in results for e in shard_entries]
     bad = [b for _, shard_bad in results for b in shard_bad]
+    if bad and not skip_bad:
+        raise BadAudioError(
+            "\n".join(
+                [
+                    *bad_audio_lines(bad),
+                    f"{len(bad)} of {len(items)} utterances of {datadir_path} have unreadable "
+                    "or too short audio (listed above)",
+                ]
+            ),
+            bad,
+        )
     if skip_bad:
-        (out / BAD_UTTS).write_text("".join(f"{k} {why}\n" for k, why in bad))
+        (out / BAD_UTTS).write_text("".join(f"{k} {path} {why}\n" for k, path, why in bad))
         if bad:
             warnings.warn(
                 f"skipped {len(bad)} of {len(items)} utterances of {datadir_path}; "

@@ -53,7 +53,10 @@ class RecipeConfig:
     applies (before the command line's). lm_config: a language-model YAML (conf/lm/*.yaml):
     stage 7 then trains that LM on the training targets before the model, and decoding with
     decode.lm_weight > 0 fuses it; lm_overrides: its dot-list entries (`--use_lm false` skips
-    it)."""
+    it). skip_bad_audio: stage 3 leaves out utterances whose audio cannot be read or is
+    too short (fewer than filter.min_frames frames; test sets: not one frame), lists them in
+    dump/<set>/bad_utts and goes on; false (the default) stops after listing them all
+    (`--skip_bad_audio true|false` on run.sh decides for one run)."""
 
     corpus: str = ""
     task: str = "st"
@@ -77,6 +80,7 @@ class RecipeConfig:
     overrides: list = field(default_factory=list)  # experiment config key=value, e.g. CTC weight
     lm_config: str = ""
     lm_overrides: list = field(default_factory=list)
+    skip_bad_audio: bool = False
 
     def __post_init__(self) -> None:
         if not self.corpus:

@@ -16,19 +16,23 @@ def filter_set(
     src_dir: Path, dst_dir: Path, dump_dir: Path | None, cfg: RecipeConfig, keep_all: bool
 ) -> list[tuple[str, str]]:
     """Write dst_dir with the kept utterances; returns (utt, reason) for each dropped one and
-    writes them to dst_dir/dropped. keep_all (test sets): copy everything, report nothing."""
+    writes them to dst_dir/dropped. keep_all (test sets): keep everything but the utterances
+    stage 3 left out for bad audio (dump_dir/bad_utts), which have no features."""
     dd = load_datadir(src_dir)
-    frames = None
+    frames, bad_audio = None, {}
     if dump_dir is not None:
-        from s2s.data.features import FeatureReader
+        from s2s.data.features import BAD_UTTS, FeatureReader
 
         frames = FeatureReader(dump_dir)
+        if (dump_dir / BAD_UTTS).is_file():  # `<utt> <path> <reason>` lines
+            lines = (dump_dir / BAD_UTTS).read_text().splitlines()
+            bad_audio = {u: why for u, _, why in (line.split(" ", 2) for line in lines)}
     f = cfg.filter
     dropped: list[tuple[str, str]] = []
     keep = []
     for utt in dd.utt_ids:
-        reason = ""
-        if not keep_all:
+        reason = f"bad audio: {bad_audio[utt]}" if utt in bad_audio else ""
+        if not reason and not keep_all:
             target = dd.texts[cfg.target_field][utt].strip()
             if not target:
                 reason = "empty target"

@@ -46,6 +46,7 @@ class RunOptions:
     init_param: list[str] = field(default_factory=list)
     use_lm: bool = True
     lm_config: str = ""
+    skip_bad_audio: bool | None = None  # None: recipe.yaml's skip_bad_audio
     configs: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
 
@@ -313,15 +314,52 @@ class Recipe:
     def _all_sets(self) -> list[str]:
         return [self.train_set, self.cfg.valid_set, *self.cfg.test_sets]
 
+    @property
+    def skip_bad_audio(self) -> bool:
+        opt = self.opts.skip_bad_audio
+        return self.cfg.skip_bad_audio if opt is None else opt
+
     def stage3(self) -> None:
-        """Fbank features of every set -> dump/<set>/."""
+        """Fbank features of every set -> dump/<set>/, reading every utterance of every set
+        before judging: utterances whose audio cannot be read or is too short (fewer than
+        filter.min_frames frames; test sets, which stage 4 keeps whole: not one frame) are
+        all listed, one line each. Then the stage stops, or with skip_bad_audio they are left
+        out and listed in dump/<set>/bad_utts (stage 4 drops them from data/<set>_filt)."""
         if not self.speech:
             log.info("text source: no features to dump")
             return
-        from s2s.data.features import dump_features
+        from s2s.data.features import BAD_UTTS, BadAudioError, bad_audio_lines, dump_features
 
+        skip, n_bad = self.skip_bad_audio, 0
         for name in self._all_sets():
-            dump_features(self.data / name, self.dump / name, self.cfg.features, nj=self.opts.nj)
+            min_frames = 1 if name in self.cfg.test_sets else self.cfg.filter.min_frames
+            args = dict(nj=self.opts.nj, skip_bad=skip, min_frames=min_frames)
+            try:
+                out = dump_features(self.data / name, self.dump / name, self.cfg.features, **args)
+            except BadAudioError as e:  # stop after every set is read, with all of them listed
+                for line in bad_audio_lines(e.bad):
+                    log.error("data/%s: %s", name, line)
+                log.error("data/%s: %d utterances with unusable audio", name, len(e.bad))
+                n_bad += len(e.bad)
+                continue
+            bad = (out / BAD_UTTS).read_text().splitlines() if skip else []
+            for line in bad:
+                utt, path, why = line.split(" ", 2)
+                log.warning("data/%s: skipped utterance %s (%s): %s", name, utt, path, why)
+            log.info("data/%s: features of %s utterances", name, _features_count(out))
+            if bad:
+                log.info(
+                    "data/%s: skipped %d bad utterances, listed in %s",
+                    name,
+                    len(bad),
+                    out / BAD_UTTS,
+                )
+        if n_bad:
+            raise RuntimeError(
+                f"stage 3: {n_bad} utterances have unreadable or too short audio (listed "
+                "above); repair or remove them (s2s-validate-data --audio DIR lists them), or "
+                "run with --skip_bad_audio true to train without them"
+            )
 
     def stage4(self) -> None:
         """Drop training/validation utterances that are empty, too short or too long;
@@ -499,6 +537,11 @@ class Recipe:
             rc = proc.wait()
         if rc != 0:
             raise RuntimeError(f"command failed with exit code {rc}; see {logfile}")
+
+
+def _features_count(dump: Path) -> int:
+    """How many utterances a feature dump holds (its feats.json)."""
+    return json.loads((dump / "feats.json").read_text())["num_utts"]
 
 
 def producing_command(source: Path) -> str:
