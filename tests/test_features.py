@@ -150,7 +150,7 @@ def test_dump_lists_every_bad_utterance_in_one_pass(tmp_path: Path) -> None:
     listed = [line.split(" ", 2) for line in (out / "bad_utts").read_text().splitlines()]
     assert [(u, p) for u, p, _ in listed] == sorted(lines.items())
     assert (
-        "too short: 1 frames < min_frames 10 (30 ms)"
+        "too short: 1 frames (30 ms), the model needs 10"
         in dict((u, w) for u, _, w in listed)["bad-short"]
     )
 

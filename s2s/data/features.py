@@ -138,7 +138,7 @@ def _features(
     except ValueError as e:
         raise AudioError(f"utterance {utt!r} ({path}): too short: {e}", f"too short: {e}") from e
     if feats.shape[0] < min_frames:
-        why = f"too short: {feats.shape[0]} frames < min_frames {min_frames} ({ms:.0f} ms)"
+        why = f"too short: {feats.shape[0]} frames ({ms:.0f} ms), the model needs {min_frames}"
         raise AudioError(f"utterance {utt!r} ({path}): {why}", why)
     return feats
 

@@ -27,6 +27,10 @@ _CONV2D_LAYERS: dict[str, tuple[tuple[int, int], ...]] = {
 }
 
 
+# (kernel, stride, padding) in time of fairseq's two 1-D convs.
+_CONV1D_LAYERS = ((5, 2, 2), (5, 2, 2))
+
+
 def _conv_out(n: Tensor | int, kernel: int, stride: int, padding: int = 0) -> Tensor | int:
     """Output length of one conv: floor((n + 2p - k) / s) + 1 (may be <= 0)."""
     return (n + 2 * padding - kernel) // stride + 1
@@ -118,7 +122,7 @@ class Conv1dSubsampler(Frontend):
     name = "conv1d"
 
     def __init__(self, input_dim: int, d_model: int, channels: int = 1024) -> None:
-        super().__init__(((5, 2, 2), (5, 2, 2)))
+        super().__init__(_CONV1D_LAYERS)
         if channels < 2 or channels % 2:
             raise ValueError(f"conv1d subsampler channels must be even and >= 2, got {channels}")
         self.input_dim = input_dim
@@ -164,6 +168,14 @@ def min_input_dim(kind: str) -> int:
     if kind in _CONV2D_LAYERS:
         return _min_len(tuple((k, s, 0) for k, s in _CONV2D_LAYERS[kind]))
     return 1
+
+
+def min_input_frames(kind: str) -> int:
+    """Fewest feature frames from which the frontend `kind` makes one output frame: shorter
+    audio cannot be encoded at all (recipe stage 3 reports it as too short)."""
+    if kind in _CONV2D_LAYERS:
+        return _min_len(tuple((k, s, 0) for k, s in _CONV2D_LAYERS[kind]))
+    return _min_len(_CONV1D_LAYERS) if kind == "conv1d" else 1
 
 
 def build_frontend(kind: str, input_dim: int, d_model: int, channels: int = 1024) -> Frontend:

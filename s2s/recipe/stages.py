@@ -321,18 +321,21 @@ class Recipe:
 
     def stage3(self) -> None:
         """Fbank features of every set -> dump/<set>/, reading every utterance of every set
-        before judging: utterances whose audio cannot be read or is too short (fewer than
-        filter.min_frames frames; test sets, which stage 4 keeps whole: not one frame) are
-        all listed, one line each. Then the stage stops, or with skip_bad_audio they are left
-        out and listed in dump/<set>/bad_utts (stage 4 drops them from data/<set>_filt)."""
+        before judging: utterances whose audio cannot be read or is too short for the model
+        (fewer frames than its frontend needs for one output frame) are all listed, one line
+        each (shorter than filter.min_frames but encodable is no error: stage 4 drops those
+        from the training sets as before). Then the stage stops, or with skip_bad_audio they
+        are left out and listed in dump/<set>/bad_utts (stage 4 drops them from
+        data/<set>_filt)."""
         if not self.speech:
             log.info("text source: no features to dump")
             return
         from s2s.data.features import BAD_UTTS, BadAudioError, bad_audio_lines, dump_features
+        from s2s.models.subsampling import min_input_frames
 
         skip, n_bad = self.skip_bad_audio, 0
+        min_frames = min_input_frames(self.experiment_config().model.encoder.subsampling)
         for name in self._all_sets():
-            min_frames = 1 if name in self.cfg.test_sets else self.cfg.filter.min_frames
             args = dict(nj=self.opts.nj, skip_bad=skip, min_frames=min_frames)
             try:
                 out = dump_features(self.data / name, self.dump / name, self.cfg.features, **args)
