@@ -164,3 +164,31 @@ def test_token_by_token_matches_authors(authors, stride: int, n_frames: int) -> 
         assert cache.num_slots().tolist() == [-(-(n_frames + 7) // stride)] * 2
     assert rel_err(out, ref) <= 1e-5
     assert rel_err(out, ours(x, prefix=frames)) <= 1e-5
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_their_module_trains_in_our_decoder_with_our_weights(authors, stride: int) -> None:
+    """s2s.bench.authors.use_authors_modules (the side-by-side training of BENCHMARKS §6):
+    their module, given our weights, computes our forward and records our merge weights
+    (equal lengths; our biases zeroed, theirs has none), and gradients reach every weight."""
+    from types import SimpleNamespace
+
+    from s2s.bench.authors import AuthorsPrefixTraining, use_authors_modules
+
+    _, ours = pair(authors, stride)
+    layer = SimpleNamespace(self_attn=ours)
+    use_authors_modules(SimpleNamespace(decoder=SimpleNamespace(layers=[layer])), authors)
+    theirs = layer.self_attn
+    assert isinstance(theirs, AuthorsPrefixTraining)
+    torch.manual_seed(1)
+    B, P, L = 2, 7, 5
+    frames, x = torch.randn(B, P, D_MODEL), torch.randn(B, L, D_MODEL)
+    kw = dict(prefix=frames, prefix_lengths=torch.full((B,), P))
+    lens = torch.full((B,), L)
+    ours.record, theirs.record = {}, {}
+    want = ours(x, lens, **kw)
+    got = theirs(x, lens, **kw)
+    assert rel_err(got, want) < 1e-5
+    torch.testing.assert_close(theirs.record["merge_weight"], ours.record["merge_weight"])
+    got.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in theirs.parameters())

@@ -123,3 +123,101 @@ class AuthorsAttention(nn.Module):
         cache.steps += 1
         cache._track()
         return out
+
+
+class AuthorsPrefixTraining(AuthorsAttention):
+    """Their module in our decoder's training role, as their fairseq decoder calls it in the
+    prefix arrangement: queries = targets, keys/values = [padded frames ; padded targets],
+    frames visible to every target, positions 0..P+L-1, padding hidden by key_padding_mask
+    (so, unlike ours, a chunk may straddle a sample's last frame and the padding after it).
+
+    Trains side by side with ours (BENCHMARKS.md §6): `record` works as in our variants for
+    "merge_weight" and "lengths", laid out as ours ([frames_b ; targets_b] per row), so the
+    training monitor reads their merge weights the same way."""
+
+    record: dict[str, Tensor] | None = None
+
+    def forward(
+        self,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        cache: object = None,
+        *,
+        prefix: Tensor | None = None,
+        prefix_lengths: Tensor | None = None,
+    ) -> Tensor:
+        """x: (B, L, d) targets with lengths (B,); prefix: (B, P, d) frames with prefix_lengths
+        (B,). Returns (B, L, d), zero at padded targets."""
+        if cache is not None or prefix is None or prefix_lengths is None or lengths is None:
+            raise ValueError("the authors' module trains here in the prefix arrangement only")
+        B, L, _ = x.shape
+        P = prefix.shape[1]
+        dev = x.device
+        causal = torch.full((L, L), float("-inf"), device=dev).triu(1)
+        mask = torch.cat((torch.zeros(L, P, device=dev), causal), 1)
+        j = torch.arange(P + L, device=dev)[None, :]
+        padded = torch.where(j < P, j >= prefix_lengths[:, None], j - P >= lengths[:, None])
+        pos = j.expand(B, -1).float()
+        y = torch.cat((prefix, x), 1)
+        hook = None
+        if self.record is not None:
+            seen: dict[str, Tensor] = {}
+            hook = self.attn.hypernet_down.register_forward_hook(
+                lambda m, i, w: seen.update(w=w.diagonal(dim1=1, dim2=2))  # (B, T): w_j
+            )
+        try:
+            out = self.attn(x, y, y, key_padding_mask=padded, self_attn_mask=mask, position=pos)
+        finally:
+            if hook is not None:
+                hook.remove()
+        if self.record is not None:
+            # Their layout [P frames ; L targets] -> ours [P_b frames ; L_b targets ; pad].
+            # A padded frame goes to the last column: past the row's length (its padding) in
+            # every row that has padded frames; the targets are written after it.
+            frames = torch.where(padded[:, :P], P + L - 1, j[:, :P])
+            tgt = prefix_lengths[:, None] + torch.arange(L, device=dev)[None, :]
+            w = torch.zeros(B, P + L, device=dev, dtype=seen["w"].dtype)
+            w.scatter_(1, frames, seen["w"][:, :P])
+            w.scatter_(1, tgt, seen["w"][:, P:])
+            self.record["merge_weight"] = w.detach()
+            self.record["lengths"] = prefix_lengths + lengths
+        keep = (torch.arange(L, device=dev)[None, :] < lengths[:, None]).to(out.dtype)
+        return out * keep[..., None]
+
+
+def use_authors_modules(model: nn.Module, authors: ModuleType) -> None:
+    """Replace every decoder layer's MTLA of `model` (a prefix-arrangement Seq2SeqModel) by
+    their module carrying the same weights (ours -> theirs: our biases dropped, as their
+    projections have none; A's input columns permuted back to their interleaved sin/cos)."""
+    from s2s.attention.mtla import TemporalLatentAttention
+
+    for layer in model.decoder.layers:
+        ours = layer.self_attn
+        if not isinstance(ours, TemporalLatentAttention) or ours.stride < 2:
+            raise ValueError("use_authors_modules needs an MTLA decoder with stride >= 2")
+        cfg = ours.cfg
+        theirs = AuthorsPrefixTraining(
+            authors,
+            cfg.d_model,
+            ours.n_heads,
+            ours.head_dim,
+            ours.latent_dim,
+            ours.rope_dim,
+            ours.stride,
+        )
+        theirs.attn.dropout = cfg.dropout
+        H, D, R = ours.n_heads, ours.head_dim, ours.latent_dim
+        t = theirs.attn
+        with torch.no_grad():
+            t.wq.weight.copy_(ours.q_proj.weight)
+            t.wkv_a.weight.copy_(ours.dkv_proj.weight)
+            t.kv_norm.load_state_dict(ours.kv_norm.state_dict())
+            uk, uv = ours.uk_proj.weight.view(H, D, R), ours.uv_proj.weight.view(H, D, R)
+            t.wkv_b.weight.copy_(torch.cat((uk, uv), 1).reshape(2 * H * D, R))
+            t.wo.weight.copy_(ours.out_proj.weight)
+            # Ours = theirs[:, order] (tests/test_authors_mtla.py), so theirs[:, order] = ours.
+            order = torch.cat((torch.arange(0, R, 2), torch.arange(1, R, 2)))
+            t.hypernet_down.fc_c.weight[:, order] = ours.hyper_pe.weight
+            t.hypernet_down.fc_c.bias.copy_(ours.hyper_pe.bias)
+            t.hypernet_down.fc_p.load_state_dict(ours.hyper_latent.state_dict())
+        layer.self_attn = theirs.to(ours.q_proj.weight.device)

@@ -67,7 +67,9 @@ def average_only(cfg, exp_dir: Path) -> Path:
     return out
 
 
-def train(cfg, exp_dir: Path, lm: bool = False) -> int:
+def train(cfg, exp_dir: Path, lm: bool = False, prepare_model=None) -> int:
+    """Train (or resume) the experiment in exp_dir; prepare_model(model), when given, may
+    change the freshly built model before training (s2s.bench.train_authors swaps modules)."""
     from omegaconf import OmegaConf
 
     from s2s import experiment as X
@@ -96,6 +98,8 @@ def train(cfg, exp_dir: Path, lm: bool = False) -> int:
             build_dataset, build_loader = X.build_lm_dataset, X.build_lm_loader
         else:
             model = X.build_model(cfg, tokenizer.vocab_size)
+            if prepare_model is not None:
+                prepare_model(model)
             build_dataset, build_loader = X.build_dataset, X.build_loader
         n_params = sum(p.numel() for p in model.parameters())
         log.info(
