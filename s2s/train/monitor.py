@@ -43,14 +43,14 @@ log = logging.getLogger("s2s.train")
 class MonitorConfig:
     """enabled: the whole monitor (one key). metrics: scored on a greedy decode of the dev set
     at each validation ([] = no decode; the recipes set theirs). decode_utts: dev utterances
-    decoded (0 = all). max_len_a / max_len_b: that decode's output length limit (as
-    decode.max_len_a / max_len_b). images / merge_stats / grad_norms: each part alone."""
+    decoded (0 = all). max_len_ratio: that decode stops a batch at max_len_ratio x its longest
+    reference + 5 tokens (an untrained model's runaway outputs would otherwise run to
+    decode.max_len_b every time). images / merge_stats / grad_norms: each part alone."""
 
     enabled: bool = True
     metrics: list[str] = field(default_factory=list)
     decode_utts: int = 0
-    max_len_a: float = 0.0
-    max_len_b: int = 200
+    max_len_ratio: float = 1.5
     images: bool = True
     merge_stats: bool = True
     grad_norms: bool = True
@@ -62,6 +62,8 @@ class MonitorConfig:
             parse_metric_names(list(self.metrics))  # an unknown metric fails before training
         if self.decode_utts < 0:
             raise ValueError(f"train.monitor.decode_utts must be >= 0, got {self.decode_utts}")
+        if self.max_len_ratio <= 0:
+            raise ValueError(f"train.monitor.max_len_ratio must be > 0, got {self.max_len_ratio}")
 
 
 class TrainingMonitor:
@@ -112,9 +114,6 @@ class TrainingMonitor:
         from s2s.decode.beam_search import BeamSearchConfig, beam_search
         from s2s.metrics import compute
 
-        cfg = BeamSearchConfig(
-            beam_size=1, max_len_a=self.cfg.max_len_a, max_len_b=self.cfg.max_len_b
-        )
         device = next(model.parameters()).device
         hyps: list[str] = []
         refs: list[str] = []
@@ -122,6 +121,8 @@ class TrainingMonitor:
         for batch in self.valid_loader:
             batch = batch.to(device)
             memory, memory_lens = model.encode(batch.src, batch.src_lens)
+            longest = int(self.cfg.max_len_ratio * int(batch.tgt_lens.max())) + 5
+            cfg = BeamSearchConfig(beam_size=1, max_len_a=0.0, max_len_b=longest)
             found = beam_search(
                 model.decoder, memory, memory_lens, cfg, bos_id=BOS_ID, eos_id=EOS_ID
             )
