@@ -39,9 +39,12 @@ def epochs_of(exp: Path) -> dict[int, tuple[Path, dict[str, float]]]:
 def average_up_to(exp: Path, epochs: dict, budget: int, cfg) -> Path:
     from s2s.train.average import average_checkpoints
 
-    pool = [(e, p, m) for e, (p, m) in epochs.items() if e <= budget and cfg.best_metric in m]
+    """train.n_average best end-of-epoch checkpoints of epochs <= budget by train.best_metric
+    (ties to the later one, as stage 8 ranks them), averaged into model_avg_<budget>ep.pt."""
+    metric = cfg.best_metric
+    pool = [(e, p, m) for e, (p, m) in epochs.items() if e <= budget and metric in m]
     sign = 1 if cfg.best_mode == "min" else -1
-    best = sorted(pool, key=lambda t: sign * t[2][cfg.best_metric])[: cfg.n_average]
+    best = sorted(pool, key=lambda t: (sign * t[2][metric], -t[0]))[: cfg.n_average]
     if not best:
         raise ValueError(f"{exp}: no checkpoint with {cfg.best_metric} up to epoch {budget}")
     paths = [p for _, p, _ in sorted(best)]
