@@ -30,6 +30,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from kernels.launch import launch
+
 
 @triton.jit
 def _attend_partial(
@@ -117,8 +119,9 @@ def _attend_partial(
     l_i = tl.zeros([BLOCK_Q], tl.float32)
     acc = tl.zeros([BLOCK_Q, BLOCK_DV], tl.float32)
 
-    # A compile-time trip count (a power of two, so few variants compile); blocks past the
-    # sequence's length are skipped by a branch, so a split past it costs next to nothing.
+    # A compile-time trip count (a power of two, so few variants compile; Triton's interpreter
+    # cannot loop over a run-time count); blocks past the sequence's length are skipped by a
+    # branch, so a split past it costs next to nothing.
     for i in range(BLOCKS_PER_SPLIT):
         s0 = start + i * BLOCK_S
         if s0 < end:
@@ -279,7 +282,9 @@ def attend_partials(
     n_qblocks = triton.cdiv(rows * qpg, block_q)
     owner = part.owner
     num_slots = part.num_slots.to(torch.int32).contiguous()
-    _attend_partial[(C, G * n_qblocks, splits)](
+    launch(
+        _attend_partial,
+        (C, G * n_qblocks, splits),
         q,
         k,
         kt,
