@@ -34,7 +34,8 @@ case "$cmd" in
     fi
     export PYTHONPATH="$ROOT:$site${PYTHONPATH:+:$PYTHONPATH}"
     cd "$ROOT"
-    exec "$PY" -m s2s.bench.gpu_check "$out" --budget "$budget"
+    # GPU_CHECK_FLAGS: more flags for s2s.bench.gpu_check (e.g. --dry-run, to try this on a CPU)
+    exec "$PY" -m s2s.bench.gpu_check "$out" --budget "$budget" ${GPU_CHECK_FLAGS:-}
     ;;
   *)
     echo "usage: tools/gpu_check.sh fetch [WHEELS] | run OUT [BUDGET_S] [WHEELS]" >&2
