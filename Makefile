@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # The installer's own version comes from the lock, so bootstrapping it is locked too.
 UV_VERSION := $(shell sed -n 's/^uv==//p' $(LOCK))
 
-.PHONY: demo test lint lock clean
+.PHONY: demo test lint lock clean gpu-check gpu-wheels
 
 $(UV):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# On a GPU machine with torch preinstalled and no network (docs/engine.md, "The GPU check"):
+# `make gpu-wheels` beforehand where pip reaches the index, then there
+# `make gpu-check OUT=gpu-report BUDGET=480`. Neither uses .venv.
+OUT ?= gpu-report
+BUDGET ?= 480
+gpu-wheels:
+	tools/gpu_check.sh fetch .whl
+
+gpu-check:
+	tools/gpu_check.sh run $(OUT) $(BUDGET) .whl
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

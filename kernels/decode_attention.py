@@ -30,6 +30,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from kernels.launch import launch
+
 
 @triton.jit
 def _attend_partial(
@@ -117,8 +119,9 @@ def _attend_partial(
     l_i = tl.zeros([BLOCK_Q], tl.float32)
     acc = tl.zeros([BLOCK_Q, BLOCK_DV], tl.float32)
 
-    # A compile-time trip count (a power of two, so few variants compile); blocks past the
-    # sequence's length are skipped by a branch, so a split past it costs next to nothing.
+    # A compile-time trip count (a power of two, so few variants compile; Triton's interpreter
+    # cannot loop over a run-time count); blocks past the sequence's length are skipped by a
+    # branch, so a split past it costs next to nothing.
     for i in range(BLOCKS_PER_SPLIT):
         s0 = start + i * BLOCK_S
         if s0 < end:
@@ -223,6 +226,22 @@ def _value_in_key(k: Tensor, v: Tensor) -> bool:
     )
 
 
+def tile_plan(queries: int, dk: int, dt: int, dv: int, ieee: bool) -> tuple[int, int]:
+    """(query rows per program, warps) for `queries` query rows per (sequence, group), key
+    widths dk + dt and value width dv. All of a group's rows where they fit. The accumulator
+    (rows x Dv float32) lives in registers, so wide values take fewer rows. In float32 the
+    dots run on FMA units with every operand tile in registers (no tensor-core fragments), and
+    the sm_80/sm_90 compilation (kernels.compile_check) spilled beyond about 32 elements of
+    the q, key-tail and accumulator tiles per thread, and with 64 rows even of 32-wide heads
+    (the scores and probabilities tiles grow with the rows too): 8 warps, and at most 32
+    rows, fewer where the tiles are wide."""
+    width = _pow2(dk) + (_pow2(max(dt, 1)) if dt else 0) + _pow2(dv)
+    if ieee:
+        cap = min(32, max(16, 1 << ((32 * 32 * 8) // width).bit_length() - 1))  # a power of 2
+        return min(_pow2(queries), cap), 8
+    return min(_pow2(queries), max(16, 8192 // _pow2(dv))), 8 if max(dk, dv) >= 256 else 4
+
+
 def split_plan(
     capacity: int, num_splits: int | None = None, *, block_s: int = 32, max_splits: int = 16
 ) -> tuple[int, int]:
@@ -273,13 +292,15 @@ def attend_partials(
     if split_offset + splits > out.shape[1]:
         raise ValueError("out has too few partial slots for this part's splits")
     rows, qpg = N // max(C, 1), H // G
-    # Query rows per program: all of a group's where they fit; the accumulator
-    # (block_q x Dv float32) is held in registers, so wide values take fewer rows.
-    block_q = block_q or min(_pow2(rows * qpg), max(16, 8192 // _pow2(DV)))
+    ieee = q.dtype == torch.float32
+    auto_q, num_warps = tile_plan(rows * qpg, DK, DT, DV, ieee)
+    block_q = block_q or auto_q
     n_qblocks = triton.cdiv(rows * qpg, block_q)
     owner = part.owner
     num_slots = part.num_slots.to(torch.int32).contiguous()
-    _attend_partial[(C, G * n_qblocks, splits)](
+    launch(
+        _attend_partial,
+        (C, G * n_qblocks, splits),
         q,
         k,
         kt,
@@ -311,8 +332,8 @@ def attend_partials(
         HAS_OWNER=owner is not None,
         HAS_TAIL=DT > 0,
         V_IS_K=v_is_k,
-        IEEE=q.dtype == torch.float32,
-        num_warps=8 if max(DK, DV) >= 256 else 4,
+        IEEE=ieee,
+        num_warps=num_warps,
     )
     return splits
 

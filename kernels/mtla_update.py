@@ -21,6 +21,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from kernels.launch import launch
+
 
 @triton.jit
 def _mtla_slot(
@@ -98,7 +100,9 @@ def mtla_slot_triton(
         )
     c, k_rope, a, b = (t.contiguous() for t in (c, k_rope, a, b))
     out = torch.empty(N, R + DR, device=c.device, dtype=kv.dtype)
-    _mtla_slot[(N,)](
+    launch(
+        _mtla_slot,
+        (N,),
         c,
         k_rope,
         a,

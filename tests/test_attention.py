@@ -379,3 +379,13 @@ def test_attention_yaml_builds_its_variant_after_a_model_yaml(yaml: Path) -> Non
         load_experiment_config(
             [REPO / "conf" / "model" / "tiny.yaml", yaml], [f"model.decoder.attention.{other}=2"]
         )
+
+
+def test_pack_prefix_mixed_dtypes_under_autocast() -> None:
+    """bf16 frames (a Linear under autocast) and float32 targets pack into float32."""
+    from s2s.attention.packing import pack_prefix
+
+    prefix, x = torch.randn(2, 3, 8).bfloat16(), torch.randn(2, 2, 8)
+    seq, lens, where = pack_prefix(prefix, torch.tensor([3, 1]), x, torch.tensor([2, 1]))
+    assert seq.dtype == torch.float32 and lens.tolist() == [5, 2]
+    assert torch.equal(seq[0, :3], prefix[0].float()) and torch.equal(seq[1, 1], x[1, 0])

@@ -28,6 +28,10 @@ def pack_prefix(
     lens = prefix_lens + x_lens
     T = max(int(lens.max()), 1)
     keep = torch.arange(min(P, T), device=x.device)[None, :] < prefix_lens[:, None]
+    # Under autocast the projected frames come out of a Linear in bfloat16 while the target
+    # embeddings stay float32: pack both in the wider type (scatter_add needs one dtype).
+    dtype = torch.promote_types(prefix.dtype, x.dtype)
+    prefix, x = prefix.to(dtype), x.to(dtype)
     seq = prefix.new_zeros(B, T, d)
     seq[:, : min(P, T)] = prefix[:, :T] * keep[..., None].to(prefix.dtype)
     where = prefix_lens[:, None] + torch.arange(L, device=x.device)[None, :]
