@@ -15,11 +15,13 @@ $(UV):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet uv==$(UV_VERSION)
 
-# `uv pip sync` installs exactly the lock (no resolution, removes anything else); s2s itself
+# `uv pip sync` installs exactly the lock (no resolution, removes anything else), with bytecode
+# compiled: where PYTHONDONTWRITEBYTECODE is set (CI) every process would otherwise recompile
+# torch's modules on import, seconds per test subprocess. s2s itself
 # is then installed editable without dependencies and without build isolation, so even the
 # build backend is the locked one.
 $(STAMP): $(LOCK) setup.cfg pyproject.toml | $(UV)
-	$(UV) pip sync --quiet --python $(PY) $(LOCK)
+	$(UV) pip sync --quiet --compile-bytecode --python $(PY) $(LOCK)
 	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rouge_score import rouge_scorer
-
 from s2s.metrics.text import Score
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -17,6 +15,9 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 def rouge(hyps: Sequence[str], refs: Sequence[str]) -> Score:
     """Mean over documents of each type's F1 x 100; an empty hypothesis scores 0."""
+    # Imported here: rouge-score pulls in nltk (seconds), which BLEU/WER users never need.
+    from rouge_score import rouge_scorer
+
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     for hyp, ref in zip(hyps, refs, strict=True):
