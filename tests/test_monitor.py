@@ -23,7 +23,7 @@ def _train(tmp: Path, exp: Path, *overrides: str) -> None:
         "--config", str(ROOT / "conf" / "model" / "tiny_text.yaml"),
         "--config", str(ROOT / "conf" / "train" / "tiny_cpu.yaml"),
         "--exp-dir", str(exp),
-        *text_experiment(tmp, 40, 6, 300),
+        *text_experiment(tmp, 24, 6, 300),
         "train.max_epochs=1", "train.log_every_steps=1", "train.n_average=1",
         "model.decoder.attention.type=mtla", "model.decoder.attention.stride=2",
         *overrides,
@@ -46,15 +46,18 @@ def _events(exp: Path):
     return acc
 
 
-@pytest.mark.parametrize("arrangement", ["prefix", "cross"])
-def test_monitor_writes_scores_images_merge_weights_and_grad_norms(tmp_path, arrangement):
-    exp = tmp_path / "exp"
-    _train(
-        tmp_path,
-        exp,
-        f"model.decoder.arrangement={arrangement}",
-        "train.monitor.metrics=[bleu,wer]",
-    )
+MONITORED = ("train.monitor.metrics=[bleu,wer]",)
+
+
+@pytest.fixture(scope="module")
+def prefix_run(tmp_path_factory) -> Path:
+    """One monitored prefix-arrangement run, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("prefix")
+    _train(tmp, tmp / "exp", "model.decoder.arrangement=prefix", *MONITORED)
+    return tmp / "exp"
+
+
+def check_events(exp: Path, arrangement: str) -> None:
     acc = _events(exp)
     tags = acc.Tags()
     scalars = set(tags["scalars"])
@@ -79,12 +82,20 @@ def test_monitor_writes_scores_images_merge_weights_and_grad_norms(tmp_path, arr
     assert "valid/bleu" in metrics and "valid/acc" in metrics
 
 
-def test_monitor_changes_nothing_in_training_and_is_off_with_one_key(tmp_path):
-    on, off = tmp_path / "on", tmp_path / "off"
-    common = ("model.decoder.arrangement=prefix", "train.monitor.metrics=[bleu]")
-    _train(tmp_path / "a", on, *common)
-    _train(tmp_path / "b", off, *common, "train.monitor.enabled=false")
-    a = load_checkpoint(latest_checkpoint(on / "checkpoints"))["model"]
+def test_monitor_writes_scores_images_merge_weights_and_grad_norms(prefix_run):
+    check_events(prefix_run, "prefix")
+
+
+def test_monitor_draws_cross_attention_too(tmp_path):
+    _train(tmp_path, tmp_path / "exp", "model.decoder.arrangement=cross", *MONITORED)
+    check_events(tmp_path / "exp", "cross")
+
+
+def test_monitor_changes_nothing_in_training_and_is_off_with_one_key(tmp_path, prefix_run):
+    off = tmp_path / "off"
+    _train(tmp_path, off, "model.decoder.arrangement=prefix", *MONITORED,
+           "train.monitor.enabled=false")  # fmt: skip
+    a = load_checkpoint(latest_checkpoint(prefix_run / "checkpoints"))["model"]
     b = load_checkpoint(latest_checkpoint(off / "checkpoints"))["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     tags = _events(off).Tags()

@@ -3,7 +3,8 @@
 #   ./run.sh [--stage N] [--stop_stage M] [--ngpu G] [--nj J] [--attention NAME]
 #            [--stride S] [--arrangement cross|prefix|prompt] [--model_config F] [--train_config F]
 #            [--decode_config F] [--tag T] [--init_param SRC:SRC_KEY:DST_KEY[:EXCLUDE]]
-#            [--use_lm true|false] [--lm_config F] [--skip_bad_audio true|false] [key=value ...]
+#            [--use_lm true|false] [--lm_config F] [--skip_bad_audio true|false]
+#            [--config F] [key=value ...]
 # Stages: 0 download, 1 data prep, 2 speed perturbation, 3 features, 4 filtering,
 #         5 tokenizer, 6 CMVN stats, 7 train (the LM first, when the recipe has one),
 #         8 average, 9 decode, 10 score -> RESULTS.md
