@@ -29,4 +29,5 @@ def test_budget_averages_the_best_checkpoints_up_to_its_epoch(tmp_path: Path) ->
     cfg = TrainConfig(best_metric="valid/acc", best_mode="max", n_average=2, keep_best=2)
     for budget, mean in ((3, 2.5), (4, 3.0), (1, 1.0)):
         out = average_up_to(tmp_path, epochs, budget, cfg)
+        assert out.name == f"model_avg_{budget}ep_2.pt"
         assert torch.load(out)["model"]["w"].item() == mean, budget

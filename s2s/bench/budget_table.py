@@ -2,16 +2,17 @@
 every checkpoint (train.keep_last=0): BENCHMARKS.md §6, the prefix-arrangement study.
 
 For each experiment and each budget of E epochs, the checkpoints of epochs <= E are ranked by
-the experiment's own train.best_metric, its train.n_average best are averaged (what stage 8
-gives a run of E epochs: the inverse-sqrt schedule does not depend on the run's length, so
-the first E epochs of a longer run are that run), the recipe's test set is decoded with its
-decode YAML (stage 9) and scored with its metrics (stage 10). Prints one markdown table (dev
-accuracy at E, BLEU/WER..., peak decode cache) and plots dev accuracy per epoch.
+the experiment's own train.best_metric and its train.n_average best (or --n-average N) are
+averaged (what stage 8 gives a run of E epochs: the inverse-sqrt schedule does not depend on
+the run's length, so the first E epochs of a longer run are that run); the recipe's test set
+is decoded with its decode YAML (stage 9) and scored with its metrics (stage 10). Prints one
+markdown table (dev accuracy at E, BLEU/WER..., peak decode cache) and plots dev accuracy per
+epoch.
 
     python -m s2s.bench.budget_table --recipe recipes/phrases/st1 --budgets 14 28 \\
         --plot docs/prefix_study.png exp/tiny_mha_prefix_authors exp/tiny_mtla_s2_prefix_authors
 
-Decodes run on the CPU, one after the other; results go to <exp>/decode_<set>_<E>ep/.
+Decodes run on the CPU, one after the other; results go to <exp>/decode_<set>_<E>ep_<N>avg/.
 """
 
 from __future__ import annotations
@@ -48,13 +49,13 @@ def average_up_to(exp: Path, epochs: dict, budget: int, cfg) -> Path:
     if not best:
         raise ValueError(f"{exp}: no checkpoint with {cfg.best_metric} up to epoch {budget}")
     paths = [p for _, p, _ in sorted(best)]
-    return average_checkpoints(paths, exp / f"model_avg_{budget}ep.pt")
+    return average_checkpoints(paths, exp / f"model_avg_{budget}ep_{cfg.n_average}.pt")
 
 
 def decode_and_score(recipe: Path, exp: Path, weights: Path, budget: int, rcfg) -> dict:
     results = {}
     for name in rcfg.test_sets:
-        out = exp / f"decode_{name}_{budget}ep"
+        out = exp / f"decode_{name}_{budget}ep_{weights.stem.rsplit('_', 1)[1]}avg"
         decode = [
             sys.executable, "-m", "s2s.cli.decode", "--model", str(exp), "--checkpoint",
             str(weights), "--data", str(recipe / "data" / f"{name}_filt"), "--out", str(out),
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budgets", type=int, nargs="+", required=True, help="epochs")
     p.add_argument("--plot", help="dev accuracy per epoch of every experiment (PNG)")
     p.add_argument("--json", help="every figure as JSON")
+    p.add_argument(
+        "--n-average", type=int, default=0, help="checkpoints averaged (0: train.n_average)"
+    )
     p.add_argument("exps", nargs="+", help="experiment dirs (relative to --recipe or not)")
     args = p.parse_args(argv)
     recipe = Path(args.recipe)
@@ -95,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.exps:
         exp = Path(name) if Path(name).is_dir() else recipe / name
         cfg = load_experiment_config([exp / "config.yaml"]).train
+        if args.n_average:
+            cfg.n_average = args.n_average
         epochs = epochs_of(exp)
         curves[exp.name] = {e: m.get("valid/acc") for e, (_, m) in sorted(epochs.items())}
         for budget in args.budgets:
@@ -126,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        cells = [r["exp"], str(r["epochs"]), f"{r['valid_acc']:.3f}"]
+        cells = [r["exp"], str(r["epochs"]), str(r["n_average"]), f"{r['valid_acc']:.3f}"]
         cells += [f"{r['test'][s][m]:.1f}" for s in sets for m in metrics]
         cells.append(f"{r['test'][sets[0]]['peak_cache_mib']:.2f}")
         print("| " + " | ".join(cells) + " |")
