@@ -28,6 +28,7 @@ def test_budget_averages_the_best_checkpoints_up_to_its_epoch(tmp_path: Path) ->
     assert sorted(epochs) == [1, 2, 3, 4]  # the mid-epoch checkpoint is no epoch's end
     cfg = TrainConfig(best_metric="valid/acc", best_mode="max", n_average=2, keep_best=2)
     for budget, mean in ((3, 2.5), (4, 3.0), (1, 1.0)):
+        (tmp_path / f"model_avg_{budget}ep_2.pt").unlink(missing_ok=True)
         out = average_up_to(tmp_path, epochs, budget, cfg)
         assert out.name == f"model_avg_{budget}ep_2.pt"
         assert torch.load(out)["model"]["w"].item() == mean, budget

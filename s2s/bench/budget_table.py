@@ -48,8 +48,10 @@ def average_up_to(exp: Path, epochs: dict, budget: int, cfg) -> Path:
     best = sorted(pool, key=lambda t: (sign * t[2][metric], -t[0]))[: cfg.n_average]
     if not best:
         raise ValueError(f"{exp}: no checkpoint with {cfg.best_metric} up to epoch {budget}")
-    paths = [p for _, p, _ in sorted(best)]
-    return average_checkpoints(paths, exp / f"model_avg_{budget}ep_{cfg.n_average}.pt")
+    out = exp / f"model_avg_{budget}ep_{cfg.n_average}.pt"
+    if out.is_file():  # epochs <= budget never change once trained past it
+        return out
+    return average_checkpoints([p for _, p, _ in sorted(best)], out)
 
 
 def decode_and_score(recipe: Path, exp: Path, weights: Path, budget: int, rcfg) -> dict:
@@ -63,16 +65,24 @@ def decode_and_score(recipe: Path, exp: Path, weights: Path, budget: int, rcfg) 
         ]  # fmt: skip
         if rcfg.source == "speech":
             decode += ["--dump", str(recipe / "dump" / name)]
+        done = out / "score.json"
+        if done.is_file() and done.stat().st_mtime > weights.stat().st_mtime:
+            results[name] = _scores(out)  # decoded from these weights already
+            continue
         subprocess.run(decode, check=True, stdout=subprocess.DEVNULL)
         score = [
             sys.executable, "-m", "s2s.cli.score", "--decode-dir", str(out),
             "--metrics", ",".join(rcfg.metrics),
         ]  # fmt: skip
         subprocess.run(score, check=True, stdout=subprocess.DEVNULL)
-        scores = json.loads((out / "score.json").read_text())
-        peak = (scores.get("efficiency") or {}).get("peak_cache_mib")
-        results[name] = {**scores["metrics"], "peak_cache_mib": peak}
+        results[name] = _scores(out)
     return results
+
+
+def _scores(decode_dir: Path) -> dict:
+    scores = json.loads((decode_dir / "score.json").read_text())
+    peak = (scores.get("efficiency") or {}).get("peak_cache_mib")
+    return {**scores["metrics"], "peak_cache_mib": peak}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "exp": exp.name,
                     "epochs": budget,
+                    "n_average": cfg.n_average,
                     "valid_acc": epochs[budget][1].get("valid/acc"),
                     "test": res,
                 }
@@ -125,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     head = [
         "experiment",
         "epochs",
+        "averaged",
         "dev acc",
         *[f"{s} {m}" for s in sets for m in metrics],
         "peak cache MiB",
