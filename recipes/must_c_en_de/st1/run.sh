@@ -8,7 +8,8 @@
 # Stages: 0 download, 1 data prep, 2 speed perturbation, 3 features, 4 filtering,
 #         5 tokenizer, 6 CMVN stats, 7 train (the LM first, when the recipe has one),
 #         8 average, 9 decode, 10 score -> RESULTS.md
-# The ST encoder from the English ASR model of ../asr1 (the paper's and ESPnet's set-up):
+# The ST encoder from the English ASR model of ../asr1 (the paper's and ESPnet's set-up; MTLA in
+# the prefix arrangement needs it: from scratch the frames' merge weights collapse, docs/paper.md):
 #   ./run.sh --stage 7 --init_param ../asr1/exp/paper_mtla_s2_prefix:encoder:encoder
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 exec "${here}/../../recipe.sh" "${here}" "$@"
