@@ -25,7 +25,6 @@ uv_proj, out_proj, and the hyper-network's hyper_pe / hyper_latent), before clip
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from torch import Tensor, nn
 
 from s2s.data.tokenizer import BOS_ID, EOS_ID
 
-log = logging.getLogger("s2s.train")
+SEARCH_BATCH = 256  # dev utterances searched together by the monitor's greedy decode
 
 
 @dataclass
@@ -77,7 +76,8 @@ class TrainingMonitor:
 
     # --- training steps ---------------------------------------------------------------------
     def grad_scalars(self, model: nn.Module) -> dict[str, float]:
-        """Gradient norm of each child module of every decoder self-attention (B: none)."""
+        """Gradient norm of each child module of every decoder self-attention (parts without a
+        gradient are left out)."""
         if not (self.cfg.enabled and self.cfg.grad_norms):
             return {}
         out: dict[str, float] = {}
@@ -112,7 +112,7 @@ class TrainingMonitor:
 
     def _score_dev(self, model: nn.Module) -> dict[str, float]:
         """Greedy-decode the dev set (up to decode_utts) and score it. The loader's batches are
-        only encoded; the search runs over all of their frames at once, as one batch: at small
+        only encoded; the search runs over up to SEARCH_BATCH utterances at once: at small
         sizes a search step costs the same for 30 utterances as for 200 (padding never
         changes a result: tests/test_beam_search.py)."""
         from s2s.decode.beam_search import BeamSearchConfig, beam_search
@@ -139,10 +139,15 @@ class TrainingMonitor:
         cfg = BeamSearchConfig(
             beam_size=1, max_len_a=0.0, max_len_b=int(self.cfg.max_len_ratio * longest) + 5
         )
-        memory = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
-        memory_lens = torch.tensor([f.shape[0] for f in frames], device=device)
-        found = beam_search(model.decoder, memory, memory_lens, cfg, bos_id=BOS_ID, eos_id=EOS_ID)
-        hyps = [self.tokenizer.decode(nbest[0].tokens) for nbest in found]
+        hyps: list[str] = []
+        for i in range(0, len(frames), SEARCH_BATCH):  # bounded memory on a large dev set
+            part = frames[i : i + SEARCH_BATCH]
+            memory = torch.nn.utils.rnn.pad_sequence(part, batch_first=True)
+            memory_lens = torch.tensor([f.shape[0] for f in part], device=device)
+            found = beam_search(
+                model.decoder, memory, memory_lens, cfg, bos_id=BOS_ID, eos_id=EOS_ID
+            )
+            hyps += [self.tokenizer.decode(nbest[0].tokens) for nbest in found]
         values = compute(self.cfg.metrics, hyps, refs).values
         return {f"valid/{k}": float(v) for k, v in values.items()}
 
