@@ -335,7 +335,7 @@ def test_prepare_tiny_corpus(tmp_path) -> None:
             info = sf.info(dd.wav_scp[utt])
             assert info.samplerate == 16000 and info.subtype == "PCM_16" and info.channels == 1
             wave = load_utterance(dd, utt)
-            assert wave.pow(2).mean().sqrt() > 0.01
+            assert wave.abs().max() > 0.04  # the quietest level: -26 dBFS peak
         sentences[name] = set(dd.texts["text"].values())
         assert len(sentences[name]) == n
     assert not sentences["train"] & sentences["dev"]
@@ -354,6 +354,41 @@ def test_prepare_tiny_corpus(tmp_path) -> None:
         assert (tmp_path / "a" / name / "text.de").read_text() == (
             tmp_path / "b" / name / "text.de"
         ).read_text()
+
+
+def test_plan_set_scenes_in_their_ranges(tmp_path) -> None:
+    """Every utterance's recording conditions (pauses, level, noise, room) are drawn in the
+    documented ranges, all kinds occur, babble talkers are other utterances of the set, and a
+    file is exactly its pauses plus the clean speech long."""
+    pairs = g.generate_pairs(300, seed=0)
+    utts = _prepare.plan_set("train", pairs, _prepare.TRAIN_VOICES, 0, tmp_path)
+    assert utts == _prepare.plan_set("train", pairs, _prepare.TRAIN_VOICES, 0, tmp_path)
+    lo, hi = _prepare.PAUSE_RANGE_S
+    for u in utts:
+        s = u.scene
+        assert lo <= s.lead_s <= hi and lo <= s.trail_s <= hi
+        assert 10 ** (-26 / 20) - 1e-4 <= s.peak <= 10 ** (-1 / 20) + 1e-4
+        assert 5.0 <= s.snr_db <= 30.0
+        assert s.rt60_s == 0.0 or 0.2 <= s.rt60_s <= 0.7
+        if s.noise == "babble":
+            assert len(u.babble) == 3 and utts.index(u) not in u.babble
+            assert all(0 <= j < _prepare.BABBLE_POOL for j in u.babble)
+        else:
+            assert u.babble == ()
+    kinds = [u.scene.noise for u in utts]
+    assert {k: kinds.count(k) > 30 for k in ("none", "white", "pink", "babble")} == dict.fromkeys(
+        ("none", "white", "pink", "babble"), True
+    )
+    assert 0.2 < sum(u.scene.rt60_s > 0 for u in utts) / len(utts) < 0.4
+    leads = [u.scene.lead_s for u in utts]
+    assert min(leads) < 0.1 and max(leads) > 0.7  # the whole range is used
+
+    u = next(x for x in utts if x.scene.noise == "babble" and x.scene.rt60_s > 0)
+    job = _prepare.speech_job(u, utts)
+    path, seconds = tts.synthesize_to_file(job)
+    clean = job.clean()
+    n = round(u.scene.lead_s * 16000) + clean.numel() + round(u.scene.trail_s * 16000)
+    assert sf.info(path).frames == n and seconds == n / 16000
 
 
 def test_prepare_rejects_shared_voices(tmp_path) -> None:

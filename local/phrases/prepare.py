@@ -9,9 +9,13 @@ Nothing to download: ``prepare`` samples distinct sentence pairs from the phrase
 
 Sets ``train``, ``dev`` and ``test`` have disjoint sentences. Train and dev are spoken by
 ``TRAIN_VOICES``; test only by ``TEST_VOICES``, which training never hears. Each utterance
-draws its voice, speaking rate (words per minute), pitch, pitch range, loudness and (half of
-the time) a noise level from a random stream seeded by (seed, set, index), so the corpus is a
-pure function of the arguments: re-running gives identical files, whatever ``nj``.
+draws its voice, speaking rate (words per minute), pitch and pitch range, and how it is
+recorded (``s2s.data.acoustics.Scene``): a leading and a trailing pause of 0-0.8 s, a peak
+level, background noise (most of the time: white, pink, or babble of three other utterances
+of the same set) at 5-30 dB SNR, and for some a synthetic room's reverberation. Every set,
+test included, is recorded this way, so reported scores are on varied speech. The draws
+come from a random stream seeded by (seed, set, index), so the corpus is a pure function of
+the arguments: re-running gives identical files, whatever ``nj``.
 
 The speaker of an utterance is its voice; speaker ids are the voice names with every
 character outside ``[a-z0-9]`` replaced by ``_`` (``en-us+f3`` -> ``en_us_f3``) and utterance
@@ -25,9 +29,10 @@ from __future__ import annotations
 import logging
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from s2s.data.acoustics import NOISE_KINDS, Scene
 from s2s.data.datadir import DataDir, write_datadir
 from s2s.data.tts import ENGLISH_VOICES, SpeechJob, synthesize_files
 
@@ -41,14 +46,21 @@ TRAIN_VOICES = tuple(v for v in ENGLISH_VOICES if v not in TEST_VOICES)
 RATE_RANGE = (130, 220)  # espeak words per minute (its default is 175)
 PITCH_RANGE = (25, 75)  # espeak pitch, 0..100
 INTONATION_RANGE = (25, 75)  # espeak pitch range (monotone 0 .. lively 100)
-SNR_RANGE_DB = (10.0, 35.0)
-NOISE_PROB = 0.5
-PEAK_RANGE = (0.3, 0.9)  # loudness: peak amplitude after scaling
+PAUSE_RANGE_S = (0.0, 0.8)  # each of the leading and the trailing pause
+LEVEL_RANGE_DB = (-26.0, -1.0)  # peak level, dB full scale
+NOISE_PROB = 0.8  # the rest are clean (apart from the pauses, level and room)
+SNR_RANGE_DB = (5.0, 30.0)
+BABBLE_TALKERS = 3
+BABBLE_POOL = 24  # babble talkers come from a set's first utterances (each worker caches them)
+REVERB_PROB = 0.3
+RT60_RANGE_S = (0.2, 0.7)
+DRR_RANGE_DB = (0.0, 10.0)
 
 
 @dataclass(frozen=True)
 class Utterance:
-    """Everything needed to synthesise one utterance (a pure function of these fields)."""
+    """Everything needed to synthesise one utterance (a pure function of these fields);
+    ``babble`` holds the indices, within its set, of the utterances talking behind it."""
 
     utt_id: str
     speaker: str
@@ -57,8 +69,8 @@ class Utterance:
     rate: int
     pitch: int
     pitch_range: int
-    snr_db: float | None
-    peak: float
+    scene: Scene
+    babble: tuple[int, ...]
     seed: int
     path: Path
 
@@ -66,6 +78,21 @@ class Utterance:
 def speaker_id(voice: str) -> str:
     """``en-us+f3`` -> ``en_us_f3`` (only ``[a-z0-9_]``, which sort after the ``-`` separator)."""
     return re.sub(r"[^a-z0-9]", "_", voice.lower())
+
+
+def plan_scene(rng: random.Random) -> Scene:
+    """How one utterance is recorded, drawn from ``rng`` (see the module docstring)."""
+    noise = rng.choice(NOISE_KINDS) if rng.random() < NOISE_PROB else "none"
+    reverb = rng.random() < REVERB_PROB
+    return Scene(
+        lead_s=round(rng.uniform(*PAUSE_RANGE_S), 3),
+        trail_s=round(rng.uniform(*PAUSE_RANGE_S), 3),
+        peak=round(10 ** (rng.uniform(*LEVEL_RANGE_DB) / 20), 4),
+        noise=noise,
+        snr_db=round(rng.uniform(*SNR_RANGE_DB), 1),
+        rt60_s=round(rng.uniform(*RT60_RANGE_S), 2) if reverb else 0.0,
+        drr_db=round(rng.uniform(*DRR_RANGE_DB), 1),
+    )
 
 
 def plan_set(
@@ -80,8 +107,10 @@ def plan_set(
         voice = rng.choice(voices)
         spk = speaker_id(voice)
         utt_id = f"{spk}-{name}{i:05d}"
-        noisy = rng.random() < NOISE_PROB
-        snr = round(rng.uniform(*SNR_RANGE_DB), 1) if noisy else None
+        scene = plan_scene(rng)
+        if scene.noise == "babble" and len(pairs) < 2:  # nobody else to talk behind it
+            scene = replace(scene, noise="white")
+        others = [j for j in range(min(len(pairs), BABBLE_POOL)) if j != i]
         utts.append(
             Utterance(
                 utt_id=utt_id,
@@ -91,8 +120,10 @@ def plan_set(
                 rate=rng.randint(*RATE_RANGE),
                 pitch=rng.randint(*PITCH_RANGE),
                 pitch_range=rng.randint(*INTONATION_RANGE),
-                snr_db=snr,
-                peak=rng.uniform(*PEAK_RANGE),
+                scene=scene,
+                babble=tuple(rng.sample(others, min(BABBLE_TALKERS, len(others))))
+                if scene.noise == "babble"
+                else (),
                 seed=rng.randrange(2**31),
                 path=wav_dir / f"{utt_id}.wav",
             )
@@ -100,11 +131,17 @@ def plan_set(
     return utts
 
 
-def speech_job(u: Utterance) -> SpeechJob:
-    """What s2s.data.tts needs to speak ``u`` (the English side of its pair)."""
+def speech_job(u: Utterance, others: list[Utterance]) -> SpeechJob:
+    """What s2s.data.tts needs to speak ``u`` (the English side of its pair) in its scene, with
+    ``others`` (its set) for the babble behind it."""
     return SpeechJob(
-        u.pair.en, u.voice, u.rate, u.pitch, u.pitch_range, u.snr_db, u.peak, u.seed, u.path
-    )
+        u.pair.en, u.voice, u.rate, u.pitch, u.pitch_range, u.seed, u.path, u.scene,
+        tuple(_clean_job(others[j]) for j in u.babble),
+    )  # fmt: skip
+
+
+def _clean_job(u: Utterance) -> SpeechJob:
+    return SpeechJob(u.pair.en, u.voice, u.rate, u.pitch, u.pitch_range, u.seed)
 
 
 def prepare(
@@ -144,7 +181,7 @@ def prepare(
             old.unlink()
         utts = plan_set(name, pairs[start : start + n], voices[name], seed, wav_dir)
         start += n
-        durations = synthesize_files([speech_job(u) for u in utts], nj)
+        durations = synthesize_files([speech_job(u, utts) for u in utts], nj)
         out[name] = write_datadir(
             out_root / name,
             wav_scp={u.utt_id: str(u.path) for u in utts},

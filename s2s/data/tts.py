@@ -16,8 +16,9 @@ synthesise at once; within a process a lock serialises calls (the library is not
 If something else in the process keeps libespeak-ng loaded, ``dlclose`` cannot unload it and
 output may then depend on call order (still valid audio).
 
-Files: ``synthesize_files(jobs, nj)`` speaks many ``SpeechJob``s into 16-bit wav files, in
-``nj`` spawned worker processes (the embedded phrases corpus, local/phrases, uses it).
+Files: ``synthesize_files(jobs, nj)`` speaks many ``SpeechJob``s into 16-bit wav files, each
+recorded in its scene (pauses, level, noise, room: s2s.data.acoustics), in ``nj`` spawned
+worker processes (the embedded phrases corpus, local/phrases, uses it).
 
 Voices: an espeak-ng voice name (``en``, ``en-us``, ``en-gb-scotland``, ...) optionally with a
 variant (``en+f3``, ``en-us+m7``); unknown names and variants raise ``TTSError``.
@@ -39,6 +40,8 @@ import soundfile as sf
 import torch
 import torchaudio
 from torch import Tensor
+
+from s2s.data.acoustics import Scene, render
 
 SAMPLE_RATE = 16000
 
@@ -208,27 +211,42 @@ def synthesize(
 
 @dataclass(frozen=True)
 class SpeechJob:
-    """One utterance to speak into a wav file: the arguments of ``synthesize`` (without noise)
-    plus the loudness (peak amplitude) and an optional noise level. A pure function of these."""
+    """One utterance to speak into a wav file: the arguments of ``synthesize`` (without noise),
+    the recording conditions (``scene``: pauses, level, noise, room; s2s.data.acoustics) and,
+    for babble noise, the other utterances that talk in the background (their ``path`` and
+    ``scene`` unused). The file is a pure function of these fields."""
 
     text: str
     voice: str
     rate: int
     pitch: int
     pitch_range: int
-    snr_db: float | None
-    peak: float
     seed: int
-    path: Path
+    path: Path | None = None
+    scene: Scene = Scene()
+    babble: tuple[SpeechJob, ...] = ()
+
+    def clean(self) -> Tensor:
+        """The clean speech, (N,) float32 at SAMPLE_RATE."""
+        return synthesize(
+            self.text, self.voice, self.rate, self.pitch, self.pitch_range, None, self.seed
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _clean_cached(job: SpeechJob) -> Tensor:
+    return job.clean()  # babble talkers recur across a set's utterances
 
 
 def synthesize_to_file(job: SpeechJob) -> tuple[Path, float]:
-    """Speak ``job`` into ``job.path`` (16 kHz 16-bit PCM mono); returns (path, duration s)."""
-    # Scale the clean speech to its peak first, so the SNR (relative power) is unchanged.
-    wave = synthesize(job.text, job.voice, job.rate, job.pitch, job.pitch_range, None, job.seed)
-    wave = wave * (job.peak / wave.abs().max().clamp_min(1e-6))
-    if job.snr_db is not None:
-        wave = add_noise(wave, job.snr_db, torch.Generator().manual_seed(job.seed))
+    """Speak ``job`` into ``job.path`` (16 kHz 16-bit PCM mono) in its scene; returns
+    (path, duration s)."""
+    if job.path is None:
+        raise ValueError(f"speech job {job.text!r} has no path to write")
+    babble = [_clean_cached(b) for b in job.babble]
+    wave = render(
+        job.clean(), job.scene, SAMPLE_RATE, torch.Generator().manual_seed(job.seed), babble
+    )
     pcm = np.round(wave.clamp(-1.0, 32767 / 32768).numpy() * 32768).astype(np.int16)
     sf.write(str(job.path), pcm, SAMPLE_RATE, subtype="PCM_16")
     return job.path, len(pcm) / SAMPLE_RATE
@@ -241,7 +259,14 @@ def _init_worker() -> None:
 def synthesize_files(jobs: Sequence[SpeechJob], nj: int = 1) -> dict[Path, float]:
     """Run every job, in ``nj`` processes; returns path -> duration in s."""
     if nj <= 1 or len(jobs) < 2:
-        return dict(synthesize_to_file(j) for j in jobs)
+        # One intra-op thread, as in the workers: a float reduction's order (an SNR's power)
+        # follows the thread count, and the files must not depend on nj.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return dict(synthesize_to_file(j) for j in jobs)
+        finally:
+            torch.set_num_threads(threads)
     # spawn, not fork: a child forked after the parent's OpenMP pool started deadlocks in its
     # first threaded op (seen with resampling's torch.cos in the test suite). The workers
     # import this module by name, so the job and its runner live here, not in local/.
