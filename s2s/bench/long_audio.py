@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -20,8 +21,34 @@ from s2s.data.audio import AudioError, load_utterance
 from s2s.data.datadir import load_datadir
 from s2s.data.tokenizer import normalize_text
 from s2s.data.vad import VadConfig
-from s2s.decode.inference import Speech2Text
+from s2s.decode.inference import Segment, Speech2Text
 from s2s.metrics import compute
+
+
+def join_with_pauses(
+    waves: Sequence[torch.Tensor], gap: int, noise: float, seed: int = 0
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """(N_i,) waveforms -> one recording with ``gap`` samples of white noise at amplitude
+    ``noise`` before, between and after them, and each one's [start, end) in samples."""
+    g = torch.Generator().manual_seed(seed)
+    pieces: list[torch.Tensor] = []
+    spans, at = [], 0
+    for w in [*waves, None]:
+        pieces.append(torch.randn(gap, generator=g) * noise)
+        at += gap
+        if w is not None:
+            spans.append((at, at + w.numel()))
+            pieces.append(w)
+            at += w.numel()
+    return torch.cat(pieces), spans
+
+
+def segment_contents(
+    segments: Sequence[Segment], spans: Sequence[tuple[int, int]], sample_rate: int
+) -> list[list[int]]:
+    """For each segment, the indices of the spans (utterances) it overlaps."""
+    bounds = [(round(s.start * sample_rate), round(s.end * sample_rate)) for s in segments]
+    return [[i for i, (a, b) in enumerate(spans) if a < e and s < b] for s, e in bounds]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,16 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     field, norm = s2t.cfg.data.target_field, s2t.cfg.data.normalize
     refs = [normalize_text(dd.text(u, field), norm) for u in utts]
     waves = [load_utterance(dd, u, target_sr=sr) for u in utts]
-    noise = torch.Generator().manual_seed(0)
-    pieces: list[torch.Tensor] = []
-    spans = []
-    for w in [*waves, None]:
-        pieces.append(torch.randn(int(args.gap * sr), generator=noise) * args.noise)
-        if w is not None:
-            at = sum(x.numel() for x in pieces)
-            spans.append((at, at + w.numel()))
-            pieces.append(w)
-    recording = torch.cat(pieces)
+    recording, spans = join_with_pauses(waves, int(args.gap * sr), args.noise)
 
     def doc_score(texts: list[str]) -> float:
         return compute([args.metric], [" ".join(texts)], [" ".join(refs)]).values[args.metric]
@@ -74,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         [s.text for s in segments],
     )
     # A segment matches an utterance when it holds that utterance and no other.
-    bounds = [(round(s.start * sr), round(s.end * sr)) for s in segments]
-    inside = [[i for i, (a, b) in enumerate(spans) if a < e and s < b] for s, e in bounds]
+    inside = segment_contents(segments, spans, sr)
     matched = sum(len(i) == 1 for i in inside) if len(segments) == len(utts) else 0
     if args.whole:
         t = time.perf_counter()

@@ -1,0 +1,170 @@
+"""Robustness benchmark: a test set decoded as the same speech arrives in other ways.
+
+Any experiment, any data dir with audio. Each condition changes every utterance's waveform
+one way and decodes the set (beam search as s2s-decode does, in length-sorted batches):
+
+- onset: the speech starts later, behind N ms of near-silence (white noise at ``--floor``
+  amplitude, about -70 dBFS: a quiet room, as between long_audio's utterances);
+- level: the waveform scaled by G dB (clipped at full scale);
+- SNR: white noise added at S dB over the utterance's power (torchaudio's add_noise).
+
+It reports the score of each condition against the references, and the **onset invariance**:
+the share of utterances whose best hypothesis is the same at every onset as at 0 ms. Then the
+**long recording**: the utterances joined into one file with ``--gap`` s pauses, decoded as
+s2s-decode decodes a long file (voice-activity segments), and the share of utterances that
+come back as exactly one segment whose text is the utterance's own alone (``long_audio``
+measures the segmentation itself in more detail).
+
+    python -m s2s.bench.robustness --model exp/NAME --data data/test [--limit 200]
+        [--onsets 0 30 100 300 600] [--levels -20 -10 6] [--snrs 20 10 5] [--gap 0.6]
+        [--metric bleu] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torchaudio.functional as AF
+from torch import Tensor
+
+from s2s.bench.long_audio import join_with_pauses, segment_contents
+from s2s.data.audio import load_utterance
+from s2s.data.datadir import load_datadir
+from s2s.data.tokenizer import normalize_text
+from s2s.decode.inference import Speech2Text
+from s2s.metrics import compute
+
+FLOOR = 3e-4  # amplitude of the "silence" in front and between: about -70 dBFS
+
+
+def with_onset(wave: Tensor, ms: float, sample_rate: int, floor: float, seed: int) -> Tensor:
+    """(N,) -> (N + ms of near-silence in front,) samples."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.randn(round(ms * sample_rate / 1000), generator=g) * floor, wave])
+
+
+def with_level(wave: Tensor, gain_db: float) -> Tensor:
+    return (wave * 10 ** (gain_db / 20)).clamp(-1.0, 1.0)
+
+
+def with_snr(wave: Tensor, snr_db: float, seed: int) -> Tensor:
+    noise = torch.randn(wave.numel(), generator=torch.Generator().manual_seed(seed))
+    return AF.add_noise(wave[None], noise[None], torch.tensor([snr_db]))[0].clamp(-1.0, 1.0)
+
+
+def onset_invariance(hyps: Sequence[Sequence[str]]) -> float:
+    """hyps[k][i]: utterance i's hypothesis at the k-th onset (k = 0 the reference onset) ->
+    the share of utterances whose hypothesis is the same at every onset."""
+    if not hyps or not hyps[0]:
+        raise ValueError("no hypotheses")
+    n = len(hyps[0])
+    if any(len(h) != n for h in hyps):
+        raise ValueError("every onset needs one hypothesis per utterance")
+    same = sum(all(h[i] == hyps[0][i] for h in hyps[1:]) for i in range(n))
+    return same / n
+
+
+def segments_matching(
+    texts: Sequence[str], contents: Sequence[Sequence[int]], alone: Sequence[str]
+) -> float:
+    """The share of utterances (alone[i]: utterance i decoded alone) that lie in exactly one
+    segment, holding no other utterance, whose text (texts[j], contents[j]: the utterances
+    segment j overlaps) is that of the utterance alone."""
+    matched = set()
+    owners = [c[0] for c in contents if len(c) == 1]
+    for text, c in zip(texts, contents):
+        if len(c) == 1 and owners.count(c[0]) == 1 and text == alone[c[0]]:
+            matched.add(c[0])
+    return len(matched) / len(alone)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m s2s.bench.robustness", description=__doc__)
+    p.add_argument("--model", required=True, help="experiment directory or s2s-pack file")
+    p.add_argument("--data", required=True, help="a data dir with audio")
+    p.add_argument("--limit", type=int, default=0, help="first N utterances (0: all)")
+    p.add_argument("--onsets", type=float, nargs="+", default=[0, 30, 100, 300, 600])
+    p.add_argument("--levels", type=float, nargs="*", default=[-20, -10, 6], help="gain, dB")
+    p.add_argument("--snrs", type=float, nargs="*", default=[20, 10, 5], help="white noise, dB")
+    p.add_argument("--floor", type=float, default=FLOOR, help="amplitude of the silence")
+    p.add_argument("--gap", type=float, default=0.6, help="pause in the long recording, s")
+    p.add_argument("--metric", default="", help="default: the recipe's first metric")
+    p.add_argument("--json", type=Path, help="write every figure and hypothesis here")
+    args = p.parse_args(argv)
+    if not args.onsets or args.onsets[0] != 0:
+        p.error("--onsets must start at 0 (the reference for the invariance)")
+
+    s2t = Speech2Text.from_pretrained(args.model)
+    sr = s2t.sample_rate
+    dd = load_datadir(args.data)
+    utts = dd.utt_ids[: args.limit] if args.limit else dd.utt_ids
+    field, norm = s2t.cfg.data.target_field, s2t.cfg.data.normalize
+    refs = [normalize_text(dd.text(u, field), norm) for u in utts]
+    waves = [load_utterance(dd, u, target_sr=sr) for u in utts]
+    # the recipe's first metric (recipes pass theirs to the training monitor), else BLEU
+    metric = args.metric or next(iter(s2t.cfg.train.monitor.metrics), "bleu")
+
+    def decode(ws: Sequence[Tensor]) -> list[str]:
+        feats = [s2t.model_features(w, u) for u, w in zip(utts, ws)]
+        return [nb[0].text for nb in s2t.decode_batched(feats)]
+
+    conditions: dict[str, list[Tensor]] = {}
+    for ms in args.onsets:
+        conditions[f"onset {ms:g} ms"] = [
+            with_onset(w, ms, sr, args.floor, i) if ms else w for i, w in enumerate(waves)
+        ]
+    for db in args.levels:
+        conditions[f"level {db:+g} dB"] = [with_level(w, db) for w in waves]
+    for db in args.snrs:
+        conditions[f"snr {db:g} dB"] = [with_snr(w, db, i) for i, w in enumerate(waves)]
+
+    rows: dict[str, dict] = {}
+    for name, ws in conditions.items():
+        t = time.perf_counter()
+        hyps = decode(ws)
+        score = compute([metric], hyps, refs).values[metric]
+        rows[name] = {metric: score, "seconds": time.perf_counter() - t, "hyps": hyps}
+    onset_names = [f"onset {ms:g} ms" for ms in args.onsets]
+    alone = rows[onset_names[0]]["hyps"]
+    invariance = onset_invariance([rows[n]["hyps"] for n in onset_names])
+
+    recording, spans = join_with_pauses(waves, round(args.gap * sr), args.floor)
+    segments = s2t.transcribe(recording, sr)
+    texts = [s.text for s in segments]
+    matching = segments_matching(texts, segment_contents(segments, spans, sr), alone)
+
+    print(f"{args.model} on {len(utts)} utterances of {args.data}")
+    print(f"| condition | {metric} | same as at 0 ms |")
+    print("|---|---:|---:|")
+    for name, row in rows.items():
+        same = sum(a == b for a, b in zip(row["hyps"], alone)) / len(alone)
+        row["same_as_onset_0"] = same
+        print(f"| {name} | {row[metric]:.1f} | {100 * same:.1f}% |")
+    onsets = ", ".join(f"{ms:g}" for ms in args.onsets)
+    print(f"onset invariance (the same output at every onset {onsets} ms): {100 * invariance:.1f}%")
+    print(
+        f"long recording ({recording.numel() / sr / 60:.1f} min, {args.gap:g} s pauses): "
+        f"{len(segments)} segments for {len(utts)} utterances; decoded as alone: "
+        f"{100 * matching:.1f}%"
+    )
+    if args.json:
+        report = {
+            "model": str(args.model),
+            "data": str(args.data),
+            "utterances": utts,
+            "metric": metric,
+            "conditions": rows,
+            "onset_invariance": invariance,
+            "long_recording": {"segments": len(segments), "matching": matching, "texts": texts},
+        }
+        args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
