@@ -23,6 +23,7 @@ from s2s.data.features import (
     GlobalCMVN,
     compute_cmvn_stats,
     compute_fbank,
+    compute_features,
     dump_features,
     utterance_cmvn,
 )
@@ -71,6 +72,23 @@ def test_fbank_too_short_and_config_checks() -> None:
         FbankConfig(num_mel_bins=0)
     cfg = OmegaConf.structured(FbankConfig)
     assert cfg.num_mel_bins == 80 and cfg.dither == 0.0
+
+
+def test_level_normalised_features_ignore_gain_and_added_silence() -> None:
+    g = torch.Generator().manual_seed(0)
+    wave = 0.3 * torch.randn(8000, generator=g) * torch.hann_window(8000)  # a burst
+    cfg = FbankConfig(level="max_frame")
+    feats = compute_features(wave, cfg)
+    assert feats.logsumexp(-1).max().abs() < 1e-5  # the loudest frame at 0
+    quiet = compute_features(wave * 10 ** (-20 / 20), cfg)  # -20 dB
+    assert torch.allclose(quiet, feats, atol=1e-3)
+    # 400 ms of near-silence in front (40 frames): the same frames after it
+    late = compute_features(torch.cat([1e-4 * torch.randn(6400, generator=g), wave]), cfg)
+    assert torch.allclose(late[40:], feats, atol=1e-3)
+    raw = compute_fbank(wave)
+    assert torch.equal(compute_features(wave, FbankConfig()), raw)  # "none": Kaldi's as is
+    with pytest.raises(ValueError, match="features.level"):
+        FbankConfig(level="rms")
 
 
 def test_dump_nj1_nj2_identical_and_reader(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from s2s.data.specaug import SpecAugConfig, SpecAugment, time_warp
+from s2s.data.specaug import SpecAugConfig, SpecAugment, time_shift, time_warp
 
 
 def masked_band(zero: torch.Tensor) -> tuple[int, int]:
@@ -93,3 +93,27 @@ def test_config_validation_and_structured() -> None:
         SpecAugConfig(time_width_ratio=1.5)
     cfg = OmegaConf.structured(SpecAugConfig)
     assert cfg.freq_width == 27 and cfg.time_width == 100 and cfg.time_warp == 0
+
+
+def test_time_shift_moves_the_start_by_up_to_n_frames() -> None:
+    """Each shift in [-n, n] occurs; a positive one puts copies of the quietest of the first n
+    frames in front of the untouched input, a negative one drops leading frames."""
+    feats = torch.randn(100, 8) + 5.0
+    feats[3] = -5.0  # the pause among the first frames
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(400):
+        out = time_shift(feats, 10, g)
+        k = out.shape[0] - 100
+        seen.add(k)
+        if k >= 0:
+            assert torch.equal(out[k:], feats) and (out[:k] == -5.0).all()
+        else:
+            assert torch.equal(out, feats[-k:])
+    assert seen == set(range(-10, 11))
+    short = torch.randn(6, 8)
+    assert time_shift(short, 10, torch.Generator().manual_seed(1)).shape[0] >= 3  # keeps half
+    aug = SpecAugment(SpecAugConfig(freq_masks=0, time_masks=0, time_shift=10))
+    assert 90 <= aug(feats, torch.Generator().manual_seed(2)).shape[0] <= 110
+    with pytest.raises(ValueError, match="time_shift"):
+        SpecAugConfig(time_shift=-1)

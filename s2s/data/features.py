@@ -38,20 +38,28 @@ INDEX = "feats.index"
 UTT2NUM_FRAMES = "utt2num_frames"
 META = "feats.json"
 BAD_UTTS = "bad_utts"
+LEVELS = ("none", "max_frame")
 
 
 @dataclass
 class FbankConfig:
     """Log-mel filterbank settings (Kaldi `compute-fbank-feats` with dither 0 by default, so
-    features are deterministic). `sample_rate` is the rate audio is resampled to first."""
+    features are deterministic). `sample_rate` is the rate audio is resampled to first.
+
+    level: "none" (Kaldi's features as they are) or "max_frame": every bin lowered by the
+    loudest frame's log energy (`normalize_level`), so the features do not depend on the
+    recording's gain, and silence before or after the speech does not move them."""
 
     num_mel_bins: int = 80
     frame_length_ms: float = 25.0
     frame_shift_ms: float = 10.0
     dither: float = 0.0
     sample_rate: int = 16000
+    level: str = "none"
 
     def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"features.level {self.level!r} not in {LEVELS}")
         if self.num_mel_bins < 1:
             raise ValueError(f"num_mel_bins must be >= 1, got {self.num_mel_bins}")
         if self.frame_length_ms <= 0 or self.frame_shift_ms <= 0:
@@ -89,6 +97,25 @@ def compute_fbank(wave: Tensor, cfg: FbankConfig | None = None) -> Tensor:
         dither=cfg.dither,
         sample_frequency=float(cfg.sample_rate),
     )
+
+
+def normalize_level(feats: Tensor, level: str) -> Tensor:
+    """(T, F) log-mel fbank (natural log of mel power) -> (T, F), for FbankConfig.level.
+
+    "max_frame": a gain g on the waveform adds 2 ln g to every bin of every frame; taking the
+    loudest frame's log energy (logsumexp over its bins) off every bin removes it. The loudest
+    frame is speech, so pauses, or silence added before or after, leave it where it was."""
+    if level == "none":
+        return feats
+    if level != "max_frame":
+        raise ValueError(f"level {level!r} not in {LEVELS}")
+    return feats - feats.logsumexp(-1).max()
+
+
+def compute_features(wave: Tensor, cfg: FbankConfig) -> Tensor:
+    """What the model reads: compute_fbank, then normalize_level as cfg.level says (T, F).
+    Voice activity detection reads compute_fbank's raw levels instead."""
+    return normalize_level(compute_fbank(wave, cfg), cfg.level)
 
 
 def speed_key(utt: str, speed: float) -> str:
@@ -134,7 +161,7 @@ def _features(
         wave = speed_perturb(wave, cfg.sample_rate, speed)
     ms = 1000 * wave.numel() / cfg.sample_rate
     try:
-        feats = compute_fbank(wave, cfg)
+        feats = compute_features(wave, cfg)
     except ValueError as e:
         raise AudioError(f"utterance {utt!r} ({path}): too short: {e}", f"too short: {e}") from e
     if feats.shape[0] < min_frames:

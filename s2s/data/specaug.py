@@ -22,6 +22,8 @@ class SpecAugConfig:
 
     time_width_ratio > 0 caps the time mask width at floor(ratio * T) for T-frame inputs
     (Park et al.'s p), on top of time_width. time_warp is the warp window in frames (0 = off).
+    time_shift > 0 moves the start of the speech by up to that many frames first (`time_shift`),
+    so the model cannot learn where in the input speech begins.
     """
 
     freq_masks: int = 1
@@ -30,9 +32,11 @@ class SpecAugConfig:
     time_width: int = 100
     time_width_ratio: float = 0.0
     time_warp: int = 0
+    time_shift: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("freq_masks", "freq_width", "time_masks", "time_width", "time_warp"):
+        names = ("freq_masks", "freq_width", "time_masks", "time_width", "time_warp", "time_shift")
+        for name in names:
             if getattr(self, name) < 0:
                 raise ValueError(f"SpecAugConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.time_width_ratio <= 1.0:
@@ -64,6 +68,21 @@ def time_warp(feats: Tensor, window: int, generator: torch.Generator | None = No
     return torch.cat([left, right], dim=2)[0, 0]
 
 
+def time_shift(feats: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
+    """(T, F) -> (T + k, F) for k uniform in [-max_shift, max_shift]: k > 0 puts k copies of the
+    quietest of the first max_shift frames (a pause, where there is one) in front; k < 0 drops
+    the first -k frames, keeping at least half of the input."""
+    t = feats.shape[0]
+    k = _randint(-max_shift, max_shift, generator)
+    if k < 0:
+        return feats[min(-k, t // 2) :].clone()
+    if k == 0:
+        return feats.clone()
+    head = feats[:max_shift]
+    quiet = head[head.mean(-1).argmin()]  # (CMVN-normalised) log-mel: lowest on average
+    return torch.cat([quiet.expand(k, -1), feats])
+
+
 class SpecAugment:
     """Callable augmentation: (T, F) features -> a masked (T, F) copy; the input is untouched."""
 
@@ -81,6 +100,8 @@ class SpecAugment:
         if feats.dim() != 2:
             raise ValueError(f"SpecAugment expects (T, F) features, got {tuple(feats.shape)}")
         cfg = self.cfg
+        if cfg.time_shift:
+            feats = time_shift(feats, cfg.time_shift, generator)
         n_time, n_freq = feats.shape
         out = time_warp(feats, cfg.time_warp, generator) if cfg.time_warp else feats.clone()
         max_f = min(cfg.freq_width, n_freq)

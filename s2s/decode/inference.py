@@ -165,9 +165,9 @@ class Speech2Text:
 
     def features(self, wave: Tensor) -> Tensor:
         """(N,) mono waveform at self.sample_rate -> normalised (T, F) features."""
-        from s2s.data.features import compute_fbank, utterance_cmvn
+        from s2s.data.features import compute_features, utterance_cmvn
 
-        feats = compute_fbank(wave, self.fbank)
+        feats = compute_features(wave, self.fbank)
         return self.cmvn(feats) if self.cmvn is not None else utterance_cmvn(feats)
 
     def load(self, path: str | Path) -> Tensor:
