@@ -133,10 +133,3 @@ def render(
         out = AF.add_noise(out[None], noise[None], torch.tensor([snr]))[0]
     return out * (scene.peak / out.abs().max().clamp_min(1e-8))
 
-
-def speech_snr_db(speech: Tensor, noise: Tensor) -> float:
-    """10 log10 of the power of (N,) ``speech`` over that of (M,) ``noise`` (the measure
-    ``render`` sets, for tests and reports)."""
-    return 10 * math.log10(
-        speech.pow(2).mean().item() / noise.pow(2).mean().clamp_min(1e-20).item()
-    )
