@@ -6,7 +6,8 @@ one way and decodes the set (beam search as s2s-decode does, in length-sorted ba
 - onset: the speech starts later, behind N ms of near-silence (white noise at ``--floor``
   amplitude, about -70 dBFS: a quiet room, as between long_audio's utterances);
 - level: the waveform scaled by G dB (clipped at full scale);
-- SNR: white noise added at S dB over the utterance's power (torchaudio's add_noise).
+- SNR: white noise added at S dB over the utterance's power (s2s.data.tts.add_noise, as the
+  synthesiser adds it).
 
 It reports the score of each condition against the references, and the **onset invariance**:
 the share of utterances whose best hypothesis is the same at every onset as at 0 ms. Then the
@@ -29,13 +30,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torchaudio.functional as AF
 from torch import Tensor
 
 from s2s.bench.long_audio import join_with_pauses, segment_contents
 from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
 from s2s.data.tokenizer import normalize_text
+from s2s.data.tts import add_noise
 from s2s.decode.inference import Speech2Text
 from s2s.metrics import compute
 
@@ -53,8 +54,7 @@ def with_level(wave: Tensor, gain_db: float) -> Tensor:
 
 
 def with_snr(wave: Tensor, snr_db: float, seed: int) -> Tensor:
-    noise = torch.randn(wave.numel(), generator=torch.Generator().manual_seed(seed))
-    return AF.add_noise(wave[None], noise[None], torch.tensor([snr_db]))[0].clamp(-1.0, 1.0)
+    return add_noise(wave, snr_db, torch.Generator().manual_seed(seed)).clamp(-1.0, 1.0)
 
 
 def onset_invariance(hyps: Sequence[Sequence[str]]) -> float:
