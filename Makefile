@@ -48,7 +48,7 @@ lint: $(STAMP)
 # Refresh the lock on purpose (new upstream releases, or a changed requirement in setup.cfg
 # or requirements/extra.in); then run `make test` and commit the lock with what it changed.
 lock: | $(UV)
-	$(UV) pip compile setup.cfg --extra dev requirements/extra.in \
+	$(UV) pip compile setup.cfg --extra dev --extra onnx requirements/extra.in \
 		--excludes requirements/exclude.txt --universal --python-version 3.10 --upgrade \
 		--custom-compile-command "make lock" --quiet -o $(LOCK)
 

@@ -27,6 +27,7 @@ EXPECTED = {
     "s2s-recipe": "s2s.cli.recipe:main",
     "s2s-validate-data": "s2s.cli.validate_data:main",
     "s2s-pack": "s2s.cli.pack:main",
+    "s2s-export": "s2s.cli.export:main",
 }
 
 

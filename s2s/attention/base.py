@@ -135,7 +135,9 @@ class DecoderSelfAttention(nn.Module, ABC):
         B, T = first.shape[:2]
         s = self.stride
         lens = lengths if lengths is not None else torch.full((B,), T, device=first.device)
-        m = torch.arange(-(-T // s), device=first.device)
+        # (T + s - 1) // s, not -(-T // s): traced for export, ONNX's integer Div truncates
+        # towards zero, so a negative floor division would round the wrong way.
+        m = torch.arange((T + s - 1) // s, device=first.device)
         last = torch.minimum(m[None, :] * s + s - 1, (lens[:, None] - 1).clamp(min=0))
         cache.fill_prefix(
             {

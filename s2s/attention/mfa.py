@@ -23,7 +23,7 @@ from s2s.attention.base import DecoderSelfAttention
 from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig
 from s2s.attention.mha import head_keys, head_layout_step
-from s2s.attention.ops import cascade_attention
+from s2s.attention.ops import cascade_attention, slots_in_use
 from s2s.attention.positions import apply_rope
 from s2s.attention.registry import register_attention
 
@@ -167,7 +167,8 @@ class FactorizedKeyReuseAttention(FactorizedAttention):
                 k, first = part["k"], cache.shared_slots.new_zeros(1)  # (U, S, 1, C)
             else:  # only the slots in use, not the whole allocation (cached_attention reads
                 # no further than the rows' own_slots)
-                k, first = part["k"][:, : int(cache.own_slots().max())], cache.base()
+                k = part["k"][:, : slots_in_use(cache.own_slots(), part["k"].shape[1])]
+                first = cache.base()
             slots = torch.arange(k.shape[1], device=k.device)
             pos = first[:, None] + slots[None, :]
             return apply_rope(k, pos, self.cfg.rope_base)

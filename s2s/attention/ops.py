@@ -154,7 +154,7 @@ def cached_attention(
         from kernels.decode_attention import decode_attention_triton
 
         return decode_attention_triton(q, k, v, owner, num_slots, scale)
-    S = int(num_slots.max())
+    S = slots_in_use(num_slots, k.shape[1])
     slots = torch.arange(S, device=q.device)
     if owner is None:
         kk, vv = k[:, :S], v[:, :S]
@@ -163,6 +163,14 @@ def cached_attention(
         kk, vv = k[rows, slots], v[rows, slots]
     out, lse = attend_with_lse(q, kk, vv, slots[None, :] < num_slots[:, None], scale)
     return out.to(q.dtype), lse
+
+
+def slots_in_use(num_slots: Tensor, columns: int) -> int:
+    """The columns of a (R, columns, ...) cache buffer a decode step reads: the most slots any
+    row uses (num_slots (N,)). Traced for export (s2s.export) the caller passes exactly the
+    slots it holds, so every column: reading the count would make the graph's shapes
+    data-dependent."""
+    return columns if torch.compiler.is_exporting() else int(num_slots.max())
 
 
 KERNEL_MODES = ("auto", "off", "on")

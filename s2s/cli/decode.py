@@ -2,6 +2,7 @@
 
     s2s-decode --model exp/NAME a.wav b.flac          one line per file: "<file>\\t<text>"
     s2s-decode --model NAME.tar.gz a.wav              a model packed by s2s-pack
+    s2s-decode --model NAME_onnx --backend onnxruntime a.wav    a bundle written by s2s-export
     s2s-decode --model exp/NAME talk.wav              a long file: one line per speech segment,
                                                       "<file>\\t<start>\\t<end>\\t<text>" (seconds)
     s2s-decode --model exp/NAME --format srt talk.wav > talk.srt     subtitles (or vtt)
@@ -70,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="decode with the PyTorch path on CUDA too (same as decode.kernels=false)",
     )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnxruntime"],
+        default="auto",
+        help="onnxruntime: an ONNX bundle written by s2s-export (auto: bundles run on it)",
+    )
     p.add_argument("--batch-frames", type=int, default=8000)
     return p
 
@@ -110,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint=args.checkpoint,
             decode_config=args.decode_config,
             decode_overrides=overrides,
+            backend=args.backend,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"s2s-decode: {e}", file=sys.stderr)

@@ -36,6 +36,7 @@ from s2s.experiment import (
 from s2s.models.seq2seq import BOS_ID, EOS_ID, PAD_ID
 
 log = logging.getLogger(__name__)
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 @dataclass
@@ -124,6 +125,36 @@ class Speech2Text:
         return cls(model, tokenizer, cfg, device=device, fbank=fbank, lm=lm)
 
     @classmethod
+    def from_bundle(
+        cls,
+        folder: str | Path,
+        *,
+        device: str = "cpu",
+        decode_config: str | Path | None = None,
+        decode_overrides: Sequence[str] = (),
+        threads: int = 0,
+    ) -> Speech2Text:
+        """An ONNX bundle written by s2s-export, decoded by onnxruntime on the CPU: the same
+        features, beam search and cache layout as from_dir (s2s.export.runtime). Raises
+        BundleError (a ValueError) naming the folder for a bundle that cannot be run."""
+        from s2s.export.bundle import read_bundle
+
+        folder = Path(folder)
+        read_bundle(folder)  # before importing onnxruntime: a bad bundle is the clearer error
+        try:
+            from s2s.export.runtime import OnnxModel
+        except ImportError as e:
+            raise ValueError(
+                f"{folder}: decoding an ONNX bundle needs onnxruntime (pip install 's2s[onnx]')"
+            ) from e
+        cfg = decoding_config(folder, decode_config, decode_overrides)
+        tokenizer = load_tokenizer(cfg.data.tokenizer)
+        model = OnnxModel(folder, threads=threads)
+        fbank = cfg.data.features if cfg.data.source == "speech" else None
+        lm = load_lm(cfg.decode.lm, cfg.data.tokenizer) if cfg.decode.lm else None
+        return cls(model, tokenizer, cfg, device=device, fbank=fbank, lm=lm)
+
+    @classmethod
     def from_pretrained(
         cls,
         path: str | Path,
@@ -132,13 +163,35 @@ class Speech2Text:
         checkpoint: str = "",
         decode_config: str | Path | None = None,
         decode_overrides: Sequence[str] = (),
+        backend: str = "auto",
     ) -> Speech2Text:
-        """An experiment directory (as from_dir) or a model pack written by s2s-pack, which is
-        checked (s2s.pack.unpack_model: PackError for a damaged one) and unpacked into a
-        temporary directory that lives as long as the returned object; its weights are read
-        weights-only."""
+        """An experiment directory (as from_dir), an ONNX bundle written by s2s-export (as
+        from_bundle), or a model pack written by s2s-pack, which is checked
+        (s2s.pack.unpack_model: PackError for a damaged one) and unpacked into a temporary
+        directory that lives as long as the returned object; its weights are read
+        weights-only. backend: "torch", "onnxruntime" (a bundle), or "auto" (a bundle runs on
+        onnxruntime, anything else on torch)."""
+        from s2s.export.bundle import is_bundle
+
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} not in {BACKENDS}")
         path = Path(path)
         kwargs = dict(device=device, decode_config=decode_config, decode_overrides=decode_overrides)
+        bundle = is_bundle(path)
+        if backend == "onnxruntime" or (backend == "auto" and bundle):
+            if checkpoint:
+                raise ValueError(
+                    f"{path}: an ONNX bundle holds one set of weights; drop --checkpoint"
+                )
+            trained = (path / "model_avg.pt").is_file() or (path / "checkpoints").is_dir()
+            if not bundle and (path / "config.yaml").is_file() and trained:
+                raise ValueError(
+                    f"{path}: an experiment, not an ONNX bundle: export it first "
+                    f"(s2s-export {path} OUT) or decode it with --backend torch"
+                )
+            return cls.from_bundle(path, **kwargs)
+        if bundle:
+            raise ValueError(f"{path}: an ONNX bundle runs on --backend onnxruntime only")
         if path.is_dir():
             return cls.from_dir(path, checkpoint=checkpoint, **kwargs)
         if not path.exists():
@@ -179,7 +232,7 @@ class Speech2Text:
         """(N,) waveform -> (T, F) features, or AudioError naming `name` when the audio gives
         fewer frames than the encoder's frontend needs."""
         fb = self.fbank
-        need = self.model.encoder.frontend.min_input_length
+        need = self.model.min_input_length
         if wave.numel() >= fb.window_samples:
             feats = self.features(wave)
             if feats.shape[0] >= need:
@@ -200,12 +253,12 @@ class Speech2Text:
         memory, memory_lens = self.model.encode(src.to(self.device), lens.to(self.device))
         ctc_log_probs = None
         if self.decode_cfg.ctc_weight > 0:
-            if self.model.ctc is None:
+            ctc_log_probs = self.model.ctc_log_probs(memory)
+            if ctc_log_probs is None:
                 raise ValueError(
                     f"decode ctc_weight={self.decode_cfg.ctc_weight} but the model has no CTC "
                     "head (train with model.ctc_weight > 0)"
                 )
-            ctc_log_probs = self.model.ctc(memory).float().log_softmax(-1)
         search: dict = {}
         hyps = beam_search(
             self.model.decoder,

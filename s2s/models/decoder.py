@@ -164,6 +164,18 @@ class DecoderState:
         return sum(c.peak_allocated for c in self.caches)
 
 
+def own_slots_needed(
+    prefix_lens: Tensor, max_len: int | None, stride: int, shared: bool
+) -> int | None:
+    """Own cache slots a row needs to take max_len more tokens after its prefix (prefix_lens
+    (B,); zeros for cross): the slots of prefix + max_len tokens, less the prefix's completed
+    ones when those are shared. None when max_len is (the cache then grows)."""
+    if max_len is None:
+        return None
+    total = (prefix_lens + max_len + stride - 1) // stride
+    return int((total - prefix_lens // stride if shared else total).max())
+
+
 class FrameProjector(nn.Module):
     """The prefix arrangement's projector (the authors' EncoderProjectorConcat): stack k
     adjacent frames, then Linear -> ReLU -> Linear, d_enc * k -> d / 2 -> d. A stacked frame is
@@ -263,7 +275,9 @@ class Decoder(nn.Module):
         B = memory.shape[0]
         kw = dict(ancestry=ancestry, share_prefix=share_prefix)
         if self.cfg.arrangement == "cross":
-            own = self._own_slots(torch.zeros_like(memory_lens), max_len, share_prefix)
+            own = own_slots_needed(
+                torch.zeros_like(memory_lens), max_len, self.stride, share_prefix
+            )
             cap = {"capacity": own * self.stride, "growable": False} if own else {}
             caches = [layer.self_attn.new_cache(B * beam, **kw, **cap) for layer in self.layers]
             kvs = [layer.cross_attn.project_memory(memory) for layer in self.layers]
@@ -279,7 +293,7 @@ class Decoder(nn.Module):
             x = self.projector(memory)
             for layer, cache in zip(self.layers, caches):
                 x = layer(x, memory_lens, cache=cache)
-        own = self._own_slots(memory_lens, max_len, share_prefix)
+        own = own_slots_needed(memory_lens, max_len, self.stride, share_prefix)
         for cache in caches:  # then give each hypothesis its own rows
             cache.expand(beam, own)
         return DecoderState(caches, None, memory_lens, beam)
@@ -288,15 +302,6 @@ class Decoder(nn.Module):
     def stride(self) -> int:
         """Tokens per cache slot (every layer has the same self-attention)."""
         return self.layers[0].self_attn.stride
-
-    def _own_slots(self, prefix_lens: Tensor, max_len: int | None, shared: bool) -> int | None:
-        """Own cache slots a row needs to take max_len more tokens after its prefix: the
-        slots of prefix + max_len tokens, less the prefix's completed (shared) ones."""
-        if max_len is None:
-            return None
-        s = self.stride
-        total = (prefix_lens + max_len + s - 1) // s
-        return int((total - prefix_lens // s if shared else total).max())
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: DecoderState) -> Tensor:

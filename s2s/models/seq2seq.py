@@ -59,6 +59,15 @@ class Seq2SeqModel(nn.Module):
         """src: (B, T, F) features or (B, T) token ids -> memory (B, S, d), lengths (B,)."""
         return self.encoder(src, src_lens)
 
+    @property
+    def min_input_length(self) -> int:
+        """The fewest source frames (or tokens) the encoder's frontend takes."""
+        return self.encoder.frontend.min_input_length
+
+    def ctc_log_probs(self, memory: Tensor) -> Tensor | None:
+        """CTC log-posteriors (B, S, V) float32 over the encoder output, None without a head."""
+        return None if self.ctc is None else self.ctc(memory).float().log_softmax(-1)
+
     def forward(self, batch) -> dict[str, Tensor]:
         memory, memory_lens = self.encode(batch.src, batch.src_lens)
         inp, out, lens = add_bos_eos(batch.tgt, batch.tgt_lens)

@@ -13,6 +13,7 @@ Every frontend returns (out, out_lens) and raises ValueError when an input is sh
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from s2s.attention.masks import lengths_to_padding_mask
@@ -67,7 +68,7 @@ class Frontend(nn.Module):
             )
         if lens.shape != (x.shape[0],):
             raise ValueError(f"lengths must have shape ({x.shape[0]},), got {tuple(lens.shape)}")
-        if lens.numel() == 0:
+        if lens.numel() == 0 or torch.compiler.is_exporting():  # lengths are data when traced
             return
         shortest, longest = int(lens.min()), int(lens.max())
         if shortest < self.min_input_length:

@@ -1,0 +1,264 @@
+"""`s2s-export exp/x out/`: a trained experiment as an ONNX serving bundle (docs/export.md).
+
+Each graph (s2s.export.graphs) is traced by torch.onnx's dynamo exporter (torch.export, then
+onnxscript's torchlib) at opset OPSET, with dynamic batch, time, beam and cache axes, on example
+inputs made by the model itself (the step's cache comes from a real `init_state`), then checked
+with onnx.checker. The tokenizer, CMVN and config are copied beside the graphs, and a manifest
+lists it all (s2s.export.bundle).
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.export import Dim
+
+from s2s.export.bundle import MANIFEST, BundleError, write_manifest
+from s2s.export.graphs import CtcGraph, EncoderGraph, StartGraph, StepGraph
+
+OPSET = 18
+# Example sizes for tracing: every dynamic axis > 1, so none is specialised to a constant.
+EXAMPLE_UTTS, EXAMPLE_BEAM = 2, 3
+BIG = 1 << 20  # upper bound of the dynamic axes: any length
+
+
+def _export(module: torch.nn.Module, args: tuple, names: tuple[list, list], dyn, path: Path):
+    """Trace `module` on `args` to `path` with input/output names and dynamic shapes."""
+    import onnx
+
+    program = torch.onnx.export(
+        module.eval(),
+        args,
+        dynamo=True,
+        dynamic_shapes=dyn,
+        input_names=names[0],
+        output_names=names[1],
+        opset_version=OPSET,
+        optimize=True,
+        external_data=False,
+        verbose=False,
+    )
+    program.save(str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def step_inputs(state, tokens: torch.Tensor) -> tuple[list[str], list[torch.Tensor]]:
+    """The step graph's inputs, named, from a DecoderState of U utterances x K rows (the lean
+    engine's caches: ancestry, shared prefix) and tokens (N,): rows as (U, K), each layer's own
+    buffers cut to the slots this step can touch, shared buffers with at least one slot."""
+    caches = state.caches
+    c0 = caches[0]
+    N, K = c0.batch_size, state.beam
+    U = N // K
+    s = c0.stride
+    # Own slots this step reads or writes: up to the slot of the token it feeds.
+    used = max(1, min(c0.capacity, int(((c0.length // s) - c0.base()).max()) + 1))
+    owner = c0.owner if c0.owner is not None else c0._rows()[:, None].expand(-1, c0.capacity)
+    names = ["tokens", "length", "owner"]
+    values = [tokens.view(U, K), c0.length.view(U, K), owner[:, :used].reshape(U, K, used)]
+    slot_names = list(c0.slot_shapes)
+    for i, cache in enumerate(caches):
+        for n in slot_names:
+            names.append(f"own.{i}.{n}")
+            buf = cache.buffers[n][:, :used]
+            values.append(buf.reshape(U, K, used, *buf.shape[2:]))
+    if state.memory_kv is not None:  # cross
+        names.append("memory_lens")
+        values.append(state.memory_lens)
+        for i, (k, v) in enumerate(state.memory_kv):
+            names += [f"memory.{i}.k", f"memory.{i}.v"]
+            values += [k, v]
+    else:
+        names.append("shared_slots")
+        values.append(c0.shared_slots)
+        for i, cache in enumerate(caches):
+            for n in slot_names:
+                names.append(f"shared.{i}.{n}")
+                sh = cache.shared.get(n)
+                if sh is None or sh.shape[1] == 0:  # no completed slot: one unused column
+                    sh = cache.buffers[n].new_zeros(U, 1, *cache.slot_shapes[n])
+                values.append(sh)
+    return names, values
+
+
+def export_model(model, cfg, out: Path) -> dict:
+    """Write the graphs of `model` (a Seq2SeqModel, eval mode) into `out`; returns the
+    manifest's "model" entry."""
+    model = model.eval()
+    dec = model.decoder
+    speech = cfg.data.source == "speech"
+    U = EXAMPLE_UTTS
+    min_len = getattr(model.encoder.frontend, "min_input_length", 1)
+    T = max(4 * min_len, 64)
+    torch.manual_seed(0)
+    if speech:
+        src = torch.randn(U, T, cfg.model.encoder.input_dim)
+    else:
+        src = torch.randint(4, model.vocab_size, (U, T))
+    src_lens = torch.tensor([T, T - T // 4])
+    Ud, Td = Dim("batch", min=1, max=BIG), Dim("src_time", min=min_len, max=BIG)
+    _export(
+        EncoderGraph(model),
+        (src, src_lens),
+        (["src", "src_lens"], ["memory", "memory_lens"]),
+        ({0: Ud, 1: Td}, {0: Ud}),
+        out / "encoder.onnx",
+    )
+    with torch.no_grad():
+        memory, memory_lens = model.encode(src, src_lens)
+    Sd = Dim("frames", min=1, max=BIG)
+    if model.ctc is not None:
+        _export(
+            CtcGraph(model), (memory,), (["memory"], ["ctc_log_probs"]), ({0: Ud, 1: Sd},),
+            out / "ctc.onnx",
+        )  # fmt: skip
+    return {
+        "source": cfg.data.source,
+        "vocab_size": model.vocab_size,
+        "min_input_length": min_len,
+        "ctc": model.ctc is not None,
+        **export_decoder(dec, memory, memory_lens, out),
+    }
+
+
+def export_decoder(dec, memory: torch.Tensor, memory_lens: torch.Tensor, out: Path) -> dict:
+    """decoder_start.onnx and decoder_step.onnx of `dec` (a Decoder, eval mode) into `out`,
+    traced on example encoder output memory (B, S, d) with memory_lens (B,), B > 1 and S > 1;
+    returns the manifest's decoder entries."""
+    dec = dec.eval()
+    arrangement = dec.cfg.arrangement
+    U = memory.shape[0]
+    Ud, Sd = Dim("batch", min=1, max=BIG), Dim("frames", min=1, max=BIG)
+    slot_names = list(dec.layers[0].self_attn.slot_shapes())
+    L = len(dec.layers)
+    if arrangement == "cross":
+        start_out = [f"memory.{i}.{kv}" for i in range(L) for kv in "kv"]
+    else:
+        start_out = ["prefix_lens", *(f"prefix.{i}.{n}" for i in range(L) for n in slot_names)]
+    _export(
+        StartGraph(dec),
+        (memory, memory_lens),
+        (["memory", "memory_lens"], start_out),
+        ({0: Ud, 1: Sd}, {0: Ud}),
+        out / "decoder_start.onnx",
+    )
+    K, fed = EXAMPLE_BEAM, 2 * dec.stride  # fed tokens: every row then uses >= 2 own slots
+    state = dec.init_state(memory, memory_lens, beam=K, ancestry=True, max_len=fed + 1)
+    tokens = torch.randint(4, dec.embed.num_embeddings, (U * K,))
+    for _ in range(fed):
+        dec.step(tokens, state)
+    names, values = step_inputs(state, tokens)
+    Kd, Od = Dim("beam", min=1, max=BIG), Dim("own_slots", min=1, max=BIG)
+    Hd = Dim("shared_slots", min=1, max=BIG)
+    dyn = []
+    for name in names:
+        if name in ("tokens", "length"):
+            dyn.append({0: Ud, 1: Kd})
+        elif name == "owner" or name.startswith("own."):
+            dyn.append({0: Ud, 1: Kd, 2: Od})
+        elif name.startswith("memory."):
+            dyn.append({0: Ud, 2: Sd})
+        elif name.startswith("shared."):
+            dyn.append({0: Ud, 1: Hd})
+        else:  # memory_lens, shared_slots
+            dyn.append({0: Ud})
+    step_out = ["log_probs", *(f"slot.{i}.{n}" for i in range(L) for n in slot_names)]
+    _export(
+        StepGraph(dec),
+        tuple(values),
+        (names, step_out),
+        (dyn[0], dyn[1], dyn[2], tuple(dyn[3:])),
+        out / "decoder_step.onnx",
+    )
+    att = dec.layers[0].self_attn
+    return {
+        "arrangement": arrangement,
+        "attention": dec.cfg.self_attention().type,
+        "stride": dec.stride,
+        "n_layers": L,
+        "slot_shapes": {n: list(s) for n, s in att.slot_shapes().items()},
+        "cache_bytes_per_token": dec.cache_bytes_per_token(),
+    }
+
+
+def export_experiment(
+    exp_dir: str | Path, out: str | Path, checkpoint: str = "", force: bool = False
+) -> dict:
+    """Export exp_dir (its model_avg.pt, or `checkpoint`) as an ONNX bundle into `out`, a new
+    folder (or, with force, one replaced). Written beside and moved in whole, so a reader
+    never sees half a bundle. Returns the manifest."""
+    import onnx
+    import onnxscript
+
+    from s2s.experiment import (
+        build_model,
+        load_experiment_config,
+        load_model_weights,
+        load_tokenizer,
+        save_experiment_config,
+    )
+
+    exp_dir, out = Path(exp_dir), Path(out)
+    if not (exp_dir / "config.yaml").is_file():
+        raise BundleError(f"{exp_dir}/config.yaml not found: is {exp_dir} an experiment?")
+    if out.exists() and not force:
+        raise BundleError(f"{out} exists; pass --force to replace it")
+    cfg = load_experiment_config([exp_dir / "config.yaml"])
+    model = build_model(cfg, load_tokenizer(cfg.data.tokenizer).vocab_size)
+    try:
+        weights = load_model_weights(model, exp_dir, checkpoint)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise BundleError(f"{exp_dir}: {e}") from e
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for key, name in (("tokenizer", "tokenizer.model"), ("cmvn", "cmvn.pt")):
+            src = getattr(cfg.data, key)
+            if src:
+                if not Path(src).is_file():
+                    raise BundleError(f"{exp_dir}/config.yaml: data.{key} {src} not found")
+                shutil.copy(src, tmp / name)
+                setattr(cfg.data, key, name)
+        info = export_model(model, cfg, tmp)
+        save_experiment_config(cfg, tmp / "config.yaml")
+        (tmp / "README.md").write_text(_readme(exp_dir.name, info))
+        manifest = write_manifest(
+            tmp,
+            {
+                "experiment": exp_dir.name,
+                "weights": weights.name,
+                "created": datetime.datetime.now(datetime.timezone.utc).strftime(
+                    "%Y-%m-%d %H:%M UTC"
+                ),
+                "opset": OPSET,
+                "exporter": f"torch.onnx dynamo (torch {torch.__version__}, onnxscript "
+                f"{onnxscript.__version__}, onnx {onnx.__version__})",
+                "model": info,
+            },
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _readme(name: str, info: dict) -> str:
+    use = "a.wav" if info["source"] == "speech" else "--text documents.txt"
+    return (
+        f"# {name} (ONNX)\n\n"
+        f"An s2s model exported for serving: {info['attention']} decoder self-attention "
+        f"(stride {info['stride']}), `{info['arrangement']}` arrangement, {info['n_layers']} "
+        f"decoder layers. Each decoded token adds {info['cache_bytes_per_token']:.0f} bytes of "
+        f"self-attention cache (float32) per hypothesis.\n\n"
+        "```sh\n"
+        f"s2s-decode --model {name}_onnx --backend onnxruntime {use}\n"
+        "```\n\n"
+        f"{MANIFEST} lists every file with its SHA-256; docs/export.md in s2s describes the "
+        "graphs' inputs and outputs.\n"
+    )

@@ -1,0 +1,245 @@
+"""ONNX export and the onnxruntime backend (s2s.export): the exported decoder steps equal the
+PyTorch ones step by step through a whole beam search (log-probabilities and written cache
+slots), the searches find the same hypotheses with the same peak cache bytes; a bundle made
+by s2s-export decodes like its experiment through s2s-decode; a bad bundle is one line naming
+it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from helpers import BOS, EOS, make_decoder, make_exp
+from omegaconf import OmegaConf
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from s2s.cli.decode import main as decode_main  # noqa: E402
+from s2s.cli.export import main as export_main  # noqa: E402
+from s2s.decode.beam_search import BeamSearchConfig, beam_search  # noqa: E402
+from s2s.export.onnx_export import export_decoder  # noqa: E402
+from s2s.export.runtime import OnnxDecoder  # noqa: E402
+
+# The issue's three variants in both arrangements the recipes use, then the prompt arrangement
+# and the variants whose decode steps take their own paths (mfa_kr rotates cached keys as it
+# reads them, gla and gta read blocks of a latent slot).
+CASES = [
+    ("cross", "mha", 1), ("cross", "mla", 1), ("cross", "mtla", 2),
+    ("prefix", "mha", 1), ("prefix", "mla", 1), ("prefix", "mtla", 2),
+    ("prompt", "mtla", 3), ("prefix", "mfa_kr", 1), ("cross", "gla", 1), ("prefix", "gta", 1),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(arrangement, variant, stride) -> (PyTorch decoder, its OnnxDecoder), exported once."""
+    done: dict = {}
+
+    def get(arrangement: str, variant: str, stride: int):
+        key = (arrangement, variant, stride)
+        if key not in done:
+            dec = make_decoder(arrangement, variant, stride)
+            out = tmp_path_factory.mktemp(f"{arrangement}_{variant}{stride}")
+            g = torch.Generator().manual_seed(5)
+            info = export_decoder(
+                dec, torch.randn(2, 9, 24, generator=g), torch.tensor([9, 7]), out
+            )
+            done[key] = dec, OnnxDecoder(out, info)
+        return done[key]
+
+    return get
+
+
+class Lockstep:
+    """A decoder for beam_search that runs the PyTorch decoder and the exported one side by
+    side over their own caches, checks every step's log-probabilities and written slots, and
+    steers the search by PyTorch's (so no float rounding decides which path is compared)."""
+
+    def __init__(self, dec, onnx_dec) -> None:
+        self.dec, self.onnx, self.steps = dec, onnx_dec, 0
+
+    def init_state(self, *args, **kw):
+        return _Both(self.dec.init_state(*args, **kw), self.onnx.init_state(*args, **kw))
+
+    def step(self, tokens, state):
+        want = self.dec.step(tokens, state.a).float().log_softmax(-1)
+        got = self.onnx.step(tokens, state.b)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        for ca, cb in zip(state.a.caches, state.b.caches):  # the slot each row just wrote
+            assert torch.equal(ca.length, cb.length)
+            slot = (ca.length - 1) // ca.stride
+            for name in ca.slot_shapes:
+                torch.testing.assert_close(
+                    cb.read(name, slot), ca.read(name, slot), rtol=1e-4, atol=1e-5
+                )
+        self.steps += 1
+        return want
+
+
+class _Both:
+    def __init__(self, a, b) -> None:
+        self.a, self.b = a, b
+
+    def reorder(self, index) -> None:
+        self.a.reorder(index)
+        self.b.reorder(index)
+
+    def peak_cache_bytes(self) -> int:
+        assert self.a.peak_cache_bytes() == self.b.peak_cache_bytes()
+        return self.a.peak_cache_bytes()
+
+
+def _memory(seed: int):
+    """Three utterances, odd frame counts among them: MTLA's prefix ends mid-chunk."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(3, 13, 24, generator=g), torch.tensor([13, 6, 9])
+
+
+@pytest.mark.parametrize(("arrangement", "variant", "stride"), CASES)
+def test_exported_steps_equal_pytorch(exported, arrangement, variant, stride) -> None:
+    dec, onnx_dec = exported(arrangement, variant, stride)
+    memory, lens = _memory(1)
+    lock = Lockstep(dec, onnx_dec)
+    cfg = BeamSearchConfig(beam_size=4, nbest=4, max_len_b=10)
+    beam_search(lock, memory, lens, cfg, bos_id=BOS, eos_id=EOS)
+    assert lock.steps >= 3
+    for beam in (1, 5):  # then free-running, each on its own
+        cfg = BeamSearchConfig(beam_size=beam, nbest=beam, max_len_b=10)
+        st_pt, st_ort = {}, {}
+        want = beam_search(dec, memory, lens, cfg, bos_id=BOS, eos_id=EOS, stats=st_pt)
+        got = beam_search(onnx_dec, memory, lens, cfg, bos_id=BOS, eos_id=EOS, stats=st_ort)
+        assert [[h.tokens for h in nb] for nb in got] == [[h.tokens for h in nb] for nb in want]
+        for nb_got, nb_want in zip(got, want):
+            for h, w in zip(nb_got, nb_want):
+                assert h.log_prob == pytest.approx(w.log_prob, abs=1e-4)
+        assert st_ort["peak_cache_bytes"] == st_pt["peak_cache_bytes"] > 0
+
+
+def test_exported_step_takes_any_batch_and_beam(exported) -> None:
+    """The graphs were traced at 2 utterances x 3 beams; one utterance, greedy, and a long
+    prefix run through the same files."""
+    dec, onnx_dec = exported("prefix", "mtla", 2)
+    g = torch.Generator().manual_seed(3)
+    memory = torch.randn(1, 41, 24, generator=g)
+    lens = torch.tensor([41])
+    for beam in (1, 2, 7):
+        lock = Lockstep(dec, onnx_dec)
+        beam_search(lock, memory, lens, BeamSearchConfig(beam_size=beam, max_len_b=5),
+                    bos_id=BOS, eos_id=EOS)  # fmt: skip
+        assert lock.steps >= 1
+    with pytest.raises(ValueError, match="lean engine"):
+        onnx_dec.init_state(memory, lens, beam=2, ancestry=False)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """(experiment with global CMVN and a CTC head, its bundle written by s2s-export, a wav)."""
+    from s2s.experiment import (
+        build_model,
+        load_experiment_config,
+        load_tokenizer,
+        save_experiment_config,
+    )
+
+    root = tmp_path_factory.mktemp("export")
+    exp = make_exp(root)
+    torch.save({"count": 10, "mean": [0.5] * 80, "std": [2.0] * 80}, exp / "cmvn.pt")
+    cfg = load_experiment_config([exp / "config.yaml"])
+    cfg.data.cmvn = str(exp / "cmvn.pt")
+    cfg.model.ctc_weight = 0.3
+    torch.manual_seed(0)
+    model = build_model(cfg, load_tokenizer(exp / "tokenizer.model").vocab_size)
+    torch.save(model.state_dict(), exp / "model_avg.pt")
+    cfg.data.cmvn = "cmvn.pt"
+    cfg.data.tokenizer = "tokenizer.model"
+    save_experiment_config(cfg, exp / "config.yaml")
+    wav = root / "a.wav"
+    t = np.arange(24000) / 16000
+    sf.write(wav, 0.3 * np.sin(2 * np.pi * 440 * t) * np.sin(2 * np.pi * 3 * t), 16000)
+    out = root / "bundle"
+    assert export_main([str(exp), str(out)]) == 0
+    return exp, out, wav
+
+
+def test_bundle_decodes_like_its_experiment(bundle, capsys) -> None:
+    import onnx
+
+    exp, out, wav = bundle
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert set(manifest["files"]) == {
+        "encoder.onnx", "ctc.onnx", "decoder_start.onnx", "decoder_step.onnx", "config.yaml",
+        "tokenizer.model", "cmvn.pt", "README.md",
+    }  # fmt: skip
+    assert manifest["model"]["attention"] == "mtla" and manifest["model"]["ctc"]
+    for name in ("encoder.onnx", "decoder_step.onnx"):
+        onnx.checker.check_model(str(out / name), full_check=True)
+        assert onnx.load(str(out / name)).opset_import[0].version == manifest["opset"]
+    capsys.readouterr()
+    for setting in ("decode.ctc_weight=0", "decode.ctc_weight=0.3"):
+        assert decode_main(["--model", str(exp), "--format", "json", str(wav), setting]) == 0
+        want = json.loads(capsys.readouterr().out)
+        args = ["--model", str(out), "--backend", "onnxruntime", "--format", "json", str(wav)]
+        assert decode_main([*args, setting]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert [h["text"] for h in got["nbest"]] == [h["text"] for h in want["nbest"]]
+        for g, w in zip(got["nbest"], want["nbest"]):
+            assert g["log_prob"] == pytest.approx(w["log_prob"], abs=1e-4)
+    assert export_main([str(exp), str(out)]) == 2  # never replaced without --force
+    assert "--force" in capsys.readouterr().err
+
+
+def _one_line_error(args: list[str], capsys, *needles: str) -> None:
+    capsys.readouterr()
+    assert decode_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_bad_bundles_are_one_line_naming_them(bundle, tmp_path, capsys) -> None:
+    exp, out, wav = bundle
+
+    def copy(name: str) -> Path:
+        dst = tmp_path / name
+        shutil.copytree(out, dst)
+        return dst
+
+    def edit_manifest(folder: Path, **model) -> None:
+        m = json.loads((folder / "MANIFEST.json").read_text())
+        for key, value in model.items():
+            (m["model"] if key == "attention" else m)[key] = value
+        (folder / "MANIFEST.json").write_text(json.dumps(m))
+
+    def decode(folder: Path) -> list[str]:
+        return ["--model", str(folder), "--backend", "onnxruntime", str(wav)]
+
+    missing = copy("missing")
+    (missing / "decoder_step.onnx").unlink()
+    _one_line_error(decode(missing), capsys, str(missing), "decoder_step.onnx is missing")
+    altered = copy("altered")
+    with open(altered / "encoder.onnx", "ab") as f:
+        f.write(b"\0")
+    _one_line_error(decode(altered), capsys, str(altered), "encoder.onnx differs")
+    older = copy("older")
+    edit_manifest(older, s2s="0.0.1")
+    _one_line_error(decode(older), capsys, str(older), "exported by s2s '0.0.1'")
+    unknown = copy("unknown")
+    edit_manifest(unknown, attention="xla")
+    _one_line_error(decode(unknown), capsys, str(unknown), "'xla' is not one this s2s knows")
+    newer = copy("newer")
+    edit_manifest(newer, version=99)
+    _one_line_error(decode(newer), capsys, str(newer), "format version 99")
+    _one_line_error(decode(exp), capsys, str(exp), "not an ONNX bundle", "s2s-export")
+    _one_line_error(["--model", str(out), "--backend", "torch", str(wav)], capsys, str(out))
+    no_manifest = copy("no_manifest")
+    (no_manifest / "MANIFEST.json").unlink()
+    _one_line_error(decode(no_manifest), capsys, str(no_manifest), "no MANIFEST.json")
+    cfg = OmegaConf.load(out / "config.yaml")  # the bundle's own config still names its copies
+    assert cfg.data.tokenizer == "tokenizer.model" and cfg.data.cmvn == "cmvn.pt"
