@@ -132,4 +132,3 @@ def render(
         snr = scene.snr_db + 10 * math.log10(n_speech / out.numel())
         out = AF.add_noise(out[None], noise[None], torch.tensor([snr]))[0]
     return out * (scene.peak / out.abs().max().clamp_min(1e-8))
-

@@ -30,18 +30,24 @@ def _export(module: torch.nn.Module, args: tuple, names: tuple[list, list], dyn,
     """Trace `module` on `args` to `path` with input/output names and dynamic shapes."""
     import onnx
 
-    program = torch.onnx.export(
-        module.eval(),
-        args,
-        dynamo=True,
-        dynamic_shapes=dyn,
-        input_names=names[0],
-        output_names=names[1],
-        opset_version=OPSET,
-        optimize=True,
-        external_data=False,
-        verbose=False,
-    )
+    try:
+        program = torch.onnx.export(
+            module.eval(),
+            args,
+            dynamo=True,
+            dynamic_shapes=dyn,
+            input_names=names[0],
+            output_names=names[1],
+            opset_version=OPSET,
+            optimize=True,
+            external_data=False,
+            verbose=False,
+        )
+    except Exception as e:  # the exporter's own errors run to pages: its summary line here
+        summary = next((line for line in str(e).splitlines() if line.startswith("<class")), "")
+        raise BundleError(
+            f"{path.name}: the exporter failed ({type(e).__name__}) {summary}".strip()
+        ) from e
     program.save(str(path))
     onnx.checker.check_model(str(path), full_check=True)
 
@@ -223,7 +229,10 @@ def export_experiment(
                     raise BundleError(f"{exp_dir}/config.yaml: data.{key} {src} not found")
                 shutil.copy(src, tmp / name)
                 setattr(cfg.data, key, name)
-        info = export_model(model, cfg, tmp)
+        try:
+            info = export_model(model, cfg, tmp)
+        except BundleError as e:
+            raise BundleError(f"{exp_dir}: {e}") from e
         save_experiment_config(cfg, tmp / "config.yaml")
         (tmp / "README.md").write_text(_readme(exp_dir.name, info))
         manifest = write_manifest(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -98,6 +99,8 @@ class TokenEmbedding(nn.Module):
             )
         if lens.shape != (x.shape[0],):
             raise ValueError(f"lengths must have shape ({x.shape[0]},), got {tuple(lens.shape)}")
+        if torch.compiler.is_exporting():  # lengths and ids are data when traced
+            return self.embed(x), lens.clone()
         if lens.numel() and int(lens.min()) < 1:
             raise ValueError("text encoder: an input of 0 tokens; the minimum input length is 1")
         if lens.numel() and int(lens.max()) > x.shape[1]:
