@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from s2s.attention.cache import AttentionCache
+from s2s.models.decoder import DecoderState
 
 
 class StepCache(AttentionCache):
@@ -73,13 +74,13 @@ class RecordingCache(AttentionCache):
     """An empty cache whose fill_prefix records the prefix slots instead of storing them: what
     the decoder's prefill computes, for StartGraph to return."""
 
-    def __init__(self, batch_size: int, stride: int) -> None:
-        self.stride, self.batch_size_ = stride, batch_size
+    def __init__(self, stride: int) -> None:
+        # Not AttentionCache.__init__: nothing is stored, prefill only calls fill_prefix.
+        self.stride = stride
         self.values: dict[str, Tensor] = {}
-        self.lengths: Tensor | None = None
 
     def fill_prefix(self, values: dict[str, Tensor], lengths: Tensor) -> None:
-        self.values, self.lengths = dict(values), lengths
+        self.values = dict(values)
 
 
 class EncoderGraph(nn.Module):
@@ -113,7 +114,7 @@ class StartGraph(nn.Module):
         dec = self.decoder
         if dec.cfg.arrangement == "cross":
             return tuple(t for layer in dec.layers for t in layer.cross_attn.project_memory(memory))
-        caches = [RecordingCache(memory.shape[0], dec.stride) for _ in dec.layers]
+        caches = [RecordingCache(dec.stride) for _ in dec.layers]
         if dec.cfg.arrangement == "prefix":
             frames, lens = dec.project_frames(memory, memory_lens)
             for layer, cache in zip(dec.layers, caches):
@@ -141,27 +142,29 @@ class StepGraph(nn.Module):
         dec = self.decoder
         U, K = tokens.shape
         L, n = len(dec.layers), len(self.names)
-        own = rest[: L * n]
         cross = dec.cfg.arrangement == "cross"
-        lens_or_slots = rest[L * n]
-        extra = rest[L * n + 1 :]
-        rows = owner.reshape(U * K, -1)
+        own, lens_or_slots, extra = rest[: L * n], rest[L * n], rest[L * n + 1 :]
+        no_shared = torch.zeros_like(lens_or_slots)
         caches = []
         for i in range(L):
-            bufs = {name: own[i * n + j].flatten(0, 1) for j, name in enumerate(self.names)}
-            shared = {} if cross else {name: extra[i * n + j] for j, name in enumerate(self.names)}
-            slots = torch.zeros_like(lens_or_slots) if cross else lens_or_slots
-            caches.append(StepCache(bufs, rows, length.reshape(-1), dec.stride, shared, slots, K))
+            layer = dict(zip(self.names, own[i * n : (i + 1) * n]))
+            shared = {} if cross else dict(zip(self.names, extra[i * n : (i + 1) * n]))
+            caches.append(
+                StepCache(
+                    {name: buf.flatten(0, 1) for name, buf in layer.items()},
+                    owner.flatten(0, 1),
+                    length.flatten(),
+                    dec.stride,
+                    shared,
+                    no_shared if cross else lens_or_slots,
+                    K,
+                )
+            )
         memory_kv = [(extra[2 * i], extra[2 * i + 1]) for i in range(L)] if cross else None
-        x = dec._embed(tokens.reshape(-1))[:, None]
-        for i, layer in enumerate(dec.layers):
-            kv = memory_kv[i] if memory_kv is not None else None
-            x = layer.step(x, caches[i], kv, lens_or_slots, K)
-        log_probs = dec.output(dec.norm(x[:, 0])).float().log_softmax(-1)
+        # memory_lens matters to cross-attention only; prefix and prompt steps never read it
+        state = DecoderState(caches, memory_kv, lens_or_slots, K)
+        log_probs = dec.step(tokens.flatten(), state).float().log_softmax(-1)
         out = [log_probs.view(U, K, -1)]
         for cache in caches:
-            out += [
-                cache.written[name].reshape(U, K, *cache.written[name].shape[1:])
-                for name in self.names
-            ]
+            out += [cache.written[name].unflatten(0, (U, K)) for name in self.names]
         return tuple(out)
