@@ -73,3 +73,19 @@ def test_pytest_stops_with_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 3, out
     assert f"torchaudio {MISMATCHED} do not belong together" in out
     assert "error" not in out.lower().replace("stackmismatcherror", ""), out
+
+
+def test_onnx_extra_stays_optional() -> None:
+    """Training, decoding with PyTorch and reading a bundle's manifest never import onnx,
+    onnxruntime or onnxscript; decoding a bundle without onnxruntime says what it needs."""
+    code = (
+        "import sys\n"
+        "for m in ('onnx', 'onnxruntime', 'onnxscript'): sys.modules[m] = None\n"
+        "import s2s, s2s.train.trainer, s2s.cli.train, s2s.cli.decode, s2s.cli.export\n"
+        "from s2s.decode.inference import Speech2Text\n"
+        "from s2s.export.bundle import read_bundle, is_bundle\n"
+        "assert s2s.cli.export.main(['nowhere', 'out']) == 2\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "needs the onnx extra" in run.stderr

@@ -17,7 +17,8 @@ the decoding cache as explicit inputs and outputs (docs/export.md).
   knows N = U * K without a constraint between independent dimensions.
 
 The owner table, token counts and shared slot counts are the same in every layer (beam search
-moves the layers together), so they go in once. The variants' own `step` code runs unchanged
+moves the layers together), so they go in once. step_inputs builds these inputs from a
+DecoderState, for tracing and for the runtime alike. The variants' own `step` code runs unchanged
 inside StepGraph, over a StepCache that reads the inputs and records what the step writes.
 """
 
@@ -168,3 +169,42 @@ class StepGraph(nn.Module):
         for cache in caches:
             out += [cache.written[name].unflatten(0, (U, K)) for name in self.names]
         return tuple(out)
+
+
+def step_inputs(state, tokens: Tensor) -> tuple[list[str], list[Tensor]]:
+    """The step graph's inputs, named, from a DecoderState of U utterances x K rows (the lean
+    engine's caches: ancestry, shared prefix) and tokens (N,): rows as (U, K), each layer's own
+    buffers cut to the slots this step can touch, shared buffers with at least one slot."""
+    caches = state.caches
+    c0 = caches[0]
+    N, K = c0.batch_size, state.beam
+    U = N // K
+    s = c0.stride
+    # Own slots this step reads or writes: up to the slot of the token it feeds.
+    used = max(1, min(c0.capacity, int(((c0.length // s) - c0.base()).max()) + 1))
+    owner = c0.owner if c0.owner is not None else c0._rows()[:, None].expand(-1, c0.capacity)
+    names = ["tokens", "length", "owner"]
+    values = [tokens.view(U, K), c0.length.view(U, K), owner[:, :used].reshape(U, K, used)]
+    slot_names = list(c0.slot_shapes)
+    for i, cache in enumerate(caches):
+        for n in slot_names:
+            names.append(f"own.{i}.{n}")
+            buf = cache.buffers[n][:, :used]
+            values.append(buf.reshape(U, K, used, *buf.shape[2:]))
+    if state.memory_kv is not None:  # cross
+        names.append("memory_lens")
+        values.append(state.memory_lens)
+        for i, (k, v) in enumerate(state.memory_kv):
+            names += [f"memory.{i}.k", f"memory.{i}.v"]
+            values += [k, v]
+    else:
+        names.append("shared_slots")
+        values.append(c0.shared_slots)
+        for i, cache in enumerate(caches):
+            for n in slot_names:
+                names.append(f"shared.{i}.{n}")
+                sh = cache.shared.get(n)
+                if sh is None or sh.shape[1] == 0:  # no completed slot: one unused column
+                    sh = cache.buffers[n].new_zeros(U, 1, *cache.slot_shapes[n])
+                values.append(sh)
+    return names, values

@@ -14,11 +14,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import onnx
+import onnxscript
 import torch
 from torch.export import Dim
 
 from s2s.export.bundle import MANIFEST, BundleError, write_manifest
-from s2s.export.graphs import CtcGraph, EncoderGraph, StartGraph, StepGraph
+from s2s.export.graphs import CtcGraph, EncoderGraph, StartGraph, StepGraph, step_inputs
 
 OPSET = 18
 # Example sizes for tracing: every dynamic axis > 1, so none is specialised to a constant.
@@ -28,8 +30,6 @@ BIG = 1 << 20  # upper bound of the dynamic axes: any length
 
 def _export(module: torch.nn.Module, args: tuple, names: tuple[list, list], dyn, path: Path):
     """Trace `module` on `args` to `path` with input/output names and dynamic shapes."""
-    import onnx
-
     try:
         program = torch.onnx.export(
             module.eval(),
@@ -50,45 +50,6 @@ def _export(module: torch.nn.Module, args: tuple, names: tuple[list, list], dyn,
         ) from e
     program.save(str(path))
     onnx.checker.check_model(str(path), full_check=True)
-
-
-def step_inputs(state, tokens: torch.Tensor) -> tuple[list[str], list[torch.Tensor]]:
-    """The step graph's inputs, named, from a DecoderState of U utterances x K rows (the lean
-    engine's caches: ancestry, shared prefix) and tokens (N,): rows as (U, K), each layer's own
-    buffers cut to the slots this step can touch, shared buffers with at least one slot."""
-    caches = state.caches
-    c0 = caches[0]
-    N, K = c0.batch_size, state.beam
-    U = N // K
-    s = c0.stride
-    # Own slots this step reads or writes: up to the slot of the token it feeds.
-    used = max(1, min(c0.capacity, int(((c0.length // s) - c0.base()).max()) + 1))
-    owner = c0.owner if c0.owner is not None else c0._rows()[:, None].expand(-1, c0.capacity)
-    names = ["tokens", "length", "owner"]
-    values = [tokens.view(U, K), c0.length.view(U, K), owner[:, :used].reshape(U, K, used)]
-    slot_names = list(c0.slot_shapes)
-    for i, cache in enumerate(caches):
-        for n in slot_names:
-            names.append(f"own.{i}.{n}")
-            buf = cache.buffers[n][:, :used]
-            values.append(buf.reshape(U, K, used, *buf.shape[2:]))
-    if state.memory_kv is not None:  # cross
-        names.append("memory_lens")
-        values.append(state.memory_lens)
-        for i, (k, v) in enumerate(state.memory_kv):
-            names += [f"memory.{i}.k", f"memory.{i}.v"]
-            values += [k, v]
-    else:
-        names.append("shared_slots")
-        values.append(c0.shared_slots)
-        for i, cache in enumerate(caches):
-            for n in slot_names:
-                names.append(f"shared.{i}.{n}")
-                sh = cache.shared.get(n)
-                if sh is None or sh.shape[1] == 0:  # no completed slot: one unused column
-                    sh = cache.buffers[n].new_zeros(U, 1, *cache.slot_shapes[n])
-                values.append(sh)
-    return names, values
 
 
 def export_model(model, cfg, out: Path) -> dict:
@@ -197,9 +158,6 @@ def export_experiment(
     """Export exp_dir (its model_avg.pt, or `checkpoint`) as an ONNX bundle into `out`, a new
     folder (or, with force, one replaced). Written beside and moved in whole, so a reader
     never sees half a bundle. Returns the manifest."""
-    import onnx
-    import onnxscript
-
     from s2s.experiment import (
         build_model,
         load_experiment_config,

@@ -14,18 +14,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import Tensor
 
 from s2s.attention.cache import AttentionCache
 from s2s.export.bundle import read_bundle
-from s2s.export.onnx_export import step_inputs
+from s2s.export.graphs import step_inputs
 from s2s.models.decoder import DecoderState, own_slots_needed
 
 
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
+def _session(path: Path, threads: int) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
