@@ -59,13 +59,13 @@ def export_model(model, cfg, out: Path) -> dict:
     dec = model.decoder
     speech = cfg.data.source == "speech"
     U = EXAMPLE_UTTS
-    min_len = getattr(model.encoder.frontend, "min_input_length", 1)
+    min_len = model.min_input_length
     T = max(4 * min_len, 64)
-    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)  # example values only; the graphs never see them
     if speech:
-        src = torch.randn(U, T, cfg.model.encoder.input_dim)
+        src = torch.randn(U, T, cfg.model.encoder.input_dim, generator=g)
     else:
-        src = torch.randint(4, model.vocab_size, (U, T))
+        src = torch.randint(4, model.vocab_size, (U, T), generator=g)
     src_lens = torch.tensor([T, T - T // 4])
     Ud, Td = Dim("batch", min=1, max=BIG), Dim("src_time", min=min_len, max=BIG)
     _export(
@@ -115,7 +115,8 @@ def export_decoder(dec, memory: torch.Tensor, memory_lens: torch.Tensor, out: Pa
     )
     K, fed = EXAMPLE_BEAM, 2 * dec.stride  # fed tokens: every row then uses >= 2 own slots
     state = dec.init_state(memory, memory_lens, beam=K, ancestry=True, max_len=fed + 1)
-    tokens = torch.randint(4, dec.embed.num_embeddings, (U * K,))
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(4, dec.embed.num_embeddings, (U * K,), generator=g)
     for _ in range(fed):
         dec.step(tokens, state)
     names, values = step_inputs(state, tokens)
