@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="onnxruntime: an ONNX bundle written by s2s-export (auto: bundles run on it)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads of PyTorch or onnxruntime (0: their defaults; a tiny model decodes "
+        "fastest on onnxruntime with 1, BENCHMARKS.md §13)",
+    )
     p.add_argument("--batch-frames", type=int, default=8000)
     return p
 
@@ -104,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from s2s.decode.inference import Speech2Text
 
+    if args.threads < 0:
+        print("s2s-decode: --threads must be >= 0", file=sys.stderr)
+        return 2
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
     overrides = [f"decode.beam_size={args.beam}"] if args.beam else []
     if args.nbest:
         overrides.append(f"decode.nbest={args.nbest}")
@@ -118,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             decode_config=args.decode_config,
             decode_overrides=overrides,
             backend=args.backend,
+            threads=args.threads,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"s2s-decode: {e}", file=sys.stderr)

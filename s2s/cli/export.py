@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from s2s.export.bundle import BundleError, read_bundle
 
     # The exporter reports every step of its own progress; one summary line is ours to give.
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    for name in ("torch.onnx", "onnx_ir", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

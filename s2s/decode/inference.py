@@ -164,13 +164,15 @@ class Speech2Text:
         decode_config: str | Path | None = None,
         decode_overrides: Sequence[str] = (),
         backend: str = "auto",
+        threads: int = 0,
     ) -> Speech2Text:
         """An experiment directory (as from_dir), an ONNX bundle written by s2s-export (as
         from_bundle), or a model pack written by s2s-pack, which is checked
         (s2s.pack.unpack_model: PackError for a damaged one) and unpacked into a temporary
         directory that lives as long as the returned object; its weights are read
         weights-only. backend: "torch", "onnxruntime" (a bundle), or "auto" (a bundle runs on
-        onnxruntime, anything else on torch)."""
+        onnxruntime, anything else on torch). threads: onnxruntime's intra-op threads (0: its
+        default)."""
         from s2s.export.bundle import is_bundle
 
         if backend not in BACKENDS:
@@ -189,7 +191,7 @@ class Speech2Text:
                     f"{path}: an experiment, not an ONNX bundle: export it first "
                     f"(s2s-export {path} OUT) or decode it with --backend torch"
                 )
-            return cls.from_bundle(path, **kwargs)
+            return cls.from_bundle(path, threads=threads, **kwargs)
         if bundle:
             raise ValueError(f"{path}: an ONNX bundle runs on --backend onnxruntime only")
         if path.is_dir():
