@@ -228,3 +228,28 @@ def test_text_bundle_decodes_like_its_experiment(tmp_path) -> None:
     want = Speech2Text.from_pretrained(exp).decode_texts(docs)
     got = Speech2Text.from_pretrained(tmp_path / "bundle").decode_texts(docs)
     assert [[r.tokens for r in nb] for nb in got] == [[r.tokens for r in nb] for nb in want]
+
+
+def test_onnx_decode_benchmark_on_the_bundle(bundle, tmp_path) -> None:
+    from s2s.bench import onnx_decode
+    from s2s.data.datadir import write_datadir
+
+    exp, out, _ = bundle
+    wavs = {}
+    for i, f in enumerate((220, 330, 550)):
+        t = np.arange(12000 + 4000 * i) / 16000
+        wavs[f"spk-u{i}"] = str(tmp_path / f"u{i}.wav")
+        sf.write(wavs[f"spk-u{i}"], 0.3 * np.sin(2 * np.pi * f * t), 16000)
+    data = tmp_path / "data"
+    texts = {"text": dict.fromkeys(wavs, "a b")}
+    write_datadir(data, wav_scp=wavs, texts=texts, utt2spk=dict.fromkeys(wavs, "spk"))
+    report_path = tmp_path / "r.json"
+    args = ["--model", str(exp), "--data", str(data), "--bundle", str(out), "--threads", "1"]
+    assert onnx_decode.main([*args, "--beams", "1", "3", "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["utterances"] == 3 and report["onnx_bytes"] > 0
+    assert [r["beam"] for r in report["beams"]] == [1, 3]
+    for row in report["beams"]:
+        assert row["same_nbest"] == 1.0
+        assert row["onnxruntime_peak_cache_bytes"] == row["pytorch_peak_cache_bytes"] > 0
+    assert report["lockstep"]["steps"] > 0 and report["lockstep"]["step_max_dev"] < 1e-4

@@ -7,10 +7,11 @@ dir's utterances with both backends, same features, same batches, same beam sear
 beforehand), the share of utterances whose n-best texts are identical, and the peak
 self-attention cache bytes of each. Then a lockstep pass (s2s.export.compare) over the first
 batch at the largest beam: the largest deviation of the exported step's log-probabilities and
-cache slots from PyTorch's, relative to max(|value|, 1). Both backends get --threads threads.
+cache slots from PyTorch's, relative to max(|value|, 1). PyTorch gets --threads threads (also
+for the beam search around onnxruntime), onnxruntime --ort-threads (default the same).
 
     python -m s2s.bench.onnx_decode --model exp/NAME --data data/test [--beams 1 5]
-        [--limit 0] [--threads 2] [--bundle OUT] [--json out.json]
+        [--limit 0] [--threads 2] [--ort-threads N] [--bundle OUT] [--json out.json]
 """
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beams", type=int, nargs="+", default=[1, 5])
     p.add_argument("--limit", type=int, default=0, help="first N utterances (0: all)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--ort-threads", type=int, default=0, help="onnxruntime's (0: --threads)")
     p.add_argument("--bundle", type=Path, help="an existing bundle of --model (else exported)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    report: dict = {"model": args.model, "threads": args.threads}
+    ort_threads = args.ort_threads or args.threads
+    report: dict = {"model": args.model, "threads": args.threads, "ort_threads": ort_threads}
     tmp = None
     bundle = args.bundle
     if bundle is None:
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     for beam in args.beams:
         over = [f"decode.beam_size={beam}", f"decode.nbest={beam}"]
         pt = Speech2Text.from_pretrained(args.model, decode_overrides=over, backend="torch")
-        ort = Speech2Text.from_bundle(bundle, decode_overrides=over, threads=args.threads)
+        ort = Speech2Text.from_bundle(bundle, decode_overrides=over, threads=ort_threads)
         sr = pt.sample_rate
         feats = [pt.model_features(load_utterance(dd, u, target_sr=sr), u) for u in utts]
         decode_timed(pt, feats[:4])  # warm both up (first-call allocations, session setup)
