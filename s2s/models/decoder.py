@@ -169,7 +169,7 @@ def own_slots_needed(
 ) -> int | None:
     """Own cache slots a row needs to take max_len more tokens after its prefix (prefix_lens
     (B,); zeros for cross): the slots of prefix + max_len tokens, less the prefix's completed
-    ones when those are shared. None when max_len is (the cache then grows)."""
+    ones when those are shared. None when max_len is None (the cache then grows)."""
     if max_len is None:
         return None
     total = (prefix_lens + max_len + stride - 1) // stride
