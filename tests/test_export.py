@@ -253,3 +253,38 @@ def test_onnx_decode_benchmark_on_the_bundle(bundle, tmp_path) -> None:
         assert row["same_nbest"] == 1.0
         assert row["onnxruntime_peak_cache_bytes"] == row["pytorch_peak_cache_bytes"] > 0
     assert report["lockstep"]["steps"] > 0 and report["lockstep"]["step_max_dev"] < 1e-4
+
+
+@pytest.mark.parametrize("encoder", ["conformer", "transformer"])
+def test_relative_position_encoders_export(tmp_path, encoder) -> None:
+    """pos: rel (conf/model/small.yaml's) exports through the written-out softmax, and the
+    exported encoder computes what the PyTorch one does, at lengths it was not traced at."""
+    import onnxruntime as ort
+    from torch.export import Dim
+
+    from s2s.experiment import build_model, load_experiment_config, load_tokenizer
+    from s2s.export.graphs import EncoderGraph
+    from s2s.export.onnx_export import BIG, _export
+
+    exp = make_exp(tmp_path)
+    cfg = load_experiment_config([exp / "config.yaml"])
+    cfg.model.encoder.type, cfg.model.encoder.pos = encoder, "rel"
+    torch.manual_seed(0)
+    model = build_model(cfg, load_tokenizer(exp / "tokenizer.model").vocab_size).eval()
+    g = torch.Generator().manual_seed(0)
+    b, t = Dim("batch", min=1, max=BIG), Dim("time", min=7, max=BIG)
+    _export(
+        EncoderGraph(model),
+        (torch.randn(2, 64, 80, generator=g), torch.tensor([64, 48])),
+        (["src", "src_lens"], ["memory", "memory_lens"]),
+        ({0: b, 1: t}, {0: b}),
+        tmp_path / "encoder.onnx",
+    )
+    src, lens = torch.randn(3, 150, 80, generator=g), torch.tensor([150, 97, 31])
+    got = ort.InferenceSession(str(tmp_path / "encoder.onnx")).run(
+        None, {"src": src.numpy(), "src_lens": lens.numpy()}
+    )
+    with torch.no_grad():
+        memory, memory_lens = model.encode(src, lens)
+    assert torch.equal(torch.from_numpy(got[1]), memory_lens)
+    torch.testing.assert_close(torch.from_numpy(got[0]), memory, rtol=1e-4, atol=1e-5)

@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(rows[-1]), flush=True)
     # lockstep over the first batch at the largest beam
+    torch.set_grad_enabled(False)
     first = plan_batches([f.shape[0] for f in feats], 8000)[0]
     src = torch.nn.utils.rnn.pad_sequence([feats[i] for i in first], batch_first=True)
     lens = torch.tensor([feats[i].shape[0] for i in first])

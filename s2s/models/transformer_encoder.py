@@ -89,7 +89,13 @@ class EncoderSelfAttention(nn.Module):
         else:
             mask = keep
         dropout = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        if torch.compiler.is_exporting() and self.pos == "rel":
+            # The ONNX exporter's decomposition of SDPA with this additive mask makes a view of
+            # strides it cannot view; the same softmax written out exports (docs/export.md).
+            att = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head) + mask
+            y = att.softmax(-1) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.out(y.transpose(1, 2).reshape(B, T, d))
 
 
