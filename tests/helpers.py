@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +26,7 @@ from s2s.data.sampler import BucketBatchSampler
 from s2s.data.tokenizer import train_sentencepiece
 from s2s.experiment import ExperimentConfig, build_model, save_experiment_config
 from s2s.models.decoder import Decoder, DecoderConfig
+from s2s.models.lm import LMConfig, TransformerLM
 from s2s.recipe.corpus import load_corpus_module
 from s2s.train.config import TrainConfig
 
@@ -166,6 +168,16 @@ def make_decoder(arrangement: str, variant: str, stride: int, seed: int = 0) -> 
     with torch.no_grad():  # make EOS likely enough that hypotheses end at different lengths
         dec.output.weight[EOS] *= 3.0
     return dec
+
+
+def make_lm(variant: str = "mtla", stride: int = 2, seed: int = 0) -> TransformerLM:
+    """A small target-side LM over make_decoder's vocabulary (test_lm.py, test_export.py)."""
+    torch.manual_seed(seed)
+    attn = sweep_config(variant, stride=stride, latent_dim=16, rope_dim=4)
+    cfg = LMConfig(
+        n_layers=2, d_model=32, n_heads=4, ffn_dim=64, dropout=0.0, attention=asdict(attn)
+    )
+    return TransformerLM(cfg, V).eval()
 
 
 # --- miniature corpora in their published layouts (test_corpora.py, test_real_recipes.py) ----

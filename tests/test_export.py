@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import BOS, EOS, make_decoder, make_exp
+from helpers import BOS, EOS, make_decoder, make_exp, make_lm
 from omegaconf import OmegaConf
 
 pytest.importorskip("onnxruntime")
@@ -81,6 +81,24 @@ def test_exported_steps_equal_pytorch(exported, arrangement, variant, stride) ->
             for h, w in zip(nb_got, nb_want):
                 assert h.log_prob == pytest.approx(w.log_prob, abs=1e-4)
         assert st_ort["peak_cache_bytes"] == st_pt["peak_cache_bytes"] > 0
+
+
+def test_exported_decoder_with_lm_fusion_and_ctc(exported) -> None:
+    """Shallow fusion (the LM stays in PyTorch, its caches reordered with the exported
+    decoder's) and CTC prefix scoring run over the exported decoder as over PyTorch's."""
+    dec, onnx_dec = exported("cross", "mtla", 2)
+    lm = make_lm("mtla", 2, seed=4)
+    memory, lens = _memory(4)
+    g = torch.Generator().manual_seed(4)
+    ctc = torch.randn(3, 13, dec.embed.num_embeddings, generator=g).log_softmax(-1)
+    cfg = BeamSearchConfig(beam_size=4, nbest=2, max_len_b=8, lm_weight=0.4, ctc_weight=0.3)
+    kw = dict(bos_id=BOS, eos_id=EOS, lm=lm, ctc_log_probs=ctc)
+    lock = Lockstep(dec, onnx_dec)
+    beam_search(lock, memory, lens, cfg, **kw)
+    assert lock.steps >= 3 and lock.max_dev < 1e-4
+    want = beam_search(dec, memory, lens, cfg, **kw)
+    got = beam_search(onnx_dec, memory, lens, cfg, **kw)
+    assert [[h.tokens for h in nb] for nb in got] == [[h.tokens for h in nb] for nb in want]
 
 
 def test_exported_step_takes_any_batch_and_beam(exported) -> None:

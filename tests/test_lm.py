@@ -5,26 +5,13 @@ weight * LM (+ CTC) of the hypothesis, recomputed by teacher forcing."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import pytest
 import torch
-from helpers import BOS, EOS, V, make_decoder
+from helpers import BOS, EOS, V, make_decoder, make_lm
 
-from s2s.attention import sweep_config
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
-from s2s.models.lm import LMConfig, TransformerLM
 
 CASES = [("mha", 1), ("gqa", 1), ("mla", 1), ("mtla", 2), ("mtla", 3)]
-
-
-def make_lm(variant: str = "mtla", stride: int = 2, seed: int = 0) -> TransformerLM:
-    torch.manual_seed(seed)
-    attn = sweep_config(variant, stride=stride, latent_dim=16, rope_dim=4)
-    cfg = LMConfig(
-        n_layers=2, d_model=32, n_heads=4, ffn_dim=64, dropout=0.0, attention=asdict(attn)
-    )
-    return TransformerLM(cfg, V).eval()
 
 
 @pytest.mark.parametrize(("variant", "stride"), CASES)
