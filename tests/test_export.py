@@ -306,3 +306,17 @@ def test_relative_position_encoders_export(tmp_path, encoder) -> None:
         memory, memory_lens = model.encode(src, lens)
     assert torch.equal(torch.from_numpy(got[1]), memory_lens)
     torch.testing.assert_close(torch.from_numpy(got[0]), memory, rtol=1e-4, atol=1e-5)
+
+
+def test_paper_size_benchmark_runs_on_a_small_config(tmp_path) -> None:
+    """python -m s2s.bench.onnx_paper, at conf/model/tiny.yaml's size: same hypotheses, same
+    peak cache, both speeds reported."""
+    from s2s.bench import onnx_paper
+
+    out = tmp_path / "r.json"
+    args = ["--variants", "mtla", "--threads", "1", "--utts", "3", "--tokens", "4", "--beam", "2"]
+    tiny = str(onnx_paper.CONF / "model" / "tiny.yaml")
+    assert onnx_paper.main([*args, "--model-config", tiny, "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["same_hypotheses"] and row["pytorch_utt_per_s"] > 0
+    assert row["onnxruntime_peak_cache_bytes"] == row["pytorch_peak_cache_bytes"] > 0

@@ -110,9 +110,11 @@ class OnnxDecoder:
 class OnnxModel:
     """The encoder (and CTC head) sessions of a bundle, plus its OnnxDecoder."""
 
-    def __init__(self, folder: str | Path, threads: int = 0) -> None:
+    def __init__(self, folder: str | Path, threads: int = 0, manifest: dict | None = None) -> None:
+        """folder: a bundle, checked by read_bundle; or, with `manifest` (its "model" entry
+        is what is read), a folder of graphs taken as they are (benchmarks)."""
         folder = Path(folder)
-        self.manifest = read_bundle(folder)
+        self.manifest = manifest if manifest is not None else read_bundle(folder)
         model = self.manifest["model"]
         self.encoder_session = _session(folder / "encoder.onnx", threads)
         self.ctc = _session(folder / "ctc.onnx", threads) if model["ctc"] else None
