@@ -263,7 +263,10 @@ def test_onnx_decode_benchmark_on_the_bundle(bundle, tmp_path) -> None:
     write_datadir(data, wav_scp=wavs, texts=texts, utt2spk=dict.fromkeys(wavs, "spk"))
     report_path = tmp_path / "r.json"
     args = ["--model", str(exp), "--data", str(data), "--bundle", str(out), "--threads", "1"]
+    threads = torch.get_num_threads()
     assert onnx_decode.main([*args, "--beams", "1", "3", "--json", str(report_path)]) == 0
+    # run in-process, it leaves the caller's autograd and threads as they were
+    assert torch.is_grad_enabled() and torch.get_num_threads() == threads
     report = json.loads(report_path.read_text())
     assert report["utterances"] == 3 and report["onnx_bytes"] > 0
     assert [r["beam"] for r in report["beams"]] == [1, 3]
@@ -316,7 +319,9 @@ def test_paper_size_benchmark_runs_on_a_small_config(tmp_path) -> None:
     out = tmp_path / "r.json"
     args = ["--variants", "mtla", "--threads", "1", "--utts", "3", "--tokens", "4", "--beam", "2"]
     tiny = str(onnx_paper.CONF / "model" / "tiny.yaml")
+    threads = torch.get_num_threads()
     assert onnx_paper.main([*args, "--model-config", tiny, "--json", str(out)]) == 0
+    assert torch.is_grad_enabled() and torch.get_num_threads() == threads
     (row,) = json.loads(out.read_text())
     assert row["same_hypotheses"] and row["pytorch_utt_per_s"] > 0
     assert row["onnxruntime_peak_cache_bytes"] == row["pytorch_peak_cache_bytes"] > 0

@@ -38,6 +38,24 @@ def decode_timed(s2t: Speech2Text, feats: list) -> tuple[list, float]:
     return nbests, time.perf_counter() - t
 
 
+@torch.no_grad()
+def lockstep_first_batch(pt: Speech2Text, ort: Speech2Text, feats: list) -> dict:
+    """Both encoders on the first batch, then both decoders in lockstep (s2s.export.compare)
+    at pt's beam: the largest deviations, relative to max(|value|, 1)."""
+    first = plan_batches([f.shape[0] for f in feats], 8000)[0]
+    src = torch.nn.utils.rnn.pad_sequence([feats[i] for i in first], batch_first=True)
+    lens = torch.tensor([feats[i].shape[0] for i in first])
+    memory, memory_lens = pt.model.encode(src, lens)
+    memory_ort, _ = ort.model.encode(src, lens)
+    enc_dev = float(((memory_ort - memory).abs() / memory.abs().clamp(min=1)).max())
+    lock = Lockstep(pt.model.decoder, ort.model.decoder)
+    beam_search(lock, memory, memory_lens, pt.decode_cfg, bos_id=BOS_ID, eos_id=EOS_ID)
+    return {
+        "utterances": len(first), "steps": lock.steps, "encoder_max_dev": enc_dev,
+        "step_max_dev": lock.max_dev,
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m s2s.bench.onnx_decode", description=__doc__)
     p.add_argument("--model", required=True, help="experiment directory")
@@ -49,7 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", type=Path, help="an existing bundle of --model (else exported)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:  # main may run inside another program (the tests): leave its threads as they were
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
 
     ort_threads = args.ort_threads or args.threads
     report: dict = {"model": args.model, "threads": args.threads, "ort_threads": ort_threads}
@@ -98,20 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    # lockstep over the first batch at the largest beam
-    torch.set_grad_enabled(False)
-    first = plan_batches([f.shape[0] for f in feats], 8000)[0]
-    src = torch.nn.utils.rnn.pad_sequence([feats[i] for i in first], batch_first=True)
-    lens = torch.tensor([feats[i].shape[0] for i in first])
-    memory, memory_lens = pt.model.encode(src, lens)
-    memory_ort, _ = ort.model.encode(src, lens)
-    enc_dev = float(((memory_ort - memory).abs() / memory.abs().clamp(min=1)).max())
-    lock = Lockstep(pt.model.decoder, ort.model.decoder)
-    beam_search(lock, memory, memory_lens, pt.decode_cfg, bos_id=BOS_ID, eos_id=EOS_ID)
-    report["lockstep"] = {
-        "utterances": len(first), "steps": lock.steps, "encoder_max_dev": enc_dev,
-        "step_max_dev": lock.max_dev,
-    }  # fmt: skip
+    report["lockstep"] = lockstep_first_batch(pt, ort, feats)
     report["beams"] = rows
     print(json.dumps(report["lockstep"]))
     if args.json:

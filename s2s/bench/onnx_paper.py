@@ -103,9 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-config", type=Path, default=CONF / "model" / "paper.yaml")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    threads = torch.get_num_threads()
     rows = []
-    for v in args.variants:
-        rows += run(v, args.threads, args.utts, args.tokens, args.beam, args.model_config)
+    try:
+        for v in args.variants:
+            rows += run(v, args.threads, args.utts, args.tokens, args.beam, args.model_config)
+    finally:  # main may run inside another program (the tests): leave its threads as they were
+        torch.set_num_threads(threads)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
