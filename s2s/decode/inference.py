@@ -140,7 +140,7 @@ class Speech2Text:
         from s2s.export.bundle import read_bundle
 
         folder = Path(folder)
-        read_bundle(folder)  # before importing onnxruntime: a bad bundle is the clearer error
+        manifest = read_bundle(folder)  # before onnxruntime: a bad bundle is the clearer error
         try:
             from s2s.export.runtime import OnnxModel
         except ImportError as e:
@@ -149,7 +149,7 @@ class Speech2Text:
             ) from e
         cfg = decoding_config(folder, decode_config, decode_overrides)
         tokenizer = load_tokenizer(cfg.data.tokenizer)
-        model = OnnxModel(folder, threads=threads)
+        model = OnnxModel(folder, threads=threads, manifest=manifest)  # checked once, above
         fbank = cfg.data.features if cfg.data.source == "speech" else None
         lm = load_lm(cfg.decode.lm, cfg.data.tokenizer) if cfg.decode.lm else None
         return cls(model, tokenizer, cfg, device=device, fbank=fbank, lm=lm)

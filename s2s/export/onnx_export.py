@@ -164,6 +164,7 @@ def export_experiment(
         load_experiment_config,
         load_model_weights,
         load_tokenizer,
+        prepare_exp_dir,
         save_experiment_config,
     )
 
@@ -181,13 +182,10 @@ def export_experiment(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for key, name in (("tokenizer", "tokenizer.model"), ("cmvn", "cmvn.pt")):
-            src = getattr(cfg.data, key)
-            if src:
-                if not Path(src).is_file():
-                    raise BundleError(f"{exp_dir}/config.yaml: data.{key} {src} not found")
-                shutil.copy(src, tmp / name)
-                setattr(cfg.data, key, name)
+        try:  # the tokenizer and CMVN beside the config, as in an experiment directory
+            cfg = prepare_exp_dir(cfg, tmp)
+        except ValueError as e:
+            raise BundleError(f"{exp_dir}/config.yaml: {e}") from e
         try:
             info = export_model(model, cfg, tmp)
         except BundleError as e:

@@ -112,7 +112,8 @@ class OnnxModel:
 
     def __init__(self, folder: str | Path, threads: int = 0, manifest: dict | None = None) -> None:
         """folder: a bundle, checked by read_bundle; or, with `manifest` (its "model" entry
-        is what is read), a folder of graphs taken as they are (benchmarks)."""
+        is what is read), a folder of graphs taken as they are: a bundle its caller has
+        already read (Speech2Text.from_bundle), or graphs outside one (benchmarks)."""
         folder = Path(folder)
         self.manifest = manifest if manifest is not None else read_bundle(folder)
         model = self.manifest["model"]
