@@ -47,6 +47,8 @@ class DataConfig:
     train_dir / valid_dir: data dirs (texts); train_dump / valid_dump: their feature dumps.
     target_field: the text file that holds targets ("text", "text.de", "text.tgt", ...);
     source_field: the text file that holds sources when source == "text".
+    src_ctc_field: speech translation's source transcript ("text.en"), the target of the
+    source CTC (model.src_ctc_weight > 0); the tokenizer must have been trained on it too.
     cmvn: global CMVN statistics file ("" = per-utterance CMVN). features: how the dumps were
     computed, so decoding computes features from audio exactly the same way.
     max_frames: batch cap in padded source frames (ESPnet numel / fairseq max_tokens).
@@ -60,6 +62,7 @@ class DataConfig:
     tokenizer: str = ""
     target_field: str = "text"
     source_field: str = ""
+    src_ctc_field: str = ""
     normalize: str = "none"
     cmvn: str = ""
     max_frames: int = 20000
@@ -84,6 +87,16 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: BeamSearchConfig = field(default_factory=BeamSearchConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.src_ctc_weight > 0:
+            if self.data.source != "speech":
+                raise ValueError("model.src_ctc_weight > 0 is for speech sources (data.source)")
+            if not self.data.src_ctc_field:
+                raise ValueError(
+                    "model.src_ctc_weight > 0 needs data.src_ctc_field, the source transcript "
+                    "(e.g. text.en)"
+                )
 
 
 def load_experiment_config(
@@ -218,6 +231,8 @@ def build_dataset(cfg: ExperimentConfig, split: str, tokenizer, train: bool):
         cmvn=load_cmvn(d.cmvn),
         specaug=specaug,
         normalize=d.normalize,
+        # read only when trained on: a weight of 0 turns the source CTC off, field or not
+        src_text_field=d.src_ctc_field if cfg.model.src_ctc_weight > 0 else "",
     )
 
 

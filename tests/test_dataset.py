@@ -175,6 +175,33 @@ def test_batch_to_moves_every_tensor() -> None:
     assert b.src.device.type == "cpu"  # the original is untouched
 
 
+def test_source_transcript_for_the_source_ctc(env: dict, tmp_path: Path) -> None:
+    """src_text_field: every item also carries the source transcript's ids, and the batch pads
+    them; a missing file or an empty transcript names the file and the utterance."""
+    tok: Tokenizer = env["tok"]
+    ds = SpeechDataset(env["dump"], env["data"], tok, text_field="text.de", src_text_field="text")
+    for i, utt in enumerate(ds.utt_ids):
+        u, _, tgt, src_text = ds[i]
+        assert tgt.tolist() == tok.encode(UTTS[utt][2])
+        assert src_text.tolist() == tok.encode(UTTS[utt][1]) and src_text.dtype == torch.long
+    b = collate([ds[i] for i in range(len(ds))])
+    assert b.src_text_lens.tolist() == [len(tok.encode(UTTS[u][1])) for u in ds.utt_ids]
+    for row, n, u in zip(b.src_text, b.src_text_lens, ds.utt_ids):
+        assert row[:n].tolist() == tok.encode(UTTS[u][1]) and not row[n:].any()
+    moved = b.to("meta")
+    assert moved.src_text.device.type == "meta" and moved.src_text_lens.device.type == "meta"
+    plain = SpeechDataset(env["dump"], env["data"], tok, text_field="text.de")
+    assert len(plain[0]) == 3 and collate([plain[0]]).src_text is None
+    with pytest.raises(ValueError, match="items with and without a source transcript"):
+        collate([ds[0], plain[1]])
+    with pytest.raises(ValueError, match=r"text\.en: no such text file \(have: text, text\.de\)"):
+        SpeechDataset(env["dump"], env["data"], tok, text_field="text.de", src_text_field="text.en")
+    bad = {**UTTS, "spk2-b": (0.25, "...", "ein Hund")}
+    data = write_dir(env["root"], "bad_src", bad)
+    with pytest.raises(ValueError, match=r"bad_src/text: utterance 'spk2-b' has an empty target"):
+        SpeechDataset(env["dump"], data, tok, "text.de", normalize="lc.rm", src_text_field="text")
+
+
 def test_text_pair_dataset(env: dict) -> None:
     tok: Tokenizer = env["tok"]
     src = {"u2": "the cat sat on the dog", "u1": "hello world"}

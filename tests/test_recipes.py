@@ -81,6 +81,17 @@ def test_phrases_recipe_all_stages(phrases, task: str, metric: str) -> None:
     assert (root / "data" / "train_sp" / "wav.scp").is_file()  # stage 2 ran
     assert (root / "dump" / "train_sp" / "cmvn.pt").is_file()  # stage 6 ran
     check_experiment(root, 4, metric)
+    if task == "st1":  # the source CTC: a joint tokenizer, the English read by the encoder
+        from s2s.data.tokenizer import Tokenizer
+
+        (tok,) = (root / "data" / "token").glob("*.model")
+        assert tok.name == "unigram80_text.de+text.en.model"
+        exp = model_exp(root)
+        cfg = OmegaConf.load(exp / "config.yaml")
+        assert (cfg.data.src_ctc_field, cfg.model.src_ctc_weight) == ("text.en", 0.3)
+        assert "train/loss_src_ctc=" in (exp / "logs" / "trainer.log").read_text()
+        english = Tokenizer.from_file(str(tok)).encode("there is a red ball under the bed")
+        assert Tokenizer.from_file(str(tok)).unk_id not in english
     # A stage re-runs alone: scoring again replaces the row instead of adding one.
     before = (root / "RESULTS.md").read_text()
     assert recipe_main([*args, "--stage", "10", *TRAIN]) == 0

@@ -77,3 +77,24 @@ def test_benchmark_on_a_tiny_model(tmp_path, capsys) -> None:
     assert long["segments"] == len(PHRASES)  # 0.6 s pauses: one segment per utterance
     assert f"{100 * report['onset_invariance']:.1f}%" in printed
     assert "| onset 300 ms |" in printed
+
+
+def test_decoding_settings_from_the_command_line(tmp_path) -> None:
+    """Trailing key=value arguments decode as Speech2Text does with those overrides."""
+    exp = make_exp(tmp_path)
+    path = tmp_path / "u0.wav"
+    sf.write(path, (0.5 * synthesize(PHRASES[0], "en-us", seed=0)).numpy(), SAMPLE_RATE)
+    data = tmp_path / "data"
+    write_datadir(data, wav_scp={"spk-u0": str(path)}, texts={"text": {"spk-u0": PHRASES[0]}},
+                  utt2spk={"spk-u0": "spk"})  # fmt: skip
+    out = tmp_path / "robust.json"
+    settings = ["decode.beam_size=1", "decode.nbest=1", "decode.max_len_a=0", "decode.max_len_b=2"]
+    args = ["--model", str(exp), "--data", str(data), "--onsets", "0", "--levels", "--snrs"]
+    assert R.main([*args, "--json", str(out), *settings]) == 0
+    report = json.loads(out.read_text())
+    assert report["decode_overrides"] == settings
+    s2t = Speech2Text.from_dir(exp, decode_overrides=settings)
+    assert report["conditions"]["onset 0 ms"]["hyps"] == [s2t(str(path))[0].text]
+    assert len(s2t(str(path))[0].tokens) <= 2  # the settings took effect
+    with pytest.raises(ValueError, match="beam_sise"):
+        R.main(["decode.beam_sise=2", *args])

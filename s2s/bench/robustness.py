@@ -18,7 +18,10 @@ measures the segmentation itself in more detail).
 
     python -m s2s.bench.robustness --model exp/NAME --data data/test [--limit 200]
         [--onsets 0 30 100 300 600] [--levels -20 -10 6] [--snrs 20 10 5] [--gap 0.6]
-        [--metric bleu] [--json out.json]
+        [--metric bleu] [--json out.json] [decode.ctc_weight=0.3 ...]
+
+Trailing key=value arguments override the experiment's decoding settings (``decode.ctc_weight=0.3``
+for joint CTC/attention decoding, ``decode.beam_size=10``).
 """
 
 from __future__ import annotations
@@ -95,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gap", type=float, default=0.6, help="pause in the long recording, s")
     p.add_argument("--metric", default="", help="default: the recipe's first metric")
     p.add_argument("--json", type=Path, help="write every figure and hypothesis here")
+    p.add_argument("overrides", nargs="*", help="decoding settings, decode.key=value")
     args = p.parse_args(argv)
     if not args.onsets or args.onsets[0] != 0:
         p.error("--onsets must start at 0 (the reference for the invariance)")
 
-    s2t = Speech2Text.from_pretrained(args.model)
+    s2t = Speech2Text.from_pretrained(args.model, decode_overrides=args.overrides)
     sr = s2t.sample_rate
     dd = load_datadir(args.data)
     utts = dd.utt_ids[: args.limit] if args.limit else dd.utt_ids
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = [s.text for s in segments]
     matching = segments_matching(texts, segment_contents(segments, spans, sr), alone)
 
-    print(f"{args.model} on {len(utts)} utterances of {args.data}")
+    print(f"{args.model} on {len(utts)} utterances of {args.data} {' '.join(args.overrides)}")
     print(f"| condition | {metric} | same as at 0 ms |")
     print("|---|---:|---:|")
     for name, row in rows.items():
@@ -156,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "model": str(args.model),
             "data": str(args.data),
+            "decode_overrides": args.overrides,
             "utterances": utts,
             "metric": metric,
             "conditions": rows,

@@ -22,8 +22,9 @@ from s2s.data.datadir import DataDir, load_datadir
 from s2s.data.features import FeatureReader, utterance_cmvn
 from s2s.data.tokenizer import PAD_ID, Tokenizer, normalize_text
 
-# (utterance id, source (T, F) float features or (T,) long token ids, target (L,) long ids)
-Item = tuple[str, Tensor, Tensor]
+# (utterance id, source (T, F) float features or (T,) long token ids, target (L,) long ids),
+# plus the source transcript's ids (Ls,) when the dataset reads one (auxiliary source CTC)
+Item = tuple[str, Tensor, Tensor] | tuple[str, Tensor, Tensor, Tensor]
 _BOUNDARY = "\u2581"  # SentencePiece's word-boundary piece
 
 
@@ -31,36 +32,42 @@ _BOUNDARY = "\u2581"  # SentencePiece's word-boundary piece
 class Batch:
     """A padded mini-batch. src: (B, T, F) float features or (B, T) long token ids, padded with
     0; src_lens: (B,) long; tgt: (B, L) long ids without BOS/EOS, padded with pad_id (0);
-    tgt_lens: (B,) long."""
+    tgt_lens: (B,) long. src_text: (B, Ls) long ids of the source transcript, padded with
+    pad_id, and src_text_lens (B,): only when the dataset reads one (the source CTC of
+    speech translation, model.src_ctc_weight), else None."""
 
     utt_ids: list[str]
     src: Tensor
     src_lens: Tensor
     tgt: Tensor
     tgt_lens: Tensor
+    src_text: Tensor | None = None
+    src_text_lens: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.utt_ids)
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        """A copy with every tensor on `device`."""
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> Batch:
+        def opt(t: Tensor | None) -> Tensor | None:
+            return None if t is None else fn(t)
+
         return Batch(
             self.utt_ids,
-            self.src.to(device, non_blocking=non_blocking),
-            self.src_lens.to(device, non_blocking=non_blocking),
-            self.tgt.to(device, non_blocking=non_blocking),
-            self.tgt_lens.to(device, non_blocking=non_blocking),
+            fn(self.src),
+            fn(self.src_lens),
+            fn(self.tgt),
+            fn(self.tgt_lens),
+            opt(self.src_text),
+            opt(self.src_text_lens),
         )
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """A copy with every tensor on `device`."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> Batch:
         """Called by DataLoader(pin_memory=True)."""
-        return Batch(
-            self.utt_ids,
-            self.src.pin_memory(),
-            self.src_lens.pin_memory(),
-            self.tgt.pin_memory(),
-            self.tgt_lens.pin_memory(),
-        )
+        return self._map(Tensor.pin_memory)
 
 
 def _encode_target(
@@ -85,8 +92,10 @@ class SpeechDataset(Dataset):
     feats come from the dump in `feature_dir`, normalised by `cmvn` (a GlobalCMVN or any
     (T, F) -> (T, F) callable) or else per utterance (utterance_cmvn), then augmented by
     `specaug` when given (training). Targets are `text_field` of the data dir after
-    normalize_text(mode=`normalize`), tokenised once here. Raises ValueError when an utterance
-    has no features in the dump or its target is empty or all unknown tokens.
+    normalize_text(mode=`normalize`), tokenised once here. With `src_text_field` (speech
+    translation's source transcript, for the source CTC) each item also carries that text's
+    ids, tokenised the same way with the same tokenizer. Raises ValueError when an utterance
+    has no features in the dump or a text is empty or all unknown tokens.
     """
 
     def __init__(
@@ -98,15 +107,16 @@ class SpeechDataset(Dataset):
         cmvn: Callable[[Tensor], Tensor] | None = None,
         specaug: Callable[[Tensor], Tensor] | None = None,
         normalize: str = "none",
+        src_text_field: str = "",
     ) -> None:
         self.datadir = datadir if isinstance(datadir, DataDir) else load_datadir(datadir)
         self.reader = FeatureReader(feature_dir)
         self.cmvn = cmvn
         self.specaug = specaug
-        if text_field not in self.datadir.texts:
-            have = ", ".join(sorted(self.datadir.texts)) or "none"
-            raise ValueError(f"{self.datadir.path / text_field}: no such text file (have: {have})")
-        where = str(self.datadir.path / text_field)
+        for name in filter(None, (text_field, src_text_field)):
+            if name not in self.datadir.texts:
+                have = ", ".join(sorted(self.datadir.texts)) or "none"
+                raise ValueError(f"{self.datadir.path / name}: no such text file (have: {have})")
         self.utt_ids: list[str] = list(self.datadir.utt_ids)
         if not self.utt_ids:
             raise ValueError(f"{self.datadir.path}: data dir has no utterances")
@@ -117,10 +127,16 @@ class SpeechDataset(Dataset):
                 f"{self.reader.dir} ({len(missing)} of {len(self.utt_ids)} missing; a speed-"
                 f"perturbed dump needs the data dir with sp<factor>- ids)"
             )
-        self.targets: list[list[int]] = [
-            _encode_target(tokenizer, self.datadir.text(u, text_field), normalize, u, where)
-            for u in self.utt_ids
-        ]
+
+        def encode(field: str) -> list[list[int]]:
+            where = str(self.datadir.path / field)
+            return [
+                _encode_target(tokenizer, self.datadir.text(u, field), normalize, u, where)
+                for u in self.utt_ids
+            ]
+
+        self.targets: list[list[int]] = encode(text_field)
+        self.src_texts: list[list[int]] | None = encode(src_text_field) if src_text_field else None
         self.lengths: list[int] = [self.reader.num_frames(u) for u in self.utt_ids]
 
     def __len__(self) -> int:
@@ -132,7 +148,10 @@ class SpeechDataset(Dataset):
         feats = self.cmvn(feats) if self.cmvn is not None else utterance_cmvn(feats)
         if self.specaug is not None:
             feats = self.specaug(feats)
-        return utt, feats, torch.tensor(self.targets[index], dtype=torch.long)
+        tgt = torch.tensor(self.targets[index], dtype=torch.long)
+        if self.src_texts is None:
+            return utt, feats, tgt
+        return utt, feats, tgt, torch.tensor(self.src_texts[index], dtype=torch.long)
 
 
 class TextPairDataset(Dataset):
@@ -190,24 +209,39 @@ class TextPairDataset(Dataset):
         )
 
 
+def _pad_ids(seqs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """(L_i,) id sequences -> (B, max L) long padded with PAD_ID, lengths (B,)."""
+    lens = torch.tensor([t.shape[0] for t in seqs], dtype=torch.long)
+    return pad_sequence(list(seqs), batch_first=True, padding_value=PAD_ID).long(), lens
+
+
 def collate(items: Sequence[Item]) -> Batch:
-    """Pads a list of (utt, source, target) items into a Batch (sources and targets padded with
-    0 = pad_id). Sources must all be (T, F) features of one F, or all (T,) token ids."""
+    """Pads a list of (utt, source, target[, source transcript]) items into a Batch (sources
+    and ids padded with 0 = pad_id). Sources must all be (T, F) features of one F, or all (T,)
+    token ids; the items all have a source transcript or none does."""
     if not items:
         raise ValueError("collate: empty batch")
-    utts = [u for u, _, _ in items]
-    srcs = [s for _, s, _ in items]
-    tgts = [t for _, _, t in items]
+    utts = [item[0] for item in items]
+    srcs = [item[1] for item in items]
+    tgts = [item[2] for item in items]
+    if len({len(item) for item in items}) != 1:
+        raise ValueError(f"collate: items with and without a source transcript in {utts[:4]}...")
     kinds = {(s.dim(), s.dtype.is_floating_point) + tuple(s.shape[1:]) for s in srcs}
     if len(kinds) != 1:
         raise ValueError(f"collate: sources of mixed shape/dtype in batch {utts[:4]}...")
     for u, t in zip(utts, tgts):
         if t.dim() != 1:
             raise ValueError(f"collate: target of {u!r} is {tuple(t.shape)}, expected (L,)")
+    tgt, tgt_lens = _pad_ids(tgts)
+    src_text = src_text_lens = None
+    if len(items[0]) == 4:
+        src_text, src_text_lens = _pad_ids([item[3] for item in items])
     return Batch(
         utt_ids=utts,
         src=pad_sequence(srcs, batch_first=True, padding_value=0),
         src_lens=torch.tensor([s.shape[0] for s in srcs], dtype=torch.long),
-        tgt=pad_sequence(tgts, batch_first=True, padding_value=PAD_ID).long(),
-        tgt_lens=torch.tensor([t.shape[0] for t in tgts], dtype=torch.long),
+        tgt=tgt,
+        tgt_lens=tgt_lens,
+        src_text=src_text,
+        src_text_lens=src_text_lens,
     )

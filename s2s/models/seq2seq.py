@@ -1,5 +1,8 @@
 """The encoder-decoder model: encoder (speech or text) -> decoder (cross or prefix), trained
-with label-smoothed cross-entropy plus, optionally, CTC on the encoder output (ASR).
+with label-smoothed cross-entropy plus, optionally, CTC on the encoder output: over the targets
+(ASR; joint CTC/attention decoding uses it) and, for speech translation, over the source
+transcript (ESPnet-ST's ASR multi-task: the encoder is taught to read the audio, monotonically,
+while the decoder learns to translate; training only).
 
 forward(batch) follows the trainer's contract: a dict with "loss" (per target token), the
 token count and metrics to log.
@@ -21,16 +24,25 @@ PAD_ID, BOS_ID, EOS_ID = 0, 2, 3  # SentencePiece ids fixed by s2s.data.tokenize
 
 @dataclass
 class ModelConfig:
-    """encoder + decoder; ctc_weight in [0, 1) mixes CTC into the loss (ASR)."""
+    """encoder + decoder. The loss is (1 - ctc_weight - src_ctc_weight) * attention
+    + ctc_weight * CTC over the targets + src_ctc_weight * CTC over the source transcript
+    (data.src_ctc_field; both heads share the tokenizer)."""
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     ctc_weight: float = 0.0
+    src_ctc_weight: float = 0.0
     label_smoothing: float = 0.1
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.ctc_weight < 1.0:
-            raise ValueError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
+        for name in ("ctc_weight", "src_ctc_weight"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.ctc_weight + self.src_ctc_weight >= 1.0:
+            raise ValueError(
+                f"ctc_weight + src_ctc_weight must be < 1 (the attention loss keeps the rest), "
+                f"got {self.ctc_weight} + {self.src_ctc_weight}"
+            )
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
@@ -53,7 +65,9 @@ class Seq2SeqModel(nn.Module):
         self.vocab_size = vocab_size
         self.encoder = build_encoder(cfg.encoder, vocab_size=vocab_size)
         self.decoder = Decoder(cfg.decoder, vocab_size, memory_dim=cfg.encoder.d_model)
-        self.ctc = nn.Linear(cfg.encoder.d_model, vocab_size) if cfg.ctc_weight > 0 else None
+        d = cfg.encoder.d_model
+        self.ctc = nn.Linear(d, vocab_size) if cfg.ctc_weight > 0 else None
+        self.src_ctc = nn.Linear(d, vocab_size) if cfg.src_ctc_weight > 0 else None
 
     def encode(self, src: Tensor, src_lens: Tensor) -> tuple[Tensor, Tensor]:
         """src: (B, T, F) features or (B, T) token ids -> memory (B, S, d), lengths (B,)."""
@@ -86,19 +100,40 @@ class Seq2SeqModel(nn.Module):
         valid = out != PAD_ID
         acc = ((logits.argmax(-1) == out) & valid).sum() / n_tokens
         result = {"loss_att": loss_att, "acc": acc, "n_tokens": n_tokens}
-        loss = loss_att
+        cw, sw = self.cfg.ctc_weight, self.cfg.src_ctc_weight
+        loss = (1 - cw - sw) * loss_att
         if self.ctc is not None:
             loss_ctc = self.ctc_loss(memory, memory_lens, batch.tgt, batch.tgt_lens) / n_tokens
-            loss = (1 - self.cfg.ctc_weight) * loss_att + self.cfg.ctc_weight * loss_ctc
+            loss = loss + cw * loss_ctc
             result["loss_ctc"] = loss_ctc
+        if self.src_ctc is not None:
+            if batch.src_text is None:
+                raise ValueError(
+                    "model.src_ctc_weight > 0 needs the source transcript in the batch "
+                    "(data.src_ctc_field)"
+                )
+            # per target token, like the other terms, so the weights mean what they say
+            loss_src = (
+                self.ctc_loss(memory, memory_lens, batch.src_text, batch.src_text_lens, self.src_ctc)
+                / n_tokens
+            )
+            loss = loss + sw * loss_src
+            result["loss_src_ctc"] = loss_src
         result["loss"] = loss
         return result
 
     def ctc_loss(
-        self, memory: Tensor, memory_lens: Tensor, tgt: Tensor, tgt_lens: Tensor
+        self,
+        memory: Tensor,
+        memory_lens: Tensor,
+        tgt: Tensor,
+        tgt_lens: Tensor,
+        head: nn.Linear | None = None,
     ) -> Tensor:
-        """Summed CTC loss (blank = PAD_ID). memory: (B, S, d); tgt: (B, L)."""
-        log_probs = self.ctc(memory).float().log_softmax(-1).transpose(0, 1)  # (S, B, V)
+        """Summed CTC loss (blank = PAD_ID) of `head` (default: the target CTC head).
+        memory: (B, S, d); tgt: (B, L)."""
+        head = self.ctc if head is None else head
+        log_probs = head(memory).float().log_softmax(-1).transpose(0, 1)  # (S, B, V)
         return F.ctc_loss(
             log_probs, tgt, memory_lens, tgt_lens, blank=PAD_ID, reduction="sum", zero_infinity=True
         )

@@ -46,7 +46,9 @@ class RecipeConfig:
     """corpus: a module of the repository's local/ with prepare() (phrases.prepare for
     local/phrases/prepare.py); task: st | asr | slu | sum.
     source: speech features or a text field (source_field). target_field: the text file
-    holding targets and references. corpus_root: where the downloaded corpus lives (real
+    holding targets and references. src_ctc_field: speech translation's source transcript
+    (text.en): the tokenizer is trained on it as well and experiments get it as
+    data.src_ctc_field, the target of the source CTC (model.src_ctc_weight). corpus_root: where the downloaded corpus lives (real
     corpora). prepare_args: keyword arguments for the preparer. speed_perturb: extra factors
     for the training set (e.g. [0.9, 1.1]; 1.0 is always kept). Config paths are relative to
     the recipe directory. overrides: experiment-config dot-list entries this recipe always
@@ -63,6 +65,7 @@ class RecipeConfig:
     source: str = "speech"
     source_field: str = ""
     target_field: str = "text"
+    src_ctc_field: str = ""
     corpus_root: str = "downloads"
     prepare_args: dict = field(default_factory=dict)
     train_set: str = "train"
@@ -89,6 +92,8 @@ class RecipeConfig:
             raise ValueError(f"recipe task {self.task!r} not in {TASKS}")
         if self.source == "text" and not self.source_field:
             raise ValueError("a text-source recipe needs source_field")
+        if self.src_ctc_field and self.source != "speech":
+            raise ValueError("src_ctc_field is for speech sources (a text source is the input)")
         if any(f <= 0 or f == 1.0 for f in self.speed_perturb):
             raise ValueError(
                 f"speed_perturb lists extra factors > 0 other than 1.0: {self.speed_perturb}"

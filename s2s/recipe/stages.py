@@ -83,7 +83,8 @@ class Recipe:
     @property
     def tokenizer_path(self) -> Path:
         t = self.cfg.tokenizer
-        return self.data / "token" / f"{t.model_type}{t.vocab_size}.model"
+        joint = f"_{self.cfg.target_field}+{self.cfg.src_ctc_field}" if self.cfg.src_ctc_field else ""
+        return self.data / "token" / f"{t.model_type}{t.vocab_size}{joint}.model"
 
     @property
     def attention_config(self) -> Path | None:
@@ -109,6 +110,7 @@ class Recipe:
             "tokenizer": self.tokenizer_path,
             "target_field": d.target_field,
             "source_field": d.source_field,
+            "src_ctc_field": d.src_ctc_field,
             "normalize": d.tokenizer.normalize,
         }
         if self.speech:
@@ -375,12 +377,14 @@ class Recipe:
             filter_set(self.data / name, self.data / f"{name}_filt", dump, self.cfg, keep_all)
 
     def stage5(self) -> None:
-        """SentencePiece model on the (normalised) training targets (and text sources)."""
+        """SentencePiece model on the (normalised) training targets (and text sources, or the
+        source transcripts of the source CTC)."""
         from s2s.data.datadir import load_datadir
         from s2s.data.tokenizer import normalize_text, train_sentencepiece
 
         dd = load_datadir(self.data / f"{self.train_set}_filt")
-        fields = [self.cfg.target_field] + ([self.cfg.source_field] if not self.speech else [])
+        src = self.cfg.src_ctc_field if self.speech else self.cfg.source_field
+        fields = [self.cfg.target_field] + ([src] if src else [])
         mode = self.cfg.tokenizer.normalize
         texts = [normalize_text(dd.texts[f][u], mode) for f in fields for u in dd.utt_ids]
         self.tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
