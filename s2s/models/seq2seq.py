@@ -113,10 +113,8 @@ class Seq2SeqModel(nn.Module):
                     "(data.src_ctc_field)"
                 )
             # per target token, like the other terms, so the weights mean what they say
-            loss_src = (
-                self.ctc_loss(memory, memory_lens, batch.src_text, batch.src_text_lens, self.src_ctc)
-                / n_tokens
-            )
+            src, src_lens = batch.src_text, batch.src_text_lens
+            loss_src = self.ctc_loss(memory, memory_lens, src, src_lens, self.src_ctc) / n_tokens
             loss = loss + sw * loss_src
             result["loss_src_ctc"] = loss_src
         result["loss"] = loss

@@ -48,9 +48,10 @@ class RecipeConfig:
     source: speech features or a text field (source_field). target_field: the text file
     holding targets and references. src_ctc_field: speech translation's source transcript
     (text.en): the tokenizer is trained on it as well and experiments get it as
-    data.src_ctc_field, the target of the source CTC (model.src_ctc_weight). corpus_root: where the downloaded corpus lives (real
-    corpora). prepare_args: keyword arguments for the preparer. speed_perturb: extra factors
-    for the training set (e.g. [0.9, 1.1]; 1.0 is always kept). Config paths are relative to
+    data.src_ctc_field, the target of the source CTC (model.src_ctc_weight). corpus_root:
+    where the downloaded corpus lives (real corpora). prepare_args: keyword arguments for the
+    preparer. speed_perturb: extra factors for the training set (e.g. [0.9, 1.1]; 1.0 is
+    always kept). Config paths are relative to
     the recipe directory. overrides: experiment-config dot-list entries this recipe always
     applies (before the command line's). lm_config: a language-model YAML (conf/lm/*.yaml):
     stage 7 then trains that LM on the training targets before the model, and decoding with

@@ -83,7 +83,8 @@ class Recipe:
     @property
     def tokenizer_path(self) -> Path:
         t = self.cfg.tokenizer
-        joint = f"_{self.cfg.target_field}+{self.cfg.src_ctc_field}" if self.cfg.src_ctc_field else ""
+        src = self.cfg.src_ctc_field
+        joint = f"_{self.cfg.target_field}+{src}" if src else ""  # trained on both languages
         return self.data / "token" / f"{t.model_type}{t.vocab_size}{joint}.model"
 
     @property
