@@ -93,7 +93,8 @@ def test_phrases_recipe_all_stages(phrases, task: str, metric: str) -> None:
         exp = model_exp(root)
         cfg = OmegaConf.load(exp / "config.yaml")
         assert (cfg.data.src_ctc_field, cfg.model.src_ctc_weight) == ("text.en", 0.3)
-        assert "train/loss_src_ctc=" in (exp / "logs" / "trainer.log").read_text()
+        log = (exp / "logs" / "trainer.log").read_text()
+        assert "train/loss_src_ctc=" in log, log
         english = Tokenizer.from_file(str(tok)).encode("there is a red ball under the bed")
         assert Tokenizer.from_file(str(tok)).unk_id not in english
     # A stage re-runs alone: scoring again replaces the row instead of adding one.
