@@ -30,6 +30,7 @@ from s2s.decode.beam_search import beam_search
 from s2s.decode.inference import Speech2Text, plan_batches
 from s2s.export.compare import Lockstep
 from s2s.models.seq2seq import BOS_ID, EOS_ID
+from s2s.threads import torch_threads
 
 
 def decode_timed(s2t: Speech2Text, feats: list) -> tuple[list, float]:
@@ -67,12 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", type=Path, help="an existing bundle of --model (else exported)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:  # main may run inside another program (the tests): leave its threads as they were
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> int:

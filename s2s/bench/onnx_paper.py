@@ -30,6 +30,7 @@ from s2s.export.bundle import write_manifest
 from s2s.export.onnx_export import export_model
 from s2s.export.runtime import OnnxModel
 from s2s.models.seq2seq import BOS_ID, EOS_ID
+from s2s.threads import torch_threads
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 VOCAB = 256
@@ -74,12 +75,12 @@ def run(
         manifest = write_manifest(Path(tmp), {"model": info})
         onnx_bytes = sum(f["bytes"] for f in manifest["files"].values())
         for n in threads:
-            torch.set_num_threads(n)
             ort = OnnxModel(tmp, threads=n, manifest=manifest)
-            decode(model, feats[:2], search)  # warm-up
-            decode(ort, feats[:2], search)
-            want, t_pt, peak_pt = decode(model, feats, search)
-            got, t_ort, peak_ort = decode(ort, feats, search)
+            with torch_threads(n):
+                decode(model, feats[:2], search)  # warm-up
+                decode(ort, feats[:2], search)
+                want, t_pt, peak_pt = decode(model, feats, search)
+                got, t_ort, peak_ort = decode(ort, feats, search)
             rows.append(
                 {
                     "variant": variant, "threads": n, "export_s": export_s,
@@ -103,13 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-config", type=Path, default=CONF / "model" / "paper.yaml")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    threads = torch.get_num_threads()
     rows = []
-    try:
-        for v in args.variants:
-            rows += run(v, args.threads, args.utts, args.tokens, args.beam, args.model_config)
-    finally:  # main may run inside another program (the tests): leave its threads as they were
-        torch.set_num_threads(threads)
+    for v in args.variants:
+        rows += run(v, args.threads, args.utts, args.tokens, args.beam, args.model_config)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

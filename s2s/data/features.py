@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from s2s.data.audio import AudioError, load_audio
 from s2s.data.perturb import speed_perturb
+from s2s.threads import torch_threads
 
 INDEX = "feats.index"
 UTT2NUM_FRAMES = "utt2num_frames"
@@ -194,28 +195,24 @@ def _dump_shard(
     entries: list[tuple[str, str, int, int]] = []
     bad: list[BadUtt] = []
     offset = 0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # same numerics whatever nj is (and no oversubscription)
-    try:
-        with open(Path(out_dir) / name, "wb") as f:
-            # numpy pads the header so the first axis can grow in place: rewrite it at the end
-            header_len = _write_npy_header(f, 0, cfg.num_mel_bins)
-            for key, utt, path, start, end in items:
-                try:
-                    feats = _features(utt, path, start, end, cfg, speed, min_frames)
-                except AudioError as e:
-                    bad.append((key, path, " ".join(e.reason.split())))  # one line each
-                    progress()
-                    continue
-                f.write(feats.numpy().astype("<f4", copy=False).tobytes())
-                entries.append((key, name, offset, feats.shape[0]))
-                offset += feats.shape[0]
+    # same numerics whatever nj is (and no oversubscription)
+    with torch_threads(1), open(Path(out_dir) / name, "wb") as f:
+        # numpy pads the header so the first axis can grow in place: rewrite it at the end
+        header_len = _write_npy_header(f, 0, cfg.num_mel_bins)
+        for key, utt, path, start, end in items:
+            try:
+                feats = _features(utt, path, start, end, cfg, speed, min_frames)
+            except AudioError as e:
+                bad.append((key, path, " ".join(e.reason.split())))  # one line each
                 progress()
-            f.seek(0)
-            if _write_npy_header(f, offset, cfg.num_mel_bins) != header_len:
-                raise RuntimeError(f"{name}: npy header changed size; dump is corrupt")
-    finally:
-        torch.set_num_threads(threads)
+                continue
+            f.write(feats.numpy().astype("<f4", copy=False).tobytes())
+            entries.append((key, name, offset, feats.shape[0]))
+            offset += feats.shape[0]
+            progress()
+        f.seek(0)
+        if _write_npy_header(f, offset, cfg.num_mel_bins) != header_len:
+            raise RuntimeError(f"{name}: npy header changed size; dump is corrupt")
     return entries, bad
 
 

@@ -42,6 +42,7 @@ import torchaudio
 from torch import Tensor
 
 from s2s.data.acoustics import Scene, render
+from s2s.threads import torch_threads
 
 SAMPLE_RATE = 16000
 
@@ -261,12 +262,8 @@ def synthesize_files(jobs: Sequence[SpeechJob], nj: int = 1) -> dict[Path, float
     if nj <= 1 or len(jobs) < 2:
         # One intra-op thread, as in the workers: a float reduction's order (an SNR's power)
         # follows the thread count, and the files must not depend on nj.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             return dict(synthesize_to_file(j) for j in jobs)
-        finally:
-            torch.set_num_threads(threads)
     # spawn, not fork: a child forked after the parent's OpenMP pool started deadlocks in its
     # first threaded op (seen with resampling's torch.cos in the test suite). The workers
     # import this module by name, so the job and its runner live here, not in local/.
