@@ -234,3 +234,8 @@ def test_loader_with_bucket_sampler(env: dict) -> None:
         assert batch.src_lens.tolist() == [ds.lengths[ds.utt_ids.index(u)] for u in batch.utt_ids]
         seen += batch.utt_ids
     assert sorted(seen) == ds.utt_ids
+
+
+def test_an_empty_text_field_is_no_such_file(env: dict) -> None:
+    with pytest.raises(ValueError, match=r"train: no such text file \(have: text, text\.de\)"):
+        SpeechDataset(env["dump"], env["data"], env["tok"], text_field="")

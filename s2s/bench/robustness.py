@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = [s.text for s in segments]
     matching = segments_matching(texts, segment_contents(segments, spans, sr), alone)
 
-    print(f"{args.model} on {len(utts)} utterances of {args.data} {' '.join(args.overrides)}")
+    print(" ".join([f"{args.model} on {len(utts)} utterances of {args.data}", *args.overrides]))
     print(f"| condition | {metric} | same as at 0 ms |")
     print("|---|---:|---:|")
     for name, row in rows.items():

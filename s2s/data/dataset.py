@@ -113,7 +113,7 @@ class SpeechDataset(Dataset):
         self.reader = FeatureReader(feature_dir)
         self.cmvn = cmvn
         self.specaug = specaug
-        for name in filter(None, (text_field, src_text_field)):
+        for name in (text_field, *([src_text_field] if src_text_field else [])):
             if name not in self.datadir.texts:
                 have = ", ".join(sorted(self.datadir.texts)) or "none"
                 raise ValueError(f"{self.datadir.path / name}: no such text file (have: {have})")

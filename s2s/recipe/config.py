@@ -51,9 +51,9 @@ class RecipeConfig:
     data.src_ctc_field, the target of the source CTC (model.src_ctc_weight). corpus_root:
     where the downloaded corpus lives (real corpora). prepare_args: keyword arguments for the
     preparer. speed_perturb: extra factors for the training set (e.g. [0.9, 1.1]; 1.0 is
-    always kept). Config paths are relative to
-    the recipe directory. overrides: experiment-config dot-list entries this recipe always
-    applies (before the command line's). lm_config: a language-model YAML (conf/lm/*.yaml):
+    always kept). Config paths are relative to the recipe directory. overrides:
+    experiment-config dot-list entries this recipe always applies (before the command
+    line's). lm_config: a language-model YAML (conf/lm/*.yaml):
     stage 7 then trains that LM on the training targets before the model, and decoding with
     decode.lm_weight > 0 fuses it; lm_overrides: its dot-list entries (`--use_lm false` skips
     it). skip_bad_audio: stage 3 leaves out utterances whose audio cannot be read or is
