@@ -5,6 +5,9 @@
 segment, not the file. Multi-channel audio is down-mixed by averaging the channels, and
 `torchaudio.functional.resample` converts to `target_sr`.
 
+soundfile is imported when a file is first opened, not with the module: s2s.data.features
+(and through it the training-step benchmark) imports this module and never reads a file.
+
 Values: integer PCM is scaled to [-1, 1) by soundfile; float files are passed through unscaled.
 
 Paths only: like the data dir reader, s2s never runs Kaldi `cmd |` pipes. Relative paths are
@@ -21,12 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
 if TYPE_CHECKING:  # datadir.py is a sibling module; only its type is needed here
+    import soundfile as sf
+
     from s2s.data.datadir import DataDir
 
 END_SLACK_S = 0.01
@@ -51,6 +55,8 @@ def _where(path: str | Path, utt_id: str | None) -> str:
 
 
 def _open(path: str | Path, utt_id: str | None) -> sf.SoundFile:
+    import soundfile as sf
+
     if not Path(path).is_file():
         raise _error(_where(path, utt_id), "audio file not found")
     try:
@@ -78,6 +84,8 @@ def load_audio(
     Returns (N,) float32. Raises AudioError naming `utt_id` and `path` for a missing, unreadable
     or truncated file, zero-length audio, non-finite samples, or a region outside the recording.
     """
+    import soundfile as sf
+
     if target_sr <= 0:
         raise ValueError(f"target_sr must be > 0, got {target_sr}")
     where = _where(path, utt_id)

@@ -10,26 +10,32 @@ Two layouts (FORMATS):
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jiwer
-
-# "lc.rm": lowercase, remove punctuation (every Unicode character of a category P*, as
-# jiwer.RemovePunctuation defines it, so "don't" -> "dont"), collapse runs of spaces and strip.
-LC_RM = jiwer.Compose(
-    [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip()]
-)
 LC_RM_DESCRIPTION = (
     "lowercase, remove punctuation (Unicode categories P*, jiwer.RemovePunctuation), "
     "collapse whitespace, strip"
 )
 
 
+@functools.cache
+def _lc_rm_transform():
+    """"lc.rm": lowercase, remove punctuation (every Unicode character of a category P*, as
+    jiwer.RemovePunctuation defines it, so "don't" -> "dont"), collapse runs of spaces and strip.
+    jiwer is imported here, not with the module: reading hyp/ref files and Score need no scorer."""
+    import jiwer
+
+    steps = [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces()]
+    return jiwer.Compose([*steps, jiwer.Strip()])
+
+
 def lc_rm(texts: list[str]) -> list[str]:
     """Apply the "lc.rm" normalisation (see LC_RM_DESCRIPTION) to every text."""
-    return [LC_RM(t) for t in texts]
+    transform = _lc_rm_transform()
+    return [transform(t) for t in texts]
 
 
 class ScoringInputError(ValueError):
