@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from kernels.decode_attention import split_plan
-from kernels.launch import Launch, recording
+from kernels.launch import Launch, kernel_name, recording
 
 ROOT = Path(__file__).resolve().parents[1]
 #: compute capability -> shared memory one block may use (opt-in maximum), bytes
@@ -247,7 +247,7 @@ def plan(sizes: Iterable[str], dtypes: Iterable[str], archs: Iterable[int]) -> l
         for dtype in dtypes:
             for variant, launch in dispatch_launches(size, dtype):
                 c = {k: v for k, v in launch.kwargs.items() if k != "num_warps"}
-                kernel = launch.fn.fn.__name__
+                kernel = kernel_name(launch.fn)
                 warps = launch.kwargs.get("num_warps", 4)
                 label = (size, kernel, dtype, _shape(kernel, c), warps)
                 row = rows.setdefault(label, Row(*label, [], {}, {}))

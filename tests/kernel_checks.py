@@ -3,7 +3,10 @@ subprocess (TRITON_INTERPRET=1 must be set before triton is first imported, so t
 cannot share the test process): `python tests/kernel_checks.py cpu|cuda [float32|bfloat16]`.
 
 Every buffer is NaN-poisoned outside the slots in use, so a kernel that reads an unused slot
-fails the finiteness check. Relative error bound: 1e-5 in float32, 1e-2 in bfloat16.
+fails the finiteness check. Relative error bound: 1e-5 in float32, 1e-2 in bfloat16. Every
+comparison also counts the launches (kernels.launch.counting): the kernel side must have
+launched its kernels and the reference side none, or "kernels on equals off" would hold for
+a dispatch that never reaches a kernel (tests/test_kernels.py shows the check failing then).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 import torch
 
 from kernels.decode_attention import decode_attention_triton
+from kernels.launch import counting
 from kernels.mtla_update import mtla_slot_triton
 from s2s.attention import VARIANTS, build_attention, sweep_config
 from s2s.attention.ops import cached_attention, use_kernels
@@ -23,6 +27,11 @@ NAN = float("nan")
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def assert_launched(launched, expected: set[str], where) -> None:
+    """The kernels in `expected` (and only they) ran, each at least once."""
+    assert set(launched) == expected and all(launched.values()), (where, dict(launched))
 
 
 def check_decode_attention(dev: str, dtype: torch.dtype, tol: float) -> None:
@@ -62,9 +71,11 @@ def check_decode_attention(dev: str, dtype: torch.dtype, tol: float) -> None:
             num,
             0.3,
         )
-        got, lse = decode_attention_triton(
-            q, k, v, owner, num.to(dev), 0.3, num_splits=splits, block_s=16
-        )
+        with counting() as launched:
+            got, lse = decode_attention_triton(
+                q, k, v, owner, num.to(dev), 0.3, num_splits=splits, block_s=16
+            )
+        assert_launched(launched, {"_attend_partial"}, (H, G, with_owner, splits, latent))
         assert torch.isfinite(got).all(), "NaN leaked from unused slots"
         err = max(rel(got.cpu(), ref), rel(lse.cpu(), ref_lse))
         assert err < tol, (N, H, G, DK, DV, S, with_owner, splits, latent, err)
@@ -98,12 +109,14 @@ def check_mtla_update(dev: str, dtype: torch.dtype, tol: float) -> None:
         w = torch.sigmoid((a * b).sum(-1))[:, None]
         prev = torch.where(first[:, None], 0.0, kv[rows, j][:, :R].nan_to_num())
         ref = torch.cat((prev + w * c, k_rope), -1)
-        got = mtla_slot_triton(
-            *(t.to(dev, dtype) for t in (c, k_rope, a, b, kv)),
-            owner.to(dev) if use_owner else None,
-            j.to(dev),
-            first.to(dev),
-        )
+        with counting() as launched:
+            got = mtla_slot_triton(
+                *(t.to(dev, dtype) for t in (c, k_rope, a, b, kv)),
+                owner.to(dev) if use_owner else None,
+                j.to(dev),
+                first.to(dev),
+            )
+        assert_launched(launched, {"_mtla_slot"}, use_owner)
         assert torch.isfinite(got).all(), "NaN leaked from an unwritten slot"
         err = rel(got.cpu(), ref)
         assert err < tol, (use_owner, err)
@@ -113,16 +126,19 @@ def check_modules(dev: str, dtype: torch.dtype, tol: float) -> None:
     """Every variant's decode step with kernels on equals the PyTorch path, through the
     engine's cache: a ragged prefix stored once per utterance (lengths 1, 5 and 8 frames: MTLA
     chunks left incomplete), beams expanded from it, then steps with reorders whose ancestries
-    diverge from step 0; and the cross arrangement's cache (own part only)."""
+    diverge from step 0; and the cross arrangement's cache (own part only). Each step with
+    kernels on launches the attention kernel (and MTLA's its slot update), with them off none."""
     gen = torch.Generator().manual_seed(2)
     K, steps = 3, 6
     frame_lens = torch.tensor([5, 1, 8])
     U = len(frame_lens)
     cases = [(v, 2 if v == "mtla" else 1) for v in VARIANTS] + [("mtla", 3)]
+    merges = {"mtla"}  # the variants whose step runs the slot update kernel
     for (variant, stride), prefixed in itertools.product(cases, [True, False]):
         cfg = sweep_config(variant, stride=stride, latent_dim=16, rope_dim=8, backend="sdpa")
         torch.manual_seed(0)
         m = build_attention(cfg, 32, 4).to(dev, dtype).eval()
+        expected = {"_attend_partial"} | ({"_mtla_slot"} if variant in merges else set())
         caches = []
         for _ in range(2):
             if prefixed:
@@ -136,10 +152,13 @@ def check_modules(dev: str, dtype: torch.dtype, tol: float) -> None:
         for t in range(steps):
             x = torch.randn(U * K, 1, 32, generator=gen).to(dev, dtype)
             with torch.no_grad():
-                with use_kernels("on"):
+                with use_kernels("on"), counting() as on:
                     got = m.step(x, caches[0])
-                with use_kernels("off"):
+                with use_kernels("off"), counting() as off:
                     ref = m.step(x, caches[1])
+            where = (variant, stride, prefixed, t)
+            assert_launched(on, expected, where)
+            assert not off, (where, "the PyTorch path launched", dict(off))
             assert torch.isfinite(got).all(), (variant, stride, prefixed, t, "NaN")
             err = rel(got.float().cpu(), ref.float().cpu())
             assert err < tol, (variant, stride, prefixed, t, err)
