@@ -16,7 +16,8 @@ gives up to MAX_CAPACITY slots. What varies within a row (the loop's trip count,
 stride is a multiple of 16 or equal to 1) changes no tile, no register array and no shared
 buffer; compiling each of those too would be about ten times the compilations (over 1000 per
 model size). The failures are a compile error, any register spill, and shared memory over the
-chip's limit per block.
+chip's limit per block, and an empty list of configurations (a dispatch that stopped going
+through kernels.launch would otherwise pass, having compiled nothing).
 
     python -m kernels.compile_check [--sizes paper tiny] [--archs 80 90]
         [--dtypes float32 bfloat16 float16] [--jobs 2] [--markdown table.md]
@@ -313,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("unset TRITON_INTERPRET: the interpreter compiles nothing")
     t0 = time.perf_counter()
     rows = plan(args.sizes, args.dtypes, args.archs)
+    if not rows:  # nothing recorded: the dispatch no longer reaches kernels.launch
+        print("FAIL no kernel configuration recorded: nothing to compile", file=sys.stderr)
+        return 1
     compile_rows(rows, args.jobs)
     table = markdown(rows, args.archs)
     n = sum(len(j) for r in rows for j in r.jobs.values())
