@@ -9,21 +9,29 @@ through the ancestry table) and `shared` (B utterances, their K*H queries agains
 S slots). Bytes counted are the fewest the step must move: every slot in use read once (the
 shared part once per utterance), the ancestry table, the queries, the outputs. The copy
 bandwidth is a large device-to-device copy (bytes read + written) measured in the same run;
-all times are medians of CUDA-event timings (triton.testing.do_bench).
+all times are medians of CUDA-event timings (triton.testing.do_bench). Each row also has the
+kernel's relative error against the float32 PyTorch path and the launches its step made.
+
+`--device cpu` runs the same under TRITON_INTERPRET=1 (wall-clock times, meaningless as speed):
+the GPU check's dry run, at tiny sizes, so every line of the benchmark runs before a lease.
 
     python -m kernels.bench [--dtype float32|bfloat16] [--batch 1 4 16] [--beam 5 50]
-        [--slots 128 512 2048] [--json rows.json]
+        [--slots 128 512 2048] [--device cuda|cpu] [--json rows.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import time
 from pathlib import Path
 
 import torch
 
 from kernels.decode_attention import CachePart, attend_partials, merge_partials, split_plan
+from kernels.launch import counting
 
 LAYOUTS = {  # name: (query heads H, key/value groups G, key width, value width), paper size
     "latent": (8, 1, 256 + 32, 256),
@@ -85,23 +93,39 @@ def torch_step(q, part: CachePart, scale: float):
     return attend_with_lse(qs, part.k, part.v, valid, scale)
 
 
-def measure(layout: str, part: str, B: int, K: int, S: int, dtype: torch.dtype) -> dict:
-    """One configuration on CUDA: the kernel's error against the float32 PyTorch path, and the
-    median times of both paths."""
-    from triton.testing import do_bench
+def median_ms(fn, device: torch.device, **bench) -> float:
+    """Median milliseconds of fn(): CUDA events on a GPU (triton.testing.do_bench), the wall
+    clock over 3 calls on the CPU (where only the interpreter runs the kernels)."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
 
+        return do_bench(fn, return_mode="median", **bench)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def measure(
+    layout: str, part: str, B: int, K: int, S: int, dtype: torch.dtype, device: torch.device
+) -> dict:
+    """One configuration: the kernel's error against the float32 PyTorch path, its launches,
+    and the median times of both paths."""
     H, G, Dk, Dv = LAYOUTS[layout]
     scale = (Dv if layout == "heads" else 64 + 32) ** -0.5
-    q, cache = make_part(layout, part, B, K, S, dtype, torch.device("cuda"))
-    got = kernel_step(q, cache, scale)[0]
+    q, cache = make_part(layout, part, B, K, S, dtype, device)
+    with counting() as launched:
+        got = kernel_step(q, cache, scale)[0]
     full = cache._replace(k=cache.k.float(), v=cache.v.float())
     if layout == "latent":  # keep the value a view of the key
         full = full._replace(v=full.k[..., :Dv])
     ref = torch_step(q.float(), full, scale)[0]
     if part == "shared":  # (U, group-major queries) back to (N, H, Dv) hypothesis order
         ref = ref.view(B, G, K, H // G, Dv).transpose(1, 2).reshape(-1, H, Dv)
-    t_k = do_bench(lambda: kernel_step(q, cache, scale), return_mode="median")
-    t_t = do_bench(lambda: torch_step(q, cache, scale), return_mode="median")
+    t_k = median_ms(lambda: kernel_step(q, cache, scale), device)
+    t_t = median_ms(lambda: torch_step(q, cache, scale), device)
     nbytes = step_bytes(layout, part, B, K, S, torch.finfo(dtype).bits // 8)
     return {
         "dtype": str(dtype).removeprefix("torch."),
@@ -115,16 +139,16 @@ def measure(layout: str, part: str, B: int, K: int, S: int, dtype: torch.dtype) 
         "torch_us": t_t * 1e3,
         "gb_per_s": nbytes / (t_k * 1e-3) / 1e9,
         "rel_err": ((got - ref).norm() / ref.norm()).item(),
+        "kernel_launches": sum(launched.values()),
     }
 
 
-def copy_bandwidth(device) -> float:
-    """Bytes per second of a 1 GiB device-to-device copy (read + write counted)."""
-    from triton.testing import do_bench
-
-    src = torch.randn(2**28, device=device)  # 1 GiB of float32
+def copy_bandwidth(device: torch.device) -> float:
+    """Bytes per second of a 1 GiB device-to-device copy (read + write counted); 16 MiB on the
+    CPU."""
+    src = torch.randn(2**28 if device.type == "cuda" else 2**22, device=device)  # float32
     dst = torch.empty_like(src)
-    ms = do_bench(lambda: dst.copy_(src), warmup=50, rep=500, return_mode="median")
+    ms = median_ms(lambda: dst.copy_(src), device, warmup=50, rep=500)
     return 2 * src.numel() * src.element_size() / (ms * 1e-3)
 
 
@@ -135,14 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beam", type=int, nargs="+", default=[5, 50])
     p.add_argument("--slots", type=int, nargs="+", default=[128, 512, 2048])
     p.add_argument("--layouts", nargs="+", choices=sorted(LAYOUTS), default=sorted(LAYOUTS))
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
         print("kernels.bench: needs a CUDA device (the kernels' CPU tests: pytest tests/)")
         return 2
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        p.error("--device cpu runs the kernels only under TRITON_INTERPRET=1")
     dtype = getattr(torch, args.dtype)
-    bw = copy_bandwidth(torch.device("cuda"))
-    name = torch.cuda.get_device_name()
+    bw = copy_bandwidth(device)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU, TRITON_INTERPRET=1"
     print(f"# {name}, {args.dtype}; device-to-device copy {bw / 1e9:.0f} GB/s")
     print(
         f"{'layout':<8}{'part':<8}{'B':>4}{'K':>4}{'S':>6}{'MB':>9}{'kernel us':>11}"
@@ -154,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             for B in args.batch:
                 for K in args.beam:
                     for S in args.slots:
-                        row = measure(layout, part, B, K, S, dtype)
+                        row = measure(layout, part, B, K, S, dtype, device)
                         row.update(device=name, copy_fraction=row["gb_per_s"] * 1e9 / bw)
                         rows.append(row)
                         print(

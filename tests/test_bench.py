@@ -61,6 +61,7 @@ def test_decode_bench_runs_every_engine(tmp_path) -> None:
     assert runs <= {run for run, _ in rows}
     assert rows["mha naive", 5]["speedup"] == 1.0 and rows["mha naive", 5]["memory_reduction"] == 1
     assert png.stat().st_size > 0
+    assert all(r["kernel_launches"] == 0 for r in rows.values())  # CPU: the PyTorch path
 
     # tiny: 2 layers, d = 64 (4 heads of 16), r = 32, d_r = 8; 1 utterance x beam 2; BOS and up
     # to 3 tokens fed. Lean: completed prefix slots once, own slots per hypothesis + owner table.
@@ -104,3 +105,4 @@ def test_kernel_bench_on_gpu(tmp_path) -> None:
     assert kernel_main(argv) == 0
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 4 and all(r["rel_err"] < 1e-5 for r in rows)
+    assert all(r["kernel_launches"] == 1 for r in rows)

@@ -1,13 +1,17 @@
 """The GPU check's command (s2s.bench.gpu_check) in its dry run: tiny sizes on the CPU under
-Triton's interpreter, so the command a GPU lease depends on cannot rot while none is lent."""
+Triton's interpreter, so the command a GPU lease depends on cannot rot while none is lent; each
+part's output checked."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from s2s.bench.gpu_check import ROOT, parts
+import pytest
+
+from s2s.bench.gpu_check import ROOT, SKIPPED_ON_CPU, TRAIN_VARIANTS, VERIFY, Part, Unproven, parts
 
 
 def test_parts_most_important_first() -> None:
@@ -47,20 +51,83 @@ def test_train_step_builds_its_config_without_scorers_or_audio_io() -> None:
     assert res.stdout.strip() == "blocked: jiwer"
 
 
-def test_dry_run_writes_report(tmp_path) -> None:
-    out = tmp_path / "gpu"
+def dry_run(out: Path, python: str = sys.executable) -> tuple[subprocess.CompletedProcess, dict]:
     res = subprocess.run(
-        [sys.executable, "-m", "s2s.bench.gpu_check", str(out), "--dry-run", "--budget", "600"],
+        [python, "-m", "s2s.bench.gpu_check", str(out), "--dry-run", "--budget", "600"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=700,
     )
-    data = json.loads((out / "results.json").read_text())
+    return res, json.loads((out / "results.json").read_text())
+
+
+def test_dry_run_exercises_every_part(tmp_path) -> None:
+    """Every part ran for real on the CPU and its output was read back: the kernels launched
+    (interpreted) and matched the PyTorch path, every decode run and training row is there;
+    the GPU tests, which cannot run, were collected and say "skipped on CPU", not "ok"."""
+    out = tmp_path / "gpu"
+    res, data = dry_run(out)
     status = {p["name"]: p["status"] for p in data["parts"]}
     assert res.returncode == 0, (status, res.stdout[-2000:], (out / "log.txt").read_text()[-3000:])
-    assert data["dry_run"] and all(s == "ok" for s in status.values())
+    assert data["dry_run"] and status == {
+        "pytest -m gpu": SKIPPED_ON_CPU,
+        **{p.name: "ok" for p in parts(dry_run=True)[1:]},
+    }
+    by_name = {p["name"]: p for p in data["parts"]}
+    assert all(p["exercised"] for p in data["parts"])
+    gpu_tests = by_name["pytest -m gpu"]["results"]
+    assert gpu_tests["tests"] >= 7 and gpu_tests["skipped"] == gpu_tests["tests"]
+    for dtype in ("float32", "bfloat16"):
+        rows = by_name[f"kernels {dtype}"]["results"]["rows"]
+        assert len(rows) == 4 and all(r["kernel_launches"] == 1 for r in rows)
+        assert {r["dtype"] for r in rows} == {dtype} and max(r["rel_err"] for r in rows) < 1e-5
+        runs = {r["run"] for r in by_name[f"decode {dtype}"]["results"]}
+        assert {"mha naive", "mha naive torch", "mtla s=4 lean", "mtla s=4 lean torch"} <= runs
+    train = by_name["train step bf16 autocast"]["results"]
+    assert [r["variant"] for r in train] == ["mha", "mtla:2"]
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8 and {"report.md", "results.json", "log.txt"} <= set(files)
     report = (out / "report.md").read_text()
     assert "decode float32" in report and "mtla s=2" in report
+    assert "| pytest -m gpu | skipped on CPU |" in report
+
+
+def part(name: str, results, dry: bool = True) -> Part:
+    p = next(p for p in parts(dry_run=dry) if p.name == name)
+    p.results = results
+    return p
+
+
+def kernel_row(**kw) -> dict:
+    row = {"dtype": "float32", "rel_err": 1e-7, "kernel_launches": 1, "copy_fraction": 0.5}
+    return row | kw
+
+
+def test_verification_fails_outputs_that_prove_nothing() -> None:
+    """Negative controls: what each part's check refuses although the command exited 0."""
+    train_rows = [{"variant": v, "step_s": 0.0} for v in TRAIN_VARIANTS]
+    cases = [
+        (part("pytest -m gpu", dict(tests=0, passed=0, skipped=0, failures=0, errors=0)), True),
+        (part("pytest -m gpu", dict(tests=7, passed=5, skipped=2, failures=0, errors=0)), False),
+        (part("kernels float32", {"rows": []}), True),
+        (part("kernels float32", {"rows": [kernel_row(), kernel_row(kernel_launches=0)]}), True),
+        (part("kernels float32", {"rows": [kernel_row(rel_err=float("nan"))]}), True),
+        (part("kernels bfloat16", {"rows": [kernel_row(dtype="bfloat16", rel_err=0.1)]}), True),
+        (part("train step bf16 autocast", [{"variant": "mha", "step_s": 0.1}]), True),
+        (part("train step bf16 autocast", train_rows), True),
+    ]
+    rows = [
+        {"run": run, "prefix": prefix, "decode_s": 1.0, "peak_cache_mib": 1.0, "kernel_launches": 9}
+        for run, prefix in part("decode float32", [], dry=False).expect
+    ]
+    cases.append((part("decode float32", rows[1:], dry=False), False))  # a run missing
+    for r in rows:
+        r["kernel_launches"] = 0  # the kernels never ran on the GPU
+    cases.append((part("decode float32", rows, dry=False), False))
+    for p, dry in cases:
+        with pytest.raises(Unproven):
+            VERIFY[p.kind](p, dry)
+    rows = [r | {"kernel_launches": 0 if r["run"].endswith("torch") else 9} for r in rows]
+    assert VERIFY["decode"](part("decode float32", rows, dry=False), False)[0] == "ok"
+

@@ -13,8 +13,10 @@ work is the same and only the attention and the cache handling differ. Engines:
 On CUDA the lean and naive engines' decode steps run the Triton kernels (kernels/) unless
 `--kernels off`; `--kernels both` adds every such run again on the PyTorch path ("... torch"),
 measured in the same process. Reported per run: decode time (median of repeats), the peak
-bytes the self-attention caches allocated during the search (CPU and GPU alike), and on CUDA
-torch's peak allocated memory; ratios are to MHA in the naive engine, measured in the same run.
+bytes the self-attention caches allocated during the search (CPU and GPU alike), on CUDA
+torch's peak allocated memory, and the kernel launches of one search (0 on the PyTorch path:
+the GPU check reads them to know the kernels ran); ratios are to MHA in the naive engine,
+measured in the same run.
 
     python -m s2s.bench.decode [--size paper|tiny] [--arrangement prefix|cross|prompt]
         [--batch 4] [--beam 50] [--prefix 100 300] [--steps 60] [--device cuda]
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from kernels.launch import counting
 from s2s.attention import sweep_config
 from s2s.bench.attention import DEFAULT_VARIANTS
 from s2s.bench.authors import AuthorsAttention, load_authors_mtla
@@ -120,16 +123,17 @@ def bench(
             torch.cuda.reset_peak_memory_stats()
         stats: dict = {}
         t0 = time.perf_counter()
-        beam_search(
-            dec,
-            memory,
-            lens,
-            cfg,
-            bos_id=BOS,
-            eos_id=EOS,
-            engine="naive" if engine == "authors" else engine,
-            stats=stats,
-        )
+        with counting() as launched:
+            beam_search(
+                dec,
+                memory,
+                lens,
+                cfg,
+                bos_id=BOS,
+                eos_id=EOS,
+                engine="naive" if engine == "authors" else engine,
+                stats=stats,
+            )
         if device.type == "cuda":
             torch.cuda.synchronize()
             peak_gpu = torch.cuda.max_memory_allocated() / 2**20
@@ -147,6 +151,7 @@ def bench(
         "cache_bytes_per_token": dec.cache_bytes_per_token(),
         "peak_cache_mib": peak_cache / 2**20,
         "peak_gpu_mib": peak_gpu,
+        "kernel_launches": sum(launched.values()),
     }
 
 

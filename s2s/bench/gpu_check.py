@@ -14,16 +14,22 @@ start with under MIN_PART_S left is skipped):
    mha;
 4. the training step of the paper-sized model (s2s.bench.train_step), mha and mtla, bf16
    autocast.
-After each part the report is rewritten, so a budget that runs out leaves what finished. The
-output folder gets at most five files: report.md (ready to paste into BENCHMARKS.md §9),
-results.json (every figure), decode.png (float32 decode time and cache memory), log.txt (every
-part's output).
+Each part's output is read back and checked, not only its exit status (VERIFY): the GPU tests
+all passed, every kernel row launched its kernel and matches the PyTorch path, every decode run
+is there (and on CUDA its kernel runs launched kernels, its PyTorch runs none), every training
+row has a time. The report says per part what it exercised. After each part the report is
+rewritten, so a budget that runs out leaves what finished. The output folder gets at most five
+files: report.md (ready to paste into BENCHMARKS.md §9), results.json (every figure),
+decode.png (float32 decode time and cache memory), log.txt (every part's output).
 
     python -m s2s.bench.gpu_check OUT [--budget 480] [--dry-run]
 
-`--dry-run`: the same parts at tiny sizes on the CPU under TRITON_INTERPRET=1, in seconds (the
-test suite runs it, so the command cannot rot while no GPU is lent); the kernel benchmark,
-which times CUDA events, only parses its command line there.
+`--dry-run`: the same parts at tiny sizes on the CPU under TRITON_INTERPRET=1, in a few minutes
+(the test suite runs it, so the command cannot rot while no GPU is lent): the kernel benchmark
+runs the kernels interpreted against the PyTorch path, the decode and training benchmarks run
+on the CPU, and `pytest -m gpu` collects the GPU tests, which skip without CUDA: that part says
+"skipped on CPU", not "ok". The exit status is 0 when every part is "ok" (or, in the dry run,
+"skipped on CPU").
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,17 +51,27 @@ ROOT = Path(__file__).resolve().parents[2]
 MAX_BUDGET_S = 600
 MIN_PART_S = 10
 DECODE_RUNS = ("mha:naive", "mla", "mtla:2", "mtla:3", "mtla:4")
+TRAIN_VARIANTS = ("mha", "mtla:2")
+SKIPPED_ON_CPU = "skipped on CPU"
+
+
+class Unproven(Exception):
+    """A part exited 0, but its output does not show that it did what it is for."""
 
 
 @dataclass
 class Part:
-    """One step of the check: a command line (`{json}` / `{plot}` stand for files it writes),
-    its weight in the budget, and what it produced."""
+    """One step of the check: a command line (`{json}` / `{xml}` / `{plot}` stand for files it
+    writes), its weight in the budget, the check of what it wrote (VERIFY), and what it
+    produced."""
 
     name: str
     argv: list[str]
     weight: float
+    kind: str  # a key of VERIFY
+    expect: list = field(default_factory=list)  # what its rows must cover (decode, train)
     status: str = "not run"
+    exercised: str = ""
     seconds: float = 0.0
     results: object = None
     files: dict[str, str] = field(default_factory=dict)
@@ -72,49 +90,159 @@ def gpu_test_files() -> list[str]:
 def parts(dry_run: bool) -> list[Part]:
     """The check's parts in order; the dry run's at tiny sizes on the CPU."""
     py = [sys.executable, "-m"]
-    if dry_run:  # kernels.bench times CUDA events: on the CPU only its command line is checked
-        kb = ["--help"]
-        dec = ["--size", "tiny", "--batch", "1", "--beam", "2", "--prefix", "8", "--steps", "2"]
+    if dry_run:  # kernels.bench runs the kernels interpreted on the CPU (TRITON_INTERPRET=1)
+        kb = ["--device", "cpu", "--batch", "1", "--beam", "2", "--slots", "16"]
+        prefixes = [8]
+        dec = ["--size", "tiny", "--batch", "1", "--beam", "2", "--steps", "2"]
         dec += ["--repeats", "1", "--device", "cpu"]
         tr = ["--size", "tiny", "--batch", "2", "--frames", "64", "--tokens", "5"]
         tr += ["--repeats", "1", "--device", "cpu"]
     else:
         kb, tr = [], []
-        dec = ["--size", "paper", "--batch", "4", "--beam", "50", "--prefix", "100", "300"]
-        dec += ["--steps", "60", "--repeats", "2", "--device", "cuda"]
+        prefixes = [100, 300]
+        dec = ["--size", "paper", "--batch", "4", "--beam", "50", "--steps", "60"]
+        dec += ["--repeats", "2", "--device", "cuda"]
+    dec += ["--prefix", *map(str, prefixes)]
     decode = [*py, "s2s.bench.decode", *dec, "--runs", *DECODE_RUNS, "--kernels", "both"]
+    runs = [(f"{label} torch" if torch_path else label, p) for label in decode_labels()
+            for torch_path in (False, True) for p in prefixes]  # fmt: skip
+    train = [*py, "s2s.bench.train_step", *tr, "--variants", *TRAIN_VARIANTS, "--amp"]
+    gpu_tests = [*py, "pytest", "-m", "gpu", "-q", "--junit-xml={xml}", *gpu_test_files()]
     return [
-        Part("pytest -m gpu", [*py, "pytest", "-m", "gpu", "-q", *gpu_test_files()], 0.15),
-        Part("kernels float32", [*py, "kernels.bench", *kb, "--json", "{json}"], 0.1),
+        Part("pytest -m gpu", gpu_tests, 0.15, "gpu tests"),
+        Part("kernels float32", [*py, "kernels.bench", *kb, "--json", "{json}"], 0.1, "kernels"),
         Part(
             "kernels bfloat16",
             [*py, "kernels.bench", *kb, "--dtype", "bfloat16", "--json", "{json}"],
             0.1,
+            "kernels",
         ),
-        Part("decode float32", [*decode, "--json", "{json}", "--plot", "{plot}"], 0.22),
-        Part("decode bfloat16", [*decode, "--dtype", "bfloat16", "--json", "{json}"], 0.22),
+        Part(
+            "decode float32",
+            [*decode, "--json", "{json}", "--plot", "{plot}"],
+            0.22,
+            "decode",
+            expect=runs,
+        ),
+        Part(
+            "decode bfloat16",
+            [*decode, "--dtype", "bfloat16", "--json", "{json}"],
+            0.22,
+            "decode",
+            expect=runs,
+        ),
         Part(
             "train step bf16 autocast",
-            [
-                *py,
-                "s2s.bench.train_step",
-                *tr,
-                "--variants",
-                "mha",
-                "mtla:2",
-                "--amp",
-                "--json",
-                "{json}",
-            ],
+            [*train, "--json", "{json}"],
             0.3,
+            "train step",
+            expect=list(TRAIN_VARIANTS),
         ),
     ]
 
 
-def run_part(part: Part, timeout: float, env: dict, work: Path, out: Path, log) -> None:
-    """Run one part with its timeout, its output appended to the log, its JSON kept."""
-    js, png = work / (part.name.replace(" ", "_") + ".json"), out / "decode.png"
-    argv = [a.replace("{json}", str(js)).replace("{plot}", str(png)) for a in part.argv]
+def decode_labels() -> list[str]:
+    """The decode benchmark's names of DECODE_RUNS ("mha naive", "mtla s=2 lean", ...)."""
+    from s2s.bench.decode import label, parse_run
+
+    return [f"{label(n, s)} {engine}" for n, s, engine in map(parse_run, DECODE_RUNS)]
+
+
+def read_junit(path: Path) -> dict[str, int]:
+    """pytest's JUnit XML -> the counts of tests, passed, failures, errors, skipped."""
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    n = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors")}
+    n["skipped"] = sum(int(s.get("skipped", 0)) for s in suites)
+    n["passed"] = n["tests"] - n["failures"] - n["errors"] - n["skipped"]
+    return n
+
+
+def verify_gpu_tests(part: Part, dry_run: bool) -> tuple[str, str]:
+    r = part.results
+    if not r["tests"]:
+        raise Unproven("no GPU test collected")
+    if r["failures"] or r["errors"]:
+        raise Unproven(f"{r['failures']} failed and {r['errors']} errors of {r['tests']}")
+    if dry_run:
+        if r["skipped"] != r["tests"]:
+            raise Unproven(f"{r['passed']} of {r['tests']} GPU tests passed without CUDA")
+        return SKIPPED_ON_CPU, f"{r['tests']} GPU tests collected, each skipped without CUDA"
+    if r["passed"] != r["tests"]:
+        raise Unproven(f"{r['skipped']} of {r['tests']} GPU tests skipped")
+    return "ok", f"{r['tests']} GPU tests passed"
+
+
+def verify_kernels(part: Part, dry_run: bool) -> tuple[str, str]:
+    rows = part.results["rows"]
+    if not rows:
+        raise Unproven("no rows")
+    if idle := [r for r in rows if not r["kernel_launches"]]:
+        raise Unproven(f"{len(idle)} of {len(rows)} rows launched no kernel")
+    tol = 1e-5 if rows[0]["dtype"] == "float32" else 1e-2
+    worst = max(r["rel_err"] for r in rows)
+    if not worst <= tol:  # NaN too
+        raise Unproven(f"a kernel is {worst:.1e} off the PyTorch path (> {tol:g})")
+    how = (
+        "interpreted on the CPU, tiny sizes (times are no speed)"
+        if dry_run
+        else f"up to {max(r['copy_fraction'] for r in rows):.0%} of the copy bandwidth"
+    )
+    return "ok", f"{len(rows)} rows, each launched its kernel, {worst:.0e} from PyTorch; {how}"
+
+
+def verify_decode(part: Part, dry_run: bool) -> tuple[str, str]:
+    rows = part.results
+    have = {(r["run"], r["prefix"]) for r in rows}
+    if missing := [f"{run} at {p}" for run, p in part.expect if (run, p) not in have]:
+        raise Unproven(f"missing runs: {', '.join(missing)}")
+    if empty := [r["run"] for r in rows if not (r["decode_s"] > 0 and r["peak_cache_mib"] > 0)]:
+        raise Unproven(f"no time or no cache for {', '.join(empty)}")
+    kernel_rows = [r for r in rows if not r["run"].endswith(" torch")]
+    launches = [r["kernel_launches"] for r in kernel_rows]
+    if any(r["kernel_launches"] for r in rows if r["run"].endswith(" torch")):
+        raise Unproven("a PyTorch-path run launched kernels")
+    runs = f"{len(rows)} runs ({len(kernel_rows)} kernels on, the same off)"
+    if dry_run:
+        return "ok", f"{runs}, tiny, on the CPU: the PyTorch path (the search runs kernels on CUDA)"
+    if not all(launches):
+        raise Unproven(f"{launches.count(0)} runs with kernels on launched none")
+    return "ok", f"{runs}; kernels on: {min(launches)}-{max(launches)} launches per search"
+
+
+def verify_train_step(part: Part, dry_run: bool) -> tuple[str, str]:
+    rows = {r["variant"]: r for r in part.results}
+    if sorted(rows) != sorted(part.expect):
+        raise Unproven(f"rows for {sorted(rows)}, wanted {sorted(part.expect)}")
+    if slow := [v for v, r in rows.items() if not 0 < r["step_s"] < float("inf")]:
+        raise Unproven(f"no step time for {', '.join(slow)}")
+    times = ", ".join(f"{v} {1e3 * r['step_s']:.0f} ms" for v, r in rows.items())
+    where = "tiny model on the CPU" if dry_run else "paper-sized model"
+    return "ok", f"{times} per step, bf16 autocast, {where}"
+
+
+#: Part.kind -> (the part, dry run?) -> (status, what it exercised); raises Unproven
+VERIFY: dict[str, Callable[[Part, bool], tuple[str, str]]] = {
+    "gpu tests": verify_gpu_tests,
+    "kernels": verify_kernels,
+    "decode": verify_decode,
+    "train step": verify_train_step,
+}
+
+
+def run_part(
+    part: Part, timeout: float, env: dict, work: Path, out: Path, log, dry_run: bool
+) -> None:
+    """Run one part with its timeout, its output appended to the log, its results read back
+    and verified."""
+    stem = work / part.name.replace(" ", "_")
+    js, xml, png = stem.with_suffix(".json"), stem.with_suffix(".xml"), out / "decode.png"
+    files = {"{json}": js, "{xml}": xml, "{plot}": png}
+    argv = []
+    for a in part.argv:
+        for key, path in files.items():
+            a = a.replace(key, str(path))
+        argv.append(a)
     log.write(f"\n## {part.name}: {' '.join(argv)}\n")
     log.flush()
     t0 = time.perf_counter()
@@ -122,14 +250,25 @@ def run_part(part: Part, timeout: float, env: dict, work: Path, out: Path, log) 
         rc = subprocess.run(
             argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
         ).returncode
-        part.status = "ok" if rc == 0 else f"failed (exit {rc})"
+        part.status = "ran" if rc == 0 else f"failed (exit {rc})"
     except subprocess.TimeoutExpired:
         part.status = f"timed out after {timeout:.0f} s"
     part.seconds = time.perf_counter() - t0
     if js.exists():
         part.results = json.loads(js.read_text())
-    if "{plot}" in part.argv and png.exists():
+    elif xml.exists():
+        part.results = read_junit(xml)
+    if any("{plot}" in a for a in part.argv) and png.exists():
         part.files["plot"] = png.name
+    if part.status != "ran":
+        return
+    try:
+        if part.results is None:
+            raise Unproven("it wrote no results")
+        part.status, part.exercised = VERIFY[part.kind](part, dry_run)
+    except Unproven as e:
+        part.status = f"failed: {e}"
+    log.write(f"## {part.name}: {part.status}; {part.exercised}\n")
 
 
 def table(rows: list[dict]) -> str:
@@ -159,15 +298,15 @@ def write_report(out: Path, all_parts: list[Part], head: dict) -> None:
     md = [
         f"### GPU check, {head['date']}, {head['device']}",
         "",
-        f"`python -m s2s.bench.gpu_check` (budget {head['budget_s']:.0f} s); torch "
-        f"{head['torch']}, triton {head['triton']}.",
+        f"`python -m s2s.bench.gpu_check` (budget {head['budget_s']:.0f} s); Python "
+        f"{head['python']}, torch {head['torch']}, triton {head['triton']}.",
         "",
-        "| part | status | seconds |",
-        "|---|---|---|",
+        "| part | status | seconds | what it exercised |",
+        "|---|---|---|---|",
     ]
-    md += [f"| {p.name} | {p.status} | {p.seconds:.0f} |" for p in all_parts]
+    md += [f"| {p.name} | {p.status} | {p.seconds:.0f} | {p.exercised} |" for p in all_parts]
     for p in all_parts:
-        if p.results is None:
+        if p.results is None or p.kind == "gpu tests":  # its counts are in `exercised`
             continue
         rows = p.results["rows"] if isinstance(p.results, dict) else p.results
         md += ["", f"#### {p.name}", ""]
@@ -180,7 +319,8 @@ def write_report(out: Path, all_parts: list[Part], head: dict) -> None:
     data = {
         **head,
         "parts": [
-            {k: v for k, v in vars(p).items() if k != "argv"} | {"command": " ".join(p.argv)}
+            {k: v for k, v in vars(p).items() if k not in ("argv", "expect")}
+            | {"command": " ".join(p.argv)}
             for p in all_parts
         ],
     }
@@ -208,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "device": device_name(args.dry_run),
         "budget_s": budget,
+        "python": platform.python_version(),
         "torch": torch.__version__,
         "triton": triton.__version__,
         "dry_run": args.dry_run,
@@ -225,11 +366,12 @@ def main(argv: list[str] | None = None) -> int:
                 write_report(out, todo, head)
                 continue
             timeout = min(left, max(budget * done / total - elapsed, MIN_PART_S))
-            run_part(part, timeout, env, Path(work), out, log)
+            run_part(part, timeout, env, Path(work), out, log, args.dry_run)
             write_report(out, todo, head)
             print(f"{part.name}: {part.status} ({part.seconds:.0f} s)", flush=True)
     print(f"report: {out / 'report.md'}")
-    return 0 if all(p.status == "ok" for p in todo) else 1
+    passed = {"ok", SKIPPED_ON_CPU} if args.dry_run else {"ok"}
+    return 0 if all(p.status in passed for p in todo) else 1
 
 
 if __name__ == "__main__":
