@@ -1,6 +1,7 @@
 """The GPU check's command (s2s.bench.gpu_check) in its dry run: tiny sizes on the CPU under
 Triton's interpreter, so the command a GPU lease depends on cannot rot while none is lent; each
-part's output checked."""
+part's output checked; and the dry run in an environment of the GPU image's packages
+(tools/gpu_image.py), where the imports a lent machine lacks would show."""
 
 from __future__ import annotations
 
@@ -131,3 +132,30 @@ def test_verification_fails_outputs_that_prove_nothing() -> None:
     rows = [r | {"kernel_launches": 0 if r["run"].endswith("torch") else 9} for r in rows]
     assert VERIFY["decode"](part("decode float32", rows, dry=False), False)[0] == "ok"
 
+
+@pytest.mark.slow
+def test_dry_run_on_the_gpu_image(tmp_path) -> None:
+    """tools/gpu_image.py check: a CPython 3.12 environment of exactly the GPU image's packages
+    (no jiwer, omegaconf, soundfile, espeakng-loader, rouge-score), built from uv's cache
+    without an index, the check's wheels installed by tools/gpu_check.sh as on a lent machine,
+    and the dry run there: every part as in the development environment, the training step
+    included (it died on `import jiwer` there before). Skips where the environment cannot be
+    built offline (no CPython 3.12, or `python tools/gpu_image.py prepare` never ran)."""
+    out = tmp_path / "gpu"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gpu_image.py"), "check", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if res.returncode == 3:
+        pytest.skip("no GPU image environment here: " + " ".join(res.stderr.split())[-300:])
+    data = json.loads((out / "results.json").read_text())
+    status = {p["name"]: p["status"] for p in data["parts"]}
+    assert res.returncode == 0, (status, res.stderr[-2000:], (out / "log.txt").read_text()[-3000:])
+    assert data["python"].startswith("3.12.") and data["torch"].startswith("2.11.")
+    assert data["triton"].startswith("3.6.") and data["dry_run"]
+    assert status == {
+        "pytest -m gpu": SKIPPED_ON_CPU,
+        **{p.name: "ok" for p in parts(dry_run=True)[1:]},
+    }

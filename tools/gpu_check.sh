@@ -7,6 +7,7 @@
 # machine lacks, at the versions of requirements/lock.txt (about 2 MB). `run` installs them into
 # a folder of their own (torch and everything else preinstalled stay untouched), puts s2s on
 # PYTHONPATH and runs `python -m s2s.bench.gpu_check OUT --budget BUDGET_S` (default 480).
+# tools/gpu_image.py runs `run` here, in an environment of the GPU image's packages.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 MISSING="omegaconf soundfile cffi pycparser"  # not in the GPU image; everything else s2s needs is
