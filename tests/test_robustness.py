@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -12,9 +13,10 @@ import torch
 from helpers import make_exp
 
 from s2s.bench import robustness as R
+from s2s.bench.long_audio import join_with_pauses, segment_contents
 from s2s.data.datadir import write_datadir
 from s2s.data.tts import SAMPLE_RATE, synthesize
-from s2s.decode.inference import Speech2Text
+from s2s.decode.inference import Result, Speech2Text
 
 PHRASES = ["good morning", "the red cup is on the table", "we like the small bird"]
 
@@ -49,44 +51,103 @@ def test_conditions_change_the_waveform_as_named() -> None:
     assert snr == pytest.approx(10.0, abs=0.1)
 
 
-def test_benchmark_on_a_tiny_model(tmp_path, capsys) -> None:
-    exp = make_exp(tmp_path)
+def make_data(tmp_path, phrases: list[str]) -> tuple[Path, dict[str, str]]:
+    """A data dir of the phrases synthesised (utt -> wav path)."""
     wavs, texts = {}, {}
-    for i, phrase in enumerate(PHRASES):
+    for i, phrase in enumerate(phrases):
         path = tmp_path / f"u{i}.wav"
         sf.write(path, (0.5 * synthesize(phrase, "en-us", seed=i)).numpy(), SAMPLE_RATE)
         wavs[f"spk-u{i}"], texts[f"spk-u{i}"] = str(path), phrase
     data = tmp_path / "data"
     write_datadir(data, wav_scp=wavs, texts={"text": texts}, utt2spk=dict.fromkeys(wavs, "spk"))
-    out = tmp_path / "robust.json"
+    return data, wavs
+
+
+def run_benchmark(exp: Path, data: Path, out: Path) -> dict:
     args = ["--model", str(exp), "--data", str(data), "--onsets", "0", "300"]
     assert R.main([*args, "--levels", "-10", "--snrs", "10", "--json", str(out)]) == 0
-    printed = capsys.readouterr().out
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def decoded_directly(s2t: Speech2Text, wavs: dict[str, str]) -> tuple[dict, dict]:
+    """Each condition of run_benchmark built here from the files and decoded one waveform at a
+    time as Speech2Text decodes a waveform; and the long recording transcribed with the
+    utterances' spans."""
+    waves = [s2t.load(w) for w in wavs.values()]
+    sr = s2t.sample_rate
+    conditions = {
+        "onset 0 ms": waves,
+        "onset 300 ms": [R.with_onset(w, 300, sr, R.FLOOR, i) for i, w in enumerate(waves)],
+        "level -10 dB": [R.with_level(w, -10) for w in waves],
+        "snr 10 dB": [R.with_snr(w, 10, i) for i, w in enumerate(waves)],
+    }
+    hyps = {name: [s2t(w, sr)[0].text for w in ws] for name, ws in conditions.items()}
+    recording, spans = join_with_pauses(waves, round(0.6 * sr), R.FLOOR)
+    segments = s2t.transcribe(recording, sr)
+    texts = [seg.text for seg in segments]
+    contents = segment_contents(segments, spans, sr)
+    long = {"texts": texts, "matching": R.segments_matching(texts, contents, hyps["onset 0 ms"])}
+    return hyps, long
+
+
+def check_report(report: dict, hyps: dict, long: dict) -> None:
+    """Every condition's hypotheses are those of its own waveform decoded directly, its share
+    'same as at 0 ms' is counted from them, and the long recording's figures are those of its
+    direct transcription."""
     rows = report["conditions"]
-    assert list(rows) == ["onset 0 ms", "onset 300 ms", "level -10 dB", "snr 10 dB"]
+    assert list(rows) == list(hyps)
+    alone = hyps["onset 0 ms"]
+    for name, row in rows.items():
+        assert row["hyps"] == hyps[name], name
+        same = sum(a == b for a, b in zip(hyps[name], alone)) / len(alone)
+        assert row["same_as_onset_0"] == same, name
+    assert report["onset_invariance"] == R.onset_invariance([alone, hyps["onset 300 ms"]])
+    assert report["long_recording"]["texts"] == long["texts"]
+    assert report["long_recording"]["matching"] == long["matching"]
+
+
+def test_benchmark_on_a_tiny_model(tmp_path, capsys) -> None:
+    exp = make_exp(tmp_path)
+    data, wavs = make_data(tmp_path, PHRASES)
+    report = run_benchmark(exp, data, tmp_path / "robust.json")
+    printed = capsys.readouterr().out
+    rows = report["conditions"]
     assert report["metric"] == "bleu" and all(0 <= r["bleu"] <= 100 for r in rows.values())
-    # onset 0 is each utterance decoded as s2s-decode decodes its file
-    s2t = Speech2Text.from_dir(exp)
-    assert rows["onset 0 ms"]["hyps"] == [s2t(w)[0].text for w in wavs.values()]
-    assert rows["onset 0 ms"]["same_as_onset_0"] == 1.0
-    assert report["onset_invariance"] == R.onset_invariance(
-        [rows["onset 0 ms"]["hyps"], rows["onset 300 ms"]["hyps"]]
-    )
-    long = report["long_recording"]
-    assert long["segments"] == len(PHRASES)  # 0.6 s pauses: one segment per utterance
+    hyps, long = decoded_directly(Speech2Text.from_dir(exp), wavs)
+    check_report(report, hyps, long)
+    # the untrained model says the same whatever it hears: each utterance, found as one
+    # segment of its own (0.6 s pauses), matches itself decoded alone
+    assert report["long_recording"]["segments"] == len(PHRASES) and long["matching"] == 1.0
     assert f"{100 * report['onset_invariance']:.1f}%" in printed
     assert "| onset 300 ms |" in printed
 
 
+def test_each_condition_decodes_its_own_waveform(tmp_path, monkeypatch) -> None:
+    """The same comparisons with a decoder whose output names its input (the features' frame
+    count and sum): every condition, and every segment of the long recording, gives other
+    hypotheses than the unmodified utterances, so a benchmark that decoded the unmodified
+    waveforms for some condition, or reported the long recording's share of another
+    decoding, fails check_report here."""
+
+    def fingerprint(self, sources):
+        return [[Result(f"{s.shape[0]}:{s.double().sum():.9g}", [], 0.0, 0.0)] for s in sources]
+
+    monkeypatch.setattr(Speech2Text, "decode_sources", fingerprint)
+    exp = make_exp(tmp_path)
+    data, wavs = make_data(tmp_path, PHRASES)
+    report = run_benchmark(exp, data, tmp_path / "robust.json")
+    hyps, long = decoded_directly(Speech2Text.from_dir(exp), wavs)
+    check_report(report, hyps, long)
+    alone = hyps["onset 0 ms"]
+    assert all(h[i] != alone[i] for h in list(hyps.values())[1:] for i in range(len(alone)))
+    # a segment holds other samples than its utterance's file unless the cuts fall on the
+    # file's ends: not every utterance matches here, while every one did with the real model
+    assert long["matching"] < 1.0
 def test_decoding_settings_from_the_command_line(tmp_path) -> None:
     """Trailing key=value arguments decode as Speech2Text does with those overrides."""
     exp = make_exp(tmp_path)
-    path = tmp_path / "u0.wav"
-    sf.write(path, (0.5 * synthesize(PHRASES[0], "en-us", seed=0)).numpy(), SAMPLE_RATE)
-    data = tmp_path / "data"
-    write_datadir(data, wav_scp={"spk-u0": str(path)}, texts={"text": {"spk-u0": PHRASES[0]}},
-                  utt2spk={"spk-u0": "spk"})  # fmt: skip
+    data, wavs = make_data(tmp_path, PHRASES[:1])
+    path = wavs["spk-u0"]
     out = tmp_path / "robust.json"
     settings = ["decode.beam_size=1", "decode.nbest=1", "decode.max_len_a=0", "decode.max_len_b=2"]
     args = ["--model", str(exp), "--data", str(data), "--onsets", "0", "--levels", "--snrs"]
@@ -94,7 +155,9 @@ def test_decoding_settings_from_the_command_line(tmp_path) -> None:
     report = json.loads(out.read_text())
     assert report["decode_overrides"] == settings
     s2t = Speech2Text.from_dir(exp, decode_overrides=settings)
-    assert report["conditions"]["onset 0 ms"]["hyps"] == [s2t(str(path))[0].text]
-    assert len(s2t(str(path))[0].tokens) <= 2  # the settings took effect
+    assert report["conditions"]["onset 0 ms"]["hyps"] == [s2t(path)[0].text]
+    assert len(s2t(path)[0].tokens) <= 2  # the settings took effect
+    default = Speech2Text.from_dir(exp)(path)[0]  # and they make a difference here
+    assert len(default.tokens) > 2 and report["conditions"]["onset 0 ms"]["hyps"] != [default.text]
     with pytest.raises(ValueError, match="beam_sise"):
         R.main(["decode.beam_sise=2", *args])
