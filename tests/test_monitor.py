@@ -103,6 +103,80 @@ def test_monitor_changes_nothing_in_training_and_is_off_with_one_key(tmp_path, p
     assert not any(t.startswith(("merge/", "grad_norm/", "valid/bleu")) for t in tags["scalars"])
 
 
+class _Board:
+    """A TBLogger that keeps the images (the monitor's heat maps, here raw probabilities)."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, torch.Tensor] = {}
+
+    def image(self, tag, img, step) -> None:
+        self.images[tag] = img
+
+    def scalars(self, values, step) -> None:
+        pass
+
+    def histogram(self, tag, values, step) -> None:
+        pass
+
+
+@pytest.mark.parametrize("arrangement", ["cross", "prefix", "prompt"])
+def test_images_show_the_targets_slots_and_the_frames_of_the_first_utterance(
+    arrangement, monkeypatch
+):
+    """Each image is utterance 0's: rows its [bos] + target tokens, the self map's columns the
+    target slots and the frames map's its own frames (not the batch's longest, not the other
+    arrangement's layout). In prefix and prompt one softmax covers [frames ; targets], so a
+    row of the two maps sums to 1 and each cell is zero exactly where MTLA's stride-aware mask
+    over the packed positions (frames first) hides the slot; in cross each map is a softmax of
+    its own."""
+    from s2s.attention import stride_aware_causal_mask
+    from s2s.data.dataset import Batch
+    from s2s.experiment import build_model, load_experiment_config
+    from s2s.train import monitor as M
+
+    monkeypatch.setattr(M, "heat_map", lambda a: a.detach().clone())
+    overrides = [
+        f"model.decoder.arrangement={arrangement}",
+        "model.decoder.projector_stack=2",
+        "model.decoder.attention.type=mtla",
+        "model.decoder.attention.stride=2",
+        "model.decoder.n_layers=2",
+    ]
+    cfg = load_experiment_config([ROOT / "conf" / "model" / "tiny_text.yaml"], overrides)
+    torch.manual_seed(0)
+    model = build_model(cfg, 40)
+    # utterance 0 is the shorter in frames and in targets: its maps are not the batch's corner
+    src_lens, tgt_lens = torch.tensor([7, 11]), torch.tensor([5, 6])
+    batch = Batch(
+        ["a", "b"],
+        torch.randint(4, 40, (2, 11)) * (torch.arange(11) < src_lens[:, None]),
+        src_lens,
+        torch.randint(4, 40, (2, 6)) * (torch.arange(6) < tgt_lens[:, None]),
+        tgt_lens,
+    )
+    board = _Board()
+    mon = M.TrainingMonitor(M.MonitorConfig(merge_stats=False), None, [batch])
+    mon.on_validate(model, 1, board)
+    P = 7 // 2 if arrangement == "prefix" else 7  # the projector stacks 2 frames into one
+    L = 5 + 1
+    visible = stride_aware_causal_mask(P + L, 2)
+    maps = ("self", "frames")
+    assert set(board.images) == {f"attention/layer{i}/{m}" for i in (0, 1) for m in maps}
+    for i in (0, 1):
+        self_map, frames_map = (board.images[f"attention/layer{i}/{m}"] for m in maps)
+        assert self_map.shape == (L, L) and frames_map.shape == (L, P)
+        if arrangement == "cross":
+            assert torch.equal(self_map > 0, visible[:L, :L])
+            assert (frames_map > 0).all()
+            sums = [self_map.sum(-1), frames_map.sum(-1)]
+        else:
+            assert torch.equal(self_map > 0, visible[P:, P:])
+            assert torch.equal(frames_map > 0, visible[P:, :P])
+            sums = [self_map.sum(-1) + frames_map.sum(-1)]
+        for total in sums:
+            torch.testing.assert_close(total, torch.ones(L))
+
+
 def test_unknown_monitor_metric_is_a_config_error():
     from s2s.train.monitor import MonitorConfig
 
