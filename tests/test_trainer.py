@@ -395,11 +395,20 @@ def test_cli_trains_resumes_and_averages_a_text_experiment(tmp_path):
     assert load_model_weights(model, exp) == exp / "model_avg.pt"
 
 
-@pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_amp_on_cpu_trains_with_finite_losses(tmp_path, amp):
+@pytest.mark.parametrize(
+    "amp, dtype", [("none", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]
+)
+def test_amp_on_cpu_trains_with_finite_losses(tmp_path, amp, dtype):
+    """Autocast ran: every training and validation forward's Linear computed in the amp dtype
+    (float32 without amp, the negative control), while the weights stayed float32."""
     tr = make_trainer(tmp_path, make_cfg(max_epochs=2, amp=amp, accum_grad=1))
+    computed = {True: set(), False: set()}  # training forward? -> the Linear's output dtypes
+    tr.module.out.register_forward_hook(
+        lambda m, i, out: computed[tr.module.training].add(out.dtype)
+    )
     metrics = tr.fit()
     assert tr.step > 0 and math.isfinite(metrics["valid/loss"])
+    assert computed == {True: {dtype}, False: {dtype}}
     assert all(p.dtype == torch.float32 for p in tr.module.parameters())  # master weights
     state = load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))["scaler"]
     assert bool(state) == (amp == "fp16")  # GradScaler state only when it is enabled
