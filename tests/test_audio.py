@@ -154,7 +154,7 @@ def test_speed_perturb_identity_and_errors() -> None:
     wave = torch.randn(1000)
     out = speed_perturb(wave, 16000, 1.0)
     assert torch.equal(out, wave) and out is not wave
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"speed factor must be > 0, got 0\.0"):
         speed_perturb(wave, 16000, 0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected a \(N,\) waveform, got shape \(1, 1000\)"):
         speed_perturb(wave[None], 16000, 0.9)

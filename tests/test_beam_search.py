@@ -138,5 +138,5 @@ def test_limits_and_config() -> None:
     cfg = BeamSearchConfig(beam_size=2, nbest=2, max_len_b=3, min_len=3)
     out = beam_search(dec, torch.randn(1, 5, 24), torch.tensor([5]), cfg, bos_id=BOS, eos_id=EOS)
     assert all(len(h.tokens) == 3 for h in out[0])  # min_len == max_len pins the length
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need beam_size >= 1 and 1 <= nbest <= beam_size"):
         BeamSearchConfig(beam_size=2, nbest=3)

@@ -63,7 +63,7 @@ def test_compiler_probe_skips_only_for_missing_tools(monkeypatch) -> None:
     monkeypatch.setattr(knobs, "nvidia", Missing())
     assert _compiler_present() is False
     monkeypatch.setattr(knobs, "nvidia", SimpleNamespace())  # an upgrade renamed the knobs
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="ptxas"):
         _compiler_present()
 
 

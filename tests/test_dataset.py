@@ -86,7 +86,7 @@ def test_lengths_do_not_read_features(env: dict, tmp_path: Path) -> None:
         shard.unlink()
     ds = SpeechDataset(dump, env["data"], env["tok"])  # builds from the index alone
     assert ds.lengths == SpeechDataset(env["dump"], env["data"], env["tok"]).lengths
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"feats\.\d+\.npy: shard named in .* is missing"):
         ds[0]
 
 

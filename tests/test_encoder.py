@@ -185,26 +185,26 @@ def test_gradients_reach_every_parameter(enc_type: str, pos: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad",
+    "bad, message",
     [
-        dict(type="lstm"),
-        dict(subsampling="conv2d5"),
-        dict(pos="alibi"),
-        dict(d_model=30, n_heads=4),
-        dict(d_model=12, n_heads=4, pos="rotary"),  # odd head dim
-        dict(n_layers=0),
-        dict(ffn_dim=0),
-        dict(dropout=1.0),
-        dict(attn_dropout=-0.1),
-        dict(conv_kernel=4),
-        dict(conv_kernel=0),
-        dict(vocab_size=-1),
-        dict(input_dim=10, subsampling="conv2d8"),
-        dict(input_dim=6, subsampling="conv2d4"),
+        (dict(type="lstm"), "encoder type 'lstm' not in"),
+        (dict(subsampling="conv2d5"), "encoder subsampling 'conv2d5' not in"),
+        (dict(pos="alibi"), "encoder pos 'alibi' not in"),
+        (dict(d_model=30, n_heads=4), "encoder d_model 30 not divisible by 4 heads"),
+        (dict(d_model=12, n_heads=4, pos="rotary"), "need an even head dim, got 3"),
+        (dict(n_layers=0), "encoder n_layers must be >= 1, got 0"),
+        (dict(ffn_dim=0), "encoder ffn_dim must be >= 1, got 0"),
+        (dict(dropout=1.0), r"encoder dropout must be in \[0, 1\), got 1\.0"),
+        (dict(attn_dropout=-0.1), r"encoder attn_dropout must be in \[0, 1\), got -0\.1"),
+        (dict(conv_kernel=4), "encoder conv_kernel must be odd and >= 1, got 4"),
+        (dict(conv_kernel=0), "encoder conv_kernel must be odd and >= 1, got 0"),
+        (dict(vocab_size=-1), "encoder vocab_size must be >= 0, got -1"),
+        (dict(input_dim=10, subsampling="conv2d8"), r"input_dim 10 too small .* \(needs >= 15\)"),
+        (dict(input_dim=6, subsampling="conv2d4"), r"input_dim 6 too small .* \(needs >= 7\)"),
     ],
 )
-def test_invalid_config_raises(bad: dict) -> None:
-    with pytest.raises(ValueError):
+def test_invalid_config_raises(bad: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         EncoderConfig(**bad)
 
 
@@ -214,7 +214,7 @@ def test_structured_config_and_defaults() -> None:
     x = torch.randn(1, 20, 80)
     out, lens = enc(x, torch.tensor([20]))
     assert out.shape == (1, 4, 256) and lens.tolist() == [4]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expects features \(B, T, 80\), got \(1, 20, 40\)"):
         enc(torch.randn(1, 20, 40), torch.tensor([20]))  # wrong feature dim
 
 

@@ -107,27 +107,31 @@ def kernel_row(**kw) -> dict:
 
 def test_verification_fails_outputs_that_prove_nothing() -> None:
     """Negative controls: what each part's check refuses although the command exited 0."""
+    none = dict(tests=0, passed=0, skipped=0, failures=0, errors=0)
+    some_skipped = dict(tests=7, passed=5, skipped=2, failures=0, errors=0)
+    idle = [kernel_row(), kernel_row(kernel_launches=0)]
     train_rows = [{"variant": v, "step_s": 0.0} for v in TRAIN_VARIANTS]
-    cases = [
-        (part("pytest -m gpu", dict(tests=0, passed=0, skipped=0, failures=0, errors=0)), True),
-        (part("pytest -m gpu", dict(tests=7, passed=5, skipped=2, failures=0, errors=0)), False),
-        (part("kernels float32", {"rows": []}), True),
-        (part("kernels float32", {"rows": [kernel_row(), kernel_row(kernel_launches=0)]}), True),
-        (part("kernels float32", {"rows": [kernel_row(rel_err=float("nan"))]}), True),
-        (part("kernels bfloat16", {"rows": [kernel_row(dtype="bfloat16", rel_err=0.1)]}), True),
-        (part("train step bf16 autocast", [{"variant": "mha", "step_s": 0.1}]), True),
-        (part("train step bf16 autocast", train_rows), True),
-    ]
     rows = [
         {"run": run, "prefix": prefix, "decode_s": 1.0, "peak_cache_mib": 1.0, "kernel_launches": 9}
         for run, prefix in part("decode float32", [], dry=False).expect
     ]
-    cases.append((part("decode float32", rows[1:], dry=False), False))  # a run missing
-    for r in rows:
-        r["kernel_launches"] = 0  # the kernels never ran on the GPU
-    cases.append((part("decode float32", rows, dry=False), False))
-    for p, dry in cases:
-        with pytest.raises(Unproven):
+    cases = [
+        (part("pytest -m gpu", none), True, "no GPU test collected"),
+        (part("pytest -m gpu", some_skipped), False, "2 of 7 GPU tests skipped"),
+        (part("kernels float32", {"rows": []}), True, "no rows"),
+        (part("kernels float32", {"rows": idle}), True, "1 of 2 rows launched no kernel"),
+        (part("kernels float32", {"rows": [kernel_row(rel_err=float("nan"))]}), True, "nan off"),
+        (part("kernels bfloat16", {"rows": [kernel_row(dtype="bfloat16", rel_err=0.1)]}), True,
+         r"1\.0e-01 off the PyTorch path \(> 0\.01\)"),
+        (part("train step bf16 autocast", [{"variant": "mha", "step_s": 0.1}]), True, "wanted"),
+        (part("train step bf16 autocast", train_rows), True, "no step time for mha, mtla:2"),
+        (part("decode float32", rows[1:], dry=False), False, "missing runs: mha naive at 100"),
+        (part("decode float32", rows, dry=False), False, "a PyTorch-path run launched kernels"),
+        (part("decode float32", [r | {"kernel_launches": 0} for r in rows], dry=False), False,
+         "10 runs with kernels on launched none"),
+    ]  # fmt: skip
+    for p, dry, message in cases:
+        with pytest.raises(Unproven, match=message):
             VERIFY[p.kind](p, dry)
     rows = [r | {"kernel_launches": 0 if r["run"].endswith("torch") else 9} for r in rows]
     assert VERIFY["decode"](part("decode float32", rows, dry=False), False)[0] == "ok"

@@ -96,7 +96,7 @@ def test_registry_and_compute():
     assert parse_metric_names("bleu, chrf,bleu") == ["bleu", "chrf"]
     with pytest.raises(ValueError, match="meteor"):
         parse_metric_names("bleu,meteor")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"2 hypotheses but {len(REFS)} references"):
         compute(["bleu"], HYPS[:2], REFS)
 
 

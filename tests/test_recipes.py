@@ -183,8 +183,9 @@ def test_run_sh_drives_the_stage_engine(tmp_path: Path) -> None:
 
 def test_recipe_rejects_bad_flags(tmp_path: Path) -> None:
     root = copy_recipe(tmp_path, "phrases/st1", {})
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         recipe_main(["--recipe-dir", str(root), "--attention", "nope"])
+    assert e.value.code == 2  # argparse's usage error
     (root / "conf" / "recipe.yaml").write_text("corpus: phrases.prepare\ntask: st\ntypo_key: 1\n")
     assert recipe_main(["--recipe-dir", str(root)]) == 2
 
