@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from s2s.bench.attention import main
 
@@ -81,18 +82,39 @@ def test_decode_bench_runs_every_engine(tmp_path) -> None:
         )
 
 
-def test_train_step_bench_every_variant(tmp_path) -> None:
-    """The whole model's training step per variant from conf/ (tiny size): every requested
-    variant gets a row, ratios are to MHA."""
-    from s2s.bench.train_step import main as train_main
+@pytest.mark.parametrize("amp", [False, True])
+def test_train_step_bench_every_variant(tmp_path, monkeypatch, amp) -> None:
+    """The whole model's training step per variant from conf/ (tiny size): each row times its
+    own variant's model (its parameter count; MTLA's stride reaches the attention), every
+    timed step ran forward (in bfloat16 under --amp, float32 without), backward and the
+    optimiser (the weights moved), and the ratios are to MHA's time."""
+    from s2s.bench import train_step as T
 
+    built, build_model = {}, T.build
+
+    def build(spec: str, size: str):
+        model = build_model(spec, size)
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        dtypes = []
+        model.decoder.output.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+        built[spec] = (model, start, dtypes)
+        return model
+
+    monkeypatch.setattr(T, "build", build)
     out = tmp_path / "train.json"
     argv = ["--size", "tiny", "--batch", "2", "--frames", "40", "--tokens", "5"]
-    argv += ["--repeats", "1", "--device", "cpu", "--variants", "mha", "mtla:3"]
-    assert train_main([*argv, "--json", str(out)]) == 0
+    argv += ["--repeats", "2", "--device", "cpu", "--variants", "mha", "mtla:3"]
+    assert T.main([*argv, *(["--amp"] if amp else []), "--json", str(out)]) == 0
     rows = {r["variant"]: r for r in json.loads(out.read_text())}
-    assert set(rows) == {"mha", "mtla:3"} and rows["mha"]["ratio"] == 1.0
-    assert all(r["step_s"] > 0 for r in rows.values())
+    assert set(rows) == {"mha", "mtla:3"} == set(built)
+    for spec, (model, start, dtypes) in built.items():
+        assert rows[spec]["params_m"] == sum(p.numel() for p in model.parameters()) / 1e6
+        assert dtypes == [torch.bfloat16 if amp else torch.float32] * 3  # warm-up + 2 repeats
+        moved = [k for k, v in model.state_dict().items() if not torch.equal(v, start[k])]
+        assert "decoder.output.weight" in moved or "decoder.embed.weight" in moved
+        assert rows[spec]["ratio"] == rows[spec]["step_s"] / rows["mha"]["step_s"] > 0
+    assert built["mtla:3"][0].decoder.layers[0].self_attn.stride == 3
+    assert rows["mtla:3"]["params_m"] != rows["mha"]["params_m"]
 
 
 @pytest.mark.gpu
