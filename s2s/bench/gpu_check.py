@@ -108,37 +108,16 @@ def parts(dry_run: bool) -> list[Part]:
             for torch_path in (False, True) for p in prefixes]  # fmt: skip
     train = [*py, "s2s.bench.train_step", *tr, "--variants", *TRAIN_VARIANTS, "--amp"]
     gpu_tests = [*py, "pytest", "-m", "gpu", "-q", "--junit-xml={xml}", *gpu_test_files()]
-    return [
-        Part("pytest -m gpu", gpu_tests, 0.15, "gpu tests"),
-        Part("kernels float32", [*py, "kernels.bench", *kb, "--json", "{json}"], 0.1, "kernels"),
-        Part(
-            "kernels bfloat16",
-            [*py, "kernels.bench", *kb, "--dtype", "bfloat16", "--json", "{json}"],
-            0.1,
-            "kernels",
-        ),
-        Part(
-            "decode float32",
-            [*decode, "--json", "{json}", "--plot", "{plot}"],
-            0.22,
-            "decode",
-            expect=runs,
-        ),
-        Part(
-            "decode bfloat16",
-            [*decode, "--dtype", "bfloat16", "--json", "{json}"],
-            0.22,
-            "decode",
-            expect=runs,
-        ),
-        Part(
-            "train step bf16 autocast",
-            [*train, "--json", "{json}"],
-            0.3,
-            "train step",
-            expect=list(TRAIN_VARIANTS),
-        ),
-    ]
+    todo = [Part("pytest -m gpu", gpu_tests, 0.15, "gpu tests")]
+    for dtype in ("float32", "bfloat16"):
+        argv = [*py, "kernels.bench", *kb, "--dtype", dtype, "--json", "{json}"]
+        todo.append(Part(f"kernels {dtype}", argv, 0.1, "kernels"))
+    for dtype, plot in (("float32", ["--plot", "{plot}"]), ("bfloat16", [])):
+        argv = [*decode, "--dtype", dtype, "--json", "{json}", *plot]
+        todo.append(Part(f"decode {dtype}", argv, 0.22, "decode", expect=runs))
+    argv = [*train, "--json", "{json}"]
+    todo.append(Part("train step bf16 autocast", argv, 0.3, "train step", list(TRAIN_VARIANTS)))
+    return todo
 
 
 def decode_labels() -> list[str]:
