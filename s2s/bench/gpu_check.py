@@ -24,7 +24,7 @@ decode.png (float32 decode time and cache memory), log.txt (every part's output)
 
     python -m s2s.bench.gpu_check OUT [--budget 480] [--dry-run]
 
-`--dry-run`: the same parts at tiny sizes on the CPU under TRITON_INTERPRET=1, in a few minutes
+`--dry-run`: the same parts at tiny sizes on the CPU under TRITON_INTERPRET=1, in a minute or two
 (the test suite runs it, so the command cannot rot while no GPU is lent): the kernel benchmark
 runs the kernels interpreted against the PyTorch path, the decode and training benchmarks run
 on the CPU, and `pytest -m gpu` collects the GPU tests, which skip without CUDA: that part says
@@ -104,8 +104,7 @@ def parts(dry_run: bool) -> list[Part]:
         dec += ["--repeats", "2", "--device", "cuda"]
     dec += ["--prefix", *map(str, prefixes)]
     decode = [*py, "s2s.bench.decode", *dec, "--runs", *DECODE_RUNS, "--kernels", "both"]
-    runs = [(f"{label} torch" if torch_path else label, p) for label in decode_labels()
-            for torch_path in (False, True) for p in prefixes]  # fmt: skip
+    runs = [(run + path, p) for run in decode_labels() for path in ("", " torch") for p in prefixes]
     train = [*py, "s2s.bench.train_step", *tr, "--variants", *TRAIN_VARIANTS, "--amp"]
     gpu_tests = [*py, "pytest", "-m", "gpu", "-q", "--junit-xml={xml}", *gpu_test_files()]
     todo = [Part("pytest -m gpu", gpu_tests, 0.15, "gpu tests")]

@@ -23,9 +23,10 @@ LC_RM_DESCRIPTION = (
 
 @functools.cache
 def _lc_rm_transform():
-    """"lc.rm": lowercase, remove punctuation (every Unicode character of a category P*, as
-    jiwer.RemovePunctuation defines it, so "don't" -> "dont"), collapse runs of spaces and strip.
-    jiwer is imported here, not with the module: reading hyp/ref files and Score need no scorer."""
+    """The "lc.rm" transform: lowercase, remove punctuation (every Unicode character of a
+    category P*, as jiwer.RemovePunctuation defines it, so "don't" -> "dont"), collapse runs of
+    spaces and strip. jiwer is imported here, not with the module: reading hyp/ref files and
+    Score need no scorer."""
     import jiwer
 
     steps = [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces()]
