@@ -18,6 +18,7 @@ command-line overrides are relative to the current directory, as usual.)
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -52,6 +53,10 @@ class DataConfig:
     cmvn: global CMVN statistics file ("" = per-utterance CMVN). features: how the dumps were
     computed, so decoding computes features from audio exactly the same way.
     max_frames: batch cap in padded source frames (ESPnet numel / fairseq max_tokens).
+    bucket_frames / bucket_tokens: pad every batch's sources (frames, or tokens for text) /
+    targets to a multiple of this length, and give each padded source length a fixed batch
+    size, so that batch shapes repeat (a compiled step and oneDNN's bf16 kernels are built per
+    shape; docs/training.md). 0: batches padded to their longest item only.
     """
 
     source: str = "speech"
@@ -69,6 +74,8 @@ class DataConfig:
     max_batch_size: int = 0
     max_src_len: int = 0
     num_workers: int = 0
+    bucket_frames: int = 0
+    bucket_tokens: int = 0
     features: FbankConfig = field(default_factory=FbankConfig)
     specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
 
@@ -79,6 +86,9 @@ class DataConfig:
             raise ValueError("data.source 'text' needs data.source_field (e.g. text.src)")
         if self.max_frames < 1:
             raise ValueError(f"data.max_frames must be >= 1, got {self.max_frames}")
+        for name in ("bucket_frames", "bucket_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name} must be >= 0 (0 = off), got {getattr(self, name)}")
 
 
 @dataclass
@@ -242,18 +252,19 @@ def build_loader(
     from s2s.data.dataset import collate
     from s2s.data.sampler import BucketBatchSampler
 
+    d = cfg.data
     sampler = BucketBatchSampler(
         dataset.lengths,
-        cfg.data.max_frames,
-        max_batch_size=cfg.data.max_batch_size,
+        d.max_frames,
+        max_batch_size=d.max_batch_size,
         shuffle=shuffle,
         seed=cfg.train.seed,
         num_replicas=world_size,
         rank=rank,
+        bucket=d.bucket_frames,
     )
-    return DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers
-    )
+    pad = functools.partial(collate, pad_src_to=d.bucket_frames, pad_tgt_to=d.bucket_tokens)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=pad, num_workers=d.num_workers)
 
 
 def build_model(cfg: ExperimentConfig, vocab_size: int) -> Seq2SeqModel:

@@ -76,10 +76,12 @@ class TemporalLatentAttention(LatentAttention):
         if self.record is not None:
             self.record["merge_weight"] = w.detach()
         wc = w[..., None] * c
-        pad = -T % s
-        # Prefix sums inside each chunk: (B, T/s, s, r) cumsum over the chunk axis.
-        chunks = F.pad(wc, (0, 0, 0, pad)).view(B, (T + pad) // s, s, R)
-        return chunks.cumsum(dim=2).view(B, T + pad, R)[:, :T]
+        # Prefix sums inside each chunk: (B, n, s, r) cumsum over the chunk axis, n = ceil(T/s).
+        # The padded length written as n * s (not T + (-T % s)) lets torch.compile see that the
+        # view fits for every T, so one graph serves odd and even lengths (train.compile).
+        n = (T + s - 1) // s
+        chunks = F.pad(wc, (0, 0, 0, n * s - T)).view(B, n, s, R)
+        return chunks.cumsum(dim=2).view(B, n * s, R)[:, :T]
 
     def step_slot(self, c: Tensor, k_rope: Tensor, cache: AttentionCache) -> Tensor:
         if self.stride == 1:

@@ -21,6 +21,39 @@ from s2s.attention.cache import AttentionCache
 from s2s.attention.masks import self_attention_mask, stride_aware_visible
 
 
+def sdpa(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None = None,
+    *,
+    dropout: float = 0.0,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> Tensor:
+    """F.scaled_dot_product_attention (q (B, H, L, D), k/v (B, G, T, D)), except under bfloat16
+    autocast on the CPU, where it runs in float32: PyTorch's CPU flash attention computes the
+    bfloat16 backward in small blocks, about 7x slower than the float32 one at our sizes
+    (docs/training.md), while the products around it gain from bfloat16. The output is then
+    float32; the next Linear lowers it again."""
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        if attn_mask is not None and attn_mask.is_floating_point():  # an additive mask
+            attn_mask = attn_mask.float()
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(
+                q.float(),
+                k.float(),
+                v.float(),
+                attn_mask=attn_mask,
+                dropout_p=dropout,
+                scale=scale,
+                enable_gqa=enable_gqa,
+            )
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=scale, enable_gqa=enable_gqa
+    )
+
+
 def parallel_attention(
     q: Tensor,
     k: Tensor,
@@ -48,9 +81,7 @@ def parallel_attention(
         out = _flex(qh, kh, vh, scale=scale, stride=stride, lengths=lengths, q_pos=q_pos, gqa=gqa)
     else:
         mask = self_attention_mask(k.shape[1], stride, lengths, q.device, q_pos)
-        out = F.scaled_dot_product_attention(
-            qh, kh, vh, attn_mask=mask, dropout_p=dropout, scale=scale, enable_gqa=gqa
-        )
+        out = sdpa(qh, kh, vh, mask, dropout=dropout, scale=scale, enable_gqa=gqa)
     return out.transpose(1, 2)
 
 

@@ -1,19 +1,40 @@
-"""Training-step benchmark of the whole model per decoder self-attention variant, side by side in
-one run: forward, backward and the optimiser step of the paper-sized model (conf/model/paper.yaml
-with conf/attention/<variant>.yaml), on a random batch of speech features and targets.
+"""Training-step benchmark: how fast the trainer's own step (s2s.train.trainer.Trainer.train_step:
+forward, loss, backward, clipping, the optimiser) runs, and how close it gets to the machine.
+
+Real batches (an experiment's step, one row per optimisation, all in one run):
+
+    python -m s2s.bench.train_step --exp recipes/phrases/st1/exp/tiny_mtla_s2_cross_demo
+        [--batches 40] [--rounds 3] [--rows eager-fp32 fused buckets compile bf16 bf16-compile]
+        [--threads N] [--json out.json]
+
+takes the experiment's config.yaml (model, data settings with SpecAugment, training settings)
+and its training set. Each row is that config with a few settings changed (ROWS); every row
+trains a model of its own from the same seed on the first --batches batches of epoch 0 as
+its own sampler cuts them (length buckets change the batches, so rows are compared by
+throughput: real, unpadded, frames per second). A warm-up pass over the batches (compile time
+included, reported) comes first; then --rounds rounds, every row in turn in each, so a drift
+of the machine's speed reaches every row alike; figures are medians over rounds. FLOPs per
+step are counted with torch's FlopCounterMode (attention included), and the same run measures
+the machine's float32 (and bfloat16) matmul rate, 2048 x 2048 x 2048, as the yardstick:
+GFLOP/s and its share of that rate.
+
+Random batches (every decoder variant at the paper's size; the GPU check's part 4):
+
+    python -m s2s.bench.train_step [--size paper|tiny] [--batch 8] [--frames 1200]
+        [--tokens 60] [--device cuda] [--amp] [--compile] [--variants mha mla mtla:2 ...]
 
 The figure the paper's claim rests on is the ratio to MHA measured in the same run (MTLA's
 hyper-network and stride-aware mask must not make training much slower). Times are medians
 (CUDA events on GPU).
-
-    python -m s2s.bench.train_step [--size paper|tiny] [--batch 8] [--frames 1200]
-        [--tokens 60] [--device cuda] [--amp] [--variants mha mla mtla:2 ...] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -21,6 +42,7 @@ import torch
 from s2s.bench.attention import DEFAULT_VARIANTS, median_time
 from s2s.data.dataset import Batch
 from s2s.experiment import build_model, load_experiment_config
+from s2s.train.speed import autocast
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES = {  # model YAML and the overrides that make it small (tests, CPU smoke runs)
@@ -37,6 +59,202 @@ SIZES = {  # model YAML and the overrides that make it small (tests, CPU smoke r
     ],
 }
 VOCAB = 8000  # the paper's SentencePiece unigram size
+
+# Real-batch rows: settings over the experiment's own. "eager-fp32" is the step as it ran before
+# any of these options existed (float32, the parameter-at-a-time Adam, NCHW convolutions,
+# batches padded to their longest item, no compile); each later row adds one thing.
+_FUSED = ["train.amp=none", "train.optim_impl=fused", "train.compile=false"]
+_NO_BUCKETS = ["data.bucket_frames=0", "data.bucket_tokens=0"]
+_BUCKETS = ["data.bucket_frames=64", "data.bucket_tokens=8"]
+_FAST = [*_FUSED, "train.channels_last=true", *_BUCKETS]  # every option but compile, fp32
+ROWS: dict[str, list[str]] = {
+    "eager-fp32": [*_FUSED, "train.optim_impl=for_loop", "train.channels_last=false", *_NO_BUCKETS],
+    "fused": [*_FUSED, "train.channels_last=false", *_NO_BUCKETS],
+    "channels-last": [*_FUSED, "train.channels_last=true", *_NO_BUCKETS],
+    "buckets": _FAST,
+    "compile": [*_FAST, "train.compile=true"],
+    "bf16": [*_FAST, "train.amp=bf16"],
+    "bf16-compile": [*_FAST, "train.amp=bf16", "train.compile=true"],
+    "bf16-no-buckets": [*_FUSED, "train.channels_last=true", *_NO_BUCKETS, "train.amp=bf16"],
+}
+DEFAULT_ROWS = [
+    "eager-fp32",
+    "fused",
+    "channels-last",
+    "buckets",
+    "compile",
+    "bf16",
+    "bf16-compile",
+]
+
+
+# --- FLOPs and the yardstick ----------------------------------------------------------------
+
+
+def flop_counter():
+    """torch's FlopCounterMode, with PyTorch's CPU flash attention (forward and backward)
+    counted as its other attention kernels are (torch 2.11 leaves the CPU ones out)."""
+    from torch.utils import flop_counter as fc
+
+    def forward(q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_flop_count(q, k, v)
+
+    def backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_backward_flop_count(grad_out, q, k, v)
+
+    aten = torch.ops.aten
+    mapping = {
+        aten._scaled_dot_product_flash_attention_for_cpu: forward,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
+    }
+    return fc.FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's dense matmul rate now: an n x n x n product, median of `repeats`."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up: oneDNN/MKL build their kernels
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+# --- real batches ------------------------------------------------------------------------------
+
+
+class Row:
+    """One optimisation setting: its own config, model, trainer and batches."""
+
+    def __init__(
+        self, name: str, exp: Path, overrides: list[str], dataset, vocab: int, n_batches: int
+    ) -> None:
+        from s2s import experiment as X
+        from s2s.train.trainer import Trainer
+
+        self.name, self.overrides = name, overrides
+        cfg = load_experiment_config([exp / "config.yaml"], [*overrides, "train.device=cpu"])
+        # The same seed, the same initial weights and then the same SpecAugment draws: every
+        # row augments its utterances alike (its buckets may group them differently).
+        torch.manual_seed(cfg.train.seed)
+        model = X.build_model(cfg, vocab)
+        loader = X.build_loader(cfg, dataset, shuffle=True)
+        loader.batch_sampler.set_epoch(0)
+        self.batches: list[Batch] = []
+        for batch in loader:
+            self.batches.append(batch)
+            if len(self.batches) == n_batches:
+                break
+        self.tmp = tempfile.TemporaryDirectory(prefix="s2s-train-step-")
+        self.trainer = Trainer(model, cfg.train, self.tmp.name, loader, device="cpu")
+        self.amp = self.trainer.amp
+        self.frames = sum(int(b.src_lens.sum()) for b in self.batches)
+        self.times: list[list[float]] = []  # per round, per batch
+        self.warmup_s = 0.0
+        self.flops = 0
+
+    def run(self) -> list[float]:
+        times = []
+        for batch in self.batches:
+            t = time.perf_counter()
+            self.trainer.train_step(batch)
+            times.append(time.perf_counter() - t)
+        return times
+
+    def count_flops(self) -> None:
+        """FLOPs of forward and backward over every batch (counted once per batch shape: they
+        depend on shapes only); the optimiser's elementwise work is not counted."""
+        per_shape: dict[tuple, int] = {}
+        module = self.trainer.module
+        for batch in self.batches:
+            key = (tuple(batch.src.shape), tuple(batch.tgt.shape))
+            if key not in per_shape:
+                with flop_counter() as counter, autocast(self.trainer.device, self.amp):
+                    module(batch)["loss"].backward()
+                module.zero_grad(set_to_none=True)
+                per_shape[key] = counter.get_total_flops()
+            self.flops += per_shape[key]
+
+    def summary(self, matmul: dict[str, float]) -> dict:
+        rounds = [sum(t) for t in self.times]
+        total = statistics.median(rounds)
+        steps = len(self.batches)
+        gflops = self.flops / total / 1e9
+        return {
+            "row": self.name,
+            "overrides": self.overrides,
+            "amp": self.amp,
+            "batches": steps,
+            "step_ms": 1e3 * statistics.median([x for t in self.times for x in t]),
+            "frames_per_s": self.frames / total,
+            "gflop_per_step": self.flops / steps / 1e9,
+            "gflops": gflops,
+            "matmul_share_fp32": gflops / matmul["float32"],
+            "matmul_share_bf16": gflops / matmul["bfloat16"],
+            "compile_s": max(0.0, self.warmup_s - total),
+            "round_s": rounds,
+            "batch_shapes": sorted({(*b.src.shape[:2], b.tgt.shape[1]) for b in self.batches}),
+        }
+
+
+def bench_experiment(args: argparse.Namespace) -> list[dict]:
+    from s2s import experiment as X
+
+    exp = Path(args.exp)
+    cfg = load_experiment_config([exp / "config.yaml"])
+    tokenizer = X.load_tokenizer(cfg.data.tokenizer)
+    dataset = X.build_dataset(cfg, "train", tokenizer, train=True)
+    vocab = tokenizer.vocab_size
+    rows = [Row(name, exp, ROWS[name], dataset, vocab, args.batches) for name in args.rows]
+    for row in rows:  # warm-up, compile included
+        t = time.perf_counter()
+        row.run()
+        row.warmup_s = time.perf_counter() - t
+        print(f"# {row.name}: warm-up pass {row.warmup_s:.1f} s", flush=True)
+    matmul: dict[str, list[float]] = {"float32": [], "bfloat16": []}
+    for _ in range(args.rounds):
+        for row in rows:
+            row.times.append(row.run())
+        for dtype in matmul:
+            matmul[dtype].append(matmul_gflops(getattr(torch, dtype)))
+    rates = {k: statistics.median(v) for k, v in matmul.items()}
+    for row in rows:
+        row.count_flops()
+    out = [row.summary(rates) for row in rows]
+    base = out[0]["frames_per_s"]
+    for r in out:
+        r["speedup"] = r["frames_per_s"] / base
+    print(
+        f"# {exp.name}: {args.batches} batches of epoch 0 per row, {args.rounds} rounds, "
+        f"{torch.get_num_threads()} threads; matmul 2048^3: float32 {rates['float32']:.0f} "
+        f"GFLOP/s, bfloat16 {rates['bfloat16']:.0f} GFLOP/s"
+    )
+    head = ["row", "amp", "step ms", "frames/s", "speed-up", "GFLOP/step", "GFLOP/s"]
+    head += ["of fp32 mm", "of bf16 mm", "compile s"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in out:
+        cells = [
+            r["row"],
+            r["amp"],
+            f"{r['step_ms']:.1f}",
+            f"{r['frames_per_s']:.0f}",
+            f"{r['speedup']:.2f}",
+            f"{r['gflop_per_step']:.2f}",
+            f"{r['gflops']:.0f}",
+            f"{100 * r['matmul_share_fp32']:.0f}%",
+            f"{100 * r['matmul_share_bf16']:.0f}%",
+            f"{r['compile_s']:.0f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
+    for r in out:
+        r["matmul_gflops"] = rates
+    return out
+
+
+# --- random batches --------------------------------------------------------------------------
 
 
 def build(spec: str, size: str):
@@ -66,30 +284,65 @@ def random_batch(args: argparse.Namespace, device: torch.device) -> Batch:
     )
 
 
-def bench(spec: str, args: argparse.Namespace) -> dict:
+def bench_variant(spec: str, args: argparse.Namespace) -> dict:
+    from s2s.train.config import TrainConfig
+    from s2s.train.trainer import Trainer
+
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = build(spec, args.size).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     batch = random_batch(args, device)
+    cfg = TrainConfig(
+        device=device.type,
+        lr=1e-4,
+        scheduler="constant",
+        warmup_steps=0,
+        amp="bf16" if args.amp else "none",
+        compile=args.compile,
+        optim_impl=args.optim_impl,
+    )
+    first: list[float] = []  # the first step's time: it compiles, when asked
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
-            loss = model(batch)["loss"]
-        loss.backward()
-        opt.step()
+        t = time.perf_counter()
+        trainer.train_step(batch)
+        if not first:
+            first.append(time.perf_counter() - t)
 
-    seconds = median_time(step, device, args.repeats)
+    with tempfile.TemporaryDirectory(prefix="s2s-train-step-") as tmp:
+        trainer = Trainer(model, cfg, tmp, [batch], device=device)
+        seconds = median_time(step, device, args.repeats)
     return {
         "variant": spec,
         "step_s": seconds,
+        "first_step_s": first[0],
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
     }
 
 
+def bench_variants(args: argparse.Namespace) -> list[dict]:
+    rows = [bench_variant(spec, args) for spec in args.variants]
+    ref = next((r for r in rows if r["variant"] == "mha"), rows[0])
+    opts = [" bf16 autocast" if args.amp else "", " compiled" if args.compile else ""]
+    print(
+        f"# {args.size} model, B={args.batch} frames={args.frames} tokens={args.tokens} on "
+        f"{args.device}{''.join(opts)}; ratios to {ref['variant']}"
+    )
+    print(f"{'variant':<10}{'params M':>10}{'step ms':>10}{'vs ' + ref['variant']:>10}")
+    for r in rows:
+        r["ratio"] = r["step_s"] / ref["step_s"]
+        ms = r["step_s"] * 1e3
+        print(f"{r['variant']:<10}{r['params_m']:>10.1f}{ms:>10.1f}{r['ratio']:>10.2f}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--exp", help="an experiment dir: its config and training batches (rows)")
+    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS))
+    p.add_argument("--batches", type=int, default=40, help="batches of epoch 0 per row")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: its default)")
     p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
     p.add_argument("--size", choices=sorted(SIZES), default="paper")
     p.add_argument("--batch", type=int, default=8)
@@ -98,19 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (the trainer's amp)")
+    p.add_argument("--compile", action="store_true", help="train.compile (regional)")
+    p.add_argument("--optim-impl", default="auto", help="train.optim_impl")
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
-    rows = [bench(spec, args) for spec in args.variants]
-    ref = next((r for r in rows if r["variant"] == "mha"), rows[0])
-    print(
-        f"# {args.size} model, B={args.batch} frames={args.frames} tokens={args.tokens} on "
-        f"{args.device}{' bf16 autocast' if args.amp else ''}; ratios to {ref['variant']}"
-    )
-    print(f"{'variant':<10}{'params M':>10}{'step ms':>10}{'vs ' + ref['variant']:>10}")
-    for r in rows:
-        r["ratio"] = r["step_s"] / ref["step_s"]
-        ms = r["step_s"] * 1e3
-        print(f"{r['variant']:<10}{r['params_m']:>10.1f}{ms:>10.1f}{r['ratio']:>10.2f}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = bench_experiment(args) if args.exp else bench_variants(args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

@@ -215,10 +215,20 @@ def _pad_ids(seqs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     return pad_sequence(list(seqs), batch_first=True, padding_value=PAD_ID).long(), lens
 
 
-def collate(items: Sequence[Item]) -> Batch:
+def _pad_time(x: Tensor, multiple: int) -> Tensor:
+    """x (B, T, ...) with T padded by zeros up to a multiple of `multiple` (0: as it is)."""
+    extra = -x.shape[1] % multiple if multiple else 0
+    if not extra:
+        return x
+    return torch.cat((x, x.new_zeros(x.shape[0], extra, *x.shape[2:])), 1)
+
+
+def collate(items: Sequence[Item], pad_src_to: int = 0, pad_tgt_to: int = 0) -> Batch:
     """Pads a list of (utt, source, target[, source transcript]) items into a Batch (sources
     and ids padded with 0 = pad_id). Sources must all be (T, F) features of one F, or all (T,)
-    token ids; the items all have a source transcript or none does."""
+    token ids; the items all have a source transcript or none does. pad_src_to / pad_tgt_to:
+    the padded source / target length is a multiple of it (data.bucket_frames /
+    data.bucket_tokens: batch shapes repeat); lengths and every mask are unchanged by it."""
     if not items:
         raise ValueError("collate: empty batch")
     utts = [item[0] for item in items]
@@ -233,12 +243,13 @@ def collate(items: Sequence[Item]) -> Batch:
         if t.dim() != 1:
             raise ValueError(f"collate: target of {u!r} is {tuple(t.shape)}, expected (L,)")
     tgt, tgt_lens = _pad_ids(tgts)
+    tgt = _pad_time(tgt, pad_tgt_to)
     src_text = src_text_lens = None
     if len(items[0]) == 4:
         src_text, src_text_lens = _pad_ids([item[3] for item in items])
     return Batch(
         utt_ids=utts,
-        src=pad_sequence(srcs, batch_first=True, padding_value=0),
+        src=_pad_time(pad_sequence(srcs, batch_first=True, padding_value=0), pad_src_to),
         src_lens=torch.tensor([s.shape[0] for s in srcs], dtype=torch.long),
         tgt=tgt,
         tgt_lens=tgt_lens,

@@ -65,6 +65,8 @@ class ConvolutionModule(nn.Module):
 class ConformerLayer(nn.Module):
     """One Conformer block (module docstring). (B, T, d) -> (B, T, d)."""
 
+    compile_region = True  # train.compile compiles each layer (s2s.train.speed)
+
     def __init__(
         self,
         d_model: int,

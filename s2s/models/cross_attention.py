@@ -6,10 +6,10 @@ queries are folded into the query axis, (B*K, L) -> (B, K*L), so nothing is copi
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.attention.masks import lengths_to_padding_mask
+from s2s.attention.ops import sdpa
 
 
 class CrossAttention(nn.Module):
@@ -48,11 +48,5 @@ class CrossAttention(nn.Module):
             self.record["attention"] = (  # (B, H, K*L, S) -> (B*K, H, L, S)
                 probs.view(B, self.n_heads, beam, L, S).transpose(1, 2).reshape(N, -1, L, S)
             )
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=keep[:, None, None, :],
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        out = sdpa(q, k, v, keep[:, None, None, :], dropout=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(N, L, d))

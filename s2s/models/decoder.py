@@ -87,6 +87,8 @@ class DecoderLayer(nn.Module):
     """memory_dim None: no encoder, so no cross-attention in any arrangement (the layer of a
     language model, s2s.models.lm)."""
 
+    compile_region = True  # train.compile compiles each layer (s2s.train.speed)
+
     def __init__(self, cfg: DecoderConfig, memory_dim: int | None) -> None:
         super().__init__()
         self.self_norm = nn.LayerNorm(cfg.d_model)

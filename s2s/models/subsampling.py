@@ -103,14 +103,23 @@ class Conv2dSubsampling(Frontend):
         channels = channels or d_model
         convs: list[nn.Module] = []
         for i, (k, s) in enumerate(layers):
-            convs += [nn.Conv2d(1 if i == 0 else channels, channels, k, s), nn.ReLU()]
+            convs += [nn.Conv2d(1 if i == 0 else channels, channels, k, s), nn.ReLU(inplace=True)]
         self.conv = nn.Sequential(*convs)
         self.out = nn.Linear(channels * freq, d_model)
+
+    def memory_format(self) -> torch.memory_format:
+        """The layout the convolutions run in: their weights' (train.channels_last converts
+        them). The last conv's weight tells: the first one's, of one input channel, is both."""
+        w = self.conv[-2].weight
+        cl = w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last)
+        return torch.channels_last if cl else torch.contiguous_format
 
     def forward(self, x: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
         """x: (B, T, F), lens: (B,) -> (B, T', d_model), (B,)."""
         self.check(x, lens, self.input_dim)
-        y = self.conv(x.unsqueeze(1))  # (B, C, T', F')
+        y = self.conv(
+            x.unsqueeze(1).contiguous(memory_format=self.memory_format())
+        )  # (B, C, T', F')
         B, C, T, F = y.shape
         y = self.out(y.transpose(1, 2).reshape(B, T, C * F))
         return y, self.output_lengths(lens)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.attention.masks import lengths_to_padding_mask
+from s2s.attention.ops import sdpa
 from s2s.attention.positions import apply_rope, sinusoidal_encoding
 
 POSITIONS = ("abs", "rel", "rotary")
@@ -95,12 +96,14 @@ class EncoderSelfAttention(nn.Module):
             att = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head) + mask
             y = att.softmax(-1) @ v
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            y = sdpa(q, k, v, mask, dropout=dropout)
         return self.out(y.transpose(1, 2).reshape(B, T, d))
 
 
 class TransformerEncoderLayer(nn.Module):
     """Pre-LN: x + MHSA(LN(x)), then x + FFN(LN(x)) (ReLU). (B, T, d) -> (B, T, d)."""
+
+    compile_region = True  # train.compile compiles each layer (s2s.train.speed)
 
     def __init__(
         self,

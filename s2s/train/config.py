@@ -23,8 +23,9 @@ from s2s.train.monitor import MonitorConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMS = ("adam", "adamw")
+OPTIM_IMPLS = ("auto", "fused", "foreach", "for_loop")
 SCHEDULERS = ("noam", "inverse_sqrt", "constant", "cosine")
-AMPS = ("none", "bf16", "fp16")
+AMPS = ("none", "auto", "bf16", "fp16")
 MODES = ("min", "max")
 AVERAGE_BY = ("best", "last")
 
@@ -42,14 +43,21 @@ class TrainConfig:
     model_avg.pt. init_param: ESPnet's `<source>:<src_key>:<dst_key>[:<exclude_keys>]`
     entries loaded at the start of a fresh run (never on resume; s2s.train.init_param).
     max_bad_batches: consecutive batches with a non-finite loss (or gradient)
-    tolerated before training stops with an error. monitor: what TensorBoard shows besides the
-    losses (dev-set scores of a greedy decode, attention maps, merge weights, per-projection
-    gradient norms; s2s.train.monitor), off with `monitor.enabled: false`.
+    tolerated before training stops with an error.
+    How fast a step runs (s2s.train.speed, docs/training.md): amp "none", "bf16", "fp16" or
+    "auto" (bf16 where the device computes it natively, else none); optim_impl "auto" (the
+    fused optimiser kernel where there is one), "fused", "foreach" or "for_loop"; compile:
+    torch.compile the encoder's and decoder's layers; channels_last: 2-D convolutions (the
+    speech frontend) in the NHWC layout oneDNN computes in.
+    monitor: what TensorBoard shows besides the losses (dev-set scores of a greedy decode,
+    attention maps, merge weights, per-projection gradient norms; s2s.train.monitor), off with
+    `monitor.enabled: false`.
     """
 
     device: str = "auto"
     seed: int = 0
     optim: str = "adam"
+    optim_impl: str = "auto"
     lr: float = 2e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-9
@@ -63,6 +71,8 @@ class TrainConfig:
     accum_grad: int = 1
     grad_clip: float = 5.0  # 0 = no clipping (the norm is still logged)
     amp: str = "none"
+    compile: bool = False
+    channels_last: bool = True
     valid_every_steps: int = 0
     log_every_steps: int = 100
     checkpoint_every_steps: int = 0
@@ -83,6 +93,9 @@ class TrainConfig:
 
         check(self.device in DEVICES, f"device {self.device!r} not in {DEVICES}")
         check(self.optim in OPTIMS, f"optim {self.optim!r} not in {OPTIMS}")
+        check(
+            self.optim_impl in OPTIM_IMPLS, f"optim_impl {self.optim_impl!r} not in {OPTIM_IMPLS}"
+        )
         check(self.scheduler in SCHEDULERS, f"scheduler {self.scheduler!r} not in {SCHEDULERS}")
         check(self.amp in AMPS, f"amp {self.amp!r} not in {AMPS}")
         check(self.best_mode in MODES, f"best_mode {self.best_mode!r} not in {MODES}")

@@ -9,13 +9,18 @@ import torch
 from torch import nn
 
 from s2s.train.config import TrainConfig
+from s2s.train.speed import optimizer_impl
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW over the trainable parameters. AdamW decays only matrices (dim >= 2):
-    biases and norm gains are left alone, the usual transformer recipe."""
+    """Adam or AdamW over the trainable parameters, run as cfg.optim_impl says. AdamW decays
+    only matrices (dim >= 2): biases and norm gains are left alone, the usual transformer
+    recipe."""
     params = [p for p in model.parameters() if p.requires_grad]
-    kw = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    device = params[0].device if params else torch.device("cpu")
+    kw = dict(
+        lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **optimizer_impl(cfg.optim_impl, device)
+    )
     if cfg.optim == "adam":
         return torch.optim.Adam(params, weight_decay=cfg.weight_decay, **kw)
     decay = [p for p in params if p.dim() >= 2]

@@ -43,6 +43,7 @@ from s2s.train.config import TrainConfig
 from s2s.train.init_param import initialise
 from s2s.train.monitor import TrainingMonitor
 from s2s.train.optim import LRScheduler, build_optimizer, lr_lambda
+from s2s.train.speed import autocast, compile_layers, compile_options, prepare_onednn, resolve_amp
 from s2s.train.tb_logger import TBLogger, format_metrics
 
 log = logging.getLogger("s2s.train")
@@ -108,14 +109,18 @@ class Trainer:
         self.sampler = getattr(train_loader, "batch_sampler", None)
         self.config = config or {"train": asdict(cfg)}
 
-        self.module = model.to(self.device)
+        prepare_onednn()
+        layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.module = model.to(self.device, memory_format=layout)
+        if cfg.compile:  # in place: the state dict's keys and every caller see the same module
+            compile_layers(self.module)
         self.model = D.wrap_model(self.module, self.device, self.info)
         self.optimizer = build_optimizer(self.module, cfg)
         per_epoch = math.ceil(len(train_loader) / cfg.accum_grad)  # type: ignore[arg-type]
         total = cfg.max_steps or cfg.max_epochs * per_epoch
         self.scheduler = LRScheduler(self.optimizer, lr_lambda(cfg, total))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        self.amp = resolve_amp(cfg.amp, self.device)  # "none", "bf16" or "fp16"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
 
         self.step = 0  # optimiser updates done
         self.epoch = 0  # current epoch (0-based)
@@ -126,9 +131,22 @@ class Trainer:
         self.valid_step = -1  # step at which valid_metrics were computed
         self.saved_at: tuple[int, int, int] | None = None  # (step, epoch, start) of last save
         self._stop = False
+        self._stats: defaultdict[str, float] = defaultdict(float)  # since the last log
         self.tb = TBLogger(self.exp_dir / "tensorboard", enabled=self.info.is_main)
 
     # --- public -------------------------------------------------------------------------
+    def train_step(self, batch) -> bool:
+        """One optimiser update on one batch, exactly as training runs it (forward, backward,
+        clipping, the optimiser, the schedule; accum_grad is not applied): what
+        s2s.bench.train_step times. False when the batch was skipped (non-finite)."""
+        self.model.train()
+        try:
+            if not self._forward_backward(batch, sync=True, consumed=self.start):
+                return False
+            return self._optimizer_step()
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+
     def request_stop(self) -> None:
         """Finish the current step, write a checkpoint and raise TrainingInterrupted."""
         self._stop = True
@@ -312,7 +330,7 @@ class Trainer:
         no_sync = getattr(self.model, "no_sync", None)
         ctx = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
         with ctx:
-            with self._autocast():
+            with self._autocast(), compile_options():
                 out = self.model(batch)
             loss = out["loss"]
             bad_here = not bool(torch.isfinite(loss.detach()).all())
@@ -451,9 +469,7 @@ class Trainer:
 
     # --- helpers ------------------------------------------------------------------------
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp)
 
     def _reduce_device(self) -> torch.device:
         # nccl reduces CUDA tensors only; gloo CPU tensors.
