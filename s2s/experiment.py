@@ -54,8 +54,8 @@ class DataConfig:
     computed, so decoding computes features from audio exactly the same way.
     max_frames: batch cap in padded source frames (ESPnet numel / fairseq max_tokens).
     bucket_frames / bucket_tokens: pad every batch's sources (frames, or tokens for text) /
-    targets to a multiple of this length, and give each padded source length a fixed batch
-    size, so that batch shapes repeat (a compiled step and oneDNN's bf16 kernels are built per
+    targets to a multiple of this length, so that batch shapes repeat from epoch to epoch
+    although SpecAugment's time shift changes the lengths (oneDNN builds its bf16 kernels per
     shape; docs/training.md). 0: batches padded to their longest item only.
     """
 
@@ -261,7 +261,6 @@ def build_loader(
         seed=cfg.train.seed,
         num_replicas=world_size,
         rank=rank,
-        bucket=d.bucket_frames,
     )
     pad = functools.partial(collate, pad_src_to=d.bucket_frames, pad_tgt_to=d.bucket_tokens)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=pad, num_workers=d.num_workers)

@@ -12,11 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import text_experiment
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from s2s.data.dataset import Batch, collate
-from s2s.data.sampler import make_batches, padded_length
 from s2s.experiment import ExperimentConfig, build_model, load_experiment_config
 from s2s.models.seq2seq import Seq2SeqModel
 from s2s.train import speed
@@ -90,31 +87,6 @@ def test_collate_pads_nothing_without_a_multiple() -> None:
     assert torch.equal(collate(batch).src, collate(batch, 0, 0).src)
     longest = max(x.shape[0] for _, x, _ in batch)
     assert collate(batch, pad_src_to=longest).src.shape[1] == longest  # already a multiple
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    lengths=st.lists(st.integers(1, 300), min_size=1, max_size=80),
-    max_frames=st.integers(1, 1500),
-    bucket=st.integers(1, 100),
-    max_batch_size=st.integers(0, 6),
-)
-def test_bucketed_batches_cover_every_item_once_one_padded_length_each(
-    lengths: list[int], max_frames: int, bucket: int, max_batch_size: int
-) -> None:
-    batches = make_batches(lengths, max_frames, max_batch_size, bucket)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    sizes: dict[int, set[int]] = {}
-    for b in batches:
-        padded = {padded_length(lengths[i], bucket) for i in b}
-        assert len(padded) == 1  # one padded length per batch: its shape is (len(b), that)
-        n = padded.pop()
-        assert n % bucket == 0 and n >= max(lengths[i] for i in b)
-        assert len(b) == 1 or len(b) * n <= max_frames
-        assert max_batch_size == 0 or len(b) <= max_batch_size
-        sizes.setdefault(n, set()).add(len(b))
-    # every padded length gets its full batch size and at most one smaller (last) batch
-    assert all(len(s) <= 2 for s in sizes.values())
 
 
 # --- the optimiser ----------------------------------------------------------------------------

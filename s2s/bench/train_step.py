@@ -9,8 +9,8 @@ Real batches (an experiment's step, one row per optimisation, all in one run):
 
 takes the experiment's config.yaml (model, data settings with SpecAugment, training settings)
 and its training set. Each row is that config with a few settings changed (ROWS); every row
-trains a model of its own from the same seed on the first --batches batches of epoch 0 as
-its own sampler cuts them (length buckets change the batches, so rows are compared by
+trains a model of its own from the same seed on the first --batches batches of epoch 0, the
+same utterances for every row (length buckets pad them further, so rows are compared by
 throughput: real, unpadded, frames per second). A warm-up pass over the batches (compile time
 included, reported) comes first; then --rounds rounds, every row in turn in each, so a drift
 of the machine's speed reaches every row alike; figures are medians over rounds. FLOPs per

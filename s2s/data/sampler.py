@@ -2,11 +2,7 @@
 
 Batches are built once: items sorted by length (ties by index) are cut greedily into batches
 whose padded size, len(batch) * longest item, stays <= max_frames (and len(batch) <=
-max_batch_size when > 0). An item longer than max_frames on its own forms a batch of one.
-With `bucket` > 0 the shapes repeat instead (what a compiled step and oneDNN's kernel cache
-want, docs/training.md): an item's length counts as padded up to a multiple of `bucket`, and
-the items of one such padded length go into batches of max_frames // padded length (the last
-one of each length may be smaller), so a run sees about two batch sizes per padded length. Each
+max_batch_size when > 0). An item longer than max_frames on its own forms a batch of one. Each
 epoch visits every batch once in an order drawn from seed + epoch (or in length order with
 shuffle=False), the same on every rank. With num_replicas R the epoch list is padded, by
 repeating its first batches, to a multiple of R, and rank r takes every R-th batch from r: all
@@ -26,25 +22,17 @@ import torch
 from torch.utils.data import Sampler
 
 
-def padded_length(length: int, bucket: int) -> int:
-    """length rounded up to a multiple of bucket (>= 1); bucket 0 leaves it as it is."""
-    return -(-length // bucket) * bucket if bucket else length
-
-
 def make_batches(
-    lengths: Sequence[int], max_frames: int, max_batch_size: int = 0, bucket: int = 0
+    lengths: Sequence[int], max_frames: int, max_batch_size: int = 0
 ) -> list[list[int]]:
     """Indices of `lengths` grouped into length-sorted batches (rules in the module docstring)."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     batches: list[list[int]] = []
     cur: list[int] = []
     for i in order:
-        # ascending order: the new item is the longest, so padded size = (n + 1) * its length
-        n = padded_length(lengths[i], bucket)
+        # ascending order: the new item is the longest, so padded size = (n + 1) * lengths[i]
         full = max_batch_size > 0 and len(cur) >= max_batch_size
-        # with buckets, a new padded length starts a new batch
-        new = bucket > 0 and bool(cur) and padded_length(lengths[cur[-1]], bucket) != n
-        if cur and (full or new or (len(cur) + 1) * n > max_frames):
+        if cur and (full or (len(cur) + 1) * lengths[i] > max_frames):
             batches.append(cur)
             cur = []
         cur.append(i)
@@ -57,8 +45,7 @@ class BucketBatchSampler(Sampler[list[int]]):
     """Batch sampler for DataLoader(batch_sampler=...): yields lists of dataset indices.
 
     lengths: source length (frames or tokens) of each item; max_frames: cap on
-    len(batch) * max length; max_batch_size: cap on items per batch (0 = none); bucket:
-    lengths count as padded to a multiple of it, one padded length per batch (0 = off).
+    len(batch) * max length; max_batch_size: cap on items per batch (0 = none).
     `len()` is the number of batches of a full epoch for this rank.
     """
 
@@ -71,7 +58,6 @@ class BucketBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
-        bucket: int = 0,
     ) -> None:
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
@@ -79,8 +65,6 @@ class BucketBatchSampler(Sampler[list[int]]):
             raise ValueError(f"max_batch_size must be >= 0 (0 = no cap), got {max_batch_size}")
         if num_replicas < 1:
             raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
-        if bucket < 0:
-            raise ValueError(f"bucket must be >= 0 (0 = off), got {bucket}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         if len(lengths) == 0:
@@ -95,8 +79,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
-        self.bucket = bucket
-        self.batches = make_batches(self.lengths, max_frames, max_batch_size, bucket)
+        self.batches = make_batches(self.lengths, max_frames, max_batch_size)
         self.epoch = 0
         self.start = 0
 
