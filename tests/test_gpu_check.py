@@ -85,8 +85,9 @@ def test_dry_run_exercises_every_part(tmp_path) -> None:
         assert {r["dtype"] for r in rows} == {dtype} and max(r["rel_err"] for r in rows) < 1e-5
         runs = {r["run"] for r in by_name[f"decode {dtype}"]["results"]}
         assert {"mha naive", "mha naive torch", "mtla s=4 lean", "mtla s=4 lean torch"} <= runs
-    train = by_name["train step bf16 autocast"]["results"]
-    assert [r["variant"] for r in train] == ["mha", "mtla:2"]
+    for name in ("train step bf16 autocast", "train step bf16 compiled"):
+        assert [r["variant"] for r in by_name[name]["results"]] == ["mha", "mtla:2"]
+    assert "compiled (first step" in by_name["train step bf16 compiled"]["exercised"]
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8 and {"report.md", "results.json", "log.txt"} <= set(files)
     report = (out / "report.md").read_text()

@@ -13,7 +13,8 @@ start with under MIN_PART_S left is skipped):
    mtla s=2/3/4 in the lean one, beam 50, kernels on and off, float32 then bfloat16, ratios to
    mha;
 4. the training step of the paper-sized model (s2s.bench.train_step), mha and mtla, bf16
-   autocast.
+   autocast, eager and then compiled (train.compile: each layer, the first step's time says
+   what compiling cost).
 Each part's output is read back and checked, not only its exit status (VERIFY): the GPU tests
 all passed, every kernel row launched its kernel and matches the PyTorch path, every decode run
 is there (and on CUDA its kernel runs launched kernels, its PyTorch runs none), every training
@@ -116,6 +117,8 @@ def parts(dry_run: bool) -> list[Part]:
         todo.append(Part(f"decode {dtype}", argv, 0.22, "decode", expect=runs))
     argv = [*train, "--json", "{json}"]
     todo.append(Part("train step bf16 autocast", argv, 0.3, "train step", list(TRAIN_VARIANTS)))
+    argv = [*train, "--compile", "--json", "{json}"]
+    todo.append(Part("train step bf16 compiled", argv, 0.2, "train step", list(TRAIN_VARIANTS)))
     return todo
 
 
@@ -196,7 +199,11 @@ def verify_train_step(part: Part, dry_run: bool) -> tuple[str, str]:
         raise Unproven(f"no step time for {', '.join(slow)}")
     times = ", ".join(f"{v} {1e3 * r['step_s']:.0f} ms" for v, r in rows.items())
     where = "tiny model on the CPU" if dry_run else "paper-sized model"
-    return "ok", f"{times} per step, bf16 autocast, {where}"
+    how = "bf16 autocast"
+    if "--compile" in part.argv:
+        first = ", ".join(f"{v} {r['first_step_s']:.0f} s" for v, r in rows.items())
+        how += f", compiled (first step, compiling: {first})"
+    return "ok", f"{times} per step, {how}, {where}"
 
 
 #: Part.kind -> (the part, dry run?) -> (status, what it exercised); raises Unproven
