@@ -8,10 +8,11 @@ import math
 
 import pytest
 import torch
-from helpers import BOS, V, make_decoder
+from helpers import BOS, V, make_decoder, search
 
-from s2s.decode.beam_search import BeamSearchConfig, beam_search, max_lengths
+from s2s.decode.beam_search import BeamSearchConfig, max_lengths
 from s2s.decode.ctc_prefix import CTCPrefixScorer
+from s2s.decode.scorers import SearchInit
 
 BLANK, EOS = 0, 3
 
@@ -86,12 +87,12 @@ def test_scorer_matches_enumeration_with_padding() -> None:
     V = 5
     logp = torch.randn(2, 6, V, dtype=torch.float64).log_softmax(-1)
     lengths = torch.tensor([6, 4])
-    scorer = CTCPrefixScorer(logp, lengths, BLANK, EOS, beam=1)
-    state = scorer.initial_state()
+    scorer = CTCPrefixScorer(lambda memory: logp, BLANK, EOS)
+    state = scorer.init_state(SearchInit(torch.zeros(2, 6, 1), lengths, beam=1, max_len=5))
     prefixes = [[1, 2, 2, 4], [4, 4, 1, 2]]
     for step in range(4):
         cand = torch.tensor([[1, 2, 4, EOS], [1, 2, 4, EOS]])
-        delta, r_new = scorer.score(state, cand)
+        delta = scorer.score(state, None, cand)
         for b in range(2):
             T = int(lengths[b])
             for j, c in enumerate(cand[b].tolist()):
@@ -108,7 +109,7 @@ def test_scorer_matches_enumeration_with_padding() -> None:
                     assert got == pytest.approx(want, abs=1e-4), (b, step, c)
         cols = torch.tensor([cand[b].tolist().index(prefixes[b][step]) for b in range(2)])
         rows = torch.arange(2)
-        state = scorer.select(state, r_new, delta, rows, cols, cand[rows, cols])
+        scorer.select(state, rows, cols, cand[rows, cols])
 
 
 @pytest.mark.parametrize("arrangement", ["cross", "prefix", "prompt"])
@@ -118,7 +119,7 @@ def test_joint_beam_search_matches_reference(arrangement: str) -> None:
     memory, memory_lens = torch.randn(2, 7, 24), torch.tensor([7, 5])
     ctc_logp = torch.randn(2, 7, V).mul(2).log_softmax(-1)
     cfg = BeamSearchConfig(beam_size=3, nbest=3, max_len_b=4, ctc_weight=0.4, pre_beam_ratio=2.0)
-    got = beam_search(dec, memory, memory_lens, cfg, bos_id=BOS, eos_id=EOS, ctc_log_probs=ctc_logp)
+    got = search(dec, memory, memory_lens, cfg, ctc=ctc_logp)
 
     for b in range(2):
         m = int(memory_lens[b])

@@ -24,6 +24,8 @@ from torch import Tensor
 from s2s.data.audio import AudioError
 from s2s.data.vad import VadConfig
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
+from s2s.decode.ctc_prefix import CTCPrefixScorer
+from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted, search_scorers
 from s2s.experiment import (
     ExperimentConfig,
     build_model,
@@ -246,6 +248,16 @@ class Speech2Text:
         )
 
     # --- decoding -------------------------------------------------------------------------
+    def scorers(self) -> dict[str, Weighted]:
+        """The weighted scorers decode_cfg asks for (s2s.decode.scorers): the model's decoder,
+        its CTC head's prefix scores, the language model."""
+        return search_scorers(
+            self.decode_cfg,
+            DecoderScorer(self.model.decoder),
+            ctc=CTCPrefixScorer(self.model.ctc_log_probs, blank=PAD_ID, eos=EOS_ID),
+            lm=LMScorer(self.lm) if self.lm is not None else None,
+        )
+
     @torch.no_grad()
     def decode_sources(self, sources: list[Tensor]) -> list[list[Result]]:
         """sources: (T, F) feature matrices or (T,) token-id vectors -> n-best per source."""
@@ -253,27 +265,11 @@ class Speech2Text:
         pad_value = 0.0 if sources[0].is_floating_point() else PAD_ID
         src = torch.nn.utils.rnn.pad_sequence(sources, batch_first=True, padding_value=pad_value)
         memory, memory_lens = self.model.encode(src.to(self.device), lens.to(self.device))
-        ctc_log_probs = None
-        if self.decode_cfg.ctc_weight > 0:
-            ctc_log_probs = self.model.ctc_log_probs(memory)
-            if ctc_log_probs is None:
-                raise ValueError(
-                    f"decode ctc_weight={self.decode_cfg.ctc_weight} but the model has no CTC "
-                    "head (train with model.ctc_weight > 0)"
-                )
         search: dict = {}
         hyps = beam_search(
-            self.model.decoder,
-            memory,
-            memory_lens,
-            self.decode_cfg,
-            bos_id=BOS_ID,
-            eos_id=EOS_ID,
-            ctc_log_probs=ctc_log_probs,
-            blank_id=PAD_ID,
-            lm=self.lm,
-            stats=search,
-        )
+            self.scorers(), memory, memory_lens, self.decode_cfg, bos_id=BOS_ID, eos_id=EOS_ID,
+            blank_id=PAD_ID, stats=search,
+        )  # fmt: skip
         self.peak_cache_bytes = max(self.peak_cache_bytes, search["peak_cache_bytes"])
         return [
             [Result(self.tokenizer.decode(h.tokens), h.tokens, h.score, h.log_prob) for h in nb]
