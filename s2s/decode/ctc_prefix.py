@@ -7,6 +7,19 @@ psi = P(the CTC output is exactly g). Beam search adds weight * (log psi(g + c) 
 Forward variables r_t^n(g) (last frame emits the last label) and r_t^b(g) (last frame is a
 blank) are kept per hypothesis, (T, 2, N). Frames past an utterance's length are padded so
 that blank has probability 1 and every label 0: the recurrences then carry the mass through.
+
+Over time the recursion runs frame by frame, three operations a frame on (N, W) tensors:
+
+    r_t^n(g + c) = x_t(c) + logaddexp(r_{t-1}^n(g + c), phi_{t-1}(g)),
+    r_t^b(g + c) = x_t(blank) + logaddexp(r_{t-1}^n(g + c), r_{t-1}^b(g + c)),
+
+both in one logaddexp (r_{t-1}^n against phi_{t-1} and r_{t-1}^b side by side, written in
+place) and one addition, and psi's running logaddexp: what the textbook loop of six
+operations a frame computes, bit for bit. Solving the two first-order recurrences for every
+frame at once (cumulative sums and logcumsumexp, in float64 for the subtraction of the sums)
+computes the same scores in a fixed number of operations, but is slower on the CPU: PyTorch's
+CPU logcumsumexp is a scalar loop, so that version took 2.7x this one's time per step at the
+demo's size and 4x at beam 50 over 300 frames (docs/engine.md).
 """
 
 from __future__ import annotations
@@ -26,7 +39,8 @@ NEG = -1e30  # finite "log 0": keeps logaddexp free of inf - inf
 class CTCPrefixState:
     """One search's CTC state over N = U * K rows, allocated at init_state."""
 
-    x: Tensor  # (T, N, V) log-posteriors; padded frames: blank 0, labels NEG
+    x: Tensor  # (T, U, V) log-posteriors; padded frames: blank 0, labels NEG
+    utt: Tensor  # (N,) each row's utterance
     end: Tensor  # (N,) each row's last real frame
     r: Tensor  # (T, 2, N) log forward variables of each hypothesis's prefix
     log_psi: Tensor  # (N,) log prefix probability of each hypothesis
@@ -53,50 +67,55 @@ class CTCPrefixScorer:
                 "ctc_weight > 0 but the model has no CTC head (train with model.ctc_weight > 0)"
             )
         lengths = search.memory_lens
-        B, T, V = lp.shape
-        x = lp.float().masked_fill(
-            torch.arange(T, device=lengths.device)[None, :, None] >= lengths[:, None, None], NEG
-        )
-        pad = torch.arange(T, device=lengths.device)[None, :] >= lengths[:, None]
+        U, T, V = lp.shape
+        pad = torch.arange(T, device=lengths.device)[None, :] >= lengths[:, None]  # (U, T)
+        x = lp.float().masked_fill(pad[..., None], NEG)
         x[..., self.blank] = x[..., self.blank].masked_fill(pad, 0.0)
-        x = x.repeat_interleave(search.beam, 0).transpose(0, 1)  # (T, N, V)
-        N = x.shape[1]
+        x = x.transpose(0, 1)  # (T, U, V): once per utterance, read per row through utt
+        utt = torch.arange(U, device=lengths.device).repeat_interleave(search.beam)
+        N = utt.shape[0]
         r = torch.full((T, 2, N), NEG, device=x.device)
-        r[:, 1] = x[:, :, self.blank].cumsum(0)
+        r[:, 1] = x[:, utt, self.blank].cumsum(0)
         return CTCPrefixState(
             x=x,
-            end=(lengths - 1).repeat_interleave(search.beam),
+            utt=utt,
+            end=(lengths - 1)[utt],
             r=r,
             log_psi=torch.zeros(N, device=x.device),
             last=torch.full((N,), -1, dtype=torch.long, device=x.device),
         )
 
     def score(self, state: CTCPrefixState, tokens: Tensor, cand: Tensor | None) -> Tensor:
-        """cand: (N, W) -> log psi(g + c) - log psi(g), (N, W); the candidates' forward
-        variables wait in the state for `select`."""
+        """cand: (N, W) -> float64 log psi(g + c) - log psi(g), (N, W); the candidates'
+        forward variables wait in the state for `select`."""
         assert cand is not None, "the CTC prefix scorer scores the pre-beam's candidates"
-        T, N, _ = state.x.shape
-        W = cand.shape[1]
-        xc = state.x.gather(2, cand[None].expand(T, -1, -1))  # (T, N, W)
+        T = state.x.shape[0]
+        N, W = cand.shape
+        xc = state.x[:, state.utt[:, None], cand]  # (T, N, W)
+        xb = state.x[:, state.utt, self.blank][:, :, None].expand(-1, -1, W)  # (T, N, W)
         r_prev = state.r  # (T, 2, N)
         total = torch.logaddexp(r_prev[:, 0], r_prev[:, 1])  # (T, N)
-        # phi_t: mass after frame t from which c can start; a repeated label needs a blank.
+        # Per frame [r^n, phi, r^b]. phi_t: mass after frame t from which c can start; a
+        # repeated label needs a blank in between.
+        buf = torch.empty((T, 3, N, W), device=xc.device)
         same = (cand == state.last[:, None])[None]  # (1, N, W)
-        phi = torch.where(same, r_prev[:, 1, :, None], total[:, :, None])  # (T, N, W)
-        r = torch.full((T, 2, N, W), NEG, device=xc.device)
-        empty = (state.last < 0)[:, None]
-        r[0, 0] = torch.where(empty, xc[0], torch.full_like(xc[0], NEG))
-        log_psi = r[0, 0].clone()
-        xb = state.x[:, :, self.blank][:, :, None]  # (T, N, 1)
+        buf[:, 1] = torch.where(same, r_prev[:, 1, :, None], total[:, :, None])
+        empty = (state.last < 0)[:, None]  # only the empty prefix emits c at frame 0
+        buf[0, 0] = torch.where(empty, xc[0], torch.full_like(xc[0], NEG))
+        buf[0, 2] = NEG
+        log_psi = buf[0, 0].clone()
+        phi_x = buf[:-1, 1] + xc[1:]  # phi_{t-1} + x_t(c): c first emitted at frame t
+        x2 = torch.stack((xc, xb), 1).unbind(0)  # per frame (2, N, W)
+        rn, pair, out = buf[:, :1].unbind(0), buf[:, 1:].unbind(0), buf[:, ::2].unbind(0)
         for t in range(1, T):
-            r[t, 0] = torch.logaddexp(r[t - 1, 0], phi[t - 1]) + xc[t]
-            r[t, 1] = torch.logaddexp(r[t - 1, 0], r[t - 1, 1]) + xb[t]
-            log_psi = torch.logaddexp(log_psi, phi[t - 1] + xc[t])
-        # EOS: the whole output is g, so psi = r_T^n(g) + r_T^b(g) at the last real frame.
+            torch.logaddexp(rn[t - 1], pair[t - 1], out=out[t])  # (r^n, r^b) - x
+            out[t].add_(x2[t])
+            torch.logaddexp(log_psi, phi_x[t - 1], out=log_psi)
+        # EOS: the whole output is g, so psi = r^n(g) + r^b(g) at the last real frame.
         end_total = total.gather(0, state.end[None])[0]  # (N,)
         log_psi = torch.where(cand == self.eos, end_total[:, None], log_psi)
         log_psi = log_psi.masked_fill(cand == self.blank, NEG)
-        state.r_cand, state.delta = r, log_psi - state.log_psi[:, None]
+        state.r_cand, state.delta = buf[:, ::2], log_psi - state.log_psi[:, None]
         return state.delta.double()
 
     def select(self, state: CTCPrefixState, rows: Tensor, cols: Tensor, tokens: Tensor) -> None:
