@@ -18,8 +18,8 @@ place) and one addition, and psi's running logaddexp: what the textbook loop of 
 operations a frame computes, bit for bit. Solving the two first-order recurrences for every
 frame at once (cumulative sums and logcumsumexp, in float64 for the subtraction of the sums)
 computes the same scores in a fixed number of operations, but is slower on the CPU: PyTorch's
-CPU logcumsumexp is a scalar loop, so that version took 2.7x this one's time per step at the
-demo's size and 4x at beam 50 over 300 frames (docs/engine.md).
+CPU logcumsumexp is a scalar loop, so that version took 3x this one's time per step at the
+demo's size and 4.6x at beam 50 over 300 frames (docs/engine.md).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class CTCPrefixScorer:
         pad = torch.arange(T, device=lengths.device)[None, :] >= lengths[:, None]  # (U, T)
         x = lp.float().masked_fill(pad[..., None], NEG)
         x[..., self.blank] = x[..., self.blank].masked_fill(pad, 0.0)
-        x = x.transpose(0, 1)  # (T, U, V): once per utterance, read per row through utt
+        x = x.transpose(0, 1).contiguous()  # (T, U, V): once per utterance, read per row
         utt = torch.arange(U, device=lengths.device).repeat_interleave(search.beam)
         N = utt.shape[0]
         r = torch.full((T, 2, N), NEG, device=x.device)
@@ -89,10 +89,13 @@ class CTCPrefixScorer:
         """cand: (N, W) -> float64 log psi(g + c) - log psi(g), (N, W); the candidates'
         forward variables wait in the state for `select`."""
         assert cand is not None, "the CTC prefix scorer scores the pre-beam's candidates"
-        T = state.x.shape[0]
+        T, U, V = state.x.shape
         N, W = cand.shape
-        xc = state.x[:, state.utt[:, None], cand]  # (T, N, W)
-        xb = state.x[:, state.utt, self.blank][:, :, None].expand(-1, -1, W)  # (T, N, W)
+        # x2[t] = (x_t(c), x_t(blank)) of each row's utterance: one gather of (T, 2, N, W)
+        base = (state.utt * V)[:, None]
+        cols = torch.stack((base + cand, (base + self.blank).expand(-1, W)))  # (2, N, W)
+        x2 = state.x.view(T, U * V).index_select(1, cols.view(-1)).view(T, 2, N, W)
+        xc = x2[:, 0]  # (T, N, W)
         r_prev = state.r  # (T, 2, N)
         total = torch.logaddexp(r_prev[:, 0], r_prev[:, 1])  # (T, N)
         # Per frame [r^n, phi, r^b]. phi_t: mass after frame t from which c can start; a
@@ -105,7 +108,7 @@ class CTCPrefixScorer:
         buf[0, 2] = NEG
         log_psi = buf[0, 0].clone()
         phi_x = buf[:-1, 1] + xc[1:]  # phi_{t-1} + x_t(c): c first emitted at frame t
-        x2 = torch.stack((xc, xb), 1).unbind(0)  # per frame (2, N, W)
+        x2 = x2.unbind(0)  # per frame (2, N, W)
         rn, pair, out = buf[:, :1].unbind(0), buf[:, 1:].unbind(0), buf[:, ::2].unbind(0)
         for t in range(1, T):
             torch.logaddexp(rn[t - 1], pair[t - 1], out=out[t])  # (r^n, r^b) - x
