@@ -448,14 +448,16 @@ def _tiny_model_cfg(cfg: ExperimentConfig, text: bool) -> None:
     cfg.decode.max_len_a = 0.0
 
 
-def make_exp(root: Path, text: bool = False) -> Path:
+def make_exp(root: Path, text: bool = False, ctc: float = 0.0) -> Path:
     """A tiny untrained (seeded) experiment dir under root: config.yaml, tokenizer.model and
-    model_avg.pt, a speech (conv2d4 transformer) or text encoder and an MTLA decoder."""
+    model_avg.pt, a speech (conv2d4 transformer) or text encoder and an MTLA decoder; with
+    ctc > 0, a CTC head, decoded jointly with that weight."""
     exp = root / ("exp_text" if text else "exp_speech")
     exp.mkdir(parents=True)
     tok = train_sentencepiece(SENTENCES * 4, str(exp / "tokenizer"), vocab_size=48)
     cfg = ExperimentConfig()
     _tiny_model_cfg(cfg, text)
+    cfg.model.ctc_weight = cfg.decode.ctc_weight = ctc
     cfg.data.tokenizer = "tokenizer.model"  # relative to config.yaml, as s2s-train writes it
     if text:
         cfg.data.source, cfg.data.source_field = "text", "text.src"
