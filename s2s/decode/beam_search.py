@@ -148,12 +148,13 @@ def beam_search(
         with use_kernels(cfg.kernels):
             full_scores = [(items[i].scorer.score(states[i], tokens, None), items[i].weight)
                            for i in full]  # fmt: skip
-        V = full_scores[0][0].shape[-1]
-        vocab = torch.arange(V, device=device)
-        is_eos_col = vocab == eos_id
-        # blank (padding) and BOS never emitted; EOS not before min_len, forced at the limit
-        banned = (vocab == blank_id) | (vocab == bos_id) | (is_eos_col & (t < cfg.min_len))
-        banned = banned | ((t >= row_limit) & ~is_eos_col)  # (N, V)
+        if t == 0:  # the vocabulary's masks, (V,): blank (padding) and BOS are never emitted
+            V = full_scores[0][0].shape[-1]
+            vocab = torch.arange(V, device=device)
+            is_eos_col, never = vocab == eos_id, (vocab == blank_id) | (vocab == bos_id)
+            early = never | is_eos_col  # before min_len: EOS neither
+            at_limit = ~is_eos_col  # at the limit: EOS only
+        banned = (early if t < cfg.min_len else never) | ((t >= row_limit) & at_limit)  # (N, V)
         if not partial:
             logp = _weighted_sum(full_scores).masked_fill(banned, float("-inf"))
             cand_ids = None  # column c of a row's candidates is token c
