@@ -165,6 +165,7 @@ def test_scorer_equals_the_frame_by_frame_recursion(T: int, beam: int) -> None:
         cand[::2, 1] = 5
         cand[1, 2], cand[2, 3] = EOS, BLANK
         delta = scorer.score(state, None, cand)
+        ptrs.append(state.buf.data_ptr())  # the candidates' buffer: allocated at the first step
         want_psi, want_r = frame_by_frame(x, end, r, last, cand)
         want_delta = want_psi - log_psi[:, None]
         assert delta.dtype == torch.float64 and torch.equal(delta, want_delta.double())
@@ -177,7 +178,8 @@ def test_scorer_equals_the_frame_by_frame_recursion(T: int, beam: int) -> None:
         scorer.select(state, rows, cols, tokens)
         r, log_psi = want_r[:, :, rows, cols], log_psi[rows] + want_delta[rows, cols]
         last = tokens
-    assert [state.r.data_ptr(), state.log_psi.data_ptr(), state.last.data_ptr()] == ptrs
+    assert [state.r.data_ptr(), state.log_psi.data_ptr(), state.last.data_ptr()] == ptrs[:3]
+    assert len(set(ptrs[3:])) == 1
     if T == 1:  # a frame holds one label: every prefix became impossible on the way
         assert bool((state.log_psi < -1e29).all())
 

@@ -45,7 +45,7 @@ class CTCPrefixState:
     r: Tensor  # (T, 2, N) log forward variables of each hypothesis's prefix
     log_psi: Tensor  # (N,) log prefix probability of each hypothesis
     last: Tensor  # (N,) last label of each prefix (-1 for the empty prefix)
-    r_cand: Tensor | None = None  # (T, 2, N, W): the latest score's candidates
+    buf: Tensor | None = None  # (T, 3, N, W) per frame [r^n, phi, r^b] of the candidates
     delta: Tensor | None = None  # (N, W): the latest score
 
 
@@ -100,7 +100,9 @@ class CTCPrefixScorer:
         total = torch.logaddexp(r_prev[:, 0], r_prev[:, 1])  # (T, N)
         # Per frame [r^n, phi, r^b]. phi_t: mass after frame t from which c can start; a
         # repeated label needs a blank in between.
-        buf = torch.empty((T, 3, N, W), device=xc.device)
+        if state.buf is None or state.buf.shape[-1] != W:  # once per search: W stays
+            state.buf = torch.empty((T, 3, N, W), device=xc.device)
+        buf = state.buf
         same = (cand == state.last[:, None])[None]  # (1, N, W)
         buf[:, 1] = torch.where(same, r_prev[:, 1, :, None], total[:, :, None])
         empty = (state.last < 0)[:, None]  # only the empty prefix emits c at frame 0
@@ -118,11 +120,11 @@ class CTCPrefixScorer:
         end_total = total.gather(0, state.end[None])[0]  # (N,)
         log_psi = torch.where(cand == self.eos, end_total[:, None], log_psi)
         log_psi = log_psi.masked_fill(cand == self.blank, NEG)
-        state.r_cand, state.delta = buf[:, ::2], log_psi - state.log_psi[:, None]
+        state.delta = log_psi - state.log_psi[:, None]
         return state.delta.double()
 
     def select(self, state: CTCPrefixState, rows: Tensor, cols: Tensor, tokens: Tensor) -> None:
-        state.r.copy_(state.r_cand[:, :, rows, cols])
+        state.r.copy_(state.buf[:, ::2, rows, cols])  # the chosen candidates' (r^n, r^b)
         state.log_psi.copy_(state.log_psi[rows] + state.delta[rows, cols])
         state.last.copy_(tokens)
 
