@@ -24,6 +24,9 @@ from s2s.data.datadir import write_datadir
 from s2s.data.dataset import collate
 from s2s.data.sampler import BucketBatchSampler
 from s2s.data.tokenizer import train_sentencepiece
+from s2s.decode.beam_search import BeamSearchConfig, Hypothesis, beam_search
+from s2s.decode.ctc_prefix import CTCPrefixScorer
+from s2s.decode.scorers import DecoderScorer, LMScorer, Scorer, search_scorers
 from s2s.experiment import ExperimentConfig, build_model, save_experiment_config
 from s2s.models.decoder import Decoder, DecoderConfig
 from s2s.models.lm import LMConfig, TransformerLM
@@ -168,6 +171,34 @@ def make_decoder(arrangement: str, variant: str, stride: int, seed: int = 0) -> 
     with torch.no_grad():  # make EOS likely enough that hypotheses end at different lengths
         dec.output.weight[EOS] *= 3.0
     return dec
+
+
+def scorers_for(
+    cfg: BeamSearchConfig,
+    decoder: Scorer,
+    ctc: torch.Tensor | None = None,
+    lm: TransformerLM | None = None,
+    blank: int = 0,
+) -> dict:
+    """The weighted set cfg asks for over decoder (a scorer), CTC prefix scores of the
+    log-posteriors ctc (B, S, V) and the LM."""
+    return search_scorers(
+        cfg,
+        decoder,
+        ctc=None if ctc is None else CTCPrefixScorer(lambda memory: ctc, blank, EOS),
+        lm=None if lm is None else LMScorer(lm),
+    )
+
+
+def search(
+    dec, memory, memory_lens, cfg: BeamSearchConfig, *, ctc=None, lm=None, **kw
+) -> list[list[Hypothesis]]:
+    """beam_search with make_decoder's BOS and EOS over the weighted set cfg asks for: the
+    decoder dec (a Decoder or an OnnxDecoder), ctc's prefix scores and the LM lm."""
+    return beam_search(
+        scorers_for(cfg, DecoderScorer(dec), ctc, lm),
+        memory, memory_lens, cfg, bos_id=BOS, eos_id=EOS, **kw,
+    )  # fmt: skip
 
 
 def make_lm(variant: str = "mtla", stride: int = 2, seed: int = 0) -> TransformerLM:
@@ -417,14 +448,16 @@ def _tiny_model_cfg(cfg: ExperimentConfig, text: bool) -> None:
     cfg.decode.max_len_a = 0.0
 
 
-def make_exp(root: Path, text: bool = False) -> Path:
+def make_exp(root: Path, text: bool = False, ctc: float = 0.0) -> Path:
     """A tiny untrained (seeded) experiment dir under root: config.yaml, tokenizer.model and
-    model_avg.pt, a speech (conv2d4 transformer) or text encoder and an MTLA decoder."""
+    model_avg.pt, a speech (conv2d4 transformer) or text encoder and an MTLA decoder; with
+    ctc > 0, a CTC head, decoded jointly with that weight."""
     exp = root / ("exp_text" if text else "exp_speech")
     exp.mkdir(parents=True)
     tok = train_sentencepiece(SENTENCES * 4, str(exp / "tokenizer"), vocab_size=48)
     cfg = ExperimentConfig()
     _tiny_model_cfg(cfg, text)
+    cfg.model.ctc_weight = cfg.decode.ctc_weight = ctc
     cfg.data.tokenizer = "tokenizer.model"  # relative to config.yaml, as s2s-train writes it
     if text:
         cfg.data.source, cfg.data.source_field = "text", "text.src"

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import BOS, EOS, V, make_decoder
+from helpers import BOS, EOS, V, make_decoder, search
 
 from s2s.attention import VARIANTS
-from s2s.decode.beam_search import BeamSearchConfig, Hypothesis, beam_search, max_lengths
+from s2s.decode.beam_search import BeamSearchConfig, Hypothesis, max_lengths
 from s2s.models.decoder import Decoder
 
 # every registered variant (mtla at s = 2 and 3: at s = 1 it is mla)
@@ -67,7 +67,7 @@ def test_engine_equals_reference(variant, stride, arrangement, batch, beam) -> N
     memory = torch.randn(batch, 8, 24, generator=g)
     memory_lens = torch.tensor([8, 5, 7][:batch])
     cfg = BeamSearchConfig(beam_size=beam, nbest=beam, max_len_b=7, min_len=1, length_penalty=1.0)
-    got = beam_search(dec, memory, memory_lens, cfg, bos_id=BOS, eos_id=EOS)
+    got = search(dec, memory, memory_lens, cfg)
     for b in range(batch):
         m = int(memory_lens[b])
         want = reference_beam_search(dec, memory[b : b + 1, :m], memory_lens[b : b + 1], cfg)
@@ -81,12 +81,10 @@ def test_padded_batch_equals_each_alone(arrangement: str) -> None:
     memory_lens = torch.tensor([9, 3, 6])
     memory[torch.arange(9)[None] >= memory_lens[:, None]] = 7.0
     cfg = BeamSearchConfig(beam_size=4, nbest=2, max_len_a=0.5, max_len_b=4)
-    batched = beam_search(dec, memory, memory_lens, cfg, bos_id=BOS, eos_id=EOS)
+    batched = search(dec, memory, memory_lens, cfg)
     for b in range(3):
         m = int(memory_lens[b])
-        alone = beam_search(
-            dec, memory[b : b + 1, :m], memory_lens[b : b + 1], cfg, bos_id=BOS, eos_id=EOS
-        )
+        alone = search(dec, memory[b : b + 1, :m], memory_lens[b : b + 1], cfg)
         assert_same(batched[b], alone[0])
 
 
@@ -100,12 +98,12 @@ def test_lean_and_naive_engines_agree(arrangement: str, variant: str, stride: in
     dec = make_decoder(arrangement, variant, stride, seed=2)
     memory, memory_lens = torch.randn(2, 7, 24), torch.tensor([7, 4])
     cfg = BeamSearchConfig(beam_size=3, nbest=3, max_len_b=6)
-    a = beam_search(dec, memory, memory_lens, cfg, bos_id=BOS, eos_id=EOS, engine="lean")
-    b = beam_search(dec, memory, memory_lens, cfg, bos_id=BOS, eos_id=EOS, engine="naive")
+    a = search(dec, memory, memory_lens, cfg, engine="lean")
+    b = search(dec, memory, memory_lens, cfg, engine="naive")
     for x, y in zip(a, b):
         assert_same(x, y)
     with pytest.raises(ValueError, match="engine"):
-        beam_search(dec, memory, memory_lens, cfg, bos_id=BOS, eos_id=EOS, engine="fast")
+        search(dec, memory, memory_lens, cfg, engine="fast")
 
 
 @pytest.mark.parametrize("arrangement", ["cross", "prefix"])
@@ -136,7 +134,7 @@ def test_lean_caches_are_allocated_once(arrangement: str) -> None:
 def test_limits_and_config() -> None:
     dec = make_decoder("cross", "mha", 1)
     cfg = BeamSearchConfig(beam_size=2, nbest=2, max_len_b=3, min_len=3)
-    out = beam_search(dec, torch.randn(1, 5, 24), torch.tensor([5]), cfg, bos_id=BOS, eos_id=EOS)
+    out = search(dec, torch.randn(1, 5, 24), torch.tensor([5]), cfg)
     assert all(len(h.tokens) == 3 for h in out[0])  # min_len == max_len pins the length
     with pytest.raises(ValueError, match="need beam_size >= 1 and 1 <= nbest <= beam_size"):
         BeamSearchConfig(beam_size=2, nbest=3)

@@ -128,3 +128,39 @@ def test_kernel_bench_on_gpu(tmp_path) -> None:
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 4 and all(r["rel_err"] < 1e-5 for r in rows)
     assert all(r["kernel_launches"] == 1 for r in rows)
+
+
+def test_decode_data_bench_compares_a_revision(tmp_path, capsys) -> None:
+    """A data dir decoded with joint CTC by the current search and by the one of a git
+    revision (before the scorer interface when that commit is here), same batches: times per
+    part, and every n-best list the same."""
+    import subprocess
+
+    from helpers import make_exp, write_audio
+
+    from s2s.bench.decode_data import main as bench_main
+    from s2s.data.datadir import write_datadir
+
+    before = "5935c32"  # the last commit whose beam_search took lm= and ctc_log_probs=
+    found = subprocess.run(["git", "cat-file", "-e", f"{before}^{{commit}}"], capture_output=True)
+    rev = before if found.returncode == 0 else "HEAD"
+    if subprocess.run(["git", "rev-parse", rev], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout: no revision to compare with")
+    exp = make_exp(tmp_path, ctc=0.3)
+    wavs = {f"u{i}": tmp_path / f"u{i}.wav" for i in range(5)}
+    for i, path in enumerate(wavs.values()):
+        write_audio(path, 0.4 + 0.2 * i, seed=i)
+    write_datadir(tmp_path / "data", {u: str(p) for u, p in wavs.items()},
+                  {"text": dict.fromkeys(wavs, "a")}, {u: u for u in wavs})  # fmt: skip
+    out = tmp_path / "bench.json"
+    argv = ["--model", str(exp), "--data", str(tmp_path / "data"), "--compare", rev]
+    assert bench_main([*argv, "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["decode"]["ctc_weight"] == 0.3
+    assert [r["run"] for r in report["rows"]] == ["current", rev]
+    for r in report["rows"]:
+        assert r["utterances"] == 5 and r["decoder_s"] > 0 and r["ctc_s"] > 0
+        parts = r["encoder_s"] + r["decoder_s"] + r["ctc_s"] + r["search_s"]
+        assert parts == pytest.approx(r["seconds"])
+    assert report["same"]["nbest"] == 5 and report["same"]["max_score_diff"] == 0.0
+    assert "same n-best tokens: 5/5" in capsys.readouterr().out

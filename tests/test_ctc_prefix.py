@@ -8,10 +8,11 @@ import math
 
 import pytest
 import torch
-from helpers import BOS, V, make_decoder
+from helpers import BOS, V, make_decoder, search
 
-from s2s.decode.beam_search import BeamSearchConfig, beam_search, max_lengths
-from s2s.decode.ctc_prefix import CTCPrefixScorer
+from s2s.decode.beam_search import BeamSearchConfig, max_lengths
+from s2s.decode.ctc_prefix import NEG, CTCPrefixScorer
+from s2s.decode.scorers import SearchInit
 
 BLANK, EOS = 0, 3
 
@@ -86,12 +87,12 @@ def test_scorer_matches_enumeration_with_padding() -> None:
     V = 5
     logp = torch.randn(2, 6, V, dtype=torch.float64).log_softmax(-1)
     lengths = torch.tensor([6, 4])
-    scorer = CTCPrefixScorer(logp, lengths, BLANK, EOS, beam=1)
-    state = scorer.initial_state()
+    scorer = CTCPrefixScorer(lambda memory: logp, BLANK, EOS)
+    state = scorer.init_state(SearchInit(torch.zeros(2, 6, 1), lengths, beam=1, max_len=5))
     prefixes = [[1, 2, 2, 4], [4, 4, 1, 2]]
     for step in range(4):
         cand = torch.tensor([[1, 2, 4, EOS], [1, 2, 4, EOS]])
-        delta, r_new = scorer.score(state, cand)
+        delta = scorer.score(state, None, cand)
         for b in range(2):
             T = int(lengths[b])
             for j, c in enumerate(cand[b].tolist()):
@@ -108,7 +109,79 @@ def test_scorer_matches_enumeration_with_padding() -> None:
                     assert got == pytest.approx(want, abs=1e-4), (b, step, c)
         cols = torch.tensor([cand[b].tolist().index(prefixes[b][step]) for b in range(2)])
         rows = torch.arange(2)
-        state = scorer.select(state, r_new, delta, rows, cols, cand[rows, cols])
+        scorer.select(state, rows, cols, cand[rows, cols])
+
+
+def frame_by_frame(x: torch.Tensor, end: torch.Tensor, r_prev, last, cand) -> tuple:
+    """The scorer's step as the textbook recursion, one frame at a time with six operations
+    each (ESPnet's CTCPrefixScoreTH; the scorer before it updated both forward variables in
+    one operation): x (T, N, V) log-posteriors with padded frames' labels at log 0 (NEG) and
+    blank at log 1, end (N,) last real frames, r_prev (T, 2, N), last (N,), cand (N, W).
+    Returns (log psi (N, W), r (T, 2, N, W))."""
+    T, N, _ = x.shape
+    W = cand.shape[1]
+    xc = x.gather(2, cand[None].expand(T, -1, -1))  # (T, N, W)
+    xb = x[:, :, BLANK][:, :, None]
+    total = torch.logaddexp(r_prev[:, 0], r_prev[:, 1])  # (T, N)
+    same = (cand == last[:, None])[None]
+    phi = torch.where(same, r_prev[:, 1, :, None], total[:, :, None])  # (T, N, W)
+    r = torch.full((T, 2, N, W), NEG, dtype=x.dtype)
+    r[0, 0] = torch.where((last < 0)[:, None], xc[0], torch.full_like(xc[0], NEG))
+    log_psi = r[0, 0].clone()
+    for t in range(1, T):
+        r[t, 0] = torch.logaddexp(r[t - 1, 0], phi[t - 1]) + xc[t]
+        r[t, 1] = torch.logaddexp(r[t - 1, 0], r[t - 1, 1]) + xb[t]
+        log_psi = torch.logaddexp(log_psi, phi[t - 1] + xc[t])
+    end_total = total.gather(0, end[None])[0]
+    log_psi = torch.where(cand == EOS, end_total[:, None], log_psi)
+    return log_psi.masked_fill(cand == BLANK, NEG), r
+
+
+@pytest.mark.parametrize(("T", "beam"), [(1, 3), (9, 4), (300, 3), (37, 5)])
+def test_scorer_equals_the_frame_by_frame_recursion(T: int, beam: int) -> None:
+    """Padded utterances (one a frame long), candidates that repeat the last label, EOS and
+    blank among them, prefixes that become impossible, several steps with random parents: the
+    same log psi and forward variables as the recursion, bit for bit (float32, as before)."""
+    g = torch.Generator().manual_seed(T)
+    U, V = 3, 9
+    logp = torch.randn(U, T, V, generator=g).mul(3).log_softmax(-1)
+    logp[1, :, 5] = -90.0  # a label this utterance all but never emits
+    lengths = torch.tensor([T, max(1, T // 2), max(1, T - 3)])
+    scorer = CTCPrefixScorer(lambda memory: logp, BLANK, EOS)
+    state = scorer.init_state(SearchInit(torch.zeros(U, T, 1), lengths, beam, max_len=6))
+    N = U * beam
+    pad = torch.arange(T)[None, :] >= lengths[:, None]
+    x = logp.masked_fill(pad[..., None], NEG)
+    x[..., BLANK] = x[..., BLANK].masked_fill(pad, 0.0)
+    x = x.repeat_interleave(beam, 0).transpose(0, 1)  # (T, N, V)
+    end = (lengths - 1).repeat_interleave(beam)
+    r, log_psi, last = state.r.clone(), state.log_psi.clone(), state.last.clone()
+    ptrs = [state.r.data_ptr(), state.log_psi.data_ptr(), state.last.data_ptr()]
+    for _ in range(6):
+        assert torch.equal(state.r, r) and torch.equal(state.log_psi, log_psi)
+        cand = torch.randint(1, V, (N, 5), generator=g)
+        cand[:, 4] = torch.randint(4, V, (N,), generator=g)  # neither EOS nor blank
+        cand[:, 0] = torch.where(last >= 0, last, 4)  # a repeated label
+        cand[::2, 1] = 5
+        cand[1, 2], cand[2, 3] = EOS, BLANK
+        delta = scorer.score(state, None, cand)
+        ptrs.append(state.buf.data_ptr())  # the candidates' buffer: allocated at the first step
+        want_psi, want_r = frame_by_frame(x, end, r, last, cand)
+        want_delta = want_psi - log_psi[:, None]
+        assert delta.dtype == torch.float64 and torch.equal(delta, want_delta.double())
+        # the search continues a hypothesis with neither EOS nor blank
+        rows = torch.arange(N).view(U, beam)[:, torch.randint(0, beam, (beam,), generator=g)]
+        rows = rows.reshape(N)
+        cols = torch.randint(0, 5, (N,), generator=g)
+        cols = torch.where((cand[rows, cols] == EOS) | (cand[rows, cols] == BLANK), 4, cols)
+        tokens = cand[rows, cols]
+        scorer.select(state, rows, cols, tokens)
+        r, log_psi = want_r[:, :, rows, cols], log_psi[rows] + want_delta[rows, cols]
+        last = tokens
+    assert [state.r.data_ptr(), state.log_psi.data_ptr(), state.last.data_ptr()] == ptrs[:3]
+    assert len(set(ptrs[3:])) == 1
+    if T == 1:  # a frame holds one label: every prefix became impossible on the way
+        assert bool((state.log_psi < -1e29).all())
 
 
 @pytest.mark.parametrize("arrangement", ["cross", "prefix", "prompt"])
@@ -118,7 +191,7 @@ def test_joint_beam_search_matches_reference(arrangement: str) -> None:
     memory, memory_lens = torch.randn(2, 7, 24), torch.tensor([7, 5])
     ctc_logp = torch.randn(2, 7, V).mul(2).log_softmax(-1)
     cfg = BeamSearchConfig(beam_size=3, nbest=3, max_len_b=4, ctc_weight=0.4, pre_beam_ratio=2.0)
-    got = beam_search(dec, memory, memory_lens, cfg, bos_id=BOS, eos_id=EOS, ctc_log_probs=ctc_logp)
+    got = search(dec, memory, memory_lens, cfg, ctc=ctc_logp)
 
     for b in range(2):
         m = int(memory_lens[b])

@@ -113,6 +113,76 @@ def test_cli_reports_each_failing_file_in_one_line_and_decodes_the_rest(
     ]
 
 
+def test_cli_decodes_many_files_in_batches_in_the_order_given(
+    speech_exp: Path,
+    audio_files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Six files of other lengths and rates, a corrupt one and a long one among them: the
+    short ones go through the search in one length-sorted batch (as --data does), the long one
+    (> --max-segment) is split by voice activity where it stands; one output per file in the
+    order given, the corrupt file one stderr line, and every n-best list exactly what decoding
+    that file alone gives."""
+    short = []
+    for i, (sr, seconds) in enumerate([(16000, 0.5), (8000, 1.1), (22050, 0.7), (16000, 0.9)]):
+        short.append(tmp_path / f"s{i}.wav")
+        sf.write(short[-1], tone(sr, seconds, freq=200.0 + 70 * i), sr)
+    long = tmp_path / "long.wav"  # two tones 0.9 s apart: two segments
+    sf.write(long, np.concatenate([tone(16000, 1.0), np.zeros(14400), tone(16000, 1.0)]), 16000)
+    files = [short[0], audio_files["8k"], short[1], audio_files["corrupt"], long, short[2],
+             audio_files["44k_stereo"], short[3]]  # fmt: skip
+    s2t = Speech2Text.from_dir(speech_exp)
+    alone = {f: s2t(f) for f in files if f not in (long, audio_files["corrupt"])}
+
+    batches: list[int] = []
+    decode_sources = Speech2Text.decode_sources
+
+    def spy(self, sources):
+        batches.append(len(sources))
+        return decode_sources(self, sources)
+
+    monkeypatch.setattr(Speech2Text, "decode_sources", spy)
+    args = ["--model", str(speech_exp), "--format", "json", "--max-segment", "1.5"]
+    assert decode_main([*args, *map(str, files)]) == 1
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    long_segments = [r for r in records if r["input"] == str(long)]
+    assert len(long_segments) == 2 and all(r["end"] - r["start"] <= 1.5 for r in long_segments)
+    inputs = [r["input"] for r in records]
+    want_order = [str(f) for f in files if f != audio_files["corrupt"] for _ in
+                  range(2 if f == long else 1)]  # fmt: skip
+    assert inputs == want_order
+    for r in records:
+        if r["input"] != str(long):
+            want = alone[Path(r["input"])]
+            assert [h["text"] for h in r["nbest"]] == [w.text for w in want]
+            assert [h["score"] for h in r["nbest"]] == pytest.approx(
+                [w.score for w in want], abs=1e-4
+            )
+    assert batches[0] == 6  # the six whole files in one batch; then the long file's segments
+    assert [line for line in err.splitlines() if line.startswith("s2s-decode: ")] == [
+        next(line for line in err.splitlines() if str(audio_files["corrupt"]) in line),
+        "s2s-decode: 1 of 8 files could not be decoded",
+    ]
+
+
+def test_speech2text_takes_a_list(speech_exp: Path, audio_files: dict[str, Path]) -> None:
+    """A list of paths and waveforms: their n-best lists in the order given, each what it gets
+    alone; a bad one raises its AudioError."""
+    from s2s.data.audio import AudioError
+
+    s2t = Speech2Text.from_dir(speech_exp)
+    wave = torch.from_numpy(tone(16000, 1.3, freq=500.0)).float()
+    items = [audio_files["8k"], wave, audio_files["44k_stereo"]]
+    got = s2t(items, sample_rate=16000)
+    want = [s2t(audio_files["8k"]), s2t(wave, sample_rate=16000), s2t(audio_files["44k_stereo"])]
+    assert [[r.tokens for r in nb] for nb in got] == [[r.tokens for r in nb] for nb in want]
+    with pytest.raises(AudioError, match="c.wav"):
+        s2t([audio_files["8k"], audio_files["corrupt"]])
+
+
 def test_resampling_and_downmix_match_the_waveform_api(
     speech_exp: Path, audio_files: dict[str, Path]
 ) -> None:

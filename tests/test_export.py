@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import BOS, EOS, make_decoder, make_exp, make_lm
+from helpers import BOS, EOS, make_decoder, make_exp, make_lm, scorers_for, search
 from omegaconf import OmegaConf
 
 pytest.importorskip("onnxruntime")
@@ -69,13 +69,13 @@ def test_exported_steps_equal_pytorch(exported, arrangement, variant, stride) ->
     memory, lens = _memory(1)
     lock = Lockstep(dec, onnx_dec)
     cfg = BeamSearchConfig(beam_size=4, nbest=4, max_len_b=10)
-    beam_search(lock, memory, lens, cfg, bos_id=BOS, eos_id=EOS)
+    beam_search(scorers_for(cfg, lock), memory, lens, cfg, bos_id=BOS, eos_id=EOS)
     assert lock.steps >= 3 and lock.max_dev < 1e-4  # log-probs and written slots
     for beam in (1, 5):  # then free-running, each on its own
         cfg = BeamSearchConfig(beam_size=beam, nbest=beam, max_len_b=10)
         st_pt, st_ort = {}, {}
-        want = beam_search(dec, memory, lens, cfg, bos_id=BOS, eos_id=EOS, stats=st_pt)
-        got = beam_search(onnx_dec, memory, lens, cfg, bos_id=BOS, eos_id=EOS, stats=st_ort)
+        want = search(dec, memory, lens, cfg, stats=st_pt)
+        got = search(onnx_dec, memory, lens, cfg, stats=st_ort)
         assert [[h.tokens for h in nb] for nb in got] == [[h.tokens for h in nb] for nb in want]
         for nb_got, nb_want in zip(got, want):
             for h, w in zip(nb_got, nb_want):
@@ -92,12 +92,12 @@ def test_exported_decoder_with_lm_fusion_and_ctc(exported) -> None:
     g = torch.Generator().manual_seed(4)
     ctc = torch.randn(3, 13, dec.embed.num_embeddings, generator=g).log_softmax(-1)
     cfg = BeamSearchConfig(beam_size=4, nbest=2, max_len_b=8, lm_weight=0.4, ctc_weight=0.3)
-    kw = dict(bos_id=BOS, eos_id=EOS, lm=lm, ctc_log_probs=ctc)
     lock = Lockstep(dec, onnx_dec)
-    beam_search(lock, memory, lens, cfg, **kw)
+    scorers = scorers_for(cfg, lock, ctc, lm)
+    beam_search(scorers, memory, lens, cfg, bos_id=BOS, eos_id=EOS)
     assert lock.steps >= 3 and lock.max_dev < 1e-4
-    want = beam_search(dec, memory, lens, cfg, **kw)
-    got = beam_search(onnx_dec, memory, lens, cfg, **kw)
+    want = search(dec, memory, lens, cfg, ctc=ctc, lm=lm)
+    got = search(onnx_dec, memory, lens, cfg, ctc=ctc, lm=lm)
     assert [[h.tokens for h in nb] for nb in got] == [[h.tokens for h in nb] for nb in want]
 
 
@@ -110,8 +110,8 @@ def test_exported_step_takes_any_batch_and_beam(exported) -> None:
     lens = torch.tensor([41])
     for beam in (1, 2, 7):
         lock = Lockstep(dec, onnx_dec)
-        beam_search(lock, memory, lens, BeamSearchConfig(beam_size=beam, max_len_b=5),
-                    bos_id=BOS, eos_id=EOS)  # fmt: skip
+        cfg = BeamSearchConfig(beam_size=beam, max_len_b=5)
+        beam_search(scorers_for(cfg, lock), memory, lens, cfg, bos_id=BOS, eos_id=EOS)
         assert lock.steps >= 1 and lock.max_dev < 1e-4
     with pytest.raises(ValueError, match="lean engine"):
         onnx_dec.init_state(memory, lens, beam=2, ancestry=False)
@@ -231,8 +231,8 @@ def test_lockstep_sees_a_different_decoder() -> None:
     a, b = make_decoder("prefix", "mtla", 2, seed=0), make_decoder("prefix", "mtla", 2, seed=1)
     memory, lens = _memory(2)
     lock = Lockstep(a, b)
-    beam_search(lock, memory, lens, BeamSearchConfig(beam_size=2, max_len_b=3),
-                bos_id=BOS, eos_id=EOS)  # fmt: skip
+    cfg = BeamSearchConfig(beam_size=2, max_len_b=3)
+    beam_search(scorers_for(cfg, lock), memory, lens, cfg, bos_id=BOS, eos_id=EOS)
     assert lock.max_dev > 1e-2
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import BOS, EOS, V, make_decoder, make_lm
+from helpers import BOS, EOS, V, make_decoder, make_lm, search
 
-from s2s.decode.beam_search import BeamSearchConfig, beam_search
+from s2s.decode.beam_search import BeamSearchConfig
 
 CASES = [("mha", 1), ("gqa", 1), ("mla", 1), ("mtla", 2), ("mtla", 3)]
 
@@ -65,10 +65,9 @@ def test_weight_zero_equals_plain_search(arrangement: str, ctc_weight: float) ->
     dec, lm = make_decoder(arrangement, "mtla", 2, seed=3), make_lm(seed=4)
     memory, lens, ctc = _inputs()
     cfg = BeamSearchConfig(beam_size=4, nbest=4, max_len_b=8, ctc_weight=ctc_weight)
-    kw = dict(bos_id=BOS, eos_id=EOS, ctc_log_probs=ctc)
     plain_stats, fused_stats = {}, {}
-    plain = beam_search(dec, memory, lens, cfg, stats=plain_stats, **kw)
-    fused = beam_search(dec, memory, lens, cfg, lm=lm, stats=fused_stats, **kw)
+    plain = search(dec, memory, lens, cfg, ctc=ctc, stats=plain_stats)
+    fused = search(dec, memory, lens, cfg, ctc=ctc, lm=lm, stats=fused_stats)
     assert fused == plain
     # the LM's caches count in the decode's peak: allocated once, for B * K rows x 9 tokens
     lm_bytes = lm.init_state(3 * 4, ancestry=True, max_len=9).peak_cache_bytes()
@@ -94,21 +93,14 @@ def test_fused_batched_equals_alone_and_the_fused_score(engine: str) -> None:
     dec, lm = make_decoder("cross", "mtla", 2, seed=5), make_lm("mtla", 3, seed=6)
     memory, lens, _ = _inputs(1)
     cfg = BeamSearchConfig(beam_size=3, nbest=3, max_len_b=7, lm_weight=0.5)
-    kw = dict(bos_id=BOS, eos_id=EOS, lm=lm, engine=engine)
-    batched = beam_search(dec, memory, lens, cfg, **kw)
-    plain = beam_search(
-        dec,
-        memory,
-        lens,
-        BeamSearchConfig(beam_size=3, nbest=3, max_len_b=7),
-        bos_id=BOS,
-        eos_id=EOS,
-    )
+    kw = dict(lm=lm, engine=engine)
+    batched = search(dec, memory, lens, cfg, **kw)
+    plain = search(dec, memory, lens, BeamSearchConfig(beam_size=3, nbest=3, max_len_b=7))
     assert batched != plain  # the LM changes the search
     with torch.no_grad():
         for b in range(3):
             m, ln = memory[b : b + 1, : int(lens[b])], lens[b : b + 1]
-            alone = beam_search(dec, m, ln, cfg, **kw)[0]
+            alone = search(dec, m, ln, cfg, **kw)[0]
             assert [h.tokens for h in alone] == [h.tokens for h in batched[b]]
             for h, a in zip(batched[b], alone):
                 assert h.log_prob == pytest.approx(a.log_prob, abs=1e-4)
@@ -120,7 +112,7 @@ def test_fusion_needs_a_model_and_a_valid_weight() -> None:
     dec = make_decoder("cross", "mha", 1)
     cfg = BeamSearchConfig(beam_size=2, lm_weight=0.3)
     with pytest.raises(ValueError, match="needs a language model"):
-        beam_search(dec, torch.randn(1, 5, 24), torch.tensor([5]), cfg, bos_id=BOS, eos_id=EOS)
+        search(dec, torch.randn(1, 5, 24), torch.tensor([5]), cfg)
     with pytest.raises(ValueError, match="lm_weight"):
         BeamSearchConfig(lm_weight=-0.1)
 

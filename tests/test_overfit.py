@@ -22,6 +22,7 @@ from s2s.data.features import compute_fbank, utterance_cmvn
 from s2s.data.tokenizer import train_sentencepiece
 from s2s.data.tts import synthesize
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
+from s2s.decode.scorers import DecoderScorer, search_scorers
 from s2s.models.decoder import DecoderConfig
 from s2s.models.encoder import EncoderConfig
 from s2s.models.seq2seq import BOS_ID, EOS_ID, ModelConfig, Seq2SeqModel, add_bos_eos
@@ -84,14 +85,9 @@ def test_tiny_model_memorises_utterances(corpus, variant: str, arrangement: str)
 
     model.eval()
     memory, memory_lens = model.encode(batch.src, batch.src_lens)
-    hyps = beam_search(
-        model.decoder,
-        memory,
-        memory_lens,
-        BeamSearchConfig(beam_size=1, max_len_b=int(batch.tgt_lens.max()) + 5),
-        bos_id=BOS_ID,
-        eos_id=EOS_ID,
-    )
+    cfg = BeamSearchConfig(beam_size=1, max_len_b=int(batch.tgt_lens.max()) + 5)
+    scorers = search_scorers(cfg, DecoderScorer(model.decoder))
+    hyps = beam_search(scorers, memory, memory_lens, cfg, bos_id=BOS_ID, eos_id=EOS_ID)
     assert [tok.decode(h[0].tokens) for h in hyps] == texts
 
 

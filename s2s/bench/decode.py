@@ -41,6 +41,7 @@ from s2s.attention import sweep_config
 from s2s.bench.attention import DEFAULT_VARIANTS
 from s2s.bench.authors import AuthorsAttention, load_authors_mtla
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
+from s2s.decode.scorers import DecoderScorer, search_scorers
 from s2s.models.decoder import ARRANGEMENTS, Decoder, DecoderConfig
 
 SIZES = {  # decoder sizes: (layers, d_model, heads, ffn, latent r, rope d_r)
@@ -125,7 +126,7 @@ def bench(
         t0 = time.perf_counter()
         with counting() as launched:
             beam_search(
-                dec,
+                search_scorers(cfg, DecoderScorer(dec)),
                 memory,
                 lens,
                 cfg,

@@ -28,6 +28,7 @@ from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
 from s2s.decode.beam_search import beam_search
 from s2s.decode.inference import Speech2Text, plan_batches
+from s2s.decode.scorers import Weighted
 from s2s.export.compare import Lockstep
 from s2s.models.seq2seq import BOS_ID, EOS_ID
 from s2s.threads import torch_threads
@@ -50,7 +51,8 @@ def lockstep_first_batch(pt: Speech2Text, ort: Speech2Text, feats: list) -> dict
     memory_ort, _ = ort.model.encode(src, lens)
     enc_dev = float(((memory_ort - memory).abs() / memory.abs().clamp(min=1)).max())
     lock = Lockstep(pt.model.decoder, ort.model.decoder)
-    beam_search(lock, memory, memory_lens, pt.decode_cfg, bos_id=BOS_ID, eos_id=EOS_ID)
+    scorers = {"decoder": Weighted(lock, 1.0)}  # the decoders alone, at pt's beam
+    beam_search(scorers, memory, memory_lens, pt.decode_cfg, bos_id=BOS_ID, eos_id=EOS_ID)
     return {
         "utterances": len(first), "steps": lock.steps, "encoder_max_dev": enc_dev,
         "step_max_dev": lock.max_dev,

@@ -25,6 +25,7 @@ import torch
 
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.decode.inference import plan_batches
+from s2s.decode.scorers import DecoderScorer, search_scorers
 from s2s.experiment import build_model, load_experiment_config
 from s2s.export.bundle import write_manifest
 from s2s.export.onnx_export import export_model
@@ -46,8 +47,8 @@ def decode(model, feats: list, cfg: BeamSearchConfig) -> tuple[list, float, int]
         lens = torch.tensor([feats[i].shape[0] for i in batch])
         memory, memory_lens = model.encode(src, lens)
         stats: dict = {}
-        hyps = beam_search(model.decoder, memory, memory_lens, cfg, bos_id=BOS_ID,
-                           eos_id=EOS_ID, stats=stats)  # fmt: skip
+        hyps = beam_search(search_scorers(cfg, DecoderScorer(model.decoder)), memory,
+                           memory_lens, cfg, bos_id=BOS_ID, eos_id=EOS_ID, stats=stats)  # fmt: skip
         peak = max(peak, stats["peak_cache_bytes"])
         for i, nb in zip(batch, hyps):
             out[i] = nb[0].tokens

@@ -20,8 +20,10 @@ file) is split by voice activity detection (s2s.data.vad: energy on the fbank fr
 feeds it whole. --format json then prints one object per segment (with "start" and "end");
 srt and vtt always segment and take one file.
 
-A file that cannot be read, or is too short or too long for the model, is reported in one line
-on stderr (the file and why) and the others are still decoded; the exit status is then 1.
+Many files are decoded in batches of similar lengths, as --data decodes a data dir (one output
+line per file still, in the order given; a long file keeps its segmenting). A file that cannot
+be read, or is too short or too long for the model, is reported in one line on stderr (the file
+and why) and the others are still decoded; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from s2s.data.vad import VadConfig
 
@@ -170,31 +174,57 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"s2s-decode: {e}", file=sys.stderr)
         return 2
-    from s2s.data.audio import audio_duration
-
     failed = 0
-    for path in args.files:
-        try:
-            segment = args.segment == "on" or args.format in ("srt", "vtt")
-            if args.segment == "auto" and not segment:
-                segment = audio_duration(path) > vad.max_segment_s
-            if segment:
-                segments = s2t.transcribe(path, vad=vad, batch_frames=args.batch_frames)
-            else:
-                nbest = s2t(path)
-        except AudioError as e:
-            print(f"s2s-decode: {e}", file=sys.stderr)
+    for path, segmented, result in decode_files(s2t, args, vad):
+        if isinstance(result, AudioError):
+            print(f"s2s-decode: {result}", file=sys.stderr)
             failed += 1
-            continue
-        if segment:
-            emit_segments(args.format, path, segments)
+        elif segmented:
+            emit_segments(args.format, path, result)
         else:
-            emit(args.format, path, nbest)
+            emit(args.format, path, result)
     if failed:
         print(
             f"s2s-decode: {failed} of {len(args.files)} files could not be decoded", file=sys.stderr
         )
     return 1 if failed else 0
+
+
+def decode_files(s2t, args: argparse.Namespace, vad: VadConfig) -> Iterator[tuple[str, bool, Any]]:
+    """(file, segmented, its n-best list / its segments / the AudioError naming it) for each of
+    args.files, in the order given. The files fed whole are decoded in batches of similar
+    lengths as a data dir is (Speech2Text.iter_decode); a file longer than --max-segment
+    (--segment auto), every file with --segment on or subtitles, is split by voice activity
+    (Speech2Text.transcribe) when its turn comes."""
+    from s2s.data.audio import AudioError, audio_duration
+
+    segmented: list[bool | AudioError] = []
+    for path in args.files:
+        if args.segment == "on" or args.format in ("srt", "vtt"):
+            segmented.append(True)
+        elif args.segment == "off":
+            segmented.append(False)
+        else:
+            try:
+                segmented.append(audio_duration(path) > vad.max_segment_s)
+            except AudioError as e:
+                segmented.append(e)
+    whole = [i for i, seg in enumerate(segmented) if seg is False]
+    batches = s2t.iter_decode([args.files[i] for i in whole], batch_frames=args.batch_frames)
+    done: dict[int, Any] = {}
+    for i, (path, seg) in enumerate(zip(args.files, segmented)):
+        if isinstance(seg, AudioError):
+            yield path, False, seg
+        elif seg:
+            try:
+                yield path, True, s2t.transcribe(path, vad=vad, batch_frames=args.batch_frames)
+            except AudioError as e:
+                yield path, True, e
+        else:
+            while i not in done:  # decode batches until this file's has been
+                j, result = next(batches)
+                done[whole[j]] = result
+            yield path, False, done.pop(i)
 
 
 def emit_segments(fmt: str, name: str, segments) -> None:

@@ -1,28 +1,26 @@
-"""Batched beam search over B utterances x K hypotheses, through the decoder's step and its
-(compressed, append-only) caches.
+"""Batched beam search over B utterances x K hypotheses, scored by a weighted set of scorers
+(s2s.decode.scorers: the decoder, CTC prefix scores, a language model) behind one interface.
 
-Per step: decoder step -> log-probs -> per utterance, the best 2K of the K*V extensions; those
-ending in EOS among the first K are finished (fairseq's rule), the best K others continue, and
-the caches follow their parents through ancestry indices (no cache copies). An utterance is done
-once it has K finished hypotheses or reaches its maximum length, where EOS is forced.
+Per step: every full scorer scores every token (the decoder, the LM: (N, V) log-probs); with a
+partial scorer in the set (CTC), each row keeps its pre_beam best tokens by the full scorers
+and the partial scorers score only those; the weighted sum ranks the extensions. Per
+utterance, the best 2K of its extensions: those ending in EOS among the first K are finished
+(fairseq's rule), the best K others continue, and every scorer's state follows its parents by
+index (the caches through ancestry indices, no copies). An utterance is done once it has K
+finished hypotheses or reaches its maximum length, where EOS is forced.
 Scores: sum of log-probs; ranking uses score / length ** length_penalty (length counts EOS).
-With CTC (ctc_weight > 0) each step scores only the pre_beam best tokens of the attention
-decoder, by (1 - ctc_weight) * attention + ctc_weight * CTC prefix score (s2s.decode.ctc_prefix).
-With a language model (shallow fusion, s2s.models.lm) lm_weight * its log-prob is added to every
-token's score (before the CTC pre-beam, as ESPnet's full scorers); its caches follow the
-hypotheses through the same ancestry reordering as the decoder's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from s2s.attention.ops import use_kernels
-from s2s.models.decoder import Decoder
-from s2s.models.lm import TransformerLM
+from s2s.decode.scorers import SearchInit, Weighted
 
 ENGINES = ("lean", "naive")
 
@@ -72,9 +70,32 @@ def max_lengths(memory_lens: Tensor, cfg: BeamSearchConfig) -> Tensor:
     return (memory_lens.double() * cfg.max_len_a + cfg.max_len_b).long().clamp(min=1)
 
 
+def _pre_beam(full: list[tuple[Tensor, float]]) -> Tensor:
+    """(N, V) pre-beam scores from the full scorers' (scores, weight): their weighted sum
+    scaled so that the first non-zero weight is 1 (the same ranking, and the decoder's
+    log-probs as they are when it leads); when every weight is 0 (CTC alone), the first full
+    scorer's (the decoder's), so that a weight-0 LM changes nothing here either."""
+    ref = next((w for _, w in full if w != 0), None)
+    if ref is None:
+        return full[0][0]
+    return _weighted_sum([(s, w / ref) for s, w in full])
+
+
+def _weighted_sum(terms: list[tuple[Tensor, float]]) -> Tensor:
+    """The sum of weight * scores over the terms (in order) whose weight is not 0."""
+    out = torch.zeros_like(terms[0][0])
+    first = True
+    for s, w in terms:
+        if w == 0:
+            continue
+        term = s if w == 1 else w * s
+        out, first = (term if first else out + term), False
+    return out
+
+
 @torch.no_grad()
 def beam_search(
-    decoder: Decoder,
+    scorers: Mapping[str, Weighted],
     memory: Tensor,
     memory_lens: Tensor,
     cfg: BeamSearchConfig,
@@ -82,130 +103,124 @@ def beam_search(
     bos_id: int,
     eos_id: int,
     engine: str = "lean",
-    ctc_log_probs: Tensor | None = None,
     blank_id: int = 0,
-    lm: TransformerLM | None = None,
     stats: dict | None = None,
 ) -> list[list[Hypothesis]]:
-    """Decode B utterances. memory: (B, S, d_enc), memory_lens: (B,); ctc_log_probs: (B, S, V)
-    CTC log-posteriors over the same frames (used when cfg.ctc_weight > 0); lm: the language
-    model fused with cfg.lm_weight (cfg.lm names it for the caller, which loads it). engine: "lean"
-    (the frames' cache once per utterance, own parts allocated once, ancestry reordering) or
-    "naive" (every hypothesis holds the whole cache, reordering copies it: fairseq's way; a
-    baseline for benchmarks and tests). stats: filled with "peak_cache_bytes", the most bytes
-    the self-attention caches (the decoder's and the LM's) allocated at once. Returns per
+    """Decode B utterances. scorers: name -> Weighted(scorer, weight), at least one full
+    scorer (s2s.decode.scorers.search_scorers builds the set a config asks for); a token's
+    score is the weighted sum of the scorers' scores. memory: (B, S, d_enc), memory_lens:
+    (B,). engine: "lean" (the frames' cache once per utterance, own parts allocated once,
+    ancestry reordering) or "naive" (every hypothesis holds the whole cache, reordering copies
+    it: fairseq's way; a baseline for benchmarks and tests). blank_id (padding, the CTC blank)
+    and bos_id are never emitted. stats: filled with "peak_cache_bytes", the most bytes the
+    scorers' self-attention caches (the decoder's and the LM's) allocated at once. Returns per
     utterance its `nbest` hypotheses."""
     if engine not in ENGINES:
         raise ValueError(f"beam search engine {engine!r} not in {ENGINES}")
+    if not any(not w.scorer.partial for w in scorers.values()):
+        raise ValueError("beam search needs a full scorer (the decoder) among its scorers")
     B, K = memory.shape[0], cfg.beam_size
+    N = B * K
     device = memory.device
     limit = max_lengths(memory_lens, cfg)  # (B,)
-    lean = engine == "lean"
-    state = decoder.init_state(
-        memory,
-        memory_lens,
-        beam=K,
-        ancestry=lean,
-        max_len=int(limit.max()) + 1 if lean else None,  # tokens fed: BOS + up to limit
-        share_prefix=lean,
-    )
-    N = B * K
+    steps = int(limit.max()) + 1  # tokens fed: BOS + up to limit
+    search = SearchInit(memory, memory_lens, K, steps, engine == "lean")
+    items = list(scorers.values())
+    states = [w.scorer.init_state(search) for w in items]
+    full = [i for i, w in enumerate(items) if not w.scorer.partial]
+    partial = [i for i, w in enumerate(items) if w.scorer.partial]
+
     tokens = torch.full((N,), bos_id, dtype=torch.long, device=device)
-    history = torch.empty((N, 0), dtype=torch.long, device=device)
+    history = torch.zeros((N, steps), dtype=torch.long, device=device)
     scores = torch.zeros(B, K, dtype=torch.float64, device=device)
     scores[:, 1:] = float("-inf")  # all beams start equal: expand only the first at t = 0
-    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+    # Finished hypotheses, at most K per utterance, in the order found; slot K takes the
+    # extensions that do not count (past K, or of a done utterance) and is never read.
+    fin_tokens = torch.zeros((B, K + 1, steps), dtype=torch.long, device=device)
+    fin_log_prob = torch.zeros((B, K + 1), dtype=torch.float64, device=device)
+    fin_len = torch.zeros((B, K + 1), dtype=torch.long, device=device)
+    n_fin = torch.zeros(B, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     group_base = torch.arange(B, device=device)[:, None] * K
-    ctc = ctc_state = None
-    if cfg.ctc_weight > 0:
-        if ctc_log_probs is None:
-            raise ValueError("ctc_weight > 0 needs ctc_log_probs (a model trained with CTC)")
-        from s2s.decode.ctc_prefix import CTCPrefixScorer
+    row_limit = limit.repeat_interleave(K)[:, None]  # (N, 1)
 
-        ctc = CTCPrefixScorer(ctc_log_probs, memory_lens, blank_id, eos_id, K)
-        ctc_state = ctc.initial_state()
-    lm_state = None
-    if lm is not None:
-        lm_state = lm.init_state(N, ancestry=lean, max_len=int(limit.max()) + 1 if lean else None)
-    elif cfg.lm_weight > 0:
-        raise ValueError(f"lm_weight={cfg.lm_weight} needs a language model (decode.lm)")
-
-    for t in range(int(limit.max()) + 1):
+    for t in range(steps):
         with use_kernels(cfg.kernels):
-            logp = decoder.step(tokens, state).double().log_softmax(-1)  # (N, V)
-            lm_logp = (
-                None if lm_state is None else lm.step(tokens, lm_state).double().log_softmax(-1)
-            )
-        V = logp.shape[-1]
-        logp[:, [blank_id, bos_id]] = float("-inf")  # padding (= CTC blank) and BOS never emitted
-        if t < cfg.min_len:
-            logp[:, eos_id] = float("-inf")
-        at_limit = (t >= limit).repeat_interleave(K)
-        if at_limit.any():  # force EOS
-            eos_col = logp[at_limit, eos_id].clone()
-            logp[at_limit] = float("-inf")
-            logp[at_limit, eos_id] = eos_col
-        cand_ids = None  # column c of a row's candidates is token c
-        if ctc is None:
-            if lm_logp is not None:
-                logp = logp + cfg.lm_weight * lm_logp
+            full_scores = [(items[i].scorer.score(states[i], tokens, None), items[i].weight)
+                           for i in full]  # fmt: skip
+        if t == 0:  # the vocabulary's masks, (V,): blank (padding) and BOS are never emitted
+            V = full_scores[0][0].shape[-1]
+            vocab = torch.arange(V, device=device)
+            is_eos_col, never = vocab == eos_id, (vocab == blank_id) | (vocab == bos_id)
+            early = never | is_eos_col  # before min_len: EOS neither
+            at_limit = ~is_eos_col  # at the limit: EOS only
+        banned = (early if t < cfg.min_len else never) | ((t >= row_limit) & at_limit)  # (N, V)
+        if not partial:
+            logp = _weighted_sum(full_scores).masked_fill(banned, float("-inf"))
+            cand_ids = None  # column c of a row's candidates is token c
         else:
             W = min(V, max(K, int(cfg.pre_beam_ratio * K)))
-            # Pre-beam by the full scorers, (1 - ctc_weight) * decoder + lm_weight * LM, in
-            # the same order as decoder + lm_weight / (1 - ctc_weight) * LM.
-            full = logp
-            if lm_logp is not None:
-                cw = cfg.ctc_weight
-                if cw < 1:
-                    full = logp + cfg.lm_weight / (1 - cw) * lm_logp
-                else:  # the decoder has no say, but its masks (EOS forced, ...) still hold
-                    full = lm_logp.masked_fill(torch.isinf(logp), float("-inf"))
-            cand_ids = full.topk(W, dim=-1).indices  # (N, W)
-            att = logp.gather(1, cand_ids)
-            delta, r_new = ctc.score(ctc_state, cand_ids)
-            logp = (1 - cfg.ctc_weight) * att + cfg.ctc_weight * delta.double()
-            if lm_logp is not None:
-                logp = logp + cfg.lm_weight * lm_logp.gather(1, cand_ids)
-            logp = logp.masked_fill(torch.isinf(att), float("-inf"))
+            pre = _pre_beam(full_scores).masked_fill(banned, float("-inf"))
+            cand_ids = pre.topk(W, dim=-1).indices  # (N, W)
+            per_scorer = dict(zip(full, (s.gather(1, cand_ids) for s, _ in full_scores)))
+            for i in partial:
+                per_scorer[i] = items[i].scorer.score(states[i], tokens, cand_ids)
+            logp = _weighted_sum([(per_scorer[i], w.weight) for i, w in enumerate(items)])
+            logp = logp.masked_fill(banned.gather(1, cand_ids), float("-inf"))
         C = logp.shape[-1]
         cand = (scores.view(N, 1) + logp).view(B, K * C)
         top_scores, top_idx = cand.topk(min(2 * K, K * C), dim=-1)  # (B, 2K), best first
         parent, col = top_idx // C, top_idx % C
-        word = col
-        if cand_ids is not None:
-            word = cand_ids.view(B, K, C).gather(1, parent[..., None].expand(-1, -1, C))
-            word = word.gather(2, col[..., None])[..., 0]
+        word = col if cand_ids is None else cand_ids.view(B, K * C).gather(1, top_idx)
         is_eos = (word == eos_id) & torch.isfinite(top_scores)
-        rank = torch.arange(top_idx.shape[1], device=device)[None, :].expand_as(top_idx)
 
-        for b, j in (is_eos & (rank < K) & ~done[:, None]).nonzero().tolist():
-            if len(finished[b]) < K:
-                seq = history[b * K + parent[b, j]].tolist()
-                lp = top_scores[b, j].item()
-                finished[b].append(Hypothesis(seq, lp / (len(seq) + 1) ** cfg.length_penalty, lp))
+        # EOS among the first K finishes a hypothesis, while its utterance has fewer than K.
+        ends = is_eos[:, :K] & ~done[:, None]  # (B, K)
+        slot = n_fin[:, None] + ends.long().cumsum(1) - 1
+        slot = torch.where(ends & (slot < K), slot, K)
+        fin_tokens[:, :, :t].scatter_(
+            1, slot[..., None].expand(-1, -1, t), history[group_base + parent[:, :K], :t]
+        )
+        fin_log_prob.scatter_(1, slot, top_scores[:, :K])
+        fin_len.scatter_(1, slot, torch.full_like(slot, t))
+        n_fin += (slot < K).sum(1)
 
         # The best K non-EOS extensions continue (EOS ones sort last, order kept otherwise).
+        rank = torch.arange(top_idx.shape[1], device=device)[None, :].expand_as(top_idx)
         order = (is_eos.long() * top_idx.shape[1] + rank).argsort(dim=-1)[:, :K]
         keep_parent, keep_word = parent.gather(1, order), word.gather(1, order)
         keep_col = col.gather(1, order)
         scores = top_scores.gather(1, order)
-        scores[is_eos.gather(1, order)] = float("-inf")  # only when fewer than K non-EOS exist
-        done |= torch.tensor([len(f) >= K for f in finished], device=device) | (t >= limit)
+        # only when fewer than K non-EOS extensions exist
+        scores = scores.masked_fill(is_eos.gather(1, order), float("-inf"))
+        done |= (n_fin >= K) | (t >= limit)
         if bool(done.all()):
             break
         rows = (group_base + keep_parent).view(N)
-        state.reorder(rows)
-        if lm_state is not None:
-            lm_state.reorder(rows)
-        if ctc is not None:
-            ctc_state = ctc.select(
-                ctc_state, r_new, delta, rows, keep_col.view(N), keep_word.view(N)
-            )
-        history = torch.cat((history[rows], keep_word.view(N, 1)), dim=1)
         tokens = keep_word.view(N)
+        for w, state in zip(items, states):
+            w.scorer.select(state, rows, keep_col.view(N), tokens)
+        history[:, :t] = history[rows, :t]
+        history[:, t] = tokens
 
     if stats is not None:  # the LM's caches live as long as the decoder's: peaks add up
-        lm_bytes = lm_state.peak_cache_bytes() if lm_state is not None else 0
-        stats["peak_cache_bytes"] = state.peak_cache_bytes() + lm_bytes
-    return [sorted(f, key=lambda h: -h.score)[: cfg.nbest] for f in finished]
+        stats["peak_cache_bytes"] = sum(
+            w.scorer.peak_cache_bytes(state) for w, state in zip(items, states)
+        )
+    return _finished(fin_tokens, fin_log_prob, fin_len, n_fin, cfg)
+
+
+def _finished(
+    tokens: Tensor, log_prob: Tensor, length: Tensor, n: Tensor, cfg: BeamSearchConfig
+) -> list[list[Hypothesis]]:
+    """The finished buffers as n-best lists, best first (ties in the order found)."""
+    out = []
+    for toks, lps, lens, count in zip(
+        tokens.tolist(), log_prob.tolist(), length.tolist(), n.tolist()
+    ):
+        hyps = [
+            Hypothesis(toks[j][: lens[j]], lps[j] / (lens[j] + 1) ** cfg.length_penalty, lps[j])
+            for j in range(count)
+        ]
+        out.append(sorted(hyps, key=lambda h: -h.score)[: cfg.nbest])
+    return out

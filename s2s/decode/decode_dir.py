@@ -28,7 +28,7 @@ from s2s.decode.inference import Speech2Text, plan_batches
 log = logging.getLogger(__name__)
 
 
-def _sources(s2t: Speech2Text, dd, dump_dir: Path | None):
+def datadir_sources(s2t: Speech2Text, dd, dump_dir: Path | None):
     """utt -> source tensor getter and utt -> length."""
     cfg = s2t.cfg.data
     if cfg.source == "text":
@@ -87,7 +87,7 @@ def decode_datadir(
     cfg = s2t.cfg.data
     if cfg.target_field not in dd.texts:
         raise ValueError(f"{data_dir}: no {cfg.target_field} file for the references")
-    get, lengths = _sources(s2t, dd, Path(dump_dir) if dump_dir else None)
+    get, lengths = datadir_sources(s2t, dd, Path(dump_dir) if dump_dir else None)
     utts = dd.utt_ids
     plan = plan_batches([lengths[u] for u in utts], batch_frames, max_batch)
     batches = [[utts[i] for i in batch] for batch in plan]

@@ -3,6 +3,7 @@
     s2t = Speech2Text.from_dir("exp/tiny_mtla_s2_prefix")
     s2t = Speech2Text.from_pretrained("model.tar.gz")   # an s2s-pack file, or a directory
     s2t("audio.flac")[0].text            # any sample rate, mono or stereo
+    s2t(["a.wav", "b.wav"])              # n-best lists in order, decoded in batches
     for seg in s2t.transcribe("talk.wav"):  # a long recording: voice activity segments,
         print(seg.start, seg.end, seg.text)  #   decoded in batches
     s2t.decode_texts(["a document ..."])  # summarisation (text-source) models
@@ -14,7 +15,7 @@ sample rate); decoding is the batched beam search of s2s.decode.beam_search.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from torch import Tensor
 from s2s.data.audio import AudioError
 from s2s.data.vad import VadConfig
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
+from s2s.decode.ctc_prefix import CTCPrefixScorer
+from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted, search_scorers
 from s2s.experiment import (
     ExperimentConfig,
     build_model,
@@ -246,6 +249,16 @@ class Speech2Text:
         )
 
     # --- decoding -------------------------------------------------------------------------
+    def scorers(self) -> dict[str, Weighted]:
+        """The weighted scorers decode_cfg asks for (s2s.decode.scorers): the model's decoder,
+        its CTC head's prefix scores, the language model."""
+        return search_scorers(
+            self.decode_cfg,
+            DecoderScorer(self.model.decoder),
+            ctc=CTCPrefixScorer(self.model.ctc_log_probs, blank=PAD_ID, eos=EOS_ID),
+            lm=LMScorer(self.lm) if self.lm is not None else None,
+        )
+
     @torch.no_grad()
     def decode_sources(self, sources: list[Tensor]) -> list[list[Result]]:
         """sources: (T, F) feature matrices or (T,) token-id vectors -> n-best per source."""
@@ -253,27 +266,11 @@ class Speech2Text:
         pad_value = 0.0 if sources[0].is_floating_point() else PAD_ID
         src = torch.nn.utils.rnn.pad_sequence(sources, batch_first=True, padding_value=pad_value)
         memory, memory_lens = self.model.encode(src.to(self.device), lens.to(self.device))
-        ctc_log_probs = None
-        if self.decode_cfg.ctc_weight > 0:
-            ctc_log_probs = self.model.ctc_log_probs(memory)
-            if ctc_log_probs is None:
-                raise ValueError(
-                    f"decode ctc_weight={self.decode_cfg.ctc_weight} but the model has no CTC "
-                    "head (train with model.ctc_weight > 0)"
-                )
         search: dict = {}
         hyps = beam_search(
-            self.model.decoder,
-            memory,
-            memory_lens,
-            self.decode_cfg,
-            bos_id=BOS_ID,
-            eos_id=EOS_ID,
-            ctc_log_probs=ctc_log_probs,
-            blank_id=PAD_ID,
-            lm=self.lm,
-            stats=search,
-        )
+            self.scorers(), memory, memory_lens, self.decode_cfg, bos_id=BOS_ID, eos_id=EOS_ID,
+            blank_id=PAD_ID, stats=search,
+        )  # fmt: skip
         self.peak_cache_bytes = max(self.peak_cache_bytes, search["peak_cache_bytes"])
         return [
             [Result(self.tokenizer.decode(h.tokens), h.tokens, h.score, h.log_prob) for h in nb]
@@ -309,26 +306,97 @@ class Speech2Text:
             wave = AF.resample(wave, sample_rate, self.sample_rate)
         return "the waveform", wave
 
-    def __call__(self, speech: str | Path | Tensor, sample_rate: int | None = None) -> list[Result]:
-        """A path, or a waveform (N,) / (C, N) at `sample_rate` -> the n-best list.
+    def __call__(
+        self, speech: str | Path | Tensor | Sequence[str | Path | Tensor], sample_rate=None
+    ) -> list[Result] | list[list[Result]]:
+        """A path, or a waveform (N,) / (C, N) at `sample_rate` -> the n-best list; a list of
+        them -> their n-best lists in the same order, decoded in length-sorted batches
+        (iter_decode).
 
         Raises AudioError, naming the file, for audio that cannot be read, is too short for the
-        model, or is too long to decode in the memory there is (s2s-decode reports it in one
-        line and goes on with the next file)."""
-        name, wave = self._waveform(speech, sample_rate)
-        feats = self.model_features(wave, name)
+        model, or is too long to decode in the memory there is (iter_decode reports it per
+        input and goes on with the others, as s2s-decode does)."""
+        single = not isinstance(speech, list | tuple)
+        inputs = [speech] if single else speech
+        out: list = [None] * len(inputs)
+        for i, nbest in self.iter_decode(inputs, sample_rate):
+            if isinstance(nbest, AudioError):
+                raise nbest
+            out[i] = nbest
+        return out[0] if single else out
+
+    def iter_decode(
+        self,
+        inputs: Sequence[str | Path | Tensor],
+        sample_rate: int | None = None,
+        batch_frames: int = 8000,
+        max_batch: int = 32,
+    ) -> Iterator[tuple[int, list[Result] | AudioError]]:
+        """Audio files or waveforms (as for __call__) -> (index, its n-best list) per input,
+        decoded as a data dir is (decode_datadir): in batches of similar lengths, longest
+        first, at most `batch_frames` padded feature frames and `max_batch` inputs, so batch by
+        batch and not in the order given. Lengths come from the files' headers; one batch's
+        audio is read at a time. An input that cannot be read, or is too short or too long for
+        the model, gives (index, AudioError naming it) and the others are decoded; a batch that
+        runs out of memory is decoded one input at a time."""
+        frames: dict[int, int] = {}
+        for i, x in enumerate(inputs):
+            try:
+                frames[i] = self._planned_frames(x, sample_rate)
+            except AudioError as e:
+                yield i, e
+        index = list(frames)
+        for batch in plan_batches([frames[i] for i in index], batch_frames, max_batch):
+            ready: dict[int, tuple[str, Tensor, Tensor]] = {}
+            for i in (index[j] for j in batch):
+                try:
+                    name, wave = self._waveform(inputs[i], sample_rate)
+                    ready[i] = (name, wave, self.model_features(wave, name))
+                except AudioError as e:
+                    yield i, e
+            yield from self._decode_ready(ready)
+
+    def _planned_frames(self, x: str | Path | Tensor, sample_rate: int | None) -> int:
+        """Feature frames an input will have, from a file's header (AudioError when it cannot
+        be read) or a waveform's length, without reading the audio."""
+        if self.fbank is None:
+            raise ValueError("this model reads text: use decode_texts()")
+        if isinstance(x, str | Path):
+            from s2s.data.audio import audio_duration
+
+            samples = round(audio_duration(x) * self.sample_rate)
+        else:
+            samples = round(x.shape[-1] * self.sample_rate / (sample_rate or self.sample_rate))
+        fb = self.fbank
+        shift = int(fb.sample_rate * fb.frame_shift_ms / 1000)
+        return max(0, (samples - fb.window_samples) // shift + 1)
+
+    def _decode_ready(
+        self, ready: dict[int, tuple[str, Tensor, Tensor]]
+    ) -> Iterator[tuple[int, list[Result] | AudioError]]:
+        """ready: index -> (name, waveform, features). Decodes them together; out of memory,
+        each alone, one that still runs out giving its AudioError."""
+        if not ready:
+            return
         try:
-            return self.decode_sources([feats])[0]
+            nbests = self.decode_sources([f for _, _, f in ready.values()])
         except RuntimeError as e:
             if not _out_of_memory(e):
                 raise
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()  # give the next input the memory back
-            raise AudioError(
+            if len(ready) > 1:
+                for i, item in ready.items():
+                    yield from self._decode_ready({i: item})
+                return
+            [(i, (name, wave, feats))] = ready.items()
+            yield i, AudioError(
                 f"{name}: too long for this model on {self.device}: "
                 f"{wave.numel() / self.sample_rate:.1f} s of audio ({feats.shape[0]} feature "
                 "frames) ran out of memory"
-            ) from e
+            )
+            return
+        yield from zip(ready, nbests)
 
     def transcribe(
         self,

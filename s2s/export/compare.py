@@ -6,9 +6,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from s2s.decode.scorers import DecoderScorer, SearchInit
 
-class Lockstep:
-    """A decoder for s2s.decode.beam_search that runs `reference` (a Decoder) and `other` (an
+
+class Lockstep(DecoderScorer):
+    """A decoder scorer (s2s.decode.scorers) that runs `reference` (a Decoder) and `other` (an
     OnnxDecoder) side by side, each over its own caches, and records how far apart each step's
     log-probabilities and just-written cache slots are. The search follows the reference's
     scores, so no rounding difference decides which paths get compared.
@@ -17,39 +19,34 @@ class Lockstep:
     absolute below), over log-probabilities and slot contents; steps: steps compared."""
 
     def __init__(self, reference, other) -> None:
-        self.reference, self.other = reference, other
+        super().__init__(reference)
+        self.other = DecoderScorer(other)
         self.steps, self.max_dev = 0, 0.0
 
-    def init_state(self, *args, **kw) -> _Pair:
-        return _Pair(self.reference.init_state(*args, **kw), self.other.init_state(*args, **kw))
+    def init_state(self, search: SearchInit) -> tuple:
+        return super().init_state(search), self.other.init_state(search)
 
     def _note(self, got: Tensor, want: Tensor) -> None:
         dev = (got.double() - want.double()).abs() / want.double().abs().clamp(min=1.0)
         self.max_dev = max(self.max_dev, float(dev.max()))
 
     @torch.no_grad()
-    def step(self, tokens: Tensor, state: _Pair) -> Tensor:
-        want = self.reference.step(tokens, state.a).float().log_softmax(-1)
-        self._note(self.other.step(tokens, state.b), want)
-        for ca, cb in zip(state.a.caches, state.b.caches):
+    def score(self, state: tuple, tokens: Tensor, cand: Tensor | None = None) -> Tensor:
+        a, b = state
+        want = self.model.step(tokens, a).float().log_softmax(-1)
+        self._note(self.other.model.step(tokens, b), want)
+        for ca, cb in zip(a.caches, b.caches):
             if not torch.equal(ca.length, cb.length):
                 raise AssertionError("the two caches hold different token counts")
             slot = (ca.length - 1) // ca.stride  # the slot each row just wrote
             for name in ca.slot_shapes:
                 self._note(cb.read(name, slot), ca.read(name, slot))
         self.steps += 1
-        return want
+        return want.double().log_softmax(-1)
 
+    def select(self, state: tuple, rows: Tensor, cols: Tensor, tokens: Tensor) -> None:
+        for s in state:
+            s.reorder(rows)
 
-class _Pair:
-    """Two DecoderStates moved together."""
-
-    def __init__(self, a, b) -> None:
-        self.a, self.b = a, b
-
-    def reorder(self, index: Tensor) -> None:
-        self.a.reorder(index)
-        self.b.reorder(index)
-
-    def peak_cache_bytes(self) -> int:
-        return self.a.peak_cache_bytes()
+    def peak_cache_bytes(self, state: tuple) -> int:
+        return state[0].peak_cache_bytes()

@@ -2,11 +2,12 @@
 already use (docs/export.md):
 
 - OnnxModel: encode(src, src_lens) and ctc_log_probs(memory), like Seq2SeqModel;
-- OnnxDecoder: init_state(...) and step(tokens, state), like Decoder, so s2s.decode.beam_search
-  runs unchanged. The caches are the lean engine's own AttentionCache objects (torch tensors on
-  the CPU): the frames' slots once per utterance, own parts allocated once per search, ancestry
-  reordering. Each step hands onnxruntime the slots the step can read (zero-copy where the
-  tensor is contiguous) and writes the slot contents it returns, as the PyTorch step does.
+- OnnxDecoder: init_state(...) and step(tokens, state), like Decoder, so beam search scores it
+  through the same s2s.decode.scorers.DecoderScorer. The caches are the lean engine's own
+  AttentionCache objects (torch tensors on the CPU): the frames' slots once per utterance, own
+  parts allocated once per search, ancestry reordering. Each step hands onnxruntime the slots
+  the step can read (zero-copy where the tensor is contiguous) and writes the slot contents it
+  returns, as the PyTorch step does.
 """
 
 from __future__ import annotations

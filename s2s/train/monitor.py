@@ -116,6 +116,7 @@ class TrainingMonitor:
         sizes a search step costs the same for 30 utterances as for 200 (padding never
         changes a result: tests/test_beam_search.py)."""
         from s2s.decode.beam_search import BeamSearchConfig, beam_search
+        from s2s.decode.scorers import DecoderScorer, search_scorers
         from s2s.metrics import compute
 
         device = next(model.parameters()).device
@@ -139,14 +140,13 @@ class TrainingMonitor:
         cfg = BeamSearchConfig(
             beam_size=1, max_len_a=0.0, max_len_b=int(self.cfg.max_len_ratio * longest) + 5
         )
+        scorers = search_scorers(cfg, DecoderScorer(model.decoder))
         hyps: list[str] = []
         for i in range(0, len(frames), SEARCH_BATCH):  # bounded memory on a large dev set
             part = frames[i : i + SEARCH_BATCH]
             memory = torch.nn.utils.rnn.pad_sequence(part, batch_first=True)
             memory_lens = torch.tensor([f.shape[0] for f in part], device=device)
-            found = beam_search(
-                model.decoder, memory, memory_lens, cfg, bos_id=BOS_ID, eos_id=EOS_ID
-            )
+            found = beam_search(scorers, memory, memory_lens, cfg, bos_id=BOS_ID, eos_id=EOS_ID)
             hyps += [self.tokenizer.decode(nbest[0].tokens) for nbest in found]
         values = compute(self.cfg.metrics, hyps, refs).values
         return {f"valid/{k}": float(v) for k, v in values.items()}

@@ -1,0 +1,246 @@
+"""A trained experiment decoding a data dir, timed: utterances per second as `s2s-decode --data`
+decodes them (the same length-sorted batches, encoder included, features read beforehand) and
+where the time goes (the encoder, each scorer's steps, the search around them). With
+--compare REV, the same batches also go through the beam search of git revision REV, in the
+same process, runs alternating, and every n-best list is compared with the current one.
+
+REV's `s2s/decode/beam_search.py`, `ctc_prefix.py` and `scorers.py` (those it has) are read
+with `git show` into a temporary package for this run only; the rest (models, caches,
+attention) is the current code. A revision from before the scorer interface (before
+`beam_search` took a weighted set) is called the way it was: decoder, `ctc_log_probs=`, `lm=`.
+
+    python -m s2s.bench.decode_data --model exp/NAME --data data/test [--dump dump/test]
+        [--compare REV] [--repeats 3] [--threads N] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from s2s.decode import beam_search as current
+from s2s.decode import ctc_prefix
+from s2s.decode.decode_dir import datadir_sources
+from s2s.decode.inference import Speech2Text, plan_batches
+from s2s.models.seq2seq import BOS_ID, EOS_ID, PAD_ID
+from s2s.threads import torch_threads
+
+REPO = Path(__file__).resolve().parents[2]
+REV_MODULES = ("scorers", "ctc_prefix", "beam_search")
+
+
+def load_revision(rev: str, into: Path):
+    """REV's search modules as a package in `into`, their imports of each other rewritten to
+    it; returns (its beam_search module, its ctc_prefix module)."""
+    pkg = "_rev_" + re.sub(r"\W", "_", rev)
+    (into / pkg).mkdir(parents=True)
+    (into / pkg / "__init__.py").write_text("")
+    sources = {}
+    for name in REV_MODULES:
+        got = subprocess.run(
+            ["git", "-C", str(REPO), "show", f"{rev}:s2s/decode/{name}.py"],
+            capture_output=True,
+            text=True,
+        )
+        if got.returncode == 0:
+            sources[name] = got.stdout
+    if "beam_search" not in sources:
+        raise ValueError(f"{rev}: no s2s/decode/beam_search.py at that revision")
+    for name, text in sources.items():
+        for other in sources:
+            text = text.replace(f"s2s.decode.{other} ", f"{pkg}.{other} ")
+        (into / pkg / f"{name}.py").write_text(text)
+    sys.path.insert(0, str(into))
+    return importlib.import_module(f"{pkg}.beam_search"), importlib.import_module(
+        f"{pkg}.ctc_prefix"
+    )
+
+
+class _Timed:
+    """A decoder or LM whose steps add their seconds to times[name]."""
+
+    def __init__(self, model, name: str, times: dict) -> None:
+        self.model, self.name, self.times = model, name, times
+
+    def init_state(self, *args, **kw):
+        return self.model.init_state(*args, **kw)
+
+    def step(self, tokens, state):
+        t = time.perf_counter()
+        out = self.model.step(tokens, state)
+        self.times[self.name] += time.perf_counter() - t
+        return out
+
+
+def _timed_ctc(module, times: dict) -> None:
+    """Every CTCPrefixScorer.score of `module` adds its seconds to times["ctc"]."""
+    score = module.CTCPrefixScorer.score
+
+    def timed(self, *args, **kw):
+        t = time.perf_counter()
+        out = score(self, *args, **kw)
+        times["ctc"] += time.perf_counter() - t
+        return out
+
+    module.CTCPrefixScorer.score = timed
+
+
+def searcher(s2t: Speech2Text, bs, ctc_module, times: dict):
+    """memory, lens -> n-best lists through beam_search module `bs` (its own interface) with
+    s2t's model, LM and settings; decoder, LM and CTC steps timed into `times`."""
+    cfg = s2t.decode_cfg
+    decoder = _Timed(s2t.model.decoder, "decoder", times)
+    lm = _Timed(s2t.lm, "lm", times) if s2t.lm is not None else None
+    if "scorers" in inspect.signature(bs.beam_search).parameters:
+        sc = importlib.import_module(bs.__name__.replace("beam_search", "scorers"))
+        ctc = ctc_module.CTCPrefixScorer(s2t.model.ctc_log_probs, PAD_ID, EOS_ID)
+        scorers = sc.search_scorers(
+            cfg,
+            sc.DecoderScorer(decoder),
+            ctc=ctc,
+            lm=sc.LMScorer(lm) if lm is not None else None,
+        )
+        return lambda memory, lens: bs.beam_search(
+            scorers, memory, lens, cfg, bos_id=BOS_ID, eos_id=EOS_ID, blank_id=PAD_ID
+        )
+
+    def before_the_interface(memory, lens):
+        ctc = s2t.model.ctc_log_probs(memory) if cfg.ctc_weight > 0 else None
+        return bs.beam_search(decoder, memory, lens, cfg, bos_id=BOS_ID, eos_id=EOS_ID,
+                              ctc_log_probs=ctc, blank_id=PAD_ID, lm=lm)  # fmt: skip
+
+    return before_the_interface
+
+
+@torch.no_grad()
+def decode_all(s2t: Speech2Text, search, feats: list, plan: list[list[int]], times: dict):
+    """Every batch of `plan`: encode, search. Returns the n-best lists as (tokens, score,
+    log_prob) tuples in utterance order; adds "encoder" and "total" seconds to times."""
+    out: list = [None] * len(feats)
+    t0 = time.perf_counter()
+    for batch in plan:
+        src = torch.nn.utils.rnn.pad_sequence([feats[i] for i in batch], batch_first=True)
+        lens = torch.tensor([feats[i].shape[0] for i in batch])
+        t = time.perf_counter()
+        memory, memory_lens = s2t.model.encode(src.to(s2t.device), lens.to(s2t.device))
+        times["encoder"] += time.perf_counter() - t
+        for i, nbest in zip(batch, search(memory, memory_lens)):
+            out[i] = [(h.tokens, h.score, h.log_prob) for h in nbest]
+    times["total"] += time.perf_counter() - t0
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m s2s.bench.decode_data", description=__doc__)
+    p.add_argument("--model", required=True, help="experiment directory")
+    p.add_argument("--data", required=True, help="data dir")
+    p.add_argument("--dump", help="its feature dump (else features from its audio)")
+    p.add_argument("--compare", metavar="REV", help="a git revision's beam search beside")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--batch-frames", type=int, default=8000)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    with torch_threads(args.threads), tempfile.TemporaryDirectory() as tmp:
+        return _run(args, Path(tmp))
+
+
+def _run(args: argparse.Namespace, tmp: Path) -> int:
+    from s2s.data.datadir import load_datadir
+
+    s2t = Speech2Text.from_dir(args.model)
+    dd = load_datadir(args.data)
+    get, lengths = datadir_sources(s2t, dd, Path(args.dump) if args.dump else None)
+    utts = dd.utt_ids
+    feats = [get(u) for u in utts]  # read beforehand: the runs time decoding only
+    plan = plan_batches([lengths[u] for u in utts], args.batch_frames)
+    runs = {"current": (current, ctc_prefix)}
+    if args.compare:
+        runs[args.compare] = load_revision(args.compare, tmp)
+    times = {name: defaultdict(list) for name in runs}
+    results = {}
+    for rep in range(args.repeats + 1):  # the first pass warms up
+        for name, (bs, ctc_module) in runs.items():
+            t: dict = defaultdict(float)
+            restore = ctc_module.CTCPrefixScorer.score
+            _timed_ctc(ctc_module, t)
+            try:
+                results[name] = decode_all(s2t, searcher(s2t, bs, ctc_module, t), feats, plan, t)
+            finally:
+                ctc_module.CTCPrefixScorer.score = restore
+            if rep:
+                for k, v in t.items():
+                    times[name][k].append(v)
+    rows = []
+    for name in runs:
+        med = {k: statistics.median(v) for k, v in times[name].items()}
+        scorers = sum(med.get(k, 0.0) for k in ("decoder", "ctc", "lm"))
+        rows.append({
+            "run": name, "utterances": len(utts), "seconds": med["total"],
+            "utterances_per_s": len(utts) / med["total"], "encoder_s": med["encoder"],
+            "decoder_s": med.get("decoder", 0.0), "ctc_s": med.get("ctc", 0.0),
+            "lm_s": med.get("lm", 0.0), "search_s": med["total"] - med["encoder"] - scorers,
+        })  # fmt: skip
+    report = {
+        "model": args.model, "data": args.data, "threads": args.threads,
+        "decode": asdict(s2t.decode_cfg), "repeats": args.repeats,
+        "rows": rows,
+    }  # fmt: skip
+    print(
+        f"# {args.model} on {args.data}: {len(utts)} utterances, beam "
+        f"{s2t.decode_cfg.beam_size}, ctc_weight {s2t.decode_cfg.ctc_weight}, "
+        f"{args.threads} threads, median of {args.repeats}"
+    )
+    print(
+        f"{'run':<14}{'s':>8}{'utt/s':>9}{'encoder':>9}{'decoder':>9}{'ctc':>8}{'lm':>7}"
+        f"{'search':>8}"
+    )
+    for r in rows:
+        print(
+            f"{r['run']:<14}{r['seconds']:>8.2f}{r['utterances_per_s']:>9.1f}"
+            f"{r['encoder_s']:>9.2f}{r['decoder_s']:>9.2f}{r['ctc_s']:>8.2f}{r['lm_s']:>7.2f}"
+            f"{r['search_s']:>8.2f}"
+        )
+    if args.compare:
+        report["same"] = _same(results["current"], results[args.compare], utts)
+        s = report["same"]
+        print(
+            f"same best hypothesis: {s['best']}/{len(utts)}, same n-best tokens: "
+            f"{s['nbest']}/{len(utts)}, largest score difference {s['max_score_diff']:.2e}"
+        )
+        if s["differ"]:
+            print("differ:", " ".join(s["differ"][:20]))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def _same(a: list, b: list, utts: list[str]) -> dict:
+    best = sum(x[0][0] == y[0][0] for x, y in zip(a, b))
+    nbest = [[h[0] for h in x] == [h[0] for h in y] for x, y in zip(a, b)]
+    diffs = [
+        abs(h[1] - g[1]) for x, y, same in zip(a, b, nbest) if same for h, g in zip(x, y)
+    ]
+    return {
+        "best": best,
+        "nbest": sum(nbest),
+        "max_score_diff": max(diffs, default=0.0),
+        "differ": [u for u, same in zip(utts, nbest) if not same],
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

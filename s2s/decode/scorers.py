@@ -1,0 +1,144 @@
+"""The scorers of beam search behind one interface, with weights (ESPnet's beam-search core:
+init state, score, select state; a partial scorer for CTC prefix scores).
+
+A search over U utterances x K beams has N = U * K rows, one utterance's rows adjacent. Per
+step (s2s.decode.beam_search):
+
+1. every full scorer scores every token: `score(state, tokens, None)` -> (N, V);
+2. with a partial scorer in the set, the search keeps each row's W best tokens by the full
+   scorers (the pre-beam) and every partial scorer scores only those:
+   `score(state, tokens, cand)` with cand (N, W) -> (N, W);
+3. the weighted sum of the scores ranks the extensions, and every scorer's `select` moves its
+   state to the chosen ones: hypothesis i continues row rows[i] with token tokens[i], which
+   was column cols[i] of that row's candidates (cols == tokens without a partial scorer).
+
+Scores are float64 log-probabilities. A scorer's state is allocated once per search, in
+`init_state`, for the longest output the search allows (`SearchInit.max_len`); `score` and
+`select` update it in place (`select` by index operations, never per hypothesis in Python),
+so a compiled step can run over the same buffers every step.
+
+EOS is scored like any other token (the decoder and the LM: p(EOS | y); CTC: P(the output is
+exactly y)), and the search forces it at the length limit, so every finished hypothesis has
+had its end scored by every scorer: there is no separate final score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from s2s.decode.beam_search import BeamSearchConfig
+
+
+@dataclass(frozen=True)
+class SearchInit:
+    """What a scorer's state is built from. memory: (U, S, d) encoder output, memory_lens
+    (U,); beam: K; max_len: the most tokens any row is fed (BOS + the longest output); lean:
+    the lean engine (ancestry reordering, the frames' slots once per utterance, caches sized
+    once for max_len) rather than the naive one (docs/engine.md)."""
+
+    memory: Tensor
+    memory_lens: Tensor
+    beam: int
+    max_len: int
+    lean: bool = True
+
+    @property
+    def rows(self) -> int:
+        return self.memory.shape[0] * self.beam
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """One term of the search's score. partial: False scores every token (N, V); True scores
+    only the pre-beam's candidates (N, W)."""
+
+    partial: bool
+
+    def init_state(self, search: SearchInit) -> Any:
+        """The state of N = search.rows hypotheses, each holding just BOS."""
+        ...
+
+    def score(self, state: Any, tokens: Tensor, cand: Tensor | None) -> Tensor:
+        """tokens: (N,) each row's latest token (BOS at the first step); cand: None (a full
+        scorer) or (N, W) candidate tokens (a partial one). Returns float64 (N, V) or (N, W)
+        log-scores of extending each row by each token."""
+        ...
+
+    def select(self, state: Any, rows: Tensor, cols: Tensor, tokens: Tensor) -> None:
+        """Hypothesis i continues row rows[i] (within its utterance's rows) with tokens[i],
+        column cols[i] of that row's candidates. rows, cols, tokens: (N,); in place."""
+        ...
+
+    def peak_cache_bytes(self, state: Any) -> int:
+        """The most bytes its self-attention caches held at once (0 without caches)."""
+        ...
+
+
+class Weighted(NamedTuple):
+    scorer: Scorer
+    weight: float
+
+
+class DecoderScorer:
+    """The attention decoder as a full scorer: anything with Decoder's `init_state(memory,
+    memory_lens, beam, ancestry, *, max_len, share_prefix)` and `step(tokens, state)` ->
+    (N, V) logits, and a state that reorders its caches (s2s.models.decoder.Decoder and the
+    ONNX bundle's s2s.export.runtime.OnnxDecoder)."""
+
+    partial = False
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def init_state(self, search: SearchInit):
+        lean = search.lean
+        return self.model.init_state(
+            search.memory,
+            search.memory_lens,
+            beam=search.beam,
+            ancestry=lean,
+            max_len=search.max_len if lean else None,
+            share_prefix=lean,
+        )
+
+    def score(self, state, tokens: Tensor, cand: Tensor | None = None) -> Tensor:
+        return self.model.step(tokens, state).double().log_softmax(-1)
+
+    def select(self, state, rows: Tensor, cols: Tensor, tokens: Tensor) -> None:
+        state.reorder(rows)
+
+    def peak_cache_bytes(self, state) -> int:
+        return state.peak_cache_bytes()
+
+
+class LMScorer(DecoderScorer):
+    """A target-side language model (s2s.models.lm.TransformerLM) as a full scorer: its own
+    caches, created in the search's mode and reordered with the decoder's."""
+
+    def init_state(self, search: SearchInit):
+        lean = search.lean
+        return self.model.init_state(
+            search.rows, ancestry=lean, max_len=search.max_len if lean else None
+        )
+
+
+def search_scorers(
+    cfg: BeamSearchConfig, decoder: Scorer, *, ctc: Scorer | None = None, lm: Scorer | None = None
+) -> dict[str, Weighted]:
+    """The weighted set a BeamSearchConfig asks for: the decoder with 1 - ctc_weight, the CTC
+    prefix scorer with ctc_weight (when > 0) and the LM with lm_weight (when given: with weight
+    0 it still runs, and its caches count)."""
+    out = {"decoder": Weighted(decoder, 1 - cfg.ctc_weight)}
+    if cfg.ctc_weight > 0:
+        if ctc is None:
+            raise ValueError("ctc_weight > 0 needs a CTC prefix scorer (a model trained with CTC)")
+        out["ctc"] = Weighted(ctc, cfg.ctc_weight)
+    if lm is not None:
+        out["lm"] = Weighted(lm, cfg.lm_weight)
+    elif cfg.lm_weight > 0:
+        raise ValueError(f"lm_weight={cfg.lm_weight} needs a language model (decode.lm)")
+    return out
