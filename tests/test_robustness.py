@@ -143,6 +143,8 @@ def test_each_condition_decodes_its_own_waveform(tmp_path, monkeypatch) -> None:
     # a segment holds other samples than its utterance's file unless the cuts fall on the
     # file's ends: not every utterance matches here, while every one did with the real model
     assert long["matching"] < 1.0
+
+
 def test_decoding_settings_from_the_command_line(tmp_path) -> None:
     """Trailing key=value arguments decode as Speech2Text does with those overrides."""
     exp = make_exp(tmp_path)

@@ -231,9 +231,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
 def _same(a: list, b: list, utts: list[str]) -> dict:
     best = sum(x[0][0] == y[0][0] for x, y in zip(a, b))
     nbest = [[h[0] for h in x] == [h[0] for h in y] for x, y in zip(a, b)]
-    diffs = [
-        abs(h[1] - g[1]) for x, y, same in zip(a, b, nbest) if same for h, g in zip(x, y)
-    ]
+    diffs = [abs(h[1] - g[1]) for x, y, same in zip(a, b, nbest) if same for h, g in zip(x, y)]
     return {
         "best": best,
         "nbest": sum(nbest),

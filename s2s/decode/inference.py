@@ -390,10 +390,13 @@ class Speech2Text:
                     yield from self._decode_ready({i: item})
                 return
             [(i, (name, wave, feats))] = ready.items()
-            yield i, AudioError(
-                f"{name}: too long for this model on {self.device}: "
-                f"{wave.numel() / self.sample_rate:.1f} s of audio ({feats.shape[0]} feature "
-                "frames) ran out of memory"
+            yield (
+                i,
+                AudioError(
+                    f"{name}: too long for this model on {self.device}: "
+                    f"{wave.numel() / self.sample_rate:.1f} s of audio ({feats.shape[0]} feature "
+                    "frames) ran out of memory"
+                ),
             )
             return
         yield from zip(ready, nbests)
