@@ -17,6 +17,8 @@ from s2s.bench.long_audio import join_with_pauses, segment_contents
 from s2s.data.datadir import write_datadir
 from s2s.data.tts import SAMPLE_RATE, synthesize
 from s2s.decode.inference import Result, Speech2Text
+from s2s.metrics import compute
+from s2s.metrics.resegment import resegment
 
 PHRASES = ["good morning", "the red cup is on the table", "we like the small bird"]
 
@@ -37,6 +39,16 @@ def test_segments_matching_needs_one_segment_per_utterance_with_its_text() -> No
     assert R.segments_matching(texts, contents, alone) == 0.0
     assert R.segments_matching(texts[:3], contents[:3], alone) == 0.25
     assert R.segments_matching(["a", "b", "c", "d"], [[0], [1], [2], [3]], alone) == 1.0
+
+
+def test_steadiness_is_counted_among_the_outputs_right_at_onset_0() -> None:
+    refs = ["Der Hund.", "eine Katze", "zwei", "drei"]
+    at0 = ["der hund", "eine Katze!", "zwei", "vier"]  # three right (lc.rm), one wrong
+    later = [["der hund", "eine Katze", "zwo", "drei"], ["Der Hund.", "eine katze", "zwei", "x"]]
+    # utterance 3 becomes right later: not counted; utterance 2 goes wrong at one onset
+    assert R.right_and_kept([at0, *later], refs) == (3, pytest.approx(2 / 3))
+    assert R.right_and_kept([at0], refs) == (3, 1.0)
+    assert R.right_and_kept([["x"] * 4, *later], refs) == (0, 0.0)
 
 
 def test_conditions_change_the_waveform_as_named() -> None:
@@ -87,6 +99,7 @@ def decoded_directly(s2t: Speech2Text, wavs: dict[str, str]) -> tuple[dict, dict
     texts = [seg.text for seg in segments]
     contents = segment_contents(segments, spans, sr)
     long = {"texts": texts, "matching": R.segments_matching(texts, contents, hyps["onset 0 ms"])}
+    long["resegmented"] = resegment(texts, PHRASES)  # the references as written
     return hyps, long
 
 
@@ -104,6 +117,17 @@ def check_report(report: dict, hyps: dict, long: dict) -> None:
     assert report["onset_invariance"] == R.onset_invariance([alone, hyps["onset 300 ms"]])
     assert report["long_recording"]["texts"] == long["texts"]
     assert report["long_recording"]["matching"] == long["matching"]
+    assert report["long_recording"]["resegmented"] == long["resegmented"]
+    refs = PHRASES
+    assert (
+        report["long_recording"]["bleu"]
+        == compute(["bleu"], long["resegmented"], refs).values["bleu"]
+    )
+    n_right, kept = R.right_and_kept([alone, hyps["onset 300 ms"]], refs)
+    assert (report["right_at_onset_0"], report["right_kept_at_every_onset"]) == (n_right, kept)
+    base = rows["onset 0 ms"]["bleu"]
+    moved = [rows[n]["bleu"] for n in ("onset 300 ms", "level -10 dB")]
+    assert report["spread"] == max(abs(b - base) for b in moved)
 
 
 def test_benchmark_on_a_tiny_model(tmp_path, capsys) -> None:

@@ -10,11 +10,17 @@ one way and decodes the set (beam search as s2s-decode does, in length-sorted ba
   synthesiser adds it).
 
 It reports the score of each condition against the references, and the **onset invariance**:
-the share of utterances whose best hypothesis is the same at every onset as at 0 ms. Then the
-**long recording**: the utterances joined into one file with ``--gap`` s pauses, decoded as
-s2s-decode decodes a long file (voice-activity segments), and the share of utterances that
-come back as exactly one segment whose text is the utterance's own alone (``long_audio``
-measures the segmentation itself in more detail).
+the share of utterances whose best hypothesis is the same at every onset as at 0 ms. Since that
+share cannot exceed how often the model is right, it also reports the steadiness measured
+against accuracy: of the outputs **exactly right at 0 ms** (the reference, lc.rm-normalised),
+the share that stay exactly right at every other onset; and the **score spread**, the largest
+distance of an onset's or a level's score from the score at 0 ms. Then the **long
+recording**: the utterances joined into one file with ``--gap`` s pauses, decoded as
+s2s-decode decodes a long file (voice-activity segments); its output is resegmented onto the
+utterances' references by minimum word edit distance (s2s.metrics.resegment, as the IWSLT
+evaluations score talks) and scored like the utterances decoded alone; and the share of
+utterances that come back as exactly one segment whose text is the utterance's own alone
+(``long_audio`` measures the segmentation itself in more detail).
 
     python -m s2s.bench.robustness --model exp/NAME --data data/test [--limit 200]
         [--onsets 0 30 100 300 600] [--levels -20 -10 6] [--snrs 20 10 5] [--gap 0.6]
@@ -42,6 +48,8 @@ from s2s.data.tokenizer import normalize_text
 from s2s.data.tts import add_noise
 from s2s.decode.inference import Speech2Text
 from s2s.metrics import compute
+from s2s.metrics.resegment import resegment
+from s2s.metrics.text import lc_rm
 
 FLOOR = 3e-4  # amplitude of the "silence" in front and between: about -70 dBFS
 
@@ -70,6 +78,19 @@ def onset_invariance(hyps: Sequence[Sequence[str]]) -> float:
         raise ValueError("every onset needs one hypothesis per utterance")
     same = sum(all(h[i] == hyps[0][i] for h in hyps[1:]) for i in range(n))
     return same / n
+
+
+def right_and_kept(hyps: Sequence[Sequence[str]], refs: Sequence[str]) -> tuple[int, float]:
+    """hyps[k][i]: utterance i's hypothesis at the k-th onset (k = 0 the reference onset) ->
+    (how many are exactly right at k = 0, the share of those exactly right at every onset);
+    "exactly right" compares lc.rm-normalised texts. The share is 0 when none is right."""
+    refs_n = lc_rm(list(refs))
+    right = [i for i, h in enumerate(lc_rm(list(hyps[0]))) if h == refs_n[i]]
+    if not right:
+        return 0, 0.0
+    at = [lc_rm([h[i] for i in right]) for h in hyps[1:]]
+    kept = sum(all(a[n] == refs_n[i] for a in at) for n, i in enumerate(right))
+    return len(right), kept / len(right)
 
 
 def segments_matching(
@@ -136,11 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     onset_names = [f"onset {ms:g} ms" for ms in args.onsets]
     alone = rows[onset_names[0]]["hyps"]
     invariance = onset_invariance([rows[n]["hyps"] for n in onset_names])
+    n_right, kept_right = right_and_kept([rows[n]["hyps"] for n in onset_names], refs)
+    base = rows[onset_names[0]][metric]
+    moved = [n for n in rows if n.startswith(("onset", "level"))]
+    spread = max(abs(rows[n][metric] - base) for n in moved)
 
     recording, spans = join_with_pauses(waves, round(args.gap * sr), args.floor)
     segments = s2t.transcribe(recording, sr)
     texts = [s.text for s in segments]
     matching = segments_matching(texts, segment_contents(segments, spans, sr), alone)
+    long_hyps = resegment(texts, refs)
+    long_score = compute([metric], long_hyps, refs).values[metric]
 
     print(" ".join([f"{args.model} on {len(utts)} utterances of {args.data}", *args.overrides]))
     print(f"| condition | {metric} | same as at 0 ms |")
@@ -152,9 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     onsets = ", ".join(f"{ms:g}" for ms in args.onsets)
     print(f"onset invariance (the same output at every onset {onsets} ms): {100 * invariance:.1f}%")
     print(
+        f"exactly right at 0 ms: {n_right} of {len(utts)}; of those, right at every onset: "
+        f"{100 * kept_right:.1f}%"
+    )
+    print(f"{metric} spread over onsets and levels: {spread:.2f} (at 0 ms: {base:.2f})")
+    print(
         f"long recording ({recording.numel() / sr / 60:.1f} min, {args.gap:g} s pauses): "
-        f"{len(segments)} segments for {len(utts)} utterances; decoded as alone: "
-        f"{100 * matching:.1f}%"
+        f"{len(segments)} segments for {len(utts)} utterances; {metric} resegmented "
+        f"{long_score:.2f} against {base:.2f} alone; decoded as alone: {100 * matching:.1f}%"
     )
     if args.json:
         report = {
@@ -165,7 +197,16 @@ def main(argv: list[str] | None = None) -> int:
             "metric": metric,
             "conditions": rows,
             "onset_invariance": invariance,
-            "long_recording": {"segments": len(segments), "matching": matching, "texts": texts},
+            "right_at_onset_0": n_right,
+            "right_kept_at_every_onset": kept_right,
+            "spread": spread,
+            "long_recording": {
+                "segments": len(segments),
+                "matching": matching,
+                "texts": texts,
+                metric: long_score,
+                "resegmented": long_hyps,
+            },
         }
         args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     return 0

@@ -4,6 +4,7 @@
     s2s-score --decode-dir D --metrics wer,cer --results RESULTS.md --exp NAME --set SET \
         [--decode beam5_beam_size2]
     s2s-score --hyp hyp.txt --ref ref.txt --metrics bleu [--format auto|keyed|plain] [--out F]
+    s2s-score --hyp talk.txt --ref talk.ref --metrics bleu,chrf,wer --resegment [--write-hyp F]
 
 A decode dir's hyp.txt/ref.txt hold "utt text" lines (keyed) over the same utterances. Bare
 --hyp/--ref files may be keyed or plain (one sentence per line, aligned by line number, as
@@ -13,6 +14,12 @@ D/score.json = {metrics, normalisation, efficiency (D/stats.json), n_utterances}
 bleu, chrf (sacrebleu; raw and "lc.rm"), wer, cer (jiwer; lowercase, punctuation removed,
 whitespace collapsed), rouge (rouge-score, stemmed F1), accuracy (SLU intent + transcript WER).
 All values are percentages. One summary line goes to stdout.
+
+--resegment scores a long recording's output as the IWSLT evaluations do (mwerSegmenter): the
+hypothesis file is one stream of words, in lines of any segmentation (plain lines, or
+s2s-decode's "<file>\t<start>\t<end>\t<text>" lines of a long file), split onto the reference's
+sentences (plain, or keyed with --format keyed) by minimum word edit distance
+(s2s.metrics.resegment); --write-hyp saves the resegmented hypotheses, one per reference line.
 """
 
 from __future__ import annotations
@@ -47,7 +54,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--decode",
         help="the decoding settings' name for RESULTS.md (default: the decode dir's name)",
     )
+    p.add_argument(
+        "--resegment",
+        action="store_true",
+        help="--hyp is a long-form output: split it onto --ref's sentences by minimum WER",
+    )
+    p.add_argument("--write-hyp", help="with --resegment: the resegmented hypotheses, one a line")
     return p
+
+
+def read_stream(path: Path) -> list[str]:
+    """A long-form output's text lines: plain lines, or s2s-decode's tab-separated lines of a
+    long file (the text is the last field)."""
+    return [line.split("\t")[-1] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def load_resegmented(hyp_path: Path, ref_path: Path, fmt: str):
+    """(hyp, ref) ScoringInput-like pairs: --ref's sentences and the --hyp stream split onto
+    them."""
+    from s2s.metrics.resegment import resegment
+    from s2s.metrics.text import ScoringInput, read_keyed_text, read_plain_text
+
+    if fmt == "keyed":
+        keyed = read_keyed_text(ref_path)
+        utts, refs = list(keyed), list(keyed.values())
+    else:
+        refs = read_plain_text(ref_path)
+        utts = [str(i + 1) for i in range(len(refs))]
+    if not refs:
+        raise ValueError(f"{ref_path}: no reference sentences to resegment onto")
+    hyps = resegment(read_stream(hyp_path), refs)
+    return ScoringInput(utts=utts, hyps=hyps, refs=refs, format=fmt)
 
 
 def _error(msg: str) -> int:
@@ -63,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         return _error("--hyp and --ref go together")
     if args.results and not (args.exp and args.test_set):
         return _error("--results needs --exp and --set")
+    if args.resegment and args.decode_dir:
+        return _error("--resegment takes --hyp and --ref (a long-form output), not a decode dir")
+    if args.write_hyp and not args.resegment:
+        return _error("--write-hyp goes with --resegment")
 
     from s2s.metrics import compute, parse_metric_names
     from s2s.metrics.results import update_results
@@ -92,11 +133,22 @@ def main(argv: list[str] | None = None) -> int:
             return _error(f"{path}: no such file")
 
     try:
-        pairs = load_scoring_input(hyp_path, ref_path, fmt)
+        if args.resegment:
+            pairs = load_resegmented(hyp_path, ref_path, "keyed" if fmt == "keyed" else "plain")
+        else:
+            pairs = load_scoring_input(hyp_path, ref_path, fmt)
     except ValueError as e:
         return _error(str(e))
     utts = pairs.utts
-    if not args.decode_dir:
+    if args.resegment:
+        print(
+            f"s2s-score: {hyp_path} resegmented onto the {len(utts)} sentences of {ref_path} "
+            "(minimum word edit distance)",
+            file=sys.stderr,
+        )
+        if args.write_hyp:
+            Path(args.write_hyp).write_text("".join(h + "\n" for h in pairs.hyps), encoding="utf-8")
+    elif not args.decode_dir:
         layout = {
             "keyed": "keyed 'utt text' lines, aligned by utterance id",
             "plain": "plain sentences, one per line, aligned by line number",
@@ -110,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "efficiency": efficiency,
         "format": pairs.format,
         "n_utterances": len(utts),
+        "resegmented": args.resegment,
         "hyp": str(hyp_path),
         "ref": str(ref_path),
     }
