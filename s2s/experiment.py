@@ -99,6 +99,18 @@ class ExperimentConfig:
     decode: BeamSearchConfig = field(default_factory=BeamSearchConfig)
 
     def __post_init__(self) -> None:
+        if self.model.consistency_weight > 0:
+            if self.data.source != "speech":
+                raise ValueError(
+                    "model.consistency_weight > 0 is for speech sources: its two views are two "
+                    "draws of data.specaug"
+                )
+            a = self.data.specaug
+            if not (a.freq_masks or a.time_masks or a.time_warp or a.time_shift):
+                raise ValueError(
+                    "model.consistency_weight > 0 needs data.specaug to draw views that differ "
+                    "(masks, time warp or time shift); every one is off"
+                )
         if self.model.src_ctc_weight > 0:
             if self.data.source != "speech":
                 raise ValueError("model.src_ctc_weight > 0 is for speech sources (data.source)")
@@ -243,13 +255,14 @@ def build_dataset(cfg: ExperimentConfig, split: str, tokenizer, train: bool):
         normalize=d.normalize,
         # read only when trained on: a weight of 0 turns the source CTC off, field or not
         src_text_field=d.src_ctc_field if cfg.model.src_ctc_weight > 0 else "",
+        views=2 if train and cfg.model.consistency_weight > 0 else 1,
     )
 
 
 def build_loader(
     cfg: ExperimentConfig, dataset, *, shuffle: bool, rank: int = 0, world_size: int = 1
 ) -> DataLoader:
-    from s2s.data.dataset import collate
+    from s2s.data.dataset import collate, collate_views
     from s2s.data.sampler import BucketBatchSampler
 
     d = cfg.data
@@ -262,7 +275,8 @@ def build_loader(
         num_replicas=world_size,
         rank=rank,
     )
-    pad = functools.partial(collate, pad_src_to=d.bucket_frames, pad_tgt_to=d.bucket_tokens)
+    join = collate_views if getattr(dataset, "views", 1) > 1 else collate
+    pad = functools.partial(join, pad_src_to=d.bucket_frames, pad_tgt_to=d.bucket_tokens)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=pad, num_workers=d.num_workers)
 
 

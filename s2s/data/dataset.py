@@ -34,7 +34,9 @@ class Batch:
     0; src_lens: (B,) long; tgt: (B, L) long ids without BOS/EOS, padded with pad_id (0);
     tgt_lens: (B,) long. src_text: (B, Ls) long ids of the source transcript, padded with
     pad_id, and src_text_lens (B,): only when the dataset reads one (the source CTC of
-    speech translation, model.src_ctc_weight), else None."""
+    speech translation, model.src_ctc_weight), else None. views: V > 1 when the batch holds V
+    augmented views of B / V utterances, view v in rows [v * B / V, (v + 1) * B / V), the
+    utterances in the same order in each (consistency training, model.consistency_weight)."""
 
     utt_ids: list[str]
     src: Tensor
@@ -43,6 +45,7 @@ class Batch:
     tgt_lens: Tensor
     src_text: Tensor | None = None
     src_text_lens: Tensor | None = None
+    views: int = 1
 
     def __len__(self) -> int:
         return len(self.utt_ids)
@@ -59,6 +62,7 @@ class Batch:
             fn(self.tgt_lens),
             opt(self.src_text),
             opt(self.src_text_lens),
+            self.views,
         )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
@@ -94,8 +98,10 @@ class SpeechDataset(Dataset):
     `specaug` when given (training). Targets are `text_field` of the data dir after
     normalize_text(mode=`normalize`), tokenised once here. With `src_text_field` (speech
     translation's source transcript, for the source CTC) each item also carries that text's
-    ids, tokenised the same way with the same tokenizer. Raises ValueError when an utterance
-    has no features in the dump or a text is empty or all unknown tokens.
+    ids, tokenised the same way with the same tokenizer. views > 1 (training with consistency,
+    model.consistency_weight): each item is a tuple of `views` items of the same utterance,
+    each augmented by its own draw of `specaug` (collate_views batches them). Raises ValueError
+    when an utterance has no features in the dump or a text is empty or all unknown tokens.
     """
 
     def __init__(
@@ -108,7 +114,11 @@ class SpeechDataset(Dataset):
         specaug: Callable[[Tensor], Tensor] | None = None,
         normalize: str = "none",
         src_text_field: str = "",
+        views: int = 1,
     ) -> None:
+        if views < 1 or (views > 1 and specaug is None):
+            raise ValueError(f"views={views}: more than one view needs specaug to draw them")
+        self.views = views
         self.datadir = datadir if isinstance(datadir, DataDir) else load_datadir(datadir)
         self.reader = FeatureReader(feature_dir)
         self.cmvn = cmvn
@@ -142,16 +152,17 @@ class SpeechDataset(Dataset):
     def __len__(self) -> int:
         return len(self.utt_ids)
 
-    def __getitem__(self, index: int) -> Item:
+    def __getitem__(self, index: int) -> Item | tuple[Item, ...]:
         utt = self.utt_ids[index]
         feats = self.reader[utt]  # (T, F)
         feats = self.cmvn(feats) if self.cmvn is not None else utterance_cmvn(feats)
-        if self.specaug is not None:
-            feats = self.specaug(feats)
         tgt = torch.tensor(self.targets[index], dtype=torch.long)
-        if self.src_texts is None:
-            return utt, feats, tgt
-        return utt, feats, tgt, torch.tensor(self.src_texts[index], dtype=torch.long)
+        src_ids = None if self.src_texts is None else self.src_texts[index]
+        src = () if src_ids is None else (torch.tensor(src_ids, dtype=torch.long),)
+        if self.specaug is None:
+            return (utt, feats, tgt, *src)
+        items = tuple((utt, self.specaug(feats), tgt, *src) for _ in range(self.views))
+        return items[0] if self.views == 1 else items
 
 
 class TextPairDataset(Dataset):
@@ -221,6 +232,20 @@ def _pad_time(x: Tensor, multiple: int) -> Tensor:
     if not extra:
         return x
     return torch.cat((x, x.new_zeros(x.shape[0], extra, *x.shape[2:])), 1)
+
+
+def collate_views(
+    groups: Sequence[tuple[Item, ...]], pad_src_to: int = 0, pad_tgt_to: int = 0
+) -> Batch:
+    """Batches B utterances' V views each (SpeechDataset(views=V) items) as V * B rows, view
+    by view (Batch.views); padding as collate."""
+    n_views = {len(g) for g in groups}
+    if len(n_views) != 1:
+        raise ValueError(f"collate_views: utterances with {sorted(n_views)} views in one batch")
+    (views,) = n_views
+    batch = collate([g[v] for v in range(views) for g in groups], pad_src_to, pad_tgt_to)
+    batch.views = views
+    return batch
 
 
 def collate(items: Sequence[Item], pad_src_to: int = 0, pad_tgt_to: int = 0) -> Batch:

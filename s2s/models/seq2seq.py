@@ -26,13 +26,18 @@ PAD_ID, BOS_ID, EOS_ID = 0, 2, 3  # SentencePiece ids fixed by s2s.data.tokenize
 class ModelConfig:
     """encoder + decoder. The loss is (1 - ctc_weight - src_ctc_weight) * attention
     + ctc_weight * CTC over the targets + src_ctc_weight * CTC over the source transcript
-    (data.src_ctc_field; both heads share the tokenizer)."""
+    (data.src_ctc_field; both heads share the tokenizer). consistency_weight > 0 trains on two
+    SpecAugment views of every utterance (data.specaug drawn twice: time shift, masks) and adds
+    that weight times the symmetric KL between the two views' decoder distributions, each view
+    pulled towards the other held fixed (CR-CTC's form, arXiv 2410.05101, on the decoder's
+    token distributions, which line up whatever the views' time shifts)."""
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     ctc_weight: float = 0.0
     src_ctc_weight: float = 0.0
     label_smoothing: float = 0.1
+    consistency_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("ctc_weight", "src_ctc_weight"):
@@ -45,6 +50,8 @@ class ModelConfig:
             )
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.consistency_weight < 0:
+            raise ValueError(f"consistency_weight must be >= 0, got {self.consistency_weight}")
 
 
 def add_bos_eos(tgt: Tensor, tgt_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -56,6 +63,23 @@ def add_bos_eos(tgt: Tensor, tgt_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     out = torch.cat((tgt, tgt.new_full((B, 1), PAD_ID)), 1)
     out[torch.arange(B, device=tgt.device), tgt_lens] = EOS_ID
     return inp, out, tgt_lens + 1
+
+
+def consistency_loss(logits: Tensor, valid: Tensor, views: int) -> Tensor:
+    """Summed symmetric KL between the views' distributions, each against the other detached:
+    sum over positions of KL(sg(p_b) || p_a) + KL(sg(p_a) || p_b) for each pair of views.
+    logits: (V * B, L, C), view v in rows [v * B, (v + 1) * B); valid: (V * B, L) bool, the
+    same for every view (the same targets). Returns a float32 scalar."""
+    logp = logits.float().log_softmax(-1).unflatten(0, (views, -1))  # (V, B, L, C)
+    mask = valid.unflatten(0, (views, -1))[0]  # (B, L)
+    total = logits.new_zeros((), dtype=torch.float32)
+    for a in range(views):
+        for b in range(views):
+            if a != b:  # KL(sg(p_b) || p_a): p_a learns from a fixed p_b
+                target = logp[b].detach()
+                kl = (target.exp() * (target - logp[a])).sum(-1)  # (B, L)
+                total = total + kl[mask].sum()
+    return total
 
 
 class Seq2SeqModel(nn.Module):
@@ -117,6 +141,11 @@ class Seq2SeqModel(nn.Module):
             loss_src = self.ctc_loss(memory, memory_lens, src, src_lens, self.src_ctc) / n_tokens
             loss = loss + sw * loss_src
             result["loss_src_ctc"] = loss_src
+        views = getattr(batch, "views", 1)
+        if self.cfg.consistency_weight > 0 and views > 1:
+            loss_cons = consistency_loss(logits, valid, views) / n_tokens
+            loss = loss + self.cfg.consistency_weight * loss_cons
+            result["loss_cons"] = loss_cons
         result["loss"] = loss
         return result
 

@@ -1,8 +1,8 @@
 """The training loop: accumulation, clipping, AMP, validation, checkpoints, resume, DDP.
 
 The model is any nn.Module with `model(batch) -> dict` holding "loss" (scalar, mean over the
-batch's target tokens), "n_tokens" and optionally "acc", "loss_att", "loss_ctc" and
-"loss_src_ctc". The batch has `.to(device)`, `.src_lens` (B,) and `.tgt_lens` (B,)
+batch's target tokens), "n_tokens" and optionally "acc", "loss_att", "loss_ctc",
+"loss_src_ctc" and "loss_cons". The batch has `.to(device)`, `.src_lens` (B,) and `.tgt_lens` (B,)
 (throughput) and `.utt_ids` (warnings).
 The train loader's `batch_sampler` follows the BucketBatchSampler contract:
 `set_epoch(epoch, start)` (skip `start` batches, for mid-epoch resume), `state_dict()`,
@@ -49,7 +49,7 @@ from s2s.train.tb_logger import TBLogger, format_metrics
 log = logging.getLogger("s2s.train")
 
 # Per-token scalars of the model's output dict that are averaged (token-weighted) and logged.
-LOGGED = ("loss", "acc", "loss_att", "loss_ctc", "loss_src_ctc")
+LOGGED = ("loss", "acc", "loss_att", "loss_ctc", "loss_src_ctc", "loss_cons")
 
 
 class TrainingInterrupted(Exception):
