@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             recipe_dir=recipe_dir,
             stage=7,
             stop_stage=10,
-            nj=args.nj,
+            # one decoding process on all cores, not --nj shards (stage 9): the demo's decode
+            # figures stay comparable from run to run
+            nj=1,
             attention=variant,
             train_config=args.train_config,
             tag=args.tag,

@@ -127,6 +127,23 @@ def test_command_line_decode_settings_get_their_own_folder_and_row(phrases) -> N
     assert [r[1] for r in rows] == list(runs)
 
 
+def test_stage9_decodes_in_nj_shards_as_one_process_does(phrases) -> None:
+    """The module's runs pass --nj 2: stage 9 decoded the test set in two shards (their logs,
+    split2/1 and split2/2) merged in the data dir's order; stage 9 again with --nj 1 (one
+    process, both cores) writes the same hypotheses."""
+    root, args = phrases("st1")
+    exp = model_exp(root)
+    (decode,) = exp.glob("decode_test_*")
+    assert [p.name for p in sorted((decode / "split2").iterdir())] == ["1", "2"]
+    assert (exp / "logs" / f"{decode.name}.2.log").is_file()
+    sharded = {n: (decode / n).read_text() for n in ("hyp.txt", "ref.txt")}
+    assert json.loads((decode / "stats.json").read_text())["shards"] == 2
+    one = [*args[: args.index("--nj")], "--nj", "1", *args[args.index("--nj") + 2 :]]
+    assert recipe_main([*one, "--stage", "9", "--stop_stage", "9", *TRAIN]) == 0
+    assert {n: (decode / n).read_text() for n in sharded} == sharded
+    assert "shards" not in json.loads((decode / "stats.json").read_text())
+
+
 def test_experiment_dir_decodes_after_a_copy_without_the_original(
     phrases, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--text", help="a text file, one source document per line")
     p.add_argument("--data", help="a data dir to decode (with --out)")
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="with --data: decode only shard K of N (utterances K-1, K-1+N, ...; recipe stage 9 "
+        "runs N of them side by side and merges them)",
+    )
     p.add_argument("--dump", help="the data dir's feature dump (else features come from audio)")
     p.add_argument("--out", help="output directory for --data")
     p.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text")
@@ -113,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.data and not args.out:
         print("s2s-decode: --data needs --out", file=sys.stderr)
         return 2
+    shard = None
+    if args.shard:
+        m = re.fullmatch(r"(\d+)/(\d+)", args.shard)
+        if not args.data or m is None or not 1 <= int(m[1]) <= int(m[2]):
+            print("s2s-decode: --shard K/N (1 <= K <= N) goes with --data", file=sys.stderr)
+            return 2
+        shard = (int(m[1]), int(m[2]))
     from s2s.decode.inference import Speech2Text
 
     if args.threads < 0:
@@ -149,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         from s2s.decode.decode_dir import decode_datadir
 
         try:
-            summary = decode_datadir(s2t, args.data, args.out, args.dump, args.batch_frames)
+            summary = decode_datadir(
+                s2t, args.data, args.out, args.dump, args.batch_frames, shard=shard
+            )
         except (AudioError, FileNotFoundError, ValueError) as e:  # a decode dir is all or nothing
             print(f"s2s-decode: {e}", file=sys.stderr)
             return 2

@@ -9,6 +9,11 @@
 
 A directory holds one decoding run's settings: decoding into one that holds other settings is an
 error, so results of different settings are never mixed.
+
+Sharded decoding (recipe stage 9 with --nj N on the CPU or --ngpu N): shard K of N decodes the
+data dir's utterances K-1, K-1+N, K-1+2N, ... (ESPnet's JOB ids are 1-based; every shard gets
+short and long ones alike) into a directory of its own, and `merge_shards` writes the files
+above for the whole data dir, in its order, from the shards' directories.
 """
 
 from __future__ import annotations
@@ -69,8 +74,12 @@ def decode_datadir(
     dump_dir: str | Path | None = None,
     batch_frames: int = 8000,
     max_batch: int = 32,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
-    """Decode every utterance of data_dir; returns the efficiency summary (also in stats.json)."""
+    """Decode every utterance of data_dir (shard (K, N): only shard K of N, see above); returns
+    the efficiency summary (also in stats.json)."""
+    if shard is not None and not 1 <= shard[0] <= shard[1]:
+        raise ValueError(f"shard {shard[0]}/{shard[1]}: need 1 <= K <= N")
     from s2s.data.datadir import load_datadir
     from s2s.data.tokenizer import normalize_text
 
@@ -88,7 +97,7 @@ def decode_datadir(
     if cfg.target_field not in dd.texts:
         raise ValueError(f"{data_dir}: no {cfg.target_field} file for the references")
     get, lengths = datadir_sources(s2t, dd, Path(dump_dir) if dump_dir else None)
-    utts = dd.utt_ids
+    utts = dd.utt_ids if shard is None else dd.utt_ids[shard[0] - 1 :: shard[1]]
     plan = plan_batches([lengths[u] for u in utts], batch_frames, max_batch)
     batches = [[utts[i] for i in batch] for batch in plan]
 
@@ -113,7 +122,7 @@ def decode_datadir(
         open(out / "ref.txt", "w") as ref,
         open(out / "nbest.txt", "w") as nb,
     ):
-        for u in dd.utt_ids:
+        for u in utts if shard is None else sorted(utts, key=dd.utt_ids.index):
             hyp.write(f"{u} {results[u][0].text}\n".replace(" \n", "\n"))
             ref.write(f"{u} {normalize_text(refs[u], cfg.normalize)}\n")
             for rank, r in enumerate(results[u], 1):
@@ -127,4 +136,54 @@ def decode_datadir(
         summary["utterances_per_s"],
         summary["tokens_per_s"],
     )
+    return summary
+
+
+def merge_shards(parts: list[Path], data_dir: str | Path, out_dir: str | Path) -> dict:
+    """The shards' decode dirs (parts, all of one decoding run of data_dir) merged into out_dir:
+    hyp.txt, ref.txt and nbest.txt in the data dir's order, decode.yaml, and stats.json over
+    the whole set (the shards ran side by side: the wall time is the slowest shard's, the peak
+    cache the largest). Raises ValueError naming the shard that lacks an utterance or was
+    decoded with other settings."""
+    from s2s.data.datadir import load_datadir
+
+    out = Path(out_dir)
+    order = load_datadir(data_dir).utt_ids
+    settings = [(p / "decode.yaml").read_text() for p in parts]
+    for p, held in zip(parts, settings):
+        if held != settings[0]:
+            raise ValueError(f"{p}: decoded with other settings than {parts[0]}")
+    lines: dict[str, dict[str, list[str]]] = {"hyp.txt": {}, "ref.txt": {}, "nbest.txt": {}}
+    for p in parts:
+        for name, by_utt in lines.items():
+            for line in (p / name).read_text().splitlines():
+                by_utt.setdefault(line.split(" ", 1)[0], []).append(line)
+    missing = [u for u in order if u not in lines["hyp.txt"]]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} utterances of {data_dir} are in no shard of {parts[0].parent}, "
+            f"e.g. {missing[0]!r}"
+        )
+    if (out / "decode.yaml").is_file() and (out / "decode.yaml").read_text() != settings[0]:
+        raise ValueError(
+            f"{out} holds a decoding run with other settings ({out / 'decode.yaml'}): "
+            "decode into another directory or remove it"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "decode.yaml").write_text(settings[0])
+    for name, by_utt in lines.items():
+        (out / name).write_text("".join(line + "\n" for u in order for line in by_utt[u]))
+    stats = [json.loads((p / "stats.json").read_text()) for p in parts]
+    summary = dict(stats[0])
+    for key in ("utterances", "tokens"):
+        summary[key] = sum(s[key] for s in stats)
+    summary["wall_time_s"] = max(s["wall_time_s"] for s in stats)
+    summary["peak_cache_mib"] = max(s["peak_cache_mib"] for s in stats)
+    peaks = [s["peak_memory_mib"] for s in stats if s.get("peak_memory_mib") is not None]
+    summary["peak_memory_mib"] = max(peaks) if peaks else None
+    wall = max(summary["wall_time_s"], 1e-9)
+    summary["utterances_per_s"] = summary["utterances"] / wall
+    summary["tokens_per_s"] = summary["tokens"] / wall
+    summary["shards"] = len(parts)
+    (out / "stats.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -480,29 +480,69 @@ class Recipe:
 
     def stage9(self) -> None:
         """Beam search over every test set -> exp/<name>/decode_<set>_<decode name>/, with the
-        settings of config.yaml, then the decode YAML, then the command line's decode.*."""
+        settings of config.yaml, then the decode YAML, then the command line's decode.*.
+        With --ngpu N > 1 (one shard a GPU) or, on the CPU, --nj N > 1 (the cores shared
+        out), the set is decoded in N shards side by side (decode_<...>/split<N>/<K>/, logs
+        per shard) and merged in the data dir's order (s2s.decode.decode_dir)."""
         device = "cuda" if self.opts.ngpu > 0 else "cpu"
+        shards = self.opts.ngpu if self.opts.ngpu > 1 else (self.opts.nj if device == "cpu" else 1)
         for name in self.cfg.test_sets:
             out = self.decode_dir(name)
-            cmd = [
-                sys.executable,
-                "-m",
-                "s2s.cli.decode",
-                "--model",
-                str(self.exp_dir),
-                "--data",
-                str(self.data / f"{name}_filt"),
-                "--out",
-                str(out),
-                "--decode-config",
-                str(self.decode_config),
-                "--device",
-                device,
-            ]
-            if self.speech:
-                cmd += ["--dump", str(self.dump / name)]
-            cmd += self.decode_overrides()
-            self._run(cmd, self.exp_dir / "logs" / f"{out.name}.log")
+            cmd = self._decode_command(name, out, device)
+            if shards <= 1:
+                self._run(cmd, self.exp_dir / "logs" / f"{out.name}.log")
+            else:
+                self._decode_sharded(cmd, name, out, shards)
+
+    def _decode_sharded(self, cmd: list[str], name: str, out: Path, n: int) -> None:
+        from s2s.decode.decode_dir import merge_shards
+
+        threads = max(1, (os.cpu_count() or 1) // n)
+        parts = [out / f"split{n}" / str(k) for k in range(1, n + 1)]
+        procs = []
+        for k, part in enumerate(parts, 1):
+            shard = [*cmd, "--shard", f"{k}/{n}"]
+            shard[shard.index("--out") + 1] = str(part)
+            if self.opts.ngpu > 1:
+                shard[shard.index("--device") + 1] = f"cuda:{k - 1}"
+            else:
+                shard += ["--threads", str(threads)]
+            log_path = self.exp_dir / "logs" / f"{out.name}.{k}.log"
+            log.info("running shard %d/%d: %s (log: %s)", k, n, " ".join(shard), log_path)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "w") as f:
+                env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+                procs.append((subprocess.Popen(shard, stdout=f, stderr=subprocess.STDOUT, env=env),
+                              log_path))  # fmt: skip
+        failed = [str(path) for proc, path in procs if proc.wait() != 0]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {n} decoding shards failed; see {failed[0]}")
+        data = self.data / f"{name}_filt"
+        summary = merge_shards(parts, data, out)
+        log.info(
+            "%s: %d utterances in %d shards, %.2f utt/s -> %s",
+            name, summary["utterances"], n, summary["utterances_per_s"], out,
+        )  # fmt: skip
+
+    def _decode_command(self, name: str, out: Path, device: str) -> list[str]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "s2s.cli.decode",
+            "--model",
+            str(self.exp_dir),
+            "--data",
+            str(self.data / f"{name}_filt"),
+            "--out",
+            str(out),
+            "--decode-config",
+            str(self.decode_config),
+            "--device",
+            device,
+        ]
+        if self.speech:
+            cmd += ["--dump", str(self.dump / name)]
+        return cmd + self.decode_overrides()
 
     def stage10(self) -> None:
         """score.json per decode dir and this experiment's rows of RESULTS.md (one per test set
