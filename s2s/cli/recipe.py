@@ -4,7 +4,8 @@
            [--stride S] [--arrangement cross|prefix|prompt] [--model_config F] [--train_config F]
            [--decode_config F] [--tag T] [--init_param SRC:SRC_KEY:DST_KEY[:EXCLUDE] ...]
            [--use_lm true|false] [--lm_config F] [--skip_bad_audio true|false]
-           [--config F ...] [key=value ...]
+           [--config F ...] [--num_nodes N --node_rank R --master_addr H [--master_port P]]
+           [--rdzv_endpoint HOST:PORT] [--max_restarts K] [key=value ...]
 
 --attention NAME: any registered variant (mha, mqa, gqa, mla, mtla, mfa, mfa_kr, mlra, gla,
 gta; docs/attention.md), read from conf/attention/NAME.yaml.
@@ -65,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="an experiment YAML (model/data/train/decode sections) applied over the recipe's "
         "settings, recipe.yaml's overrides included, and before key=value (repeatable)",
     )
+    dist = p.add_argument_group("training across machines (passed to torchrun)")
+    dist.add_argument("--num_nodes", "--num-nodes", type=int, default=1)
+    dist.add_argument("--node_rank", "--node-rank", type=int, default=0)
+    dist.add_argument("--master_addr", "--master-addr", default="")
+    dist.add_argument("--master_port", "--master-port", type=int, default=29500)
+    dist.add_argument(
+        "--rdzv_endpoint", "--rdzv-endpoint", default="", help="HOST:PORT of a c10d rendezvous"
+    )
+    dist.add_argument(
+        "--max_restarts", "--max-restarts", type=int, default=0,
+        help="restart the workers this many times after a failure (training resumes)",
+    )  # fmt: skip
     p.add_argument("overrides", nargs="*", help="experiment config overrides, key=value")
     return p
 
@@ -78,7 +91,21 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"run.sh: {e}", file=sys.stderr)
         return 2
-    opts = RunOptions(
+    try:
+        opts = _options(root, args)
+    except ValueError as e:
+        print(f"run.sh: {e}", file=sys.stderr)
+        return 2
+    try:
+        Recipe(cfg, opts).run()
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        logging.error("%s", e)
+        return 1
+    return 0
+
+
+def _options(root: Path, args: argparse.Namespace) -> RunOptions:
+    return RunOptions(
         recipe_dir=root,
         stage=args.stage,
         stop_stage=args.stop_stage,
@@ -97,13 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         skip_bad_audio={"": None, "true": True, "false": False}[args.skip_bad_audio],
         configs=args.config,
         overrides=args.overrides,
+        num_nodes=args.num_nodes,
+        node_rank=args.node_rank,
+        master_addr=args.master_addr,
+        master_port=args.master_port,
+        rdzv_endpoint=args.rdzv_endpoint,
+        max_restarts=args.max_restarts,
     )
-    try:
-        Recipe(cfg, opts).run()
-    except (RuntimeError, ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

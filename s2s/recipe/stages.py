@@ -49,6 +49,51 @@ class RunOptions:
     skip_bad_audio: bool | None = None  # None: recipe.yaml's skip_bad_audio
     configs: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
+    # training across machines (ESPnet's flags, passed to torchrun): every node runs the same
+    # command with its own node_rank, or, with rdzv_endpoint, a c10d rendezvous
+    num_nodes: int = 1
+    node_rank: int = 0
+    master_addr: str = ""
+    master_port: int = 29500
+    rdzv_endpoint: str = ""
+    max_restarts: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_nodes < 1 or not 0 <= self.node_rank < self.num_nodes:
+            raise ValueError(
+                f"need num_nodes >= 1 and 0 <= node_rank < num_nodes, got --num_nodes "
+                f"{self.num_nodes} --node_rank {self.node_rank}"
+            )
+        if self.num_nodes > 1 and not (self.master_addr or self.rdzv_endpoint):
+            raise ValueError(
+                "--num_nodes > 1 needs --master_addr (the node of rank 0) or --rdzv_endpoint "
+                "HOST:PORT"
+            )
+        if self.max_restarts < 0:
+            raise ValueError(f"--max_restarts must be >= 0, got {self.max_restarts}")
+
+
+def torchrun_args(opts: RunOptions, run_id: str) -> list[str]:
+    """torchrun's launch flags for stage 7, [] for one process: --ngpu processes a node
+    (one on the CPU) on --num_nodes nodes, by a static rendezvous at --master_addr:--master_port
+    (each node its --node_rank, as ESPnet's run.sh does) or a c10d one at --rdzv_endpoint
+    (ranks assigned as nodes join); --max_restarts restarts the workers after a failure, and
+    the trainer resumes from the last checkpoint."""
+    per_node = max(opts.ngpu, 1)
+    if opts.num_nodes == 1 and per_node == 1 and opts.max_restarts == 0:
+        return []
+    out = [f"--nproc_per_node={per_node}"]
+    if opts.num_nodes == 1 and not opts.rdzv_endpoint:
+        out.insert(0, "--standalone")
+    elif opts.rdzv_endpoint:
+        out += [f"--nnodes={opts.num_nodes}", "--rdzv_backend=c10d"]
+        out += [f"--rdzv_endpoint={opts.rdzv_endpoint}", f"--rdzv_id={run_id}"]
+    else:
+        out += [f"--nnodes={opts.num_nodes}", f"--node_rank={opts.node_rank}"]
+        out += [f"--master_addr={opts.master_addr}", f"--master_port={opts.master_port}"]
+    if opts.max_restarts:
+        out.append(f"--max_restarts={opts.max_restarts}")
+    return out
 
 
 class Recipe:
@@ -408,7 +453,8 @@ class Recipe:
 
     def stage7(self) -> None:
         """Train the language model, when the recipe has one (into exp/lm_*/, averaged right
-        away), then exp/<name>/ (torchrun with --ngpu > 1), from --init_param when given."""
+        away), then exp/<name>/ (under torchrun with --ngpu > 1, --num_nodes > 1 or
+        --max_restarts: torchrun_args), from --init_param when given."""
         from s2s.experiment import save_experiment_config
 
         if self.lm_exp_dir is not None:
@@ -427,17 +473,9 @@ class Recipe:
             "--exp-dir",
             str(exp),
         ]
-        if self.opts.ngpu > 1:
-            cmd = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--standalone",
-                f"--nproc_per_node={self.opts.ngpu}",
-                "-m",
-                "s2s.cli.train",
-                *cmd[3:],
-            ]
+        launch = torchrun_args(self.opts, self.exp_name)
+        if launch:
+            cmd = [sys.executable, "-m", "torch.distributed.run", *launch, *cmd[1:]]
         self._run(cmd, exp / "logs" / "train.log")
 
     def _train_lm(self) -> None:

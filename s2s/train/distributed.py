@@ -56,7 +56,13 @@ def init_distributed(device: torch.device, info: DistInfo | None = None) -> Dist
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kw = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size, **kw)
+        # The workers torchrun restarts (--max_restarts) meet in the same store as the ones
+        # that failed: keys under the attempt's own prefix, so that none reads an address the
+        # last attempt left (a refused connection, now and then, without it)
+        store, rank, world = next(dist.rendezvous("env://", info.rank, info.world_size))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"s2s/attempt{attempt}/", store)
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, **kw)
     return info
 
 
