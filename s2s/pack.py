@@ -110,48 +110,30 @@ def _readme(name: str, cfg, weights: str, scores: list[tuple[str, dict]]) -> str
 def pack_experiment(exp_dir: str | Path, out: str | Path, checkpoint: str = "") -> Path:
     """Write `out` (a .tar.gz) from exp_dir: its config, tokenizer, CMVN, and the weights of
     model_avg.pt (or of `checkpoint`, a trainer checkpoint or weights file), checked to load
-    into the model the config builds. Returns `out`."""
+    into the model the config builds (s2s.experiment.load_experiment). Returns `out`."""
     import torch  # here, not at the top: reading a pack needs neither torch nor the models
 
     from s2s.experiment import (
-        build_model,
-        load_experiment_config,
-        load_model_weights,
-        load_tokenizer,
+        ExperimentError,
+        load_experiment,
+        prepare_exp_dir,
         save_experiment_config,
     )
 
     exp_dir, out = Path(exp_dir), Path(out)
-    if not (exp_dir / "config.yaml").is_file():
-        raise PackError(f"{exp_dir}/config.yaml not found: is {exp_dir} an experiment?")
-    cfg = load_experiment_config([exp_dir / "config.yaml"])
-    files: dict[str, bytes] = {}
-    tokenizer_src = cfg.data.tokenizer
-    for key, name in (("tokenizer", "tokenizer.model"), ("cmvn", "cmvn.pt")):
-        src = getattr(cfg.data, key)
-        if not src:
-            continue
-        if not Path(src).is_file():
-            raise PackError(f"{exp_dir}/config.yaml: data.{key} {src} not found")
-        files[name] = Path(src).read_bytes()
-        setattr(cfg.data, key, name)
-    if "tokenizer.model" not in files:
-        raise PackError(f"{exp_dir}/config.yaml: data.tokenizer is not set")
-
-    model = build_model(cfg, load_tokenizer(tokenizer_src).vocab_size)
     try:
-        source = load_model_weights(model, exp_dir, checkpoint)
-    except (FileNotFoundError, RuntimeError) as e:  # RuntimeError: keys or shapes differ
-        raise PackError(f"{exp_dir}: {e}") from e
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict()}, buf)
-    files[WEIGHTS] = buf.getvalue()
-
+        exp = load_experiment(exp_dir, checkpoint=checkpoint, lm=False)
+    except ExperimentError as e:
+        raise PackError(str(e)) from e
+    weights = exp.weights
+    weights = weights.relative_to(exp_dir) if weights.is_relative_to(exp_dir) else weights.name
     with tempfile.TemporaryDirectory() as tmp:
-        save_experiment_config(cfg, Path(tmp) / "config.yaml")
-        files["config.yaml"] = (Path(tmp) / "config.yaml").read_bytes()
-    weights = source.relative_to(exp_dir) if source.is_relative_to(exp_dir) else source.name
-    files["README.md"] = _readme(exp_dir.name, cfg, str(weights), _scores(exp_dir)).encode()
+        tmp = Path(tmp)
+        cfg = prepare_exp_dir(exp.cfg, tmp)  # the tokenizer and CMVN, as their copies name them
+        save_experiment_config(cfg, tmp / "config.yaml")
+        torch.save({"model": exp.model.state_dict()}, tmp / WEIGHTS)
+        (tmp / "README.md").write_text(_readme(exp_dir.name, cfg, str(weights), _scores(exp_dir)))
+        files = {p.name: p.read_bytes() for p in tmp.iterdir()}
     manifest = {
         "format": FORMAT,
         "version": VERSION,

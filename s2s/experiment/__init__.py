@@ -12,10 +12,10 @@ The package sits below everything that trains, decodes, exports or packs an expe
 imports none of them:
 
     config.py        the schema (ExperimentConfig, LMExperimentConfig), reading and writing
-                     YAML, the decode settings of one decoding run
+                     YAML, the decode settings of one decoding run, ExperimentError
     train_config.py  the train: section (TrainConfig, MonitorConfig, InitParam)
     checkpoints.py   finding and reading weights: checkpoints, model_avg.pt
-    load.py          the parts of a trained experiment: tokenizer, CMVN, model, weights, LM
+    load.py          load_experiment: config, tokenizer, CMVN, model, weights, decode.lm
     datasets.py      the datasets and batch loaders an experiment trains on
 
 Everything is importable from `s2s.experiment`. One import still runs upward: the decode
@@ -28,12 +28,15 @@ from s2s.experiment.config import (
     SOURCES,
     DataConfig,
     ExperimentConfig,
+    ExperimentError,
+    ExperimentNotFoundError,
     LMDataConfig,
     LMExperimentConfig,
     decoding_config,
     decoding_name,
     load_experiment_config,
     prepare_exp_dir,
+    require_experiment,
     save_experiment_config,
     to_dictconfig,
 )
@@ -44,8 +47,10 @@ from s2s.experiment.datasets import (
     build_loader,
 )
 from s2s.experiment.load import (
+    Experiment,
     build_model,
     load_cmvn,
+    load_experiment,
     load_lm,
     load_model_weights,
     load_tokenizer,
@@ -56,7 +61,10 @@ __all__ = [
     "EXP_FILES",
     "SOURCES",
     "DataConfig",
+    "Experiment",
     "ExperimentConfig",
+    "ExperimentError",
+    "ExperimentNotFoundError",
     "LMDataConfig",
     "LMExperimentConfig",
     "TrainConfig",
@@ -68,12 +76,14 @@ __all__ = [
     "decoding_config",
     "decoding_name",
     "load_cmvn",
+    "load_experiment",
     "load_experiment_config",
     "load_lm",
     "load_model_weights",
     "load_tokenizer",
     "load_weights_only",
     "prepare_exp_dir",
+    "require_experiment",
     "save_experiment_config",
     "to_dictconfig",
 ]

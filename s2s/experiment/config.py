@@ -34,6 +34,23 @@ SOURCES = ("speech", "text")
 EXP_FILES = {"tokenizer": "tokenizer.model", "cmvn": "cmvn.pt"}
 
 
+class ExperimentError(ValueError):
+    """An experiment directory that cannot be read or loaded; the message names the folder."""
+
+
+class ExperimentNotFoundError(ExperimentError, FileNotFoundError):
+    """A folder that is not an experiment, or lacks a file it needs (also a FileNotFoundError,
+    as it was before there was an ExperimentError)."""
+
+
+def require_experiment(folder: str | Path) -> Path:
+    """folder/config.yaml, or ExperimentNotFoundError naming the folder."""
+    folder = Path(folder)
+    if not (folder / "config.yaml").is_file():
+        raise ExperimentNotFoundError(f"{folder}/config.yaml not found: is {folder} an experiment?")
+    return folder / "config.yaml"
+
+
 @dataclass
 class DataConfig:
     """Where the data is and how it is batched.
@@ -150,10 +167,7 @@ def decoding_config(
     dot-list overrides, the later winning. A relative decode.lm is relative to the current
     directory. Recipe stage 9, s2s-decode and
     Speech2Text.from_dir all decode through this."""
-    exp_dir = Path(exp_dir)
-    if not (exp_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{exp_dir}/config.yaml not found: is {exp_dir} an experiment?")
-    paths = [exp_dir / "config.yaml"]
+    paths = [require_experiment(exp_dir)]
     if decode_config:
         path = Path(decode_config)
         if path.is_file():  # (a missing file is reported by load_experiment_config)

@@ -156,38 +156,29 @@ def export_decoder(dec, memory: torch.Tensor, memory_lens: torch.Tensor, out: Pa
 def export_experiment(
     exp_dir: str | Path, out: str | Path, checkpoint: str = "", force: bool = False
 ) -> dict:
-    """Export exp_dir (its model_avg.pt, or `checkpoint`) as an ONNX bundle into `out`, a new
-    folder (or, with force, one replaced). Written beside and moved in whole, so a reader
-    never sees half a bundle. Returns the manifest."""
+    """Export exp_dir (its model_avg.pt, or `checkpoint`; s2s.experiment.load_experiment) as
+    an ONNX bundle into `out`, a new folder (or, with force, one replaced). Written beside
+    and moved in whole, so a reader never sees half a bundle. Returns the manifest."""
     from s2s.experiment import (
-        build_model,
-        load_experiment_config,
-        load_model_weights,
-        load_tokenizer,
+        ExperimentError,
+        load_experiment,
         prepare_exp_dir,
         save_experiment_config,
     )
 
     exp_dir, out = Path(exp_dir), Path(out)
-    if not (exp_dir / "config.yaml").is_file():
-        raise BundleError(f"{exp_dir}/config.yaml not found: is {exp_dir} an experiment?")
+    try:
+        exp = load_experiment(exp_dir, checkpoint=checkpoint, lm=False)
+    except ExperimentError as e:
+        raise BundleError(str(e)) from e
     if out.exists() and not force:
         raise BundleError(f"{out} exists; pass --force to replace it")
-    cfg = load_experiment_config([exp_dir / "config.yaml"])
-    model = build_model(cfg, load_tokenizer(cfg.data.tokenizer).vocab_size)
-    try:
-        weights = load_model_weights(model, exp_dir, checkpoint)
-    except (FileNotFoundError, RuntimeError) as e:
-        raise BundleError(f"{exp_dir}: {e}") from e
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        try:  # the tokenizer and CMVN beside the config, as in an experiment directory
-            cfg = prepare_exp_dir(cfg, tmp)
-        except ValueError as e:
-            raise BundleError(f"{exp_dir}/config.yaml: {e}") from e
+        cfg = prepare_exp_dir(exp.cfg, tmp)  # the tokenizer and CMVN, as their copies name them
         try:
-            info = export_model(model, cfg, tmp)
+            info = export_model(exp.model, cfg, tmp)
         except BundleError as e:
             raise BundleError(f"{exp_dir}: {e}") from e
         save_experiment_config(cfg, tmp / "config.yaml")
@@ -196,7 +187,7 @@ def export_experiment(
             tmp,
             {
                 "experiment": exp_dir.name,
-                "weights": weights.name,
+                "weights": exp.weights.name,
                 "created": datetime.datetime.now(datetime.timezone.utc).strftime(
                     "%Y-%m-%d %H:%M UTC"
                 ),
