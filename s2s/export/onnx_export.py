@@ -9,7 +9,6 @@ lists it all (s2s.export.bundle).
 
 from __future__ import annotations
 
-import datetime
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,7 +18,8 @@ import onnxscript
 import torch
 from torch.export import Dim
 
-from s2s.export.bundle import MANIFEST, BundleError, write_manifest
+from s2s.artifact import created, readme
+from s2s.export.bundle import BundleError, write_manifest
 from s2s.export.graphs import CtcGraph, EncoderGraph, StartGraph, StepGraph, step_inputs
 
 OPSET = 18
@@ -188,9 +188,7 @@ def export_experiment(
             {
                 "experiment": exp_dir.name,
                 "weights": exp.weights.name,
-                "created": datetime.datetime.now(datetime.timezone.utc).strftime(
-                    "%Y-%m-%d %H:%M UTC"
-                ),
+                "created": created(),
                 "opset": OPSET,
                 "exporter": f"torch.onnx dynamo (torch {torch.__version__}, onnxscript "
                 f"{onnxscript.__version__}, onnx {onnx.__version__})",
@@ -207,15 +205,16 @@ def export_experiment(
 
 def _readme(name: str, info: dict) -> str:
     use = "a.wav" if info["source"] == "speech" else "--text documents.txt"
-    return (
-        f"# {name} (ONNX)\n\n"
+    about = (
         f"An s2s model exported for serving: {info['attention']} decoder self-attention "
         f"(stride {info['stride']}), `{info['arrangement']}` arrangement, {info['n_layers']} "
         f"decoder layers. Each decoded token adds {info['cache_bytes_per_token']:.0f} bytes of "
-        f"self-attention cache (float32) per hypothesis.\n\n"
-        "```sh\n"
-        f"s2s-decode --model {name}_onnx --backend onnxruntime {use}\n"
-        "```\n\n"
-        f"{MANIFEST} lists every file with its SHA-256; docs/export.md in s2s describes the "
-        "graphs' inputs and outputs.\n"
+        "self-attention cache (float32) per hypothesis."
+    )
+    return readme(
+        f"{name} (ONNX)",
+        about,
+        f"s2s-decode --model {name}_onnx --backend onnxruntime {use}",
+        f"{name}_onnx",
+        note="; docs/export.md in s2s describes the graphs' inputs and outputs",
     )
