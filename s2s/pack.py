@@ -97,12 +97,7 @@ def pack_experiment(exp_dir: str | Path, out: str | Path, checkpoint: str = "") 
     into the model the config builds (s2s.experiment.load_experiment). Returns `out`."""
     import torch  # here, not at the top: reading a pack needs neither torch nor the models
 
-    from s2s.experiment import (
-        ExperimentError,
-        load_experiment,
-        prepare_exp_dir,
-        save_experiment_config,
-    )
+    from s2s.experiment import ExperimentError, load_experiment
 
     exp_dir, out = Path(exp_dir), Path(out)
     try:
@@ -113,8 +108,7 @@ def pack_experiment(exp_dir: str | Path, out: str | Path, checkpoint: str = "") 
     weights = weights.relative_to(exp_dir) if weights.is_relative_to(exp_dir) else weights.name
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cfg = prepare_exp_dir(exp.cfg, tmp)  # the tokenizer and CMVN, as their copies name them
-        save_experiment_config(cfg, tmp / "config.yaml")
+        cfg = exp.copy_to(tmp)  # config.yaml, tokenizer.model, cmvn.pt
         torch.save({"model": exp.model.state_dict()}, tmp / WEIGHTS)
         (tmp / "README.md").write_text(_readme(exp_dir.name, cfg, str(weights), _scores(exp_dir)))
         files = {p.name: p.read_bytes() for p in tmp.iterdir()}

@@ -45,6 +45,14 @@ def test_load_experiment_returns_every_part(exp: Path) -> None:
     assert bare.model is None and bare.weights is None
 
 
+def test_copy_to_writes_what_decoding_reads(exp: Path, tmp_path: Path) -> None:
+    x = load_experiment(exp, model=False)
+    cfg = x.copy_to(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "tokenizer.model"]
+    assert cfg.data.tokenizer == "tokenizer.model" and x.cfg.data.tokenizer != cfg.data.tokenizer
+    assert load_experiment(tmp_path, model=False).tokenizer.vocab_size == x.tokenizer.vocab_size
+
+
 def test_weights_fall_back_to_the_latest_checkpoint(exp: Path, tmp_path: Path) -> None:
     folder = _copy(exp, tmp_path, "ckpt")
     state = torch.load(folder / "model_avg.pt", weights_only=True)

@@ -14,6 +14,7 @@ also a FileNotFoundError.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from s2s.experiment.config import (
     LMExperimentConfig,
     decoding_config,
     load_experiment_config,
+    prepare_exp_dir,
+    save_experiment_config,
 )
 from s2s.models.lm import TransformerLM
 from s2s.models.seq2seq import Seq2SeqModel
@@ -52,6 +55,15 @@ class Experiment:
     def fbank(self) -> FbankConfig | None:
         """How features are computed from audio; None for a model that reads text."""
         return self.cfg.data.features if self.cfg.data.source == "speech" else None
+
+    def copy_to(self, folder: str | Path) -> ExperimentConfig:
+        """Write into `folder` what decoding reads besides the weights, as an experiment
+        directory holds it: the tokenizer and CMVN copies and a config.yaml naming them
+        relative to itself (prepare_exp_dir). Returns that config. A pack and an ONNX bundle
+        start from this."""
+        cfg = prepare_exp_dir(copy.deepcopy(self.cfg), folder)  # self.cfg keeps its paths
+        save_experiment_config(cfg, Path(folder) / "config.yaml")
+        return cfg
 
 
 def _named(folder: Path, e: Exception) -> str:

@@ -159,12 +159,7 @@ def export_experiment(
     """Export exp_dir (its model_avg.pt, or `checkpoint`; s2s.experiment.load_experiment) as
     an ONNX bundle into `out`, a new folder (or, with force, one replaced). Written beside
     and moved in whole, so a reader never sees half a bundle. Returns the manifest."""
-    from s2s.experiment import (
-        ExperimentError,
-        load_experiment,
-        prepare_exp_dir,
-        save_experiment_config,
-    )
+    from s2s.experiment import ExperimentError, load_experiment
 
     exp_dir, out = Path(exp_dir), Path(out)
     try:
@@ -176,12 +171,11 @@ def export_experiment(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        cfg = prepare_exp_dir(exp.cfg, tmp)  # the tokenizer and CMVN, as their copies name them
+        cfg = exp.copy_to(tmp)  # config.yaml, tokenizer.model, cmvn.pt
         try:
             info = export_model(exp.model, cfg, tmp)
         except BundleError as e:
             raise BundleError(f"{exp_dir}: {e}") from e
-        save_experiment_config(cfg, tmp / "config.yaml")
         (tmp / "README.md").write_text(_readme(exp_dir.name, info))
         manifest = write_manifest(
             tmp,
