@@ -9,19 +9,19 @@ A pack is a gzipped tar holding one folder, `<experiment name>/`, with
     README.md          what the model is, its scores (every decode_*/score.json), how to use it
     MANIFEST.json      format version, s2s version, date, and each file's size and SHA-256
 
-so the unpacked folder is an experiment directory that `Speech2Text.from_dir` reads.
-MANIFEST.json is the archive's first member. `unpack_model` reads the archive once, as a
-stream, in bounded memory: the manifest first, then only the files it lists, each refused from
-its tar header alone when it is not a listed regular file of the listed size, and streamed to
-disk while its SHA-256 is computed. Every way a pack can be damaged (truncated, corrupt, not a
-pack, a file missing, altered or unlisted, a link, weights that are not plain tensors) is one
-PackError naming the pack.
+so the unpacked folder is an experiment directory that `Speech2Text.from_dir` reads. The
+manifest, README layout and checks are s2s.artifact's (an ONNX bundle shares them); what is
+a pack's own is the tar stream. MANIFEST.json is the archive's first member. `unpack_model`
+reads the archive once, as a stream, in bounded memory: the manifest first, then only the
+files it lists, each refused from its tar header alone when it is not a listed regular file
+of the listed size, and streamed to disk while its SHA-256 is computed. Every way a pack can
+be damaged (truncated, corrupt, not a pack, a file missing, altered or unlisted, a link,
+weights that are not plain tensors) is one PackError naming the pack.
 `Speech2Text.from_pretrained(path)` and `s2s-decode --model` take a pack or a directory.
 """
 
 from __future__ import annotations
 
-import datetime
 import gzip
 import hashlib
 import io
@@ -33,24 +33,24 @@ import time
 import zlib
 from pathlib import Path
 
-from s2s import __version__
+from s2s.artifact import (
+    MANIFEST,
+    PACK,
+    PackError,
+    check_sha256,
+    check_size,
+    created,
+    entries_of_bytes,
+    make_manifest,
+    manifest_bytes,
+    parse_manifest,
+    readme,
+)
 
-FORMAT = "s2s-pack"
-VERSION = 1
-MANIFEST = "MANIFEST.json"
 WEIGHTS = "model_avg.pt"  # the name from_dir looks for first
-REQUIRED = ("config.yaml", WEIGHTS, "tokenizer.model", "README.md")
 MAX_MANIFEST_BYTES = 1 << 20
 HEADER_BYTES = 1 << 20  # the most tar header bytes read before a member's data (pax included)
 CHUNK = 1 << 20  # bytes copied at a time
-
-
-class PackError(ValueError):
-    """A model pack that cannot be made or read; the message names the file."""
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _scores(exp_dir: Path) -> list[tuple[str, dict]]:
@@ -66,102 +66,54 @@ def _scores(exp_dir: Path) -> list[tuple[str, dict]]:
 
 def _readme(name: str, cfg, weights: str, scores: list[tuple[str, dict]]) -> str:
     att = cfg.model.decoder.self_attention()
-    task = f"{cfg.data.source} -> text"
-    lines = [
-        f"# {name}",
-        "",
-        f"An s2s model ({task}): {cfg.model.encoder.type} encoder, {att.type} decoder "
-        f"self-attention, `{cfg.model.decoder.arrangement}` arrangement; weights from "
-        f"`{weights}`.",
-        "",
-        "## Scores",
-        "",
-    ]
+    about = (
+        f"An s2s model ({cfg.data.source} -> text): {cfg.model.encoder.type} encoder, "
+        f"{att.type} decoder self-attention, `{cfg.model.decoder.arrangement}` arrangement; "
+        f"weights from `{weights}`."
+    )
     if scores:
         keys = sorted({k for _, s in scores for k in s.get("metrics", {})})
-        lines.append("| decoding | utterances | " + " | ".join(keys) + " |")
-        lines.append("|---|---:|" + "---:|" * len(keys))
+        table = ["| decoding | utterances | " + " | ".join(keys) + " |"]
+        table.append("|---|---:|" + "---:|" * len(keys))
         for decode, s in scores:
             m = s.get("metrics", {})
             cells = [f"{m[k]:.2f}" if k in m else "-" for k in keys]
-            lines.append(f"| {decode} | {s.get('n_utterances', '-')} | " + " | ".join(cells) + " |")
+            table.append(f"| {decode} | {s.get('n_utterances', '-')} | " + " | ".join(cells) + " |")
     else:
-        lines.append("No scored decoding in the experiment when it was packed.")
+        table = ["No scored decoding in the experiment when it was packed."]
     use = "a.wav b.flac" if cfg.data.source == "speech" else "--text documents.txt"
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```sh",
+    return readme(
+        name,
+        about,
         f"s2s-decode --model {name}.tar.gz {use}",
-        "```",
-        "",
-        "```python",
-        "from s2s.decode.inference import Speech2Text",
-        f's2t = Speech2Text.from_pretrained("{name}.tar.gz")',
-        "```",
-        "",
-        f"{MANIFEST} lists every file with its SHA-256.",
-        "",
-    ]
-    return "\n".join(lines)
+        f"{name}.tar.gz",
+        sections=[("Scores", "\n".join(table))],
+    )
 
 
 def pack_experiment(exp_dir: str | Path, out: str | Path, checkpoint: str = "") -> Path:
     """Write `out` (a .tar.gz) from exp_dir: its config, tokenizer, CMVN, and the weights of
     model_avg.pt (or of `checkpoint`, a trainer checkpoint or weights file), checked to load
-    into the model the config builds. Returns `out`."""
+    into the model the config builds (s2s.experiment.load_experiment). Returns `out`."""
     import torch  # here, not at the top: reading a pack needs neither torch nor the models
 
-    from s2s.experiment import (
-        build_model,
-        load_experiment_config,
-        load_model_weights,
-        load_tokenizer,
-        save_experiment_config,
-    )
+    from s2s.experiment import ExperimentError, load_experiment
 
     exp_dir, out = Path(exp_dir), Path(out)
-    if not (exp_dir / "config.yaml").is_file():
-        raise PackError(f"{exp_dir}/config.yaml not found: is {exp_dir} an experiment?")
-    cfg = load_experiment_config([exp_dir / "config.yaml"])
-    files: dict[str, bytes] = {}
-    tokenizer_src = cfg.data.tokenizer
-    for key, name in (("tokenizer", "tokenizer.model"), ("cmvn", "cmvn.pt")):
-        src = getattr(cfg.data, key)
-        if not src:
-            continue
-        if not Path(src).is_file():
-            raise PackError(f"{exp_dir}/config.yaml: data.{key} {src} not found")
-        files[name] = Path(src).read_bytes()
-        setattr(cfg.data, key, name)
-    if "tokenizer.model" not in files:
-        raise PackError(f"{exp_dir}/config.yaml: data.tokenizer is not set")
-
-    model = build_model(cfg, load_tokenizer(tokenizer_src).vocab_size)
     try:
-        source = load_model_weights(model, exp_dir, checkpoint)
-    except (FileNotFoundError, RuntimeError) as e:  # RuntimeError: keys or shapes differ
-        raise PackError(f"{exp_dir}: {e}") from e
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict()}, buf)
-    files[WEIGHTS] = buf.getvalue()
-
+        exp = load_experiment(exp_dir, checkpoint=checkpoint, lm=False)
+    except ExperimentError as e:
+        raise PackError(str(e)) from e
+    weights = exp.weights
+    weights = weights.relative_to(exp_dir) if weights.is_relative_to(exp_dir) else weights.name
     with tempfile.TemporaryDirectory() as tmp:
-        save_experiment_config(cfg, Path(tmp) / "config.yaml")
-        files["config.yaml"] = (Path(tmp) / "config.yaml").read_bytes()
-    weights = source.relative_to(exp_dir) if source.is_relative_to(exp_dir) else source.name
-    files["README.md"] = _readme(exp_dir.name, cfg, str(weights), _scores(exp_dir)).encode()
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        "s2s": __version__,
-        "experiment": exp_dir.name,
-        "weights": str(weights),
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "files": {n: {"bytes": len(d), "sha256": _sha256(d)} for n, d in sorted(files.items())},
-    }
-    files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
+        tmp = Path(tmp)
+        cfg = exp.copy_to(tmp)  # config.yaml, tokenizer.model, cmvn.pt
+        torch.save({"model": exp.model.state_dict()}, tmp / WEIGHTS)
+        (tmp / "README.md").write_text(_readme(exp_dir.name, cfg, str(weights), _scores(exp_dir)))
+        files = {p.name: p.read_bytes() for p in tmp.iterdir()}
+    info = {"experiment": exp_dir.name, "weights": str(weights), "created": created()}
+    files[MANIFEST] = manifest_bytes(make_manifest(PACK, entries_of_bytes(files), info))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
@@ -215,9 +167,10 @@ def _member_kind(member: tarfile.TarInfo) -> str:
     return f"a member of tar type {member.type!r}"
 
 
-def _check_header(member: tarfile.TarInfo, top: str | None, listed: dict) -> str:
-    """The manifest name of `member`, or _Refused: only regular files `<top>/<listed name>`
-    of the listed size belong in a pack. Decided from the header alone, before any data."""
+def _check_header(member: tarfile.TarInfo, top: str | None, listed: dict, pack: Path) -> str:
+    """The manifest name of `member`, or _Refused (PackError for its size): only regular files
+    `<top>/<listed name>` of the listed size belong in a pack. Decided from the header alone,
+    before any data."""
     name = member.name
     parts = name.split("/")
     if name.startswith("/") or ".." in parts or len(parts) != 2 or not all(parts):
@@ -228,11 +181,7 @@ def _check_header(member: tarfile.TarInfo, top: str | None, listed: dict) -> str
         raise _Refused(f"member {name!r} is outside {top}/")
     if parts[1] not in listed:
         raise _Refused(f"member {name!r} is not listed in {MANIFEST}")
-    want = listed[parts[1]]["bytes"]
-    if member.size != want:
-        raise _Refused(
-            f"{parts[1]} differs from its {MANIFEST} entry: {member.size} bytes, not {want}"
-        )
+    check_size(PACK, pack, parts[1], member.size, listed[parts[1]])
     return parts[1]
 
 
@@ -253,9 +202,12 @@ def _copy(tar: tarfile.TarFile, member: tarfile.TarInfo, out, budget: _Budget) -
     return digest.hexdigest()
 
 
-def _read_manifest(tar: tarfile.TarFile, first: tarfile.TarInfo | None, budget: _Budget):
+def _read_manifest(
+    tar: tarfile.TarFile, first: tarfile.TarInfo | None, budget: _Budget, pack: Path
+) -> tuple[str, dict]:
     """(top folder, manifest) from the archive's first member, which s2s-pack always writes
-    first so that nothing is read before the reader knows what the pack may hold."""
+    first so that nothing is read before the reader knows what the pack may hold; the
+    manifest checked as s2s.artifact checks every manifest (PackError naming the pack)."""
     name = first.name if first is not None else ""
     top, _, base = name.partition("/")
     if first is None or base != MANIFEST or "/" in top or not top or not first.isreg():
@@ -266,30 +218,7 @@ def _read_manifest(tar: tarfile.TarFile, first: tarfile.TarInfo | None, budget: 
     with io.BytesIO() as buf:
         _copy(tar, first, buf, budget)
         text = buf.getvalue()
-    try:
-        manifest = json.loads(text)
-        listed = manifest["files"]
-        ok = manifest["format"] == FORMAT and isinstance(listed, dict)
-    except (ValueError, KeyError, TypeError) as e:
-        raise _Refused(f"unreadable {MANIFEST}: {e}") from e
-    if not ok:
-        raise _Refused(f"{MANIFEST} is not an {FORMAT} manifest")
-    version = manifest.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise _Refused(
-            f"pack format version {version!r}: this s2s reads versions up to "
-            f"{VERSION} (a newer pack needs a newer s2s)"
-        )
-    for n, meta in listed.items():
-        if "/" in n or n.startswith(".") or n == MANIFEST:
-            raise _Refused(f"{MANIFEST} lists an unsafe file name {n!r}")
-        good = isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
-        if not good or not isinstance(meta.get("bytes"), int) or meta["bytes"] < 0:
-            raise _Refused(f"{MANIFEST}: entry {n!r} lacks its bytes and sha256")
-    missing = sorted(set(REQUIRED) - set(listed))
-    if missing:
-        raise _Refused(f"lacks {', '.join(missing)}")
-    return top, manifest
+    return top, parse_manifest(PACK, text, pack)
 
 
 def _extract(pack: Path, dest: Path) -> None:
@@ -298,21 +227,20 @@ def _extract(pack: Path, dest: Path) -> None:
         budget = _Budget(gz)
         budget.allow(HEADER_BYTES)
         with tarfile.open(fileobj=budget, mode="r|") as tar:  # "r|": never seeks back
-            top, manifest = _read_manifest(tar, tar.next(), budget)  # read at open
+            top, manifest = _read_manifest(tar, tar.next(), budget, pack)  # read at open
             listed, seen = manifest["files"], set()
             while True:
                 budget.allow(HEADER_BYTES)
                 member = tar.next()
                 if member is None:
                     break
-                name = _check_header(member, top, listed)
+                name = _check_header(member, top, listed, pack)
                 if name in seen:
                     raise _Refused(f"{name} is in the pack twice")
                 seen.add(name)
                 with open(dest / name, "wb") as out:
                     sha = _copy(tar, member, out, budget)
-                if sha != listed[name]["sha256"]:
-                    raise _Refused(f"{name} differs from its {MANIFEST} entry (corrupt pack)")
+                check_sha256(PACK, pack, name, sha, listed[name])
         trailing = 0  # tar pads its end to a record; read on to the gzip trailer, whose
         while chunk := gz.read(CHUNK):  # CRC and length catch a damaged end
             trailing += len(chunk)

@@ -23,7 +23,7 @@ pytest.importorskip("onnxscript")
 from s2s.cli.decode import main as decode_main  # noqa: E402
 from s2s.cli.export import main as export_main  # noqa: E402
 from s2s.decode.beam_search import BeamSearchConfig, beam_search  # noqa: E402
-from s2s.export.compare import Lockstep  # noqa: E402
+from s2s.decode.compare import Lockstep  # noqa: E402
 from s2s.export.onnx_export import export_decoder  # noqa: E402
 from s2s.export.runtime import OnnxDecoder  # noqa: E402
 

@@ -9,9 +9,9 @@ import torch
 from helpers import BOS, EOS, V, make_decoder, make_lm, scorers_for, search
 
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
+from s2s.decode.compare import Lockstep
 from s2s.decode.ctc_prefix import CTCPrefixScorer, CTCPrefixState
 from s2s.decode.scorers import DecoderScorer, LMScorer, Scorer, SearchInit, Weighted
-from s2s.export.compare import Lockstep
 
 
 def _inputs(seed: int = 0):

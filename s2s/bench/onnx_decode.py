@@ -5,7 +5,7 @@ Exports the experiment (s2s-export, timed) unless --bundle names one, then decod
 dir's utterances with both backends, same features, same batches, same beam search, at each
 --beams size: utterances per second of each (the beam search alone, features computed once
 beforehand), the share of utterances whose n-best texts are identical, and the peak
-self-attention cache bytes of each. Then a lockstep pass (s2s.export.compare) over the first
+self-attention cache bytes of each. Then a lockstep pass (s2s.decode.compare) over the first
 batch at the largest beam: the largest deviation of the exported step's log-probabilities and
 cache slots from PyTorch's, relative to max(|value|, 1). PyTorch gets --threads threads (also
 for the beam search around onnxruntime), onnxruntime --ort-threads (default the same).
@@ -27,9 +27,9 @@ import torch
 from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
 from s2s.decode.beam_search import beam_search
+from s2s.decode.compare import Lockstep
 from s2s.decode.inference import Speech2Text, plan_batches
 from s2s.decode.scorers import Weighted
-from s2s.export.compare import Lockstep
 from s2s.models.seq2seq import BOS_ID, EOS_ID
 from s2s.threads import torch_threads
 
@@ -42,7 +42,7 @@ def decode_timed(s2t: Speech2Text, feats: list) -> tuple[list, float]:
 
 @torch.no_grad()
 def lockstep_first_batch(pt: Speech2Text, ort: Speech2Text, feats: list) -> dict:
-    """Both encoders on the first batch, then both decoders in lockstep (s2s.export.compare)
+    """Both encoders on the first batch, then both decoders in lockstep (s2s.decode.compare)
     at pt's beam: the largest deviations, relative to max(|value|, 1)."""
     first = plan_batches([f.shape[0] for f in feats], 8000)[0]
     src = torch.nn.utils.rnn.pad_sequence([feats[i] for i in first], batch_first=True)

@@ -73,6 +73,7 @@ def train(cfg, exp_dir: Path, lm: bool = False, prepare_model=None) -> int:
     from omegaconf import OmegaConf
 
     from s2s import experiment as X
+    from s2s.models.lm import TransformerLM
     from s2s.train import distributed as D
     from s2s.train.monitor import TrainingMonitor
     from s2s.train.tb_logger import setup_text_log
@@ -94,7 +95,7 @@ def train(cfg, exp_dir: Path, lm: bool = False, prepare_model=None) -> int:
         seed_everything(cfg.train.seed)
         tokenizer = X.load_tokenizer(cfg.data.tokenizer)
         if lm:
-            model = X.TransformerLM(cfg.lm, tokenizer.vocab_size)
+            model = TransformerLM(cfg.lm, tokenizer.vocab_size)
             build_dataset, build_loader = X.build_lm_dataset, X.build_lm_loader
         else:
             model = X.build_model(cfg, tokenizer.vocab_size)

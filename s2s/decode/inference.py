@@ -27,15 +27,7 @@ from s2s.data.vad import VadConfig
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.decode.ctc_prefix import CTCPrefixScorer
 from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted, search_scorers
-from s2s.experiment import (
-    ExperimentConfig,
-    build_model,
-    decoding_config,
-    load_cmvn,
-    load_lm,
-    load_model_weights,
-    load_tokenizer,
-)
+from s2s.experiment import ExperimentConfig, load_cmvn, load_experiment
 from s2s.models.seq2seq import BOS_ID, EOS_ID, PAD_ID
 
 log = logging.getLogger(__name__)
@@ -117,15 +109,15 @@ class Speech2Text:
         latest checkpoint, or `checkpoint`). Decode settings: config.yaml's, then
         decode_config's (a YAML with a `decode:` section), then decode_overrides
         ("decode.beam_size=2", ...), the later winning (experiment.decoding_config). With
-        decode.lm set, that language model is loaded too (experiment.load_lm)."""
-        exp_dir = Path(exp_dir)
-        cfg = decoding_config(exp_dir, decode_config, decode_overrides)
-        tokenizer = load_tokenizer(cfg.data.tokenizer)
-        model = build_model(cfg, tokenizer.vocab_size)
-        load_model_weights(model, exp_dir, checkpoint)
-        fbank = cfg.data.features if cfg.data.source == "speech" else None
-        lm = load_lm(cfg.decode.lm, cfg.data.tokenizer) if cfg.decode.lm else None
-        return cls(model, tokenizer, cfg, device=device, fbank=fbank, lm=lm)
+        decode.lm set, that language model is loaded too. All of it is
+        s2s.experiment.load_experiment: ExperimentError naming exp_dir when it fails."""
+        exp = load_experiment(
+            exp_dir,
+            checkpoint=checkpoint,
+            decode_config=decode_config,
+            decode_overrides=decode_overrides,
+        )
+        return cls(exp.model, exp.tokenizer, exp.cfg, device=device, fbank=exp.fbank, lm=exp.lm)
 
     @classmethod
     def from_bundle(
@@ -150,12 +142,11 @@ class Speech2Text:
             raise ValueError(
                 f"{folder}: decoding an ONNX bundle needs onnxruntime (pip install 's2s[onnx]')"
             ) from e
-        cfg = decoding_config(folder, decode_config, decode_overrides)
-        tokenizer = load_tokenizer(cfg.data.tokenizer)
+        exp = load_experiment(
+            folder, decode_config=decode_config, decode_overrides=decode_overrides, model=False
+        )
         model = OnnxModel(folder, threads=threads, manifest=manifest)  # checked once, above
-        fbank = cfg.data.features if cfg.data.source == "speech" else None
-        lm = load_lm(cfg.decode.lm, cfg.data.tokenizer) if cfg.decode.lm else None
-        return cls(model, tokenizer, cfg, device=device, fbank=fbank, lm=lm)
+        return cls(model, exp.tokenizer, exp.cfg, device=device, fbank=exp.fbank, lm=exp.lm)
 
     @classmethod
     def from_pretrained(

@@ -9,7 +9,6 @@ lists it all (s2s.export.bundle).
 
 from __future__ import annotations
 
-import datetime
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,7 +18,8 @@ import onnxscript
 import torch
 from torch.export import Dim
 
-from s2s.export.bundle import MANIFEST, BundleError, write_manifest
+from s2s.artifact import created, readme
+from s2s.export.bundle import BundleError, write_manifest
 from s2s.export.graphs import CtcGraph, EncoderGraph, StartGraph, StepGraph, step_inputs
 
 OPSET = 18
@@ -156,50 +156,33 @@ def export_decoder(dec, memory: torch.Tensor, memory_lens: torch.Tensor, out: Pa
 def export_experiment(
     exp_dir: str | Path, out: str | Path, checkpoint: str = "", force: bool = False
 ) -> dict:
-    """Export exp_dir (its model_avg.pt, or `checkpoint`) as an ONNX bundle into `out`, a new
-    folder (or, with force, one replaced). Written beside and moved in whole, so a reader
-    never sees half a bundle. Returns the manifest."""
-    from s2s.experiment import (
-        build_model,
-        load_experiment_config,
-        load_model_weights,
-        load_tokenizer,
-        prepare_exp_dir,
-        save_experiment_config,
-    )
+    """Export exp_dir (its model_avg.pt, or `checkpoint`; s2s.experiment.load_experiment) as
+    an ONNX bundle into `out`, a new folder (or, with force, one replaced). Written beside
+    and moved in whole, so a reader never sees half a bundle. Returns the manifest."""
+    from s2s.experiment import ExperimentError, load_experiment
 
     exp_dir, out = Path(exp_dir), Path(out)
-    if not (exp_dir / "config.yaml").is_file():
-        raise BundleError(f"{exp_dir}/config.yaml not found: is {exp_dir} an experiment?")
+    try:
+        exp = load_experiment(exp_dir, checkpoint=checkpoint, lm=False)
+    except ExperimentError as e:
+        raise BundleError(str(e)) from e
     if out.exists() and not force:
         raise BundleError(f"{out} exists; pass --force to replace it")
-    cfg = load_experiment_config([exp_dir / "config.yaml"])
-    model = build_model(cfg, load_tokenizer(cfg.data.tokenizer).vocab_size)
-    try:
-        weights = load_model_weights(model, exp_dir, checkpoint)
-    except (FileNotFoundError, RuntimeError) as e:
-        raise BundleError(f"{exp_dir}: {e}") from e
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        try:  # the tokenizer and CMVN beside the config, as in an experiment directory
-            cfg = prepare_exp_dir(cfg, tmp)
-        except ValueError as e:
-            raise BundleError(f"{exp_dir}/config.yaml: {e}") from e
+        cfg = exp.copy_to(tmp)  # config.yaml, tokenizer.model, cmvn.pt
         try:
-            info = export_model(model, cfg, tmp)
+            info = export_model(exp.model, cfg, tmp)
         except BundleError as e:
             raise BundleError(f"{exp_dir}: {e}") from e
-        save_experiment_config(cfg, tmp / "config.yaml")
         (tmp / "README.md").write_text(_readme(exp_dir.name, info))
         manifest = write_manifest(
             tmp,
             {
                 "experiment": exp_dir.name,
-                "weights": weights.name,
-                "created": datetime.datetime.now(datetime.timezone.utc).strftime(
-                    "%Y-%m-%d %H:%M UTC"
-                ),
+                "weights": exp.weights.name,
+                "created": created(),
                 "opset": OPSET,
                 "exporter": f"torch.onnx dynamo (torch {torch.__version__}, onnxscript "
                 f"{onnxscript.__version__}, onnx {onnx.__version__})",
@@ -216,15 +199,16 @@ def export_experiment(
 
 def _readme(name: str, info: dict) -> str:
     use = "a.wav" if info["source"] == "speech" else "--text documents.txt"
-    return (
-        f"# {name} (ONNX)\n\n"
+    about = (
         f"An s2s model exported for serving: {info['attention']} decoder self-attention "
         f"(stride {info['stride']}), `{info['arrangement']}` arrangement, {info['n_layers']} "
         f"decoder layers. Each decoded token adds {info['cache_bytes_per_token']:.0f} bytes of "
-        f"self-attention cache (float32) per hypothesis.\n\n"
-        "```sh\n"
-        f"s2s-decode --model {name}_onnx --backend onnxruntime {use}\n"
-        "```\n\n"
-        f"{MANIFEST} lists every file with its SHA-256; docs/export.md in s2s describes the "
-        "graphs' inputs and outputs.\n"
+        "self-attention cache (float32) per hypothesis."
+    )
+    return readme(
+        f"{name} (ONNX)",
+        about,
+        f"s2s-decode --model {name}_onnx --backend onnxruntime {use}",
+        f"{name}_onnx",
+        note="; docs/export.md in s2s describes the graphs' inputs and outputs",
     )

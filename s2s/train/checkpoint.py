@@ -1,4 +1,5 @@
-"""Training checkpoints: exp/<name>/checkpoints/step_<N>.pt, written atomically.
+"""Training checkpoints: exp/<name>/checkpoints/step_<N>.pt, written atomically (found and
+read by s2s.experiment.checkpoints, below both the trainer and the experiment loader).
 
 A checkpoint is a dict: model, optimizer, scheduler, scaler (state dicts), rng (see
 `rng_state`), sampler ({"epoch", "start", "seed"}: start = batches of that epoch already
@@ -13,19 +14,25 @@ import json
 import math
 import os
 import random
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from s2s.experiment.checkpoints import (  # noqa: F401  (reading lives below the trainer)
+    STEP_RE,
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
+
 try:  # numpy is optional; its RNG is saved when present (data pipelines may use it)
     import numpy as np
 except ImportError:  # pragma: no cover
     np = None
 
-_STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 INDEX = "metrics.json"
 
 
@@ -56,37 +63,6 @@ def _atomic_write_text(text: str, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def checkpoint_path(ckpt_dir: str | Path, step: int) -> Path:
-    return Path(ckpt_dir) / f"step_{step}.pt"
-
-
-def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, path) of every step_<N>.pt in ckpt_dir, oldest first."""
-    ckpt_dir = Path(ckpt_dir)
-    if not ckpt_dir.is_dir():
-        return []
-    out = []
-    for p in ckpt_dir.iterdir():
-        m = _STEP_RE.match(p.name)
-        if m and p.is_file():
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
-def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
-    """The checkpoint with the highest step in ckpt_dir, or None."""
-    ckpts = list_checkpoints(ckpt_dir)
-    return ckpts[-1][1] if ckpts else None
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    path = Path(path)
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
 
 
 def _read_index(ckpt_dir: Path) -> dict[str, dict]:
@@ -125,7 +101,7 @@ def best_checkpoints(ckpt_dir: str | Path, metric: str, mode: str, n: int) -> li
     """The n checkpoints with the best `metric` (mode "min" or "max"), best first; ties go to
     the later step. Checkpoints without that metric are never chosen."""
     scored = [
-        (m[metric], int(_STEP_RE.match(p.name).group(1)), p)
+        (m[metric], int(STEP_RE.match(p.name).group(1)), p)
         for p, m in checkpoint_metrics(ckpt_dir).items()
         if metric in m and math.isfinite(m[metric])
     ]

@@ -17,50 +17,24 @@ mismatch are errors naming the keys: a silently partial initialisation is not wh
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
+from s2s.experiment.checkpoints import find_weights, read_state_dict
+from s2s.experiment.train_config import InitParam
+
 log = logging.getLogger("s2s.train")
-
-
-@dataclass(frozen=True)
-class InitParam:
-    """One parsed `<source>:<src_key>:<dst_key>[:<exclude_keys>]` entry."""
-
-    source: str
-    src_key: str = ""
-    dst_key: str = ""
-    exclude: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, spec: str) -> InitParam:
-        parts = spec.split(":")
-        if not parts[0] or len(parts) > 4:
-            raise ValueError(
-                f"init_param {spec!r}: expected <source>:<src_key>:<dst_key>[:<exclude_keys>]"
-            )
-        parts += [""] * (4 - len(parts))
-        exclude = tuple(e for e in parts[3].split(",") if e)
-        return cls(parts[0], parts[1], parts[2], exclude)
 
 
 def source_weights(source: str | Path) -> Path:
     """The weights file an init_param source names: the file itself, or an experiment dir's
     model_avg.pt, else its latest checkpoint. FileNotFoundError when there is none."""
-    from s2s.train.checkpoint import latest_checkpoint
-
     path = Path(source)
     if path.is_file():
         return path
-    if path.is_dir():
-        if (path / "model_avg.pt").is_file():
-            return path / "model_avg.pt"
-        latest = latest_checkpoint(path / "checkpoints")
-        if latest is not None:
-            return Path(latest)
+    if path.is_dir() and (found := find_weights(path)) is not None:
+        return found
     raise FileNotFoundError(f"init_param: {source}: no such weights file or experiment")
 
 
@@ -79,9 +53,7 @@ def load_init_param(model: nn.Module, spec: str | InitParam) -> list[str]:
     submodule, a source key has no counterpart in the target, or shapes differ."""
     p = spec if isinstance(spec, InitParam) else InitParam.parse(spec)
     path = source_weights(p.source)
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "model" in state:  # a trainer checkpoint
-        state = state["model"]
+    state = read_state_dict(path, weights_only=False)  # a weights file or a trainer checkpoint
     src: dict[str, Tensor] = {
         _strip(k, p.src_key): v
         for k, v in state.items()

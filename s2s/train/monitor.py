@@ -27,42 +27,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from s2s.data.tokenizer import BOS_ID, EOS_ID
+from s2s.experiment.train_config import MonitorConfig
 
 SEARCH_BATCH = 256  # dev utterances searched together by the monitor's greedy decode
-
-
-@dataclass
-class MonitorConfig:
-    """enabled: the whole monitor (one key). metrics: scored on a greedy decode of the dev set
-    at each validation ([] = no decode; the recipes set theirs). decode_utts: dev utterances
-    decoded (0 = all). max_len_ratio: that decode stops at max_len_ratio x the longest
-    reference + 5 tokens (an untrained model's runaway outputs would otherwise run to
-    decode.max_len_b every time). images / merge_stats / grad_norms: each part alone."""
-
-    enabled: bool = True
-    metrics: list[str] = field(default_factory=list)
-    decode_utts: int = 0
-    max_len_ratio: float = 1.5
-    images: bool = True
-    merge_stats: bool = True
-    grad_norms: bool = True
-
-    def __post_init__(self) -> None:
-        from s2s.metrics import parse_metric_names
-
-        if self.metrics:
-            parse_metric_names(list(self.metrics))  # an unknown metric fails before training
-        if self.decode_utts < 0:
-            raise ValueError(f"train.monitor.decode_utts must be >= 0, got {self.decode_utts}")
-        if self.max_len_ratio <= 0:
-            raise ValueError(f"train.monitor.max_len_ratio must be > 0, got {self.max_len_ratio}")
 
 
 class TrainingMonitor:

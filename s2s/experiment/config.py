@@ -1,14 +1,11 @@
-"""One experiment = one config: model + data + training + decoding (OmegaConf structured).
+"""The experiment config: model + data + training + decoding, one OmegaConf structured config.
 
-`s2s-train`, `s2s-decode` and the recipes all go through this module: it validates the merged
-YAML against `ExperimentConfig` (an unknown key is an error naming it), builds the tokenizer,
-the datasets and batch samplers, and the model, and knows the layout of `exp/<name>/`:
-
-    exp/<name>/config.yaml       the resolved config (written when training starts)
-    exp/<name>/tokenizer.model   copied in, so the directory is self-contained
-    exp/<name>/cmvn.pt           global CMVN statistics (speech), copied in
-    exp/<name>/checkpoints/      trainer checkpoints; exp/<name>/model_avg.pt the averaged model
-    exp/<name>/tensorboard/      TensorBoard event files
+`s2s-train`, `s2s-decode` and the recipes all read configs through this module: it validates
+the merged YAML against `ExperimentConfig` (an unknown key is an error naming it), writes the
+resolved config, and knows which files an experiment directory holds (s2s.experiment says
+what is where in `exp/<name>/`). The sections are the dataclasses of the code below the
+experiment (ModelConfig, LMConfig, FbankConfig, SpecAugConfig) and of
+s2s.experiment.train_config (TrainConfig), so reading a config builds nothing.
 
 config.yaml names the tokenizer and CMVN copies relative to itself ("tokenizer.model"), and a
 relative data.tokenizer or data.cmvn in any YAML file is read relative to that file's directory,
@@ -18,26 +15,40 @@ command-line overrides are relative to the current directory, as usual.)
 
 from __future__ import annotations
 
-import functools
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from s2s.data.features import FbankConfig
 from s2s.data.specaug import SpecAugConfig
-from s2s.decode.beam_search import BeamSearchConfig
-from s2s.models.lm import LMConfig, TransformerLM
-from s2s.models.seq2seq import ModelConfig, Seq2SeqModel
-from s2s.train.config import TrainConfig
+from s2s.decode.beam_search import BeamSearchConfig  # the one import upward left (s2s.experiment)
+from s2s.experiment.train_config import TrainConfig
+from s2s.models.lm import LMConfig
+from s2s.models.seq2seq import ModelConfig
 
 SOURCES = ("speech", "text")
 # The experiment's own files: data.<key> -> the name of its copy in exp/<name>/.
 EXP_FILES = {"tokenizer": "tokenizer.model", "cmvn": "cmvn.pt"}
+
+
+class ExperimentError(ValueError):
+    """An experiment directory that cannot be read or loaded; the message names the folder."""
+
+
+class ExperimentNotFoundError(ExperimentError, FileNotFoundError):
+    """A folder that is not an experiment, or lacks a file it needs (also a FileNotFoundError,
+    as it was before there was an ExperimentError)."""
+
+
+def require_experiment(folder: str | Path) -> Path:
+    """folder/config.yaml, or ExperimentNotFoundError naming the folder."""
+    folder = Path(folder)
+    if not (folder / "config.yaml").is_file():
+        raise ExperimentNotFoundError(f"{folder}/config.yaml not found: is {folder} an experiment?")
+    return folder / "config.yaml"
 
 
 @dataclass
@@ -168,10 +179,7 @@ def decoding_config(
     dot-list overrides, the later winning. A relative decode.lm is relative to the current
     directory. Recipe stage 9, s2s-decode and
     Speech2Text.from_dir all decode through this."""
-    exp_dir = Path(exp_dir)
-    if not (exp_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{exp_dir}/config.yaml not found: is {exp_dir} an experiment?")
-    paths = [exp_dir / "config.yaml"]
+    paths = [require_experiment(exp_dir)]
     if decode_config:
         path = Path(decode_config)
         if path.is_file():  # (a missing file is reported by load_experiment_config)
@@ -208,80 +216,6 @@ def save_experiment_config(cfg: ExperimentConfig, path: str | Path) -> None:
 
 def to_dictconfig(cfg: ExperimentConfig) -> DictConfig:
     return OmegaConf.structured(cfg)
-
-
-# --- building blocks ----------------------------------------------------------------------
-
-
-def load_tokenizer(path: str | Path):
-    from s2s.data.tokenizer import Tokenizer
-
-    return Tokenizer.from_file(str(path))
-
-
-def load_cmvn(path: str):
-    """A GlobalCMVN from its stats file, or None for per-utterance CMVN."""
-    if not path:
-        return None
-    from s2s.data.features import GlobalCMVN
-
-    return GlobalCMVN.from_file(path)
-
-
-def build_dataset(cfg: ExperimentConfig, split: str, tokenizer, train: bool):
-    """The training ("train") or validation ("valid") dataset of an experiment."""
-    from s2s.data.datadir import load_datadir
-    from s2s.data.dataset import SpeechDataset, TextPairDataset
-    from s2s.data.specaug import SpecAugment
-
-    d = cfg.data
-    datadir = load_datadir(getattr(d, f"{split}_dir"))
-    if d.source == "text":
-        return TextPairDataset(
-            datadir.texts[d.source_field],
-            datadir.texts[d.target_field],
-            tokenizer,
-            max_src_len=d.max_src_len or None,
-            normalize=d.normalize,
-        )
-    specaug = SpecAugment(d.specaug) if train else None
-    return SpeechDataset(
-        getattr(d, f"{split}_dump"),
-        datadir,
-        tokenizer,
-        text_field=d.target_field,
-        cmvn=load_cmvn(d.cmvn),
-        specaug=specaug,
-        normalize=d.normalize,
-        # read only when trained on: a weight of 0 turns the source CTC off, field or not
-        src_text_field=d.src_ctc_field if cfg.model.src_ctc_weight > 0 else "",
-        views=2 if train and cfg.model.consistency_weight > 0 else 1,
-    )
-
-
-def build_loader(
-    cfg: ExperimentConfig, dataset, *, shuffle: bool, rank: int = 0, world_size: int = 1
-) -> DataLoader:
-    from s2s.data.dataset import collate, collate_views
-    from s2s.data.sampler import BucketBatchSampler
-
-    d = cfg.data
-    sampler = BucketBatchSampler(
-        dataset.lengths,
-        d.max_frames,
-        max_batch_size=d.max_batch_size,
-        shuffle=shuffle,
-        seed=cfg.train.seed,
-        num_replicas=world_size,
-        rank=rank,
-    )
-    join = collate_views if getattr(dataset, "views", 1) > 1 else collate
-    pad = functools.partial(join, pad_src_to=d.bucket_frames, pad_tgt_to=d.bucket_tokens)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=pad, num_workers=d.num_workers)
-
-
-def build_model(cfg: ExperimentConfig, vocab_size: int) -> Seq2SeqModel:
-    return Seq2SeqModel(cfg.model, vocab_size)
 
 
 def prepare_exp_dir(cfg: ExperimentConfig, exp_dir: str | Path) -> ExperimentConfig:
@@ -332,94 +266,3 @@ class LMExperimentConfig:
     lm: LMConfig = field(default_factory=LMConfig)
     data: LMDataConfig = field(default_factory=LMDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-
-def build_lm_dataset(cfg: LMExperimentConfig, split: str, tokenizer, train: bool = False):
-    """Items whose target is the text (the source, the same text unnormalised, is only read
-    for its length, which buckets the batches). `train` is unused: build_dataset's signature."""
-    from s2s.data.datadir import load_datadir
-    from s2s.data.dataset import TextPairDataset
-
-    texts = load_datadir(getattr(cfg.data, f"{split}_dir")).texts[cfg.data.text_field]
-    return TextPairDataset(texts, texts, tokenizer, normalize=cfg.data.normalize)
-
-
-def build_lm_loader(cfg: LMExperimentConfig, dataset, *, shuffle: bool, **kw) -> DataLoader:
-    from s2s.data.dataset import collate
-    from s2s.data.sampler import BucketBatchSampler
-
-    sampler = BucketBatchSampler(
-        dataset.lengths,
-        cfg.data.max_tokens,
-        max_batch_size=cfg.data.max_batch_size,
-        shuffle=shuffle,
-        seed=cfg.train.seed,
-        num_replicas=kw.get("world_size", 1),
-        rank=kw.get("rank", 0),
-    )
-    return DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers
-    )
-
-
-def load_lm(lm_dir: str | Path, tokenizer_path: str | Path) -> TransformerLM:
-    """The language model of experiment lm_dir (model_avg.pt, else its latest checkpoint) for
-    decoding a model whose tokenizer is tokenizer_path. ValueError when the two tokenizers
-    differ: the LM would score other tokens than the decoder emits."""
-    lm_dir = Path(lm_dir)
-    if not (lm_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"decode.lm: {lm_dir}/config.yaml not found: not an LM experiment")
-    cfg = load_experiment_config([lm_dir / "config.yaml"], schema=LMExperimentConfig)
-    mine, theirs = Path(tokenizer_path), Path(cfg.data.tokenizer)
-    if mine.read_bytes() != theirs.read_bytes():
-        raise ValueError(
-            f"decode.lm: {lm_dir} was trained with the tokenizer {theirs}, which differs from "
-            f"the model's {mine}: an LM must share the model's target vocabulary"
-        )
-    lm = TransformerLM(cfg.lm, load_tokenizer(theirs).vocab_size)
-    load_model_weights(lm, lm_dir)
-    return lm.eval()
-
-
-def load_weights_only(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict of a weights file ({"model": state_dict, ...} or a bare state dict), read
-    with torch.load(weights_only=True): tensors and plain containers, never code. ValueError
-    naming the file for anything else (a pickled object, a damaged file)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for objects; RuntimeError/EOFError for damage
-        raise ValueError(f"{path}: not a weights-only file (tensors only): {e}") from e
-    if isinstance(state, dict) and "model" in state:
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: holds no state dict of tensors")
-    return state
-
-
-def load_model_weights(model: torch.nn.Module, exp_dir: str | Path, checkpoint: str = "") -> Path:
-    """Load `checkpoint` (a path), else exp_dir/model_avg.pt, else the latest checkpoint.
-
-    model_avg.pt (what averaging and s2s-pack write: tensors only) is read weights-only;
-    trainer checkpoints, which also hold RNG and optimiser state, are unpickled in full, so
-    only load those from training runs you trust (s2s-pack never ships them)."""
-    exp_dir = Path(exp_dir)
-    candidates = [Path(checkpoint)] if checkpoint else [exp_dir / "model_avg.pt"]
-    if not checkpoint:
-        from s2s.train.checkpoint import latest_checkpoint
-
-        latest = latest_checkpoint(exp_dir / "checkpoints")
-        if latest is not None:
-            candidates.append(Path(latest))
-    for path in candidates:
-        if path.is_file():
-            if path == exp_dir / "model_avg.pt":
-                state = load_weights_only(path)
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=False)
-                if isinstance(state, dict) and "model" in state:
-                    state = state["model"]
-            model.load_state_dict(state)
-            return path
-    raise FileNotFoundError(
-        f"no model weights in {exp_dir} (looked for {[str(c) for c in candidates]})"
-    )
