@@ -16,7 +16,8 @@ all in the warm-up pass) is reported apart, with the utterances it takes to repa
 n-best lists are compared with the current eager ones.
 
     python -m s2s.bench.decode_data --model exp/NAME --data data/test [--dump dump/test]
-        [--compare REV] [--compile] [--repeats 3] [--threads N] [--json out.json]
+        [--compare REV] [--compile [--compile-buckets 8]] [--repeats 3] [--threads N]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -117,10 +118,11 @@ class _TimedScorer:
         return self.scorer.peak_cache_bytes(state)
 
 
-def compiled_searcher(s2t: Speech2Text, times: dict):
-    """memory, lens -> n-best lists through the current search with decode.compile on; the
-    decoder's and the LM's compiled scores timed into `times` (CTC by _timed_ctc)."""
-    cfg = replace(s2t.decode_cfg, compile=True)
+def compiled_searcher(s2t: Speech2Text, times: dict, buckets: int):
+    """memory, lens -> n-best lists through the current search with decode.compile on (and
+    decode.compile_buckets = buckets); the decoder's and the LM's compiled scores timed into
+    `times` (CTC by _timed_ctc)."""
+    cfg = replace(s2t.decode_cfg, compile=True, compile_buckets=buckets)
     ctc = ctc_prefix.CTCPrefixScorer(s2t.model.ctc_log_probs, PAD_ID, EOS_ID)
     lm = LMScorer(s2t.lm) if s2t.lm is not None else None
     found = search_scorers(cfg, DecoderScorer(s2t.model.decoder), ctc=ctc, lm=lm)
@@ -198,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dump", help="its feature dump (else features from its audio)")
     p.add_argument("--compare", metavar="REV", help="a git revision's beam search beside")
     p.add_argument("--compile", action="store_true", help="the compiled search beside")
+    p.add_argument("--compile-buckets", type=int, default=8, help="decode.compile_buckets")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--batch-frames", type=int, default=8000)
@@ -231,7 +234,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
             compiled_before = COMPILE_STATS["seconds"]
             try:
                 search = (
-                    compiled_searcher(s2t, t)
+                    compiled_searcher(s2t, t, args.compile_buckets)
                     if name == "compiled"
                     else searcher(s2t, bs, ctc_module, t)
                 )
