@@ -164,3 +164,68 @@ def test_decode_data_bench_compares_a_revision(tmp_path, capsys) -> None:
         assert parts == pytest.approx(r["seconds"])
     assert report["same"]["nbest"] == 5 and report["same"]["max_score_diff"] == 0.0
     assert "same n-best tokens: 5/5" in capsys.readouterr().out
+
+
+@pytest.fixture
+def aot_eager_compile(monkeypatch):
+    """decode.compile through aot_eager (capture and functionalisation, no code generation):
+    the benchmarks' compiled rows in seconds; a fresh compile cache before and after."""
+    import functools
+
+    import s2s.decode.compiled as C
+
+    def compiled(backend, mode):
+        return torch.compile(C._scored_step, fullgraph=True, dynamic=False, backend="aot_eager")
+
+    monkeypatch.setattr(C, "_compiled", functools.cache(compiled))
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_decode_bench_compiled_rows(tmp_path, aot_eager_compile) -> None:
+    """--compile adds a compiled row after each lean run (none for the naive engine), with the
+    graphs its warm-up compiled and their seconds; at these sizes no shape is padded, so its
+    peak cache is the eager row's."""
+    from s2s.bench.decode import main as decode_main
+
+    out = tmp_path / "decode.json"
+    argv = ["--size", "tiny", "--batch", "1", "--beam", "2", "--prefix", "5", "--steps", "3"]
+    argv += ["--repeats", "1", "--runs", "mha:naive", "mha", "mtla:2", "--compile"]
+    assert decode_main([*argv, "--json", str(out)]) == 0
+    rows = {r["run"]: r for r in json.loads(out.read_text())}
+    assert list(rows) == [
+        "mha naive", "mha lean", "mha lean compiled", "mtla s=2 lean", "mtla s=2 lean compiled",
+    ]  # fmt: skip
+    for name in ("mha", "mtla s=2"):
+        eager, comp = rows[f"{name} lean"], rows[f"{name} lean compiled"]
+        assert comp["graphs"] == 1 and comp["compile_s"] > 0 and eager["graphs"] == 0
+        assert comp["peak_cache_mib"] == eager["peak_cache_mib"]
+        assert "repaid_after_utterances" in comp
+
+
+def test_decode_data_bench_compiled_run(tmp_path, capsys, aot_eager_compile) -> None:
+    """--compile: a "compiled" run beside the current one over the same batches, its compile
+    time apart, and the comparison of their n-best lists reported (not asserted equal: this
+    model is float32, where the compiled step's other summation order may flip a near-tie;
+    tests/test_compiled_decode.py compares in float64)."""
+    from helpers import make_exp, write_audio
+
+    from s2s.bench.decode_data import main as bench_main
+    from s2s.data.datadir import write_datadir
+
+    exp = make_exp(tmp_path, ctc=0.3)
+    wavs = {f"u{i}": tmp_path / f"u{i}.wav" for i in range(4)}
+    for i, path in enumerate(wavs.values()):
+        write_audio(path, 0.4 + 0.2 * i, seed=i)
+    write_datadir(tmp_path / "data", {u: str(p) for u, p in wavs.items()},
+                  {"text": dict.fromkeys(wavs, "a")}, {u: u for u in wavs})  # fmt: skip
+    out = tmp_path / "bench.json"
+    argv = ["--model", str(exp), "--data", str(tmp_path / "data"), "--compile"]
+    assert bench_main([*argv, "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [r["run"] for r in report["rows"]] == ["current", "compiled"]
+    assert report["rows"][1]["decoder_s"] > 0 and report["compile_s"] > 0
+    assert "repaid_after_utterances" in report
+    assert 0 <= report["same_compiled"]["nbest"] <= 4
+    assert "compiled: " in capsys.readouterr().out

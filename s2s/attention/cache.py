@@ -130,9 +130,12 @@ class AttentionCache:
         """Own buffers of at least `slots` slots per row (growth doubles: outside a search,
         where nobody knows the final length)."""
         cap = self.capacity
-        if slots <= cap:
-            return
-        new_cap = max(slots, 2 * cap)
+        if slots > cap:
+            self._grow_own(max(slots, 2 * cap))
+
+    def _grow_own(self, new_cap: int) -> None:
+        """Own buffers (and owner table) of new_cap > capacity slots, the old ones copied."""
+        cap = self.capacity
         for name, buf in self.buffers.items():
             grown = self._alloc((buf.shape[0], new_cap, *buf.shape[2:]), buf.device, buf.dtype)
             grown[:, :cap] = buf
@@ -140,6 +143,19 @@ class AttentionCache:
         if self.owner is not None:
             tail = self._rows()[:, None].expand(-1, new_cap - cap)
             self.owner = torch.cat((self.owner, tail), dim=1)
+        self._track()
+
+    def pad_slots(self, own: int, shared: int) -> None:
+        """Static shapes for a compiled step (s2s.decode.compiled): own buffers of at least
+        `own` slots per row and, where the cache has a shared part, shared buffers of at least
+        `shared` slots (zeros). The slots added are past every row's count, so the masks hide
+        them; they are allocated memory and count as such."""
+        if own > self.capacity:
+            self._grow_own(own)
+        for name, buf in self.shared.items():
+            if buf.shape[1] < shared:
+                tail = buf.new_zeros(buf.shape[0], shared - buf.shape[1], *buf.shape[2:])
+                self.shared[name] = torch.cat((buf, tail), dim=1)
         self._track()
 
     def own_index(self, slot: Tensor) -> Tensor:
@@ -208,10 +224,11 @@ class AttentionCache:
 
     def reorder(self, index: Tensor) -> None:
         """Row i becomes the old row index[i], within its utterance's group. With ancestry only
-        the owner table moves; without, the own buffers are copied (O(S) per step)."""
+        the owner table moves, in place (its tensor stays the one a compiled step reads);
+        without, the own buffers are copied (O(S) per step)."""
         self.length = self.length.index_select(0, index)
         if self.owner is not None:
-            self.owner = self.owner.index_select(0, index)
+            self.owner.copy_(self.owner.index_select(0, index))
         else:
             self.buffers = {k: v.index_select(0, index) for k, v in self.buffers.items()}
         self._track()

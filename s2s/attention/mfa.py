@@ -163,7 +163,8 @@ class FactorizedKeyReuseAttention(FactorizedAttention):
         of one utterance share their base, so an ancestry owner reads the right angle)."""
 
         def k_of(part: dict[str, Tensor]) -> Tensor:
-            if part is cache.shared:  # the same positions in every row: one angle table
+            # (which part, told by its tensor: a compiled step traces no `is` between dicts)
+            if part["k"] is cache.shared.get("k"):  # the same positions in every row: one table
                 k, first = part["k"], cache.shared_slots.new_zeros(1)  # (U, S, 1, C)
             else:  # only the slots in use, not the whole allocation (cached_attention reads
                 # no further than the rows' own_slots)

@@ -59,7 +59,8 @@ class TemporalLatentAttention(LatentAttention):
     def hyper(self, c: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
         """The hyper-network's two sides, A PE(pos // s) and B c: c (..., r), pos (...) long
         -> two (..., r/4)."""
-        pe = sinusoidal_encoding(pos // self.stride, self.latent_dim).to(c.dtype)
+        acc = torch.promote_types(c.dtype, torch.float32)
+        pe = sinusoidal_encoding(pos // self.stride, self.latent_dim, dtype=acc).to(c.dtype)
         return self.hyper_pe(pe), self.hyper_latent(c)
 
     def merge_weight(self, c: Tensor, pos: Tensor) -> Tensor:

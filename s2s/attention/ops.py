@@ -142,23 +142,25 @@ def _flex(
 def attend_with_lse(
     q: Tensor, k: Tensor, v: Tensor, valid: Tensor, scale: float
 ) -> tuple[Tensor, Tensor]:
-    """One query step over gathered keys/values (reference path, float32 softmax).
+    """One query step over gathered keys/values (reference path, softmax in at least
+    float32: bfloat16 and float32 inputs in float32, float64 ones in float64).
 
     q: (B, Q, Dk) with Q % G == 0, query rows group-major (row i reads group i // (Q / G));
     k: (B, S, G, Dk); v: (B, S, G, Dv); valid: (B, S) bool (unused slots may hold anything,
-    NaN included). Returns out (B, Q, Dv) float32 and its log-sum-exp (B, Q) float32; a row
-    with no valid slot gives out 0 and lse -inf (it then weighs nothing in a merge).
+    NaN included). Returns out (B, Q, Dv) and its log-sum-exp (B, Q), both in that precision;
+    a row with no valid slot gives out 0 and lse -inf (it then weighs nothing in a merge).
     """
     B, Q, Dk = q.shape
     G = k.shape[2]
-    qg = q.float().view(B, G, Q // G, Dk)
-    scores = torch.einsum("bgqd,bsgd->bgqs", qg, k.float()) * scale
+    acc = torch.promote_types(q.dtype, torch.float32)
+    qg = q.to(acc).view(B, G, Q // G, Dk)
+    scores = torch.einsum("bgqd,bsgd->bgqs", qg, k.to(acc)) * scale
     scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
     m = scores.amax(dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     p = (scores - m).exp()
     denom = p.sum(dim=-1)
-    vf = v.float().masked_fill(~valid[:, :, None, None], 0.0)  # 0 * NaN would poison the sum
+    vf = v.to(acc).masked_fill(~valid[:, :, None, None], 0.0)  # 0 * NaN would poison the sum
     out = torch.einsum("bgqs,bsgd->bgqd", p, vf) / denom.clamp_min(1e-30)[..., None]
     lse = m[..., 0] + denom.log()
     return out.reshape(B, Q, -1), lse.reshape(B, Q)
@@ -198,10 +200,13 @@ def cached_attention(
 
 def slots_in_use(num_slots: Tensor, columns: int) -> int:
     """The columns of a (R, columns, ...) cache buffer a decode step reads: the most slots any
-    row uses (num_slots (N,)). Traced for export (s2s.export) the caller passes exactly the
-    slots it holds, so every column: reading the count would make the graph's shapes
-    data-dependent."""
-    return columns if torch.compiler.is_exporting() else int(num_slots.max())
+    row uses (num_slots (N,)). Traced for export (s2s.export) or compiled (decode.compile,
+    s2s.decode.compiled), every column, the slots past num_slots masked: reading the count
+    would make the graph's shapes data-dependent (and, compiled, wait on the device), where
+    one graph over the whole allocation serves every step."""
+    if torch.compiler.is_exporting() or torch.compiler.is_compiling():
+        return columns
+    return int(num_slots.max())
 
 
 KERNEL_MODES = ("auto", "off", "on")
@@ -224,7 +229,11 @@ def use_kernels(mode: str | bool) -> Iterator[None]:
 
 
 def kernels_active(t: Tensor) -> bool:
-    """Whether a decode op on tensor t runs its Triton kernel (see use_kernels)."""
+    """Whether a decode op on tensor t runs its Triton kernel (see use_kernels). Never inside
+    torch.compile (decode.compile): the compiler generates its own kernels from the PyTorch
+    path."""
+    if torch.compiler.is_compiling():
+        return False
     mode = _kernel_mode.get()
     return mode == "on" or (mode == "auto" and t.is_cuda and _triton_available())
 
@@ -253,7 +262,7 @@ def cascade_attention(
     its one copy; the own part per row through the ancestry table. Returns (N, H, Dv).
     With kernels active, kernels.cascade_attention does both parts and the merge.
     """
-    has_shared = bool(cache.shared) and next(iter(cache.shared.values())).shape[1] > 0
+    has_shared = len(cache.shared) > 0 and next(iter(cache.shared.values())).shape[1] > 0
     if kernels_active(q):
         from kernels.cascade_attention import cascade_attention_triton
         from kernels.decode_attention import CachePart
@@ -279,9 +288,10 @@ def cascade_attention(
     Dv = out_sh.shape[-1]
     out_sh = out_sh.view(U, G, K, H // G, Dv).transpose(1, 2).reshape(N, H, Dv)
     lse_sh = lse_sh.view(U, G, K, H // G).transpose(1, 2).reshape(N, H)
-    lse = torch.logaddexp(lse_sh, lse_own.float())
-    w_sh, w_own = (lse_sh - lse).exp()[..., None], (lse_own.float() - lse).exp()[..., None]
-    return (out_sh * w_sh + out_own.float() * w_own).to(q.dtype)
+    acc = lse_sh.dtype  # attend_with_lse's: at least float32
+    lse = torch.logaddexp(lse_sh, lse_own.to(acc))
+    w_sh, w_own = (lse_sh - lse).exp()[..., None], (lse_own.to(acc) - lse).exp()[..., None]
+    return (out_sh * w_sh + out_own.to(acc) * w_own).to(q.dtype)
 
 
 def latent_views(value_dim: int):

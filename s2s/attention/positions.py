@@ -6,15 +6,15 @@ import torch
 from torch import Tensor
 
 
-def rope_angles(positions: Tensor, dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+def rope_angles(
+    positions: Tensor, dim: int, base: float = 10000.0, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
     """cos/sin tables for integer positions.
 
-    positions: (B, T) long. Returns cos, sin: (B, T, dim // 2) float32.
+    positions: (B, T) long. Returns cos, sin: (B, T, dim // 2) in dtype (float32 or float64).
     """
-    inv_freq = base ** (
-        -torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim
-    )
-    angles = positions.to(torch.float32)[..., None] * inv_freq
+    inv_freq = base ** (-torch.arange(0, dim, 2, device=positions.device, dtype=dtype) / dim)
+    angles = positions.to(dtype)[..., None] * inv_freq
     return angles.cos(), angles.sin()
 
 
@@ -22,24 +22,27 @@ def apply_rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
     """Rotate pairs (x[2i], x[2i+1]) of the last dim by angle pos * base^(-2i/D).
 
     x: (B, T, D) or (B, T, H, D); positions: (B, T) long. Same shape and dtype out.
-    Computed in float32 so bf16 inputs keep exact angles.
+    Computed in at least float32 so bf16 inputs keep exact angles (float64 ones in float64).
     """
-    cos, sin = rope_angles(positions, x.shape[-1], base)
+    acc = torch.promote_types(x.dtype, torch.float32)
+    cos, sin = rope_angles(positions, x.shape[-1], base, acc)
     if x.dim() == 4:
         cos, sin = cos[:, :, None], sin[:, :, None]
-    xf = x.float()
+    xf = x.to(acc)
     x1, x2 = xf[..., 0::2], xf[..., 1::2]
     out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
     return out.to(x.dtype)
 
 
-def sinusoidal_encoding(positions: Tensor, dim: int, base: float = 10000.0) -> Tensor:
+def sinusoidal_encoding(
+    positions: Tensor, dim: int, base: float = 10000.0, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Transformer sinusoidal encoding [sin ; cos] of integer positions.
 
-    positions: (...) long. Returns (..., dim) float32.
+    positions: (...) long. Returns (..., dim) in dtype (float32 or float64).
     """
     half = dim // 2
-    inv_freq = base ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)
-    angles = positions.to(torch.float32)[..., None] * inv_freq
+    inv_freq = base ** (-torch.arange(half, device=positions.device, dtype=dtype) / half)
+    angles = positions.to(dtype)[..., None] * inv_freq
     pe = torch.cat((angles.sin(), angles.cos()), dim=-1)
     return torch.nn.functional.pad(pe, (0, dim - 2 * half))

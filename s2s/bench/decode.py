@@ -12,15 +12,18 @@ work is the same and only the attention and the cache handling differ. Engines:
 
 On CUDA the lean and naive engines' decode steps run the Triton kernels (kernels/) unless
 `--kernels off`; `--kernels both` adds every such run again on the PyTorch path ("... torch"),
-measured in the same process. Reported per run: decode time (median of repeats), the peak
-bytes the self-attention caches allocated during the search (CPU and GPU alike), on CUDA
-torch's peak allocated memory, and the kernel launches of one search (0 on the PyTorch path:
-the GPU check reads them to know the kernels ran); ratios are to MHA in the naive engine,
-measured in the same run.
+measured in the same process. `--compile` adds every lean run again with its step compiled
+(`decode.compile`, s2s.decode.compiled: "... compiled"), right after its eager row; its compile
+time (the calls that compiled a graph, in the warm-up search) is reported apart, with the
+utterances it takes to repay it against the eager row. Reported per run: decode time (median
+of repeats), the peak bytes the self-attention caches allocated during the search (CPU and GPU
+alike), on CUDA torch's peak allocated memory, and the kernel launches of one search (0 on the
+PyTorch path: the GPU check reads them to know the kernels ran); ratios are to MHA in the
+naive engine, measured in the same run.
 
     python -m s2s.bench.decode [--size paper|tiny] [--arrangement prefix|cross|prompt]
         [--batch 4] [--beam 50] [--prefix 100 300] [--steps 60] [--device cuda]
-        [--dtype float32|bfloat16] [--kernels auto|off|both]
+        [--dtype float32|bfloat16] [--kernels auto|off|both] [--compile]
         [--runs mha:naive mtla:2:naive mtla:2:authors mha mqa gqa mla mtla:2 mtla:3 mtla:4
                 mfa mfa_kr mlra gla gta]
         [--plot decode.png] [--json rows.json]
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -41,6 +45,7 @@ from s2s.attention import sweep_config
 from s2s.bench.attention import DEFAULT_VARIANTS
 from s2s.bench.authors import AuthorsAttention, load_authors_mtla
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
+from s2s.decode.compiled import COMPILE_STATS
 from s2s.decode.scorers import DecoderScorer, search_scorers
 from s2s.models.decoder import ARRANGEMENTS, Decoder, DecoderConfig
 
@@ -99,7 +104,12 @@ def label(name: str, stride: int) -> str:
 
 
 def bench(
-    spec: str, prefix: int, args: argparse.Namespace, authors, kernels: bool = True
+    spec: str,
+    prefix: int,
+    args: argparse.Namespace,
+    authors,
+    kernels: bool = True,
+    compiled: bool = False,
 ) -> dict | None:
     name, stride, engine = parse_run(spec)
     if engine == "authors" and authors is None:
@@ -115,9 +125,14 @@ def bench(
     memory = torch.randn(args.batch, prefix, d, device=device, dtype=dtype)
     lens = torch.full((args.batch,), prefix, device=device)
     cfg = BeamSearchConfig(
-        beam_size=args.beam, max_len_b=args.steps, min_len=args.steps, kernels=kernels
+        beam_size=args.beam,
+        max_len_b=args.steps,
+        min_len=args.steps,
+        kernels=kernels,
+        compile=compiled,
     )
     times, peak_gpu, peak_cache = [], None, 0
+    compiled_before = dict(COMPILE_STATS)
     for _ in range(args.repeats + 1):  # the first run warms up
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -143,7 +158,12 @@ def bench(
     seconds = statistics.median(times[1:])
     torch_path = not kernels and args.kernels == "both"
     return {
-        "run": f"{label(name, stride)} {engine}" + (" torch" if torch_path else ""),
+        "run": f"{label(name, stride)} {engine}"
+        + (" torch" if torch_path else "")
+        + (" compiled" if compiled else ""),
+        "compiled": compiled,
+        "compile_s": COMPILE_STATS["seconds"] - compiled_before["seconds"],
+        "graphs": int(COMPILE_STATS["graphs"] - compiled_before["graphs"]),
         "variant": label(name, stride),
         "engine": engine,
         "prefix": prefix,
@@ -165,19 +185,36 @@ def report(rows: list[dict], args: argparse.Namespace, prefix: int) -> None:
         f"{args.kernels}; ratios to '{ref['run']}'"
     )
     print(
-        f"{'run':<18}{'decode s':>10}{'speed-up':>10}{'peak cache MiB':>16}{'reduction':>11}"
-        f"{'GPU peak MiB':>14}{'paper':>14}"
+        f"{'run':<27}{'decode s':>10}{'speed-up':>10}{'peak cache MiB':>16}{'reduction':>11}"
+        f"{'GPU peak MiB':>14}{'paper':>14}{'compile s':>11}{'repaid after':>14}"
     )
     for r in rows:
         r["speedup"] = ref["decode_s"] / r["decode_s"]
         r["memory_reduction"] = ref["peak_cache_mib"] / r["peak_cache_mib"]
         paper = PAPER.get(r["variant"]) if r["engine"] == "lean" else None
         gpu = "n/a" if r["peak_gpu_mib"] is None else format(r["peak_gpu_mib"], ".1f")
+        compile_s = repaid = ""
+        if r["compiled"]:
+            eager = next(e for e in rows if e["run"] == r["run"].removesuffix(" compiled"))
+            r["repaid_after_utterances"] = repaid_after(
+                r["compile_s"], eager["decode_s"] / args.batch, r["decode_s"] / args.batch
+            )
+            compile_s = f"{r['compile_s']:.1f}"
+            n = r["repaid_after_utterances"]
+            repaid = "never" if n is None else f"{n} utt"
         print(
-            f"{r['run']:<18}{r['decode_s']:>10.3f}{r['speedup']:>10.2f}"
+            f"{r['run']:<27}{r['decode_s']:>10.3f}{r['speedup']:>10.2f}"
             f"{r['peak_cache_mib']:>16.2f}{r['memory_reduction']:>11.2f}{gpu:>14}"
             f"{'' if paper is None else f'{paper[0]:.2f}x {paper[1]:.2f}x':>14}"
+            f"{compile_s:>11}{repaid:>14}"
         )
+
+
+def repaid_after(compile_s: float, eager_per_utt: float, compiled_per_utt: float) -> int | None:
+    """Utterances after which a compiled decode, compile time included, has caught up with
+    eager: compile_s over the seconds it saves per utterance (None: it saves none)."""
+    saved = eager_per_utt - compiled_per_utt
+    return None if saved <= 0 else math.ceil(compile_s / saved)
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -217,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--kernels", choices=["auto", "off", "both"], default="auto")
+    p.add_argument("--compile", action="store_true", help="each lean run also compiled")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--plot", help="a PNG of time and peak cache memory against prefix length")
     args = p.parse_args(argv)
@@ -228,9 +266,11 @@ def main(argv: list[str] | None = None) -> int:
             if parse_run(spec)[2] == "authors":
                 modes = modes[:1]  # their module has no kernels to switch
             for kernels in modes:
-                row = bench(spec, prefix, args, authors, kernels)
-                if row is not None:
-                    rows.append(row)
+                lean = parse_run(spec)[2] == "lean"
+                for compiled in (False, True) if args.compile and lean else (False,):
+                    row = bench(spec, prefix, args, authors, kernels, compiled)
+                    if row is not None:
+                        rows.append(row)
         report(rows, args, prefix)
     print("\n(paper: speed-up, memory reduction vs MHA; MuST-C, beam 50, RTX 6000 Ada)")
     if args.json:

@@ -9,8 +9,15 @@ with `git show` into a temporary package for this run only; the rest (models, ca
 attention) is the current code. A revision from before the scorer interface (before
 `beam_search` took a weighted set) is called the way it was: decoder, `ctc_log_probs=`, `lm=`.
 
+With --compile, a run "compiled" beside: the current search with `decode.compile` (the
+decoder's and the LM's steps compiled, s2s.decode.compiled; its "decoder" seconds are the
+compiled step's, log-softmax included). Its compile time (the calls that compiled a graph,
+all in the warm-up pass) is reported apart, with the utterances it takes to repay it, and its
+n-best lists are compared with the current eager ones.
+
     python -m s2s.bench.decode_data --model exp/NAME --data data/test [--dump dump/test]
-        [--compare REV] [--repeats 3] [--threads N] [--json out.json]
+        [--compare REV] [--compile [--compile-buckets 8]] [--repeats 3] [--threads N]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import argparse
 import importlib
 import inspect
 import json
+import math
 import re
 import statistics
 import subprocess
@@ -26,15 +34,17 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from s2s.decode import beam_search as current
 from s2s.decode import ctc_prefix
+from s2s.decode.compiled import COMPILE_STATS
 from s2s.decode.decode_dir import datadir_sources
 from s2s.decode.inference import Speech2Text, plan_batches
+from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted, search_scorers
 from s2s.models.seq2seq import BOS_ID, EOS_ID, PAD_ID
 from s2s.threads import torch_threads
 
@@ -83,6 +93,46 @@ class _Timed:
         out = self.model.step(tokens, state)
         self.times[self.name] += time.perf_counter() - t
         return out
+
+
+class _TimedScorer:
+    """A scorer (s2s.decode.scorers) whose `score` adds its seconds to times[name]."""
+
+    def __init__(self, scorer, name: str, times: dict) -> None:
+        self.scorer, self.name, self.times = scorer, name, times
+        self.partial = scorer.partial
+
+    def init_state(self, search):
+        return self.scorer.init_state(search)
+
+    def score(self, state, tokens, cand):
+        t = time.perf_counter()
+        out = self.scorer.score(state, tokens, cand)
+        self.times[self.name] += time.perf_counter() - t
+        return out
+
+    def select(self, state, rows, cols, tokens) -> None:
+        self.scorer.select(state, rows, cols, tokens)
+
+    def peak_cache_bytes(self, state) -> int:
+        return self.scorer.peak_cache_bytes(state)
+
+
+def compiled_searcher(s2t: Speech2Text, times: dict, buckets: int):
+    """memory, lens -> n-best lists through the current search with decode.compile on (and
+    decode.compile_buckets = buckets); the decoder's and the LM's compiled scores timed into
+    `times` (CTC by _timed_ctc)."""
+    cfg = replace(s2t.decode_cfg, compile=True, compile_buckets=buckets)
+    ctc = ctc_prefix.CTCPrefixScorer(s2t.model.ctc_log_probs, PAD_ID, EOS_ID)
+    lm = LMScorer(s2t.lm) if s2t.lm is not None else None
+    found = search_scorers(cfg, DecoderScorer(s2t.model.decoder), ctc=ctc, lm=lm)
+    timed = {
+        name: w if w.scorer.partial else Weighted(_TimedScorer(w.scorer, name, times), w.weight)
+        for name, w in found.items()
+    }
+    return lambda memory, lens: current.beam_search(
+        timed, memory, lens, cfg, bos_id=BOS_ID, eos_id=EOS_ID, blank_id=PAD_ID
+    )
 
 
 def _timed_ctc(module, times: dict) -> None:
@@ -149,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="data dir")
     p.add_argument("--dump", help="its feature dump (else features from its audio)")
     p.add_argument("--compare", metavar="REV", help="a git revision's beam search beside")
+    p.add_argument("--compile", action="store_true", help="the compiled search beside")
+    p.add_argument("--compile-buckets", type=int, default=8, help="decode.compile_buckets")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--batch-frames", type=int, default=8000)
@@ -170,29 +222,42 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
     runs = {"current": (current, ctc_prefix)}
     if args.compare:
         runs[args.compare] = load_revision(args.compare, tmp)
+    if args.compile:
+        runs["compiled"] = (current, ctc_prefix)
     times = {name: defaultdict(list) for name in runs}
-    results = {}
-    for rep in range(args.repeats + 1):  # the first pass warms up
+    results, warmup, compile_s = {}, {}, 0.0
+    for rep in range(args.repeats + 1):  # the first pass warms up (and compiles)
         for name, (bs, ctc_module) in runs.items():
             t: dict = defaultdict(float)
             restore = ctc_module.CTCPrefixScorer.score
             _timed_ctc(ctc_module, t)
+            compiled_before = COMPILE_STATS["seconds"]
             try:
-                results[name] = decode_all(s2t, searcher(s2t, bs, ctc_module, t), feats, plan, t)
+                search = (
+                    compiled_searcher(s2t, t, args.compile_buckets)
+                    if name == "compiled"
+                    else searcher(s2t, bs, ctc_module, t)
+                )
+                results[name] = decode_all(s2t, search, feats, plan, t)
             finally:
                 ctc_module.CTCPrefixScorer.score = restore
+            if name == "compiled":
+                compile_s += COMPILE_STATS["seconds"] - compiled_before
             if rep:
                 for k, v in t.items():
                     times[name][k].append(v)
+            else:
+                warmup[name] = t["total"]
     rows = []
     for name in runs:
         med = {k: statistics.median(v) for k, v in times[name].items()}
-        scorers = sum(med.get(k, 0.0) for k in ("decoder", "ctc", "lm"))
+        scored = sum(med.get(k, 0.0) for k in ("decoder", "ctc", "lm"))
         rows.append({
             "run": name, "utterances": len(utts), "seconds": med["total"],
             "utterances_per_s": len(utts) / med["total"], "encoder_s": med["encoder"],
             "decoder_s": med.get("decoder", 0.0), "ctc_s": med.get("ctc", 0.0),
-            "lm_s": med.get("lm", 0.0), "search_s": med["total"] - med["encoder"] - scorers,
+            "lm_s": med.get("lm", 0.0), "search_s": med["total"] - med["encoder"] - scored,
+            "warmup_s": warmup[name],
         })  # fmt: skip
     report = {
         "model": args.model, "data": args.data, "threads": args.threads,
@@ -220,6 +285,21 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
         print(
             f"same best hypothesis: {s['best']}/{len(utts)}, same n-best tokens: "
             f"{s['nbest']}/{len(utts)}, largest score difference {s['max_score_diff']:.2e}"
+        )
+        if s["differ"]:
+            print("differ:", " ".join(s["differ"][:20]))
+    if args.compile:
+        eager, comp = rows[0], next(r for r in rows if r["run"] == "compiled")
+        saved = (eager["seconds"] - comp["seconds"]) / len(utts)
+        report["compile_s"] = compile_s
+        report["repaid_after_utterances"] = math.ceil(compile_s / saved) if saved > 0 else None
+        report["same_compiled"] = s = _same(results["current"], results["compiled"], utts)
+        n = report["repaid_after_utterances"]
+        print(
+            f"compiled: {compile_s:.1f} s compiling (warm-up pass), repaid after "
+            f"{'never' if n is None else f'{n} utterances'}; same best hypothesis: "
+            f"{s['best']}/{len(utts)}, same n-best tokens: {s['nbest']}/{len(utts)}, largest "
+            f"score difference {s['max_score_diff']:.2e}"
         )
         if s["differ"]:
             print("differ:", " ".join(s["differ"][:20]))

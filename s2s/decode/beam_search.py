@@ -33,7 +33,10 @@ class BeamSearchConfig:
     length_penalty: exponent of the length normalisation (0 = raw log-prob sums).
     lm: a language-model experiment dir (s2s-train --lm) fused with weight lm_weight.
     kernels: decode steps on CUDA run the Triton kernels (False: the PyTorch path, to compare;
-    s2s-decode --no-kernels)."""
+    s2s-decode --no-kernels).
+    compile: the decoder's and the LM's step compiled (torch.compile, fullgraph; lean engine;
+    s2s.decode.compiled), one graph per shape bucket, compile_buckets sizes per power of two
+    (0: exact shapes, a graph per distinct shape)."""
 
     beam_size: int = 4
     nbest: int = 1
@@ -46,6 +49,8 @@ class BeamSearchConfig:
     lm: str = ""
     lm_weight: float = 0.0
     kernels: bool = True
+    compile: bool = False
+    compile_buckets: int = 8
 
     def __post_init__(self) -> None:
         if self.lm_weight < 0:
@@ -56,6 +61,8 @@ class BeamSearchConfig:
             raise ValueError(f"need beam_size >= 1 and 1 <= nbest <= beam_size, got {self}")
         if self.max_len_a < 0 or self.max_len_b < 0 or self.min_len < 0:
             raise ValueError("max_len_a, max_len_b and min_len must be >= 0")
+        if self.compile_buckets < 0:
+            raise ValueError(f"compile_buckets must be >= 0, got {self.compile_buckets}")
 
 
 @dataclass

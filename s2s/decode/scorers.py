@@ -131,7 +131,8 @@ def search_scorers(
 ) -> dict[str, Weighted]:
     """The weighted set a BeamSearchConfig asks for: the decoder with 1 - ctc_weight, the CTC
     prefix scorer with ctc_weight (when > 0) and the LM with lm_weight (when given: with weight
-    0 it still runs, and its caches count)."""
+    0 it still runs, and its caches count). With cfg.compile, the decoder's and the LM's steps
+    compiled (s2s.decode.compiled; a decoder that is no PyTorch module stays as it is)."""
     out = {"decoder": Weighted(decoder, 1 - cfg.ctc_weight)}
     if cfg.ctc_weight > 0:
         if ctc is None:
@@ -141,4 +142,8 @@ def search_scorers(
         out["lm"] = Weighted(lm, cfg.lm_weight)
     elif cfg.lm_weight > 0:
         raise ValueError(f"lm_weight={cfg.lm_weight} needs a language model (decode.lm)")
+    if cfg.compile:
+        from s2s.decode.compiled import compile_scorers  # it builds on this module
+
+        return compile_scorers(out, cfg.compile_buckets)
     return out

@@ -97,8 +97,9 @@ class TransformerLM(nn.Module):
     ) -> DecoderState:
         """Empty caches for n rows (B * beam, one utterance's rows adjacent). ancestry:
         append-only caches that reorder never copies (beam search's lean engine); max_len: the
-        most tokens a row will be fed, so the cache is allocated once and never grows."""
-        cap = {"capacity": max_len} if max_len else {}
+        most tokens a row will be fed, so the cache is allocated once and never grows (its
+        steps then read nothing back from the device: a compiled step, decode.compile)."""
+        cap = {"capacity": max_len, "growable": False} if max_len else {}
         caches = [layer.self_attn.new_cache(n, ancestry=ancestry, **cap) for layer in self.layers]
         lens = torch.zeros(n, dtype=torch.long, device=self.embed.weight.device)
         return DecoderState(caches, None, lens)

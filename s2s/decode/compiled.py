@@ -1,0 +1,168 @@
+"""`decode.compile`: the decoder's (and the LM's) beam-search step as one graph compiled by
+`torch.compile(fullgraph=True)`, over the lean engine's preallocated caches (docs/engine.md).
+
+A full scorer whose score is its model's step and log-softmax (`DecoderScorer` over a
+`Decoder`, `LMScorer` over a `TransformerLM`) is wrapped in `CompiledStep`: every decoder
+layer's step over its cache (the new slot written in place, attention over the whole
+allocation with the slots past each row's count masked), the output projection and the
+float64 log-softmax run as one compiled graph, with no graph break (`fullgraph=True`: a break
+is an error, not a silent fallback to eager) and so no host synchronisation inside the step.
+The variants' own `step` code runs unchanged; what the compiler cannot trace reads the mode
+(`torch.compiler.is_compiling()`): `ops.slots_in_use` takes every column instead of reading
+the largest count back, `ops.kernels_active` is False (the compiler generates the kernels).
+The search around the step (top-k, the finished hypotheses, the CTC prefix scores, the
+ancestry reorder, in place) stays eager; the eager scorers remain the reference.
+
+Shapes. A graph is specialised to its shapes (`dynamic=False`), so the state is built at
+bucket sizes and a test set reuses a few graphs: the utterances U, the encoder frames, the
+own cache part's slots and the shared part's slots are each rounded up by `bucket` (one of
+`per_octave` sizes between consecutive powers of two: less than 1/per_octave of padding,
+none up to 2 * per_octave). The search's N = U * K rows are the first rows of the
+state's bucket(U) * K; the extra utterances copy the last real one, decode alongside, and are
+never read. The padding is allocated memory and counts in `peak_cache_bytes`; with
+per_octave = 0 nothing is padded (a graph per distinct shape) and the state is byte for byte
+the eager one's.
+
+Compiled graphs live in torch's compile cache for the process: a second search whose state
+falls in the same bucket reuses the graph without tracing again. `COMPILE_STATS` adds up the
+graphs compiled and the seconds of the calls that compiled them (tracing and code generation,
+plus the one step they ran).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s2s.decode.scorers import DecoderScorer, SearchInit, Weighted
+
+#: graphs compiled in this process and the seconds the calls that compiled them took
+COMPILE_STATS: dict[str, float] = {"graphs": 0, "seconds": 0.0}
+#: the most graphs torch keeps for the one step function (every model, every bucket) before
+#: refusing to compile another: far above what a test set needs, never a silent eager fallback
+RECOMPILE_LIMIT = 256
+
+
+def bucket(n: int, per_octave: int = 8) -> int:
+    """n rounded up to one of per_octave evenly spaced sizes in (2^(k-1), 2^k], so by less
+    than n / per_octave: 100 -> 104, 300 -> 320, 61 -> 64 at 8 per octave, powers of two at 1;
+    n itself up to 2 * per_octave, and always when per_octave <= 0."""
+    if per_octave <= 0:
+        return n
+    step = max(1, (1 << (n - 1).bit_length()) // (2 * per_octave))
+    return -(-n // step) * step
+
+
+def _scored_step(model: nn.Module, tokens: Tensor, state) -> Tensor:
+    """What DecoderScorer.score computes: tokens (N,) -> float64 log-probs (N, V)."""
+    return model.step(tokens, state).double().log_softmax(-1)
+
+
+@functools.cache
+def _compiled(backend, mode: str | None):
+    """The step compiled once per (backend, mode); torch keeps one graph per shape bucket."""
+    return torch.compile(_scored_step, fullgraph=True, dynamic=False, backend=backend, mode=mode)
+
+
+def compilable(scorer) -> bool:
+    """Whether `scorer` scores by its PyTorch model's step and log-softmax (DecoderScorer,
+    LMScorer), the step CompiledStep compiles; not the ONNX bundle's decoder or the test-side
+    lockstep, which score otherwise."""
+    return (
+        isinstance(scorer, DecoderScorer)
+        and type(scorer).score is DecoderScorer.score
+        and isinstance(scorer.model, nn.Module)
+    )
+
+
+@dataclass
+class CompiledState:
+    """inner: the wrapped scorer's state over N' = bucket(U) * K rows; rows: the search's N
+    (the first N rows); tokens (N',): the step's input, the padding rows' tokens fixed;
+    index (N',): the reorder index, the padding rows keeping their own."""
+
+    inner: object
+    rows: int
+    tokens: Tensor
+    index: Tensor
+
+
+class CompiledStep:
+    """A full scorer (s2s.decode.scorers) over `scorer`'s model and state with its step
+    compiled; same interface, same scores (up to the compiler's rounding). per_octave: the
+    bucket sizes (0: exact shapes); backend / mode: torch.compile's ("inductor"; on CUDA,
+    mode="reduce-overhead" adds CUDA graphs). Lean engine only: its caches are allocated once,
+    so the shapes stay put through a search."""
+
+    partial = False
+
+    def __init__(self, scorer: DecoderScorer, per_octave: int = 8, backend="inductor", mode=None):
+        if not compilable(scorer):
+            raise ValueError(f"{type(scorer).__name__} does not score by a PyTorch model's step")
+        self.scorer, self.model = scorer, scorer.model
+        self.per_octave = per_octave
+        self.step = _compiled(backend, mode)
+
+    def init_state(self, search: SearchInit) -> CompiledState:
+        if not search.lean:
+            raise ValueError("decode.compile runs the lean engine only (caches allocated once)")
+        memory, lens = search.memory, search.memory_lens
+        U, S = memory.shape[:2]
+        B = self.per_octave
+        # Extra utterances copy the last real one; frames past S are padding its lengths hide.
+        pick = torch.arange(bucket(U, B), device=memory.device).clamp(max=U - 1)
+        padded = F.pad(memory[pick], (0, 0, 0, bucket(S, B) - S))
+        inner = self.scorer.init_state(replace(search, memory=padded, memory_lens=lens[pick]))
+        for cache in inner.caches:
+            shared = next(iter(cache.shared.values())).shape[1] if cache.shared else 0
+            cache.pad_slots(bucket(cache.capacity, B), bucket(shared, B))
+        N, N2 = search.rows, pick.numel() * search.beam
+        device = memory.device
+        return CompiledState(
+            inner=inner,
+            rows=N,
+            tokens=torch.zeros(N2, dtype=torch.long, device=device),
+            index=torch.arange(N2, device=device),
+        )
+
+    def score(self, state: CompiledState, tokens: Tensor, cand: Tensor | None = None) -> Tensor:
+        """tokens (N,) -> float64 log-probs (N, V), through the graph of state's bucket."""
+        state.tokens[: state.rows].copy_(tokens)
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        t = time.perf_counter()
+        with torch._dynamo.config.patch(
+            recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
+        ):
+            out = self.step(self.model, state.tokens, state.inner)
+        new = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs
+        if new:
+            COMPILE_STATS["graphs"] += new
+            COMPILE_STATS["seconds"] += time.perf_counter() - t
+        return out[: state.rows]
+
+    def select(self, state: CompiledState, rows: Tensor, cols: Tensor, tokens: Tensor) -> None:
+        state.index[: state.rows].copy_(rows)
+        self.scorer.select(state.inner, state.index, state.index, state.tokens)
+
+    def peak_cache_bytes(self, state: CompiledState) -> int:
+        """The padded state's peak: its padding rows and slots are allocated too."""
+        return self.scorer.peak_cache_bytes(state.inner)
+
+
+def compile_scorers(
+    scorers: Mapping[str, Weighted], per_octave: int = 8, backend="inductor", mode=None
+) -> dict[str, Weighted]:
+    """The same weighted set with every compilable scorer (see `compilable`) in a
+    CompiledStep; the others (the CTC prefix scorer, an ONNX decoder) as they are."""
+    return {
+        name: Weighted(CompiledStep(w.scorer, per_octave, backend, mode), w.weight)
+        if compilable(w.scorer)
+        else w
+        for name, w in scorers.items()
+    }

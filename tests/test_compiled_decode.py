@@ -1,0 +1,194 @@
+"""decode.compile (s2s.decode.compiled): the decoder's and the LM's step compiled with
+fullgraph=True finds what the eager step finds, for every registered variant in every
+arrangement, with CTC and an LM, and a second batch in the same shape bucket reuses the graphs.
+
+The comparisons run the models in float64. The compiled graph adds in other orders than eager
+(and attends over the whole allocation, the unused slots masked), so scores differ in their
+last bits; in float64 (attention, RoPE and the merge weights included: they compute in at
+least the model's precision) that is about 1e-16 relative, while the scores a search compares
+here are apart by far more, so the n-best lists are compared exactly and the scores to 1e-9.
+In float32 the same exact comparison would rest on rounding (about 1e-7), which no test should.
+The CTC prefix scores run eagerly on both sides (float32, the same bits).
+
+Most tests compile with `aot_eager` (dynamo's capture and AOT functionalisation, no code
+generation: seconds, not minutes, on two cores); a backend that counts its calls shows that a
+graph was compiled at all, so a silent fallback to eager would fail them. One test runs the
+default backend, inductor, end to end.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import BOS, EOS, V, make_decoder, make_lm
+
+import s2s.attention.ops as ops
+from s2s.attention import VARIANTS
+from s2s.decode.beam_search import BeamSearchConfig, beam_search
+from s2s.decode.compiled import CompiledStep, bucket, compile_scorers
+from s2s.decode.ctc_prefix import CTCPrefixScorer
+from s2s.decode.scorers import DecoderScorer, LMScorer, search_scorers
+from s2s.decode.compare import Lockstep
+from s2s.models.decoder import ARRANGEMENTS
+
+
+class Counting:
+    """A torch.compile backend that counts the graphs handed to it and runs them through
+    aot_eager."""
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def __call__(self, gm, example_inputs):
+        from torch._dynamo.backends.registry import lookup_backend
+
+        self.graphs += 1
+        return lookup_backend("aot_eager")(gm, example_inputs)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()  # no graph of another test in the cache or the recompile count
+    yield
+    torch._dynamo.reset()
+
+
+def _stride(variant: str) -> int:
+    return 2 if variant == "mtla" else 1
+
+
+def _inputs(U: int = 2, S: int = 9, lens: list[int] | None = None, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    memory = torch.randn(U, S, 24, generator=g, dtype=torch.float64)
+    lengths = torch.tensor(lens or [S, S - 3][:U])
+    ctc = torch.randn(U, S, V, generator=g, dtype=torch.float64).log_softmax(-1)
+    return memory, lengths, ctc
+
+
+def _search(dec, lm, memory, lens, ctc, cfg, compiled=None) -> tuple[list, int]:
+    """n-best lists and peak cache bytes of one search with CTC and the LM; compiled: None
+    (eager) or (backend, per_octave)."""
+    scorers = search_scorers(
+        cfg,
+        DecoderScorer(dec),
+        ctc=CTCPrefixScorer(lambda m: ctc, 0, EOS),
+        lm=LMScorer(lm),
+    )
+    if compiled is not None:
+        scorers = compile_scorers(scorers, compiled[1], backend=compiled[0])
+    stats: dict = {}
+    hyps = beam_search(scorers, memory, lens, cfg, bos_id=BOS, eos_id=EOS, stats=stats)
+    return hyps, stats["peak_cache_bytes"]
+
+
+def _assert_same(got: list, want: list) -> None:
+    assert [[h.tokens for h in n] for n in got] == [[h.tokens for h in n] for n in want]
+    for g, w in zip(got, want):
+        for a, b in zip(g, w):
+            assert a.score == pytest.approx(b.score, rel=1e-9, abs=1e-9)
+
+
+CFG = BeamSearchConfig(beam_size=3, nbest=3, max_len_b=6, ctc_weight=0.3, lm_weight=0.3)
+
+
+@pytest.mark.parametrize("arrangement", ARRANGEMENTS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_compiled_step_equals_eager(variant: str, arrangement: str) -> None:
+    """Exact shapes (no bucket padding): the same n-best lists, the same peak cache bytes, and
+    two graphs compiled (the decoder's step and the LM's), without a graph break."""
+    s = _stride(variant)
+    dec = make_decoder(arrangement, variant, s, seed=1).double()
+    lm = make_lm(variant, s, seed=2).double()
+    memory, lens, ctc = _inputs()
+    want, want_bytes = _search(dec, lm, memory, lens, ctc, CFG)
+    backend = Counting()
+    got, got_bytes = _search(dec, lm, memory, lens, ctc, CFG, (backend, 0))
+    _assert_same(got, want)
+    assert got_bytes == want_bytes
+    assert backend.graphs == 2
+
+
+def test_same_bucket_reuses_the_graphs() -> None:
+    """With one size per octave (powers of two), 3 and 4 utterances both take 4, 11 and 13
+    frames 16, 5 and 6 shared slots 8: the second batch (other lengths, other utterances)
+    compiles nothing and still finds what eager finds; a batch outside the bucket (5
+    utterances: 8) compiles anew. The padding is memory the compiled search allocates, and
+    reports."""
+    dec = make_decoder("prefix", "mtla", 2, seed=1).double()
+    lm = make_lm("mtla", 2, seed=2).double()
+    backend = Counting()
+    seen = []
+    for U, S, lens, seed in [(3, 11, [11, 7, 4], 0), (4, 13, [13, 12, 5, 9], 1), (5, 13, None, 2)]:
+        memory, lengths, ctc = _inputs(U, S, lens or [13] * U, seed)
+        want, want_bytes = _search(dec, lm, memory, lengths, ctc, CFG)
+        got, got_bytes = _search(dec, lm, memory, lengths, ctc, CFG, (backend, 1))
+        _assert_same(got, want)
+        assert got_bytes >= want_bytes
+        seen.append(backend.graphs)
+    assert seen[0] == 2 and seen[1] == 2  # decoder + LM, once for both batches
+    assert seen[2] == 4  # 5 utterances: bucket 8, new shapes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arrangement", "variant"), [("cross", "mha"), ("prefix", "mtla")])
+def test_inductor_step_equals_eager(arrangement: str, variant: str) -> None:
+    """The default backend (inductor's generated code) with the default buckets (padded rows,
+    slots and frames): the same n-best lists as eager."""
+    s = _stride(variant)
+    dec = make_decoder(arrangement, variant, s, seed=1).double()
+    lm = make_lm(variant, s, seed=2).double()
+    memory, lens, ctc = _inputs(3, 11, [11, 8, 5])
+    want, _ = _search(dec, lm, memory, lens, ctc, CFG)
+    got, _ = _search(dec, lm, memory, lens, ctc, CFG, ("inductor", 8))
+    _assert_same(got, want)
+
+
+def test_a_graph_break_is_an_error(monkeypatch) -> None:
+    """Negative control for fullgraph: a step that branches in Python on a tensor's value (a
+    host read, as the eager path's checks of a growable cache make) is refused with an error,
+    not split into graphs around the read and run half eagerly."""
+
+    def branching(num_slots: torch.Tensor, columns: int) -> int:
+        return columns if bool((num_slots > 0).all()) else 1
+
+    monkeypatch.setattr(ops, "slots_in_use", branching)
+    dec = make_decoder("cross", "mha", 1, seed=1).double()
+    memory, lens, _ = _inputs()
+    cfg = BeamSearchConfig(beam_size=2, max_len_b=4)
+    backend = Counting()
+    scorers = compile_scorers(search_scorers(cfg, DecoderScorer(dec)), 0, backend=backend)
+    with pytest.raises(torch._dynamo.exc.Unsupported):
+        beam_search(scorers, memory, lens, cfg, bos_id=BOS, eos_id=EOS)
+    assert backend.graphs == 0
+
+
+def test_what_compiles_and_what_not() -> None:
+    """decode.compile wraps the decoder and the LM, not the CTC prefix scorer, an ONNX-style
+    decoder or the lockstep; it needs the lean engine and a valid bucket count."""
+    cfg = BeamSearchConfig(beam_size=2, ctc_weight=0.5, lm_weight=0.1, compile=True)
+    dec = make_decoder("cross", "mha", 1)
+    ctc = CTCPrefixScorer(lambda m: None, 0, EOS)
+    got = search_scorers(cfg, DecoderScorer(dec), ctc=ctc, lm=LMScorer(make_lm()))
+    assert isinstance(got["decoder"].scorer, CompiledStep)
+    assert isinstance(got["lm"].scorer, CompiledStep)
+    assert got["ctc"].scorer is ctc
+    lockstep = Lockstep(dec, make_decoder("cross", "mha", 1))
+    plain = search_scorers(BeamSearchConfig(compile=True), lockstep)
+    assert plain["decoder"].scorer is lockstep
+    memory, lens, _ = _inputs()
+    with pytest.raises(ValueError, match="lean engine"):
+        beam_search(got, memory.float(), lens, cfg, bos_id=BOS, eos_id=EOS, engine="naive")
+    with pytest.raises(ValueError, match="compile_buckets"):
+        BeamSearchConfig(compile_buckets=-1)
+
+
+def test_buckets() -> None:
+    """per_octave sizes per power of two: small sizes exact, the padding less than
+    1 / per_octave of the size above; 0 keeps every size."""
+    assert [bucket(n) for n in (1, 5, 16, 17, 61, 100, 128, 300)] == [
+        1, 5, 16, 18, 64, 104, 128, 320,
+    ]  # fmt: skip
+    assert all(n <= bucket(n) < n * 9 / 8 for n in range(1, 2000))
+    assert len({bucket(n) for n in range(65, 129)}) == 8
+    assert [bucket(n, 1) for n in (3, 4, 5, 11, 13)] == [4, 4, 8, 16, 16]
+    assert bucket(300, 0) == 300
