@@ -25,10 +25,10 @@ from helpers import BOS, EOS, V, make_decoder, make_lm
 import s2s.attention.ops as ops
 from s2s.attention import VARIANTS
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
+from s2s.decode.compare import Lockstep
 from s2s.decode.compiled import CompiledStep, bucket, compile_scorers
 from s2s.decode.ctc_prefix import CTCPrefixScorer
 from s2s.decode.scorers import DecoderScorer, LMScorer, search_scorers
-from s2s.decode.compare import Lockstep
 from s2s.models.decoder import ARRANGEMENTS
 
 
