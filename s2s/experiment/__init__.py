@@ -14,12 +14,13 @@ imports none of them:
     config.py        the schema (ExperimentConfig, LMExperimentConfig), reading and writing
                      YAML, the decode settings of one decoding run, ExperimentError
     train_config.py  the train: section (TrainConfig, MonitorConfig, InitParam)
+    decode_config.py the decode: section (BeamSearchConfig)
     checkpoints.py   finding and reading weights: checkpoints, model_avg.pt
     load.py          load_experiment: config, tokenizer, CMVN, model, weights, decode.lm
     datasets.py      the datasets and batch loaders an experiment trains on
 
-Everything is importable from `s2s.experiment`. One import still runs upward: the decode
-section's schema, BeamSearchConfig, is defined in s2s.decode.beam_search.
+Everything is importable from `s2s.experiment`; the decode section's schema, BeamSearchConfig,
+is decode_config.py (s2s.decode.beam_search re-exports it).
 """
 
 from s2s.experiment.checkpoints import load_weights_only

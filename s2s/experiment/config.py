@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from s2s.data.features import FbankConfig
 from s2s.data.specaug import SpecAugConfig
-from s2s.decode.beam_search import BeamSearchConfig  # the one import upward left (s2s.experiment)
+from s2s.experiment.decode_config import BeamSearchConfig
 from s2s.experiment.train_config import TrainConfig
 from s2s.models.lm import LMConfig
 from s2s.models.seq2seq import ModelConfig

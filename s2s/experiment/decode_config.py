@@ -1,0 +1,46 @@
+"""The decode: section of an experiment config (BeamSearchConfig): a leaf dataclass below the
+experiment schema; s2s.decode.beam_search, which reads it, re-exports it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class BeamSearchConfig:
+    """beam_size: K (1 = greedy). nbest: hypotheses returned per utterance (<= K).
+    Maximum output length per utterance: int(max_len_a * S + max_len_b), S = encoder frames
+    after subsampling (fairseq's a/b); min_len: EOS is not allowed before this many tokens.
+    length_penalty: exponent of the length normalisation (0 = raw log-prob sums).
+    lm: a language-model experiment dir (s2s-train --lm) fused with weight lm_weight.
+    kernels: decode steps on CUDA run the Triton kernels (False: the PyTorch path, to compare;
+    s2s-decode --no-kernels).
+    compile: the decoder's and the LM's step compiled (torch.compile, fullgraph; lean engine;
+    s2s.decode.compiled), one graph per shape bucket, compile_buckets sizes per power of two
+    (0: exact shapes, a graph per distinct shape)."""
+
+    beam_size: int = 4
+    nbest: int = 1
+    max_len_a: float = 0.0
+    max_len_b: int = 200
+    min_len: int = 0
+    length_penalty: float = 1.0
+    ctc_weight: float = 0.0
+    pre_beam_ratio: float = 1.5
+    lm: str = ""
+    lm_weight: float = 0.0
+    kernels: bool = True
+    compile: bool = False
+    compile_buckets: int = 8
+
+    def __post_init__(self) -> None:
+        if self.lm_weight < 0:
+            raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
+        if self.beam_size < 1 or not 1 <= self.nbest <= self.beam_size:
+            raise ValueError(f"need beam_size >= 1 and 1 <= nbest <= beam_size, got {self}")
+        if self.max_len_a < 0 or self.max_len_b < 0 or self.min_len < 0:
+            raise ValueError("max_len_a, max_len_b and min_len must be >= 0")
+        if self.compile_buckets < 0:
+            raise ValueError(f"compile_buckets must be >= 0, got {self.compile_buckets}")
