@@ -67,6 +67,17 @@ def datadir_sources(s2t: Speech2Text, dd, dump_dir: Path | None):
     return from_audio, lengths
 
 
+def check_settings(out: Path, settings: dict) -> None:
+    """ValueError when the decode dir `out` already holds a run with other decode settings."""
+    if (out / "decode.yaml").is_file():
+        held = OmegaConf.to_container(OmegaConf.load(out / "decode.yaml"))
+        if held != settings:
+            raise ValueError(
+                f"{out} holds a decoding run with other settings ({out / 'decode.yaml'}): "
+                "decode into another directory or remove it"
+            )
+
+
 def decode_datadir(
     s2t: Speech2Text,
     data_dir: str | Path,
@@ -85,13 +96,7 @@ def decode_datadir(
 
     out = Path(out_dir)
     settings = {"decode": asdict(s2t.decode_cfg)}
-    if (out / "decode.yaml").is_file():
-        held = OmegaConf.to_container(OmegaConf.load(out / "decode.yaml"))
-        if held != settings:
-            raise ValueError(
-                f"{out} holds a decoding run with other settings ({out / 'decode.yaml'}): "
-                "decode into another directory or remove it"
-            )
+    check_settings(out, settings)
     dd = load_datadir(data_dir)
     cfg = s2t.cfg.data
     if cfg.target_field not in dd.texts:
@@ -149,9 +154,9 @@ def merge_shards(parts: list[Path], data_dir: str | Path, out_dir: str | Path) -
 
     out = Path(out_dir)
     order = load_datadir(data_dir).utt_ids
-    settings = [(p / "decode.yaml").read_text() for p in parts]
-    for p, held in zip(parts, settings):
-        if held != settings[0]:
+    settings = OmegaConf.to_container(OmegaConf.load(parts[0] / "decode.yaml"))
+    for p in parts[1:]:
+        if OmegaConf.to_container(OmegaConf.load(p / "decode.yaml")) != settings:
             raise ValueError(f"{p}: decoded with other settings than {parts[0]}")
     lines: dict[str, dict[str, list[str]]] = {"hyp.txt": {}, "ref.txt": {}, "nbest.txt": {}}
     for p in parts:
@@ -164,26 +169,22 @@ def merge_shards(parts: list[Path], data_dir: str | Path, out_dir: str | Path) -
             f"{len(missing)} utterances of {data_dir} are in no shard of {parts[0].parent}, "
             f"e.g. {missing[0]!r}"
         )
-    if (out / "decode.yaml").is_file() and (out / "decode.yaml").read_text() != settings[0]:
-        raise ValueError(
-            f"{out} holds a decoding run with other settings ({out / 'decode.yaml'}): "
-            "decode into another directory or remove it"
-        )
+    check_settings(out, settings)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "decode.yaml").write_text(settings[0])
+    (out / "decode.yaml").write_text(OmegaConf.to_yaml(settings))
     for name, by_utt in lines.items():
         (out / name).write_text("".join(line + "\n" for u in order for line in by_utt[u]))
     stats = [json.loads((p / "stats.json").read_text()) for p in parts]
-    summary = dict(stats[0])
-    for key in ("utterances", "tokens"):
-        summary[key] = sum(s[key] for s in stats)
-    summary["wall_time_s"] = max(s["wall_time_s"] for s in stats)
-    summary["peak_cache_mib"] = max(s["peak_cache_mib"] for s in stats)
     peaks = [s["peak_memory_mib"] for s in stats if s.get("peak_memory_mib") is not None]
-    summary["peak_memory_mib"] = max(peaks) if peaks else None
-    wall = max(summary["wall_time_s"], 1e-9)
-    summary["utterances_per_s"] = summary["utterances"] / wall
-    summary["tokens_per_s"] = summary["tokens"] / wall
-    summary["shards"] = len(parts)
+    merged = DecodeStats(
+        device=stats[0]["device"],
+        cache_bytes_per_token=stats[0]["cache_bytes_per_token"],
+        utterances=sum(s["utterances"] for s in stats),
+        tokens=sum(s["tokens"] for s in stats),
+        wall_time_s=max(s["wall_time_s"] for s in stats),
+        peak_cache_mib=max(s["peak_cache_mib"] for s in stats),
+        peak_memory_mib=max(peaks) if peaks else None,
+    )
+    summary = merged.summary() | {"beam_size": stats[0]["beam_size"], "shards": len(parts)}
     (out / "stats.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
