@@ -220,3 +220,57 @@ def test_utterance_cmvn() -> None:
     assert torch.equal(out[:, 2], torch.zeros(50))
     centred = utterance_cmvn(feats, norm_vars=False)
     assert torch.allclose(centred, feats - feats.mean(0), atol=1e-5)
+
+
+def _dump_files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def test_killed_dump_reruns_only_unfinished_shards(tmp_path: Path, monkeypatch) -> None:
+    """A dump killed in its third shard, run again, computes only that shard and the ones after
+    it, and ends with exactly the files of a dump never interrupted; with other settings, a
+    rerun computes everything."""
+    import s2s.data.features as F
+
+    utts = {f"u{i}": 0.2 + 0.03 * i for i in range(7)}
+    d = make_datadir(tmp_path, utts)
+    clean = _dump_files(dump_features(d, tmp_path / "clean", shard_utts=2))
+    assert [n for n in clean if n.endswith(".npy")] == [f"feats.{k}.npy" for k in (1, 2, 3, 4)]
+    assert "feats.plan" not in clean and not any(n.endswith(".done") for n in clean)
+
+    real, computed = F._features, []
+
+    def features(utt, *args):
+        if utt == "u4" and kill:
+            raise KeyboardInterrupt  # the process dies here
+        computed.append(utt)
+        return real(utt, *args)
+
+    monkeypatch.setattr(F, "_features", features)
+    out = tmp_path / "f"
+    kill = True
+    with pytest.raises(KeyboardInterrupt):
+        dump_features(d, out, shard_utts=2)
+    assert not (out / "feats.index").exists()
+    assert sorted(p.name for p in out.glob("*.done")) == ["feats.1.done", "feats.2.done"]
+    kill, computed[:] = False, []
+    assert _dump_files(dump_features(d, out, shard_utts=2)) == clean
+    assert computed == ["u4", "u5", "u6"]  # shards 3 and 4 only
+
+    # killed again, then rerun with another feature setting: nothing is reused
+    kill, computed[:] = True, []
+    with pytest.raises(KeyboardInterrupt):
+        dump_features(d, out, shard_utts=2)
+    kill, computed[:] = False, []
+    dump_features(d, out, FbankConfig(level="max_frame"), shard_utts=2)
+    assert computed == sorted(utts)
+
+
+def test_repaired_audio_is_read_again_after_a_failed_dump(tmp_path: Path) -> None:
+    """The shard holding bad audio keeps no mark: once the file is repaired, the rerun reads it."""
+    d = make_datadir(tmp_path, corrupt=("s1-b",))
+    with pytest.raises(BadAudioError):
+        dump_features(d, tmp_path / "f", shard_utts=1)
+    sf.write(tmp_path / "s1-b.wav", np.zeros(8000, np.float32), 16000)
+    out = dump_features(d, tmp_path / "f", shard_utts=1)
+    assert FeatureReader(out).keys() == sorted(UTTS)

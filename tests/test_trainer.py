@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -159,6 +161,31 @@ def test_tensorboard_scalars_are_written_and_finite(tmp_path):
     assert steps == sorted(steps) and steps[-1] == tr.step
     assert len(acc.Scalars("valid/loss")) == 2  # once per epoch
     assert max(e.value for e in acc.Scalars("train/lr")) <= 1e-2 + 1e-9
+
+
+class SlowDataset(ToyDataset):
+    """Each item takes 20 ms to read: a loader the step waits on."""
+
+    def __getitem__(self, i):
+        time.sleep(0.02)
+        return super().__getitem__(i)
+
+
+def test_data_wait_share_and_first_batch_are_logged(tmp_path, caplog):
+    """train/data_wait is the share of wall time spent waiting for batches: near 1 with a
+    loader much slower than the toy step, and the first batch's time since start-up is logged."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tr = make_trainer(tmp_path, make_cfg(max_epochs=1, accum_grad=1), SlowDataset(24))
+    with caplog.at_level(logging.INFO, logger="s2s.train"):
+        tr.fit()
+    assert re.search(r"first batch [0-9.]+ s after the process started", caplog.text)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    waits = [e.value for e in acc.Scalars("train/data_wait")]
+    # (the wait is counted when it happens: fetching batch k + 1 before step k, to know
+    # whether k is the epoch's last, puts the last interval's wait in the one before)
+    assert all(0.0 <= w <= 1.0 for w in waits) and sum(waits) / len(waits) > 0.5, waits
 
 
 def test_training_reduces_the_loss(tmp_path):

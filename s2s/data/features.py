@@ -2,8 +2,11 @@
 
 Dump layout (one directory per data set, written by `dump_features`):
 
-    feats.<job>.npy    float32 (frames, F), every utterance of job <job> concatenated; opened
-                       with numpy's mmap so training reads a slice without loading the shard
+    feats.<k>.npy      float32 (frames, F), the utterances of shard <k> (a run of at most
+                       SHARD_UTTS sorted ids) concatenated; opened with numpy's mmap so
+                       training reads a slice without loading the shard
+    feats.<k>.done     while a dump runs: shard <k> is complete (its index entries), so a
+    feats.plan         killed dump, run again, redoes only unfinished shards; removed at the end
     feats.index        `<utt> <shard file> <offset> <frames>` per line, sorted by utt
     utt2num_frames     `<utt> <frames>` per line (Kaldi's name), used for length bucketing
     feats.json         the FbankConfig, speed factor, feature dim and totals
@@ -16,7 +19,9 @@ With speed != 1.0 the keys are the data dir's utterance ids prefixed `sp<factor>
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import multiprocessing as mp
 import queue as queue_mod
 import traceback
@@ -35,10 +40,14 @@ from s2s.data.audio import AudioError, load_audio
 from s2s.data.perturb import speed_perturb
 from s2s.threads import torch_threads
 
+log = logging.getLogger(__name__)
+
 INDEX = "feats.index"
 UTT2NUM_FRAMES = "utt2num_frames"
 META = "feats.json"
 BAD_UTTS = "bad_utts"
+PLAN = "feats.plan"  # while a dump runs: what its finished shards were computed for
+SHARD_UTTS = 10_000  # utterances a shard at most: what a killed dump may have to redo
 LEVELS = ("none", "max_frame")
 
 
@@ -178,8 +187,12 @@ def _write_npy_header(f, frames: int, dim: int) -> int:
     return f.tell()
 
 
+def _shard_done(out_dir: Path, name: str) -> Path:
+    return out_dir / (name.removesuffix(".npy") + ".done")
+
+
 def _dump_shard(
-    job: int,
+    name: str,
     items: list[_Item],
     out_dir: str,
     cfg: FbankConfig,
@@ -187,16 +200,19 @@ def _dump_shard(
     min_frames: int,
     progress: Callable[[], None],
 ) -> _ShardResult:
-    """Computes features of `items` into out_dir/feats.<job>.npy, reading on past bad ones.
+    """Computes features of `items` into out_dir/<name>, reading on past bad ones.
 
-    Returns index entries (key, shard file, offset, frames) and the bad utterances.
+    The shard is written under a temporary name and renamed when complete; then its index
+    entries and bad utterances go to <name minus .npy>.done, the mark a restarted dump
+    trusts. Returns index entries (key, shard file, offset, frames) and the bad utterances.
     """
-    name = f"feats.{job}.npy"
+    out = Path(out_dir)
     entries: list[tuple[str, str, int, int]] = []
     bad: list[BadUtt] = []
     offset = 0
+    tmp = out / (name + ".partial")
     # same numerics whatever nj is (and no oversubscription)
-    with torch_threads(1), open(Path(out_dir) / name, "wb") as f:
+    with torch_threads(1), open(tmp, "wb") as f:
         # numpy pads the header so the first axis can grow in place: rewrite it at the end
         header_len = _write_npy_header(f, 0, cfg.num_mel_bins)
         for key, utt, path, start, end in items:
@@ -213,42 +229,74 @@ def _dump_shard(
         f.seek(0)
         if _write_npy_header(f, offset, cfg.num_mel_bins) != header_len:
             raise RuntimeError(f"{name}: npy header changed size; dump is corrupt")
+    tmp.replace(out / name)
+    done = _shard_done(out, name)
+    record = {"entries": [[k, o, n] for k, _, o, n in entries], "bad": [list(b) for b in bad]}
+    done.with_suffix(".partial").write_text(json.dumps(record))
+    done.with_suffix(".partial").replace(done)
     return entries, bad
+
+
+def _read_done(out: Path, name: str) -> _ShardResult | None:
+    """A finished shard's result from its .done mark, None when it has none (or a torn one)."""
+    done = _shard_done(out, name)
+    if not (done.is_file() and (out / name).is_file()):
+        return None
+    try:
+        record = json.loads(done.read_text())
+        entries = [(k, name, int(o), int(n)) for k, o, n in record["entries"]]
+        return entries, [(k, p, why) for k, p, why in record["bad"]]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _run_shards(
+    shards: list[tuple[str, list[_Item]]],
+    out_dir: str,
+    cfg: FbankConfig,
+    speed: float,
+    min_frames: int,
+    progress: Callable[[], None],
+) -> list[tuple[str, _ShardResult]]:
+    return [
+        (name, _dump_shard(name, items, out_dir, cfg, speed, min_frames, progress))
+        for name, items in shards
+    ]
 
 
 def _worker(
     job: int,
-    items: list[_Item],
+    shards: list[tuple[str, list[_Item]]],
     out_dir: str,
     cfg: FbankConfig,
     speed: float,
     min_frames: int,
     q: mp.Queue,
 ) -> None:
-    """Process entry point: runs one shard, reporting progress and the result through `q`."""
+    """Process entry point: runs its shards, reporting progress and the results through `q`."""
     try:
-        result = _dump_shard(job, items, out_dir, cfg, speed, min_frames, lambda: q.put(("tick",)))
-        q.put(("done", job, result))
+        results = _run_shards(shards, out_dir, cfg, speed, min_frames, lambda: q.put(("tick",)))
+        q.put(("done", job, results))
     except BaseException:
         q.put(("error", job, RuntimeError(f"feature job {job} failed:\n{traceback.format_exc()}")))
 
 
 def _run_parallel(
-    jobs: list[tuple[int, list[_Item]]],
+    jobs: list[tuple[int, list[tuple[str, list[_Item]]]]],
     out_dir: str,
     cfg: FbankConfig,
     speed: float,
     min_frames: int,
     bar: tqdm,
-) -> list[_ShardResult]:
-    """Runs one spawned process per job; returns their results in job order."""
+) -> list[tuple[str, _ShardResult]]:
+    """Runs one spawned process per job (a list of shards); returns their shards' results."""
     ctx = mp.get_context("spawn")  # fork after torch/OpenMP start-up can deadlock
     q = ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(j, items, out_dir, cfg, speed, min_frames, q))
-        for j, items in jobs
+        ctx.Process(target=_worker, args=(j, shards, out_dir, cfg, speed, min_frames, q))
+        for j, shards in jobs
     ]
-    results: dict[int, _ShardResult] = {}
+    results: dict[int, list[tuple[str, _ShardResult]]] = {}
     try:
         for p in procs:
             p.start()
@@ -275,7 +323,19 @@ def _run_parallel(
             if p.is_alive():
                 p.terminate()
                 p.join()
-    return [results[j] for j, _ in jobs]
+    return [r for j, _ in jobs for r in results[j]]
+
+
+def _plan_key(
+    items: list[_Item], bounds: list[int], cfg: FbankConfig, speed: float, min_frames: int
+) -> str:
+    """What a dump's shards depend on: a restarted dump reuses finished shards only when its
+    plan is the same (same utterances and audio, shards, settings)."""
+    h = hashlib.sha256()
+    h.update(json.dumps([asdict(cfg), speed, min_frames, bounds]).encode())
+    for item in items:
+        h.update(repr(item).encode())
+    return h.hexdigest()
 
 
 def dump_features(
@@ -286,15 +346,18 @@ def dump_features(
     speed: float = 1.0,
     skip_bad: bool = False,
     min_frames: int = 1,
+    shard_utts: int = SHARD_UTTS,
 ) -> Path:
     """Computes fbank features of every utterance of a data dir into `out_dir` (layout above).
 
-    Utterances are split into `nj` contiguous runs of the sorted ids, one shard and one process
-    each; the features do not depend on nj. Every utterance is read, in one pass; bad ones
-    (audio that cannot be read, or gives fewer than `min_frames` frames) are collected. Then,
-    when there are any: without `skip_bad`, BadAudioError listing them all (no index is
-    written); with it, they are left out, listed in out_dir/bad_utts, and a warning says how
-    many. Returns out_dir.
+    The sorted ids are cut into contiguous shards of at most `shard_utts` utterances (and at
+    least `nj` shards), shared by `nj` processes; the features do not depend on nj. A dump
+    that was interrupted (no index written) and is run again with the same data dir, settings
+    and shards keeps the shards it finished (their .done marks) and computes only the rest.
+    Every utterance is read, in one pass; bad ones (audio that cannot be read, or gives fewer
+    than `min_frames` frames) are collected. Then, when there are any: without `skip_bad`,
+    BadAudioError listing them all (no index is written); with it, they are left out, listed
+    in out_dir/bad_utts, and a warning says how many. Returns out_dir.
     """
     from s2s.data.datadir import load_datadir  # written alongside; imported when used
 
@@ -305,38 +368,68 @@ def dump_features(
         raise ValueError(f"speed must be > 0, got {speed}")
     if min_frames < 1:
         raise ValueError(f"min_frames must be >= 1, got {min_frames}")
+    if shard_utts < 1:
+        raise ValueError(f"shard_utts must be >= 1, got {shard_utts}")
     datadir = load_datadir(datadir_path)
     utts = datadir.utt_ids
     if not utts:
         raise ValueError(f"data dir {datadir_path} has no utterances")
     items: list[_Item] = [(speed_key(u, speed), u, *datadir.audio_source(u)) for u in utts]
+    n_shards = min(len(items), max(nj, -(-len(items) // shard_utts)))
+    bounds = [round(i * len(items) / n_shards) for i in range(n_shards + 1)]
+    shards = [(f"feats.{k + 1}.npy", items[bounds[k] : bounds[k + 1]]) for k in range(n_shards)]
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # a previous dump with another nj leaves other shard names: remove our own outputs only
-    for old in [
-        *out.glob("feats.*.npy"),
-        out / INDEX,
-        out / UTT2NUM_FRAMES,
-        out / META,
-        out / BAD_UTTS,
-    ]:
-        old.unlink(missing_ok=True)
+    plan = _plan_key(items, bounds, cfg, speed, min_frames)
+    finished: dict[str, _ShardResult] = {}
+    if (out / PLAN).is_file() and (out / PLAN).read_text().strip() == plan:
+        for name, _ in shards:
+            if (result := _read_done(out, name)) is not None:
+                finished[name] = result
+    else:  # another dump's outputs (another nj, settings or data): remove our own files only
+        for old in [
+            *out.glob("feats.*.npy"),
+            *out.glob("feats.*.partial"),
+            *out.glob("feats.*.done"),
+            out / INDEX,
+            out / UTT2NUM_FRAMES,
+            out / META,
+            out / BAD_UTTS,
+        ]:
+            old.unlink(missing_ok=True)
+        (out / PLAN).write_text(plan + "\n")
+    todo = [(name, shard) for name, shard in shards if name not in finished]
+    if finished:
+        n_done = sum(len(s) for name, s in shards if name in finished)
+        log.info(
+            "%s: %d of %d shards (%d utterances) finished by an earlier run: kept",
+            out,
+            len(finished),
+            n_shards,
+            n_done,
+        )
 
-    nj = min(nj, len(items))
-    bounds = [round(i * len(items) / nj) for i in range(nj + 1)]
-    jobs = [(j + 1, items[bounds[j] : bounds[j + 1]]) for j in range(nj)]
-    with tqdm(total=len(items), desc=f"fbank {Path(datadir_path).name}", unit="utt") as bar:
-        if nj == 1:
-            results = [
-                _dump_shard(1, jobs[0][1], str(out), cfg, speed, min_frames, lambda: bar.update(1))
-            ]
+    n_todo = sum(len(s) for _, s in todo)
+    with tqdm(total=n_todo, desc=f"fbank {Path(datadir_path).name}", unit="utt") as bar:
+        if not todo:
+            computed = []
+        elif nj == 1 or len(todo) == 1:
+            computed = _run_shards(todo, str(out), cfg, speed, min_frames, lambda: bar.update(1))
         else:
-            results = _run_parallel(jobs, str(out), cfg, speed, min_frames, bar)
+            nj = min(nj, len(todo))
+            jobs = [(j + 1, todo[j::nj]) for j in range(nj)]
+            computed = _run_parallel(jobs, str(out), cfg, speed, min_frames, bar)
+    by_name = finished | dict(computed)
+    results = [by_name[name] for name, _ in shards]
 
     entries = [e for shard_entries, _ in results for e in shard_entries]
     bad = [b for _, shard_bad in results for b in shard_bad]
     if bad and not skip_bad:
+        # the shards with bad audio are computed again next time: the audio may be repaired
+        for (name, _), (_, shard_bad) in zip(shards, results):
+            if shard_bad:
+                _shard_done(out, name).unlink(missing_ok=True)
         raise BadAudioError(
             "\n".join(
                 [
@@ -368,6 +461,10 @@ def dump_features(
     (out / META).write_text(json.dumps(meta, indent=2) + "\n")
     # the index last: a dump interrupted before this point has none and cannot be opened
     (out / INDEX).write_text("".join(f"{k} {s} {o} {n}\n" for k, s, o, n in entries))
+    # complete: the next run computes afresh (the audio may have changed since)
+    for name, _ in shards:
+        _shard_done(out, name).unlink(missing_ok=True)
+    (out / PLAN).unlink(missing_ok=True)
     return out
 
 

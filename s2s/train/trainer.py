@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -68,6 +69,16 @@ def _lookahead(it: Iterable) -> Iterator[tuple[Any, bool]]:
         yield prev, False
         prev = item
     yield prev, True
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux's /proc), None where that cannot be read."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _rng_neutral_iter(loader: Iterable) -> Iterator:
@@ -132,6 +143,7 @@ class Trainer:
         self.saved_at: tuple[int, int, int] | None = None  # (step, epoch, start) of last save
         self._stop = False
         self._stats: defaultdict[str, float] = defaultdict(float)  # since the last log
+        self._first_batch_logged = False
         self.tb = TBLogger(self.exp_dir / "tensorboard", enabled=self.info.is_main)
 
     # --- public -------------------------------------------------------------------------
@@ -303,7 +315,7 @@ class Trainer:
         consumed = self.start
         in_window = 0  # batches of the current accumulation window seen
         window_bad = False
-        for batch, is_last in _lookahead(_rng_neutral_iter(self.train_loader)):
+        for batch, is_last in _lookahead(self._timed(_rng_neutral_iter(self.train_loader))):
             consumed += 1
             in_window += 1
             closes = in_window == cfg.accum_grad or is_last
@@ -322,6 +334,23 @@ class Trainer:
             if self._sync_stop():
                 return True
         return False
+
+    def _timed(self, batches: Iterator) -> Iterator:
+        """The loader's batches, adding the time spent waiting for each to stats["data_s"];
+        the first one of the run is logged with the time since the process started."""
+        while True:
+            t = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self._stats["data_s"] += time.perf_counter() - t
+            if not self._first_batch_logged:
+                self._first_batch_logged = True
+                age = process_age()
+                if age is not None and self.info.is_main:
+                    log.info("first batch %.1f s after the process started", age)
+            yield batch
 
     def _forward_backward(self, batch, sync: bool, consumed: int) -> bool:
         """Forward + backward of one batch (loss scaled by 1/accum_grad). False, with nothing
@@ -422,7 +451,7 @@ class Trainer:
     # --- logging ------------------------------------------------------------------------
     def _log_train(self) -> None:
         s = self._stats
-        keys = ["n_tokens", "frames", "tokens", "grad_norm", "updates"]
+        keys = ["n_tokens", "frames", "tokens", "grad_norm", "updates", "data_s"]
         keys += [k for key in LOGGED for k in (key, f"{key}#n")]
         vec = torch.tensor([s.get(k, 0.0) for k in keys], dtype=torch.float64)
         vec = D.all_reduce_sum(vec.to(self._reduce_device())).cpu()
@@ -435,6 +464,9 @@ class Trainer:
             values["train/grad_norm"] = tot["grad_norm"] / tot["updates"]
         values["train/frames_per_s"] = tot["frames"] / elapsed
         values["train/tokens_per_s"] = tot["tokens"] / elapsed
+        # the share of the time the step waited for the loader (data.num_workers raises it
+        # from 0 when it is not near 0)
+        values["train/data_wait"] = tot["data_s"] / self.info.world_size / elapsed
         values["train/bad_batches"] = self.bad_total
 
         values["train/epoch"] = self.epoch
