@@ -274,3 +274,27 @@ def test_repaired_audio_is_read_again_after_a_failed_dump(tmp_path: Path) -> Non
     sf.write(tmp_path / "s1-b.wav", np.zeros(8000, np.float32), 16000)
     out = dump_features(d, tmp_path / "f", shard_utts=1)
     assert FeatureReader(out).keys() == sorted(UTTS)
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_a_pass_over_the_dump_does_not_grow_the_resident_set(tmp_path: Path) -> None:
+    """Reading every utterance of a 48 MiB shard (an epoch, the CMVN statistics) leaves the
+    reader's process about as large as before: a memory map would keep every page read."""
+    frames, dim, n = 150_000, 80, 1000
+    np.save(tmp_path / "feats.1.npy", np.random.default_rng(0).random((frames, dim), np.float32))
+    step = frames // n
+    index = "".join(f"u{i:04d} feats.1.npy {i * step} {step}\n" for i in range(n))
+    (tmp_path / "feats.index").write_text(index)
+    reader = FeatureReader(tmp_path)
+    reader["u0000"]
+    before = _rss_kib()
+    total = sum(float(reader[u][0, 0]) for u in reader)
+    grown = _rss_kib() - before
+    assert total > 0 and grown < 12 * 1024, f"RSS grew by {grown} KiB over a 48 MiB pass"

@@ -3,8 +3,8 @@
 Dump layout (one directory per data set, written by `dump_features`):
 
     feats.<k>.npy      float32 (frames, F), the utterances of shard <k> (a run of at most
-                       SHARD_UTTS sorted ids) concatenated; opened with numpy's mmap so
-                       training reads a slice without loading the shard
+                       SHARD_UTTS sorted ids) concatenated; FeatureReader reads one
+                       utterance with one positioned read
     feats.<k>.done     while a dump runs: shard <k> is complete (its index entries), so a
     feats.plan         killed dump, run again, redoes only unfinished shards; removed at the end
     feats.index        `<utt> <shard file> <offset> <frames>` per line, sorted by utt
@@ -23,12 +23,14 @@ import hashlib
 import json
 import logging
 import multiprocessing as mp
+import os
 import queue as queue_mod
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -471,7 +473,10 @@ def dump_features(
 class FeatureReader:
     """Random access to a feature dump: reader[utt] -> (T, F) float32 tensor.
 
-    Shards are opened lazily with numpy mmap; a pickled reader (DataLoader workers) reopens them.
+    Each utterance is read from its shard with one positioned read (os.preadv), not through a
+    memory map: a map keeps every page read in the process's resident set, so a pass over a
+    large corpus (an epoch, the CMVN statistics) would grow the RSS to the size of the dump.
+    Shards are opened lazily; a pickled reader (DataLoader workers) reopens them.
     """
 
     def __init__(self, feat_dir: str | Path) -> None:
@@ -480,6 +485,7 @@ class FeatureReader:
         if not index.is_file():
             raise FileNotFoundError(f"{index}: no feature index (run dump_features first)")
         self._entries: dict[str, tuple[str, int, int]] = {}
+        self._names: dict[str, str] = {}
         self._shard_end: dict[str, int] = {}  # frames the index needs in each shard
         with open(index) as f:
             for lineno, line in enumerate(f, 1):
@@ -497,35 +503,60 @@ class FeatureReader:
                     ) from None
                 if utt in self._entries:
                     raise ValueError(f"{index}:{lineno}: duplicate utterance {utt!r}")
+                shard = self._names.setdefault(shard, shard)  # one string per shard
                 self._entries[utt] = (shard, offset, frames)
                 self._shard_end[shard] = max(self._shard_end.get(shard, 0), offset + frames)
-        self._shards: dict[str, np.ndarray] = {}
+        self._shards: dict[str, tuple[BinaryIO, int, int]] = {}  # file, data start, F
 
-    def _shard(self, name: str) -> np.ndarray:
-        arr = self._shards.get(name)
-        if arr is None:
+    def _shard(self, name: str) -> tuple[BinaryIO, int, int]:
+        """(open file, byte offset of its data, F) of a shard, checked against the index."""
+        shard = self._shards.get(name)
+        if shard is None:
             path = self.dir / name
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: shard named in {self.dir / INDEX} is missing")
-            arr = np.load(path, mmap_mode="r")
-            if arr.ndim != 2 or arr.dtype != np.float32 or arr.shape[0] < self._shard_end[name]:
+            f = open(path, "rb")  # noqa: SIM115 (kept open for the reader's life)
+            try:
+                version = np.lib.format.read_magic(f)
+                read_header = {
+                    (1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0,
+                }.get(version)
+                if read_header is None:
+                    raise ValueError(f"npy format version {version}")
+                shape, fortran, dtype = read_header(f)
+            except ValueError as e:
+                f.close()
+                raise ValueError(f"{path}: not a feature shard ({e})") from None
+            if (
+                len(shape) != 2
+                or dtype != np.dtype("<f4")
+                or fortran
+                or shape[0] < (need := self._shard_end[name])
+            ):
+                f.close()
                 raise ValueError(
-                    f"{path}: shard is {arr.dtype} {arr.shape}, but {self.dir / INDEX} needs "
-                    f"float32 (>= {self._shard_end[name]}, F)"
+                    f"{path}: shard is {dtype} {shape}, but {self.dir / INDEX} needs "
+                    f"float32 (>= {need}, F)"
                 )
-            self._shards[name] = arr
-        return arr
+            shard = self._shards[name] = (f, f.tell(), int(shape[1]))
+        return shard
 
     def array(self, utt: str) -> np.ndarray:
-        """Read-only (T, F) float32 view into the mmapped shard (no copy)."""
+        """(T, F) float32 array of one utterance, read from its shard."""
         try:
-            shard, offset, frames = self._entries[utt]
+            name, offset, frames = self._entries[utt]
         except KeyError:
             raise KeyError(f"utterance {utt!r} not in feature dump {self.dir}") from None
-        return self._shard(shard)[offset : offset + frames]
+        f, start, dim = self._shard(name)
+        buf = bytearray(4 * frames * dim)
+        got = os.preadv(f.fileno(), [buf], start + 4 * offset * dim)
+        if got != len(buf):
+            raise ValueError(f"{self.dir / name}: truncated at utterance {utt!r}")
+        return np.frombuffer(buf, dtype="<f4").reshape(frames, dim)
 
     def __getitem__(self, utt: str) -> Tensor:
-        return torch.from_numpy(np.array(self.array(utt)))
+        return torch.from_numpy(self.array(utt))
 
     def __contains__(self, utt: object) -> bool:
         return utt in self._entries
@@ -547,11 +578,11 @@ class FeatureReader:
     @property
     def dim(self) -> int:
         """Feature dimension F."""
-        return int(self._shard(next(iter(self._shard_end))).shape[1])
+        return self._shard(next(iter(self._shard_end)))[2]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_shards"] = {}  # mmaps are reopened in the receiving process
+        state["_shards"] = {}  # files are reopened in the receiving process
         return state
 
 
