@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from s2s.data.datadir import write_datadir
@@ -239,3 +241,17 @@ def test_loader_with_bucket_sampler(env: dict) -> None:
 def test_an_empty_text_field_is_no_such_file(env: dict) -> None:
     with pytest.raises(ValueError, match=r"train: no such text file \(have: text, text\.de\)"):
         SpeechDataset(env["dump"], env["data"], env["tok"], text_field="")
+
+
+@given(st.lists(st.lists(st.integers(0, 2**31 - 1), max_size=6), max_size=8))
+def test_ragged_ids_give_back_each_sequence(seqs: list[list[int]]) -> None:
+    from s2s.data.dataset import RaggedIds
+
+    ids = RaggedIds(iter(seqs))  # one pass over a generator, as the dataset builds it
+    assert len(ids) == len(seqs)
+    for i, seq in enumerate(seqs):
+        assert ids[i].dtype == torch.long and ids[i].tolist() == seq and ids.length(i) == len(seq)
+    if seqs:
+        assert ids[-1].tolist() == seqs[-1]
+    with pytest.raises(IndexError):
+        ids[len(seqs)]
