@@ -1,5 +1,5 @@
 # The whole set-up is these two targets: `make demo` and `make test`.
-# Both install from requirements/lock.txt (every package at an exact version; see README).
+# Both install from requirements/lock.txt (every package at an exact version; docs/install.md).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
