@@ -130,7 +130,7 @@ def _raise(kind: str, message: str) -> None:
     raise DataDirError(message)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     lineno: int
     key: str
