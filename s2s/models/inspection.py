@@ -34,12 +34,15 @@ class Inspection:
     [bos] + target, padded; outputs: (B, L) what each input position predicts, target + [eos];
     token_lens: (B,) both lengths. memory_lens: (B,) the encoder's output lengths; frame_lens:
     (B,) the frames the decoder sees (Decoder.frame_lengths: the prefix projector stacks
-    frames). logits: (B, L, V), exactly the plain forward's. self_attention: per layer, the
-    self-attention probabilities (B, H, Q, T) as the arrangement has them (module docstring);
-    cross_attention: per layer (B, H, L, S), cross arrangement only, else None;
-    merge_weights: per layer MTLA's merge weights w (B, T) over the self-attention's key
-    positions, None for every other variant (and MTLA with stride 1). stride: tokens per cache
-    slot. Every probability is float32, 0 where the mask hides a key; each row sums to 1."""
+    frames). logits: (B, L, V), exactly the plain forward's. n_layers: the decoder's layers.
+    self_attention: per layer, the self-attention probabilities (B, H, Q, T) as the
+    arrangement has them (module docstring); cross_attention: per layer (B, H, L, S), cross
+    arrangement only, else None; merge_weights: per layer MTLA's merge weights w (B, T) over
+    the self-attention's key positions, None for every other variant (and MTLA with stride 1).
+    stride: tokens per cache slot. Every probability is float32, 0 where the mask hides a key;
+    each row sums to 1.
+    self_attention is None when the layers report no probabilities (the authors' MTLA module
+    that s2s.bench.authors trains in our decoder reports its merge weights only)."""
 
     arrangement: str
     tokens: Tensor
@@ -48,14 +51,11 @@ class Inspection:
     memory_lens: Tensor
     frame_lens: Tensor
     logits: Tensor
-    self_attention: list[Tensor]
+    n_layers: int
+    self_attention: list[Tensor] | None
     cross_attention: list[Tensor] | None
     merge_weights: list[Tensor] | None
     stride: int
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.self_attention)
 
     @property
     def key_lens(self) -> Tensor:
@@ -66,9 +66,11 @@ class Inspection:
         return self.frame_lens + self.token_lens
 
     def key_masks(self) -> tuple[Tensor, Tensor]:
-        """Over the self-attention's key axis T: (valid, is_frame), two (B, T) bool masks (the
-        frames come first in prefix and prompt; none in cross)."""
-        T = self.self_attention[0].shape[-1]
+        """Over the self-attention's key axis T (that of self_attention, else merge_weights):
+        (valid, is_frame), two (B, T) bool masks (the frames come first in prefix and prompt;
+        none in cross)."""
+        widths = self.self_attention or self.merge_weights
+        T = widths[0].shape[-1] if widths else int(self.key_lens.max())
         pos = torch.arange(T, device=self.token_lens.device)[None, :]
         valid = pos < self.key_lens[:, None]
         if self.arrangement == "cross":
@@ -80,6 +82,7 @@ class Inspection:
         L_b = token_lens[b] (row i: input i, which predicts outputs[b, i]; column j: the slot
         after input j). In prefix and prompt the rest of each row's probability is on the
         frames (frames_map)."""
+        assert self.self_attention is not None, "the layers reported no probabilities"
         a, L, P = self.self_attention[layer][b], int(self.token_lens[b]), int(self.frame_lens[b])
         if self.arrangement == "cross":
             return a[:, :L, :L]
@@ -94,6 +97,7 @@ class Inspection:
         if self.arrangement == "cross":
             assert self.cross_attention is not None
             return self.cross_attention[layer][b, :, :L, :P]
+        assert self.self_attention is not None, "the layers reported no probabilities"
         a = self.self_attention[layer][b]
         if self.arrangement == "prefix":
             return a[:, :L, :P]

@@ -129,6 +129,9 @@ class Seq2SeqModel(nn.Module):
         merge = None
         if all("merge_weight" in r for r in reports):
             merge = [r["merge_weight"] for r in reports]
+        probs = None
+        if all("attention" in r for r in reports):
+            probs = [r["attention"] for r in reports]
         return Inspection(
             arrangement=self.decoder.cfg.arrangement,
             tokens=inp,
@@ -137,7 +140,8 @@ class Seq2SeqModel(nn.Module):
             memory_lens=memory_lens,
             frame_lens=self.decoder.frame_lengths(memory_lens),
             logits=logits,
-            self_attention=[r["attention"] for r in reports],
+            n_layers=len(layers),
+            self_attention=probs,
             cross_attention=cross,
             merge_weights=merge,
             stride=self.decoder.stride,

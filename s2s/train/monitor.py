@@ -143,7 +143,7 @@ class TrainingMonitor:
         if batch is None:
             return
         seen = model.inspect(batch.to(next(model.parameters()).device))
-        if self.cfg.images:
+        if self.cfg.images and seen.self_attention is not None:
             for tag, fig in self.figures(seen, batch.utt_ids[0], step).items():
                 tb.image(tag, render(fig), step)
         if self.cfg.merge_stats and seen.merge_weights is not None:
