@@ -196,6 +196,7 @@ def test_no_module_is_handed_a_side_channel_from_outside():
     assert not hits, hits
 
 
+@pytest.mark.slow  # about 45 s on 2 cores: the layer compiles on the CPU
 def test_inspection_of_compiled_layers_runs_eagerly_and_sees_the_same():
     """train.compile compiles each layer in place; inspect still gets every report (the
     compiled graphs never see the probe, nor break on it) and the same numbers as the eager
