@@ -169,10 +169,11 @@ def test_token_by_token_matches_authors(authors, stride: int, n_frames: int) -> 
 @pytest.mark.parametrize("stride", [2, 3])
 def test_their_module_trains_in_our_decoder_with_our_weights(authors, stride: int) -> None:
     """s2s.bench.authors.use_authors_modules (the side-by-side training of BENCHMARKS §6):
-    their module, given our weights, computes our forward and records our merge weights
+    their module, given our weights, computes our forward and reports our merge weights
     (equal lengths; our biases zeroed, theirs has none), and gradients reach every weight."""
     from types import SimpleNamespace
 
+    from s2s.attention.probe import probe
     from s2s.bench.authors import AuthorsPrefixTraining, use_authors_modules
 
     _, ours = pair(authors, stride)
@@ -185,10 +186,65 @@ def test_their_module_trains_in_our_decoder_with_our_weights(authors, stride: in
     frames, x = torch.randn(B, P, D_MODEL), torch.randn(B, L, D_MODEL)
     kw = dict(prefix=frames, prefix_lengths=torch.full((B,), P))
     lens = torch.full((B,), L)
-    ours.record, theirs.record = {}, {}
-    want = ours(x, lens, **kw)
-    got = theirs(x, lens, **kw)
+    with probe() as found:
+        want = ours(x, lens, **kw)
+        got = theirs(x, lens, **kw)
     assert rel_err(got, want) < 1e-5
-    torch.testing.assert_close(theirs.record["merge_weight"], ours.record["merge_weight"])
+    torch.testing.assert_close(found.of(theirs)["merge_weight"], found.of(ours)["merge_weight"])
     got.square().sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in theirs.parameters())
+
+
+def test_an_inspection_reads_their_merge_weights_and_the_monitor_its_stats(authors) -> None:
+    """A prefix MTLA model whose layers run their module: Seq2SeqModel.inspect returns their
+    merge weights (their module reports no probabilities, so no figure is drawn) and the
+    monitor writes its merge statistics from them."""
+    from s2s.bench.authors import use_authors_modules
+    from s2s.data.dataset import Batch
+    from s2s.experiment import build_model, load_experiment_config
+    from s2s.train.monitor import MonitorConfig, TrainingMonitor
+
+    root = Path(__file__).resolve().parents[1]
+    overrides = [
+        "model.decoder.arrangement=prefix",
+        "model.decoder.attention.type=mtla",
+        "model.decoder.attention.stride=2",
+        "model.decoder.n_layers=2",
+    ]
+    cfg = load_experiment_config([root / "conf" / "model" / "tiny_text.yaml"], overrides)
+    torch.manual_seed(0)
+    model = build_model(cfg, 40)
+    use_authors_modules(model, authors)
+    model.eval()
+    src_lens, tgt_lens = torch.tensor([7, 9]), torch.tensor([5, 6])
+    batch = Batch(
+        ["a", "b"],
+        torch.randint(4, 40, (2, 9)) * (torch.arange(9) < src_lens[:, None]),
+        src_lens,
+        torch.randint(4, 40, (2, 6)) * (torch.arange(6) < tgt_lens[:, None]),
+        tgt_lens,
+    )
+    seen = model.inspect(batch)
+    assert seen.self_attention is None and seen.merge_weights is not None
+    valid, is_frame = seen.key_masks()
+    assert all(w.shape == valid.shape for w in seen.merge_weights)
+    assert all(((w[valid] > 0) & (w[valid] < 1)).all() for w in seen.merge_weights)
+
+    class Board:
+        def __init__(self) -> None:
+            self.images: list[str] = []
+            self.scalars_seen: dict[str, float] = {}
+
+        def image(self, tag, img, step) -> None:
+            self.images.append(tag)
+
+        def scalars(self, values, step) -> None:
+            self.scalars_seen |= values
+
+        def histogram(self, tag, values, step) -> None:
+            pass
+
+    board = Board()
+    TrainingMonitor(MonitorConfig(), None, [batch]).on_validate(model, 1, board)
+    assert not board.images
+    assert {"merge/layer1/frames_mean", "merge/layer1/targets_mean"} <= set(board.scalars_seen)

@@ -1,11 +1,13 @@
 """The training monitor (s2s.train.monitor): what it writes to TensorBoard, that it changes
-nothing in training, and that the attention maps it draws are the probabilities the model uses."""
+nothing in training, the figures it draws from the model's inspection (tests/test_inspect.py
+tests the inspection itself), and that the probabilities drawn are those the model uses."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import text_experiment
@@ -74,8 +76,8 @@ def check_events(exp: Path, arrangement: str) -> None:
     assert acc.Scalars("grad_norm/layer0/hyper_pe")[-1].value > 0
     assert acc.Scalars("grad_norm/layer0/dkv_proj")[-1].value > 0
     images = set(tags["images"])
-    assert {"attention/layer0/self", "attention/layer0/frames"} <= images
-    img = acc.Images("attention/layer0/frames")[-1]
+    assert {"attention/self", "attention/frames"} <= images
+    img = acc.Images("attention/frames")[-1]
     assert img.width >= 160 and img.height >= 160
     # The best-checkpoint bookkeeping sees the dev score too (best_metric: valid/bleu works).
     metrics = load_checkpoint(latest_checkpoint(exp / "checkpoints"))["metrics"]
@@ -104,10 +106,10 @@ def test_monitor_changes_nothing_in_training_and_is_off_with_one_key(tmp_path, p
 
 
 class _Board:
-    """A TBLogger that keeps the images (the monitor's heat maps, here raw probabilities)."""
+    """A TBLogger that keeps the images."""
 
     def __init__(self) -> None:
-        self.images: dict[str, torch.Tensor] = {}
+        self.images: dict[str, np.ndarray] = {}
 
     def image(self, tag, img, step) -> None:
         self.images[tag] = img
@@ -119,62 +121,70 @@ class _Board:
         pass
 
 
+class _Pieces:
+    """A tokenizer whose pieces name their ids."""
+
+    def id_to_piece(self, i: int) -> str:
+        return f"p{i}"
+
+
 @pytest.mark.parametrize("arrangement", ["cross", "prefix", "prompt"])
-def test_images_show_the_targets_slots_and_the_frames_of_the_first_utterance(
-    arrangement, monkeypatch
-):
-    """Each image is utterance 0's: rows its [bos] + target tokens, the self map's columns the
-    target slots and the frames map's its own frames (not the batch's longest, not the other
-    arrangement's layout). In prefix and prompt one softmax covers [frames ; targets], so a
-    row of the two maps sums to 1 and each cell is zero exactly where MTLA's stride-aware mask
-    over the packed positions (frames first) hides the slot; in cross each map is a softmax of
-    its own."""
-    from s2s.attention import stride_aware_causal_mask
+def test_monitor_draws_one_panel_per_layer_with_tokens_frames_and_a_colour_bar(arrangement):
+    """The figures the monitor writes: for the self-attention and for the frames, one panel
+    per decoder layer showing the first utterance's inspection maps (heads averaged), its
+    output tokens' pieces on the y axis, its input pieces (self) or frame indices (frames) on
+    the x axis, each with a colour bar; written as (H, W, 3) images in [0, 1]."""
     from s2s.data.dataset import Batch
     from s2s.experiment import build_model, load_experiment_config
     from s2s.train import monitor as M
 
-    monkeypatch.setattr(M, "heat_map", lambda a: a.detach().clone())
     overrides = [
         f"model.decoder.arrangement={arrangement}",
-        "model.decoder.projector_stack=2",
         "model.decoder.attention.type=mtla",
         "model.decoder.attention.stride=2",
-        "model.decoder.n_layers=2",
+        "model.decoder.n_layers=3",
     ]
     cfg = load_experiment_config([ROOT / "conf" / "model" / "tiny_text.yaml"], overrides)
     torch.manual_seed(0)
-    model = build_model(cfg, 40)
-    # utterance 0 is the shorter in frames and in targets: its maps are not the batch's corner
+    model = build_model(cfg, 40).eval()
     src_lens, tgt_lens = torch.tensor([7, 11]), torch.tensor([5, 6])
     batch = Batch(
-        ["a", "b"],
+        ["utt0", "utt1"],
         torch.randint(4, 40, (2, 11)) * (torch.arange(11) < src_lens[:, None]),
         src_lens,
         torch.randint(4, 40, (2, 6)) * (torch.arange(6) < tgt_lens[:, None]),
         tgt_lens,
     )
+    mon = M.TrainingMonitor(M.MonitorConfig(), _Pieces(), [batch])
     board = _Board()
-    mon = M.TrainingMonitor(M.MonitorConfig(merge_stats=False), None, [batch])
     mon.on_validate(model, 1, board)
-    P = 7 // 2 if arrangement == "prefix" else 7  # the projector stacks 2 frames into one
-    L = 5 + 1
-    visible = stride_aware_causal_mask(P + L, 2)
-    maps = ("self", "frames")
-    assert set(board.images) == {f"attention/layer{i}/{m}" for i in (0, 1) for m in maps}
-    for i in (0, 1):
-        self_map, frames_map = (board.images[f"attention/layer{i}/{m}"] for m in maps)
-        assert self_map.shape == (L, L) and frames_map.shape == (L, P)
-        if arrangement == "cross":
-            assert torch.equal(self_map > 0, visible[:L, :L])
-            assert (frames_map > 0).all()
-            sums = [self_map.sum(-1), frames_map.sum(-1)]
-        else:
-            assert torch.equal(self_map > 0, visible[P:, P:])
-            assert torch.equal(frames_map > 0, visible[P:, :P])
-            sums = [self_map.sum(-1) + frames_map.sum(-1)]
-        for total in sums:
-            torch.testing.assert_close(total, torch.ones(L))
+    assert set(board.images) == {"attention/self", "attention/frames"}
+    for img in board.images.values():
+        assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.float32
+        assert img.min() >= 0.0 and img.max() <= 1.0 and min(img.shape[:2]) >= 160
+
+    seen = model.inspect(batch)
+    figures = mon.figures(seen, "utt0", 1)
+    outputs = [f"p{i}" for i in seen.outputs[0, :6].tolist()]
+    inputs = [f"p{i}" for i in seen.tokens[0, :6].tolist()]
+    assert outputs[-1] == "p3" and inputs[0] == "p2"  # [eos] ends the outputs, [bos] opens
+    for tag, fig in figures.items():
+        panels = [ax for ax in fig.axes if ax.get_images() and ax.get_title()]
+        bars = [ax for ax in fig.axes if ax not in panels and ax.get_visible()]
+        assert [ax.get_title() for ax in panels] == ["layer 0", "layer 1", "layer 2"], tag
+        assert len(bars) == 3, tag  # a colour bar per panel
+        assert "utt0" in fig.get_suptitle() and arrangement in fig.get_suptitle()
+        for i, ax in enumerate(panels):
+            assert ax.get_ylabel() == "output token"
+            assert [t.get_text() for t in ax.get_yticklabels()] == outputs
+            shown = ax.get_images()[0].get_array()
+            if tag == "attention/self":
+                expect = seen.self_map(i, 0).mean(0)
+                assert [t.get_text() for t in ax.get_xticklabels()] == inputs
+            else:
+                expect = seen.frames_map(i, 0).mean(0)
+                assert "frame" in ax.get_xlabel()
+            np.testing.assert_array_equal(np.asarray(shown), expect.numpy())
 
 
 def test_unknown_monitor_metric_is_a_config_error():

@@ -27,6 +27,7 @@ from s2s.attention.cache import AttentionCache
 from s2s.attention.config import AttentionConfig
 from s2s.attention.ops import attention_probs, parallel_attention
 from s2s.attention.packing import pack_prefix
+from s2s.attention.probe import probing, report
 
 
 class DecoderSelfAttention(nn.Module, ABC):
@@ -36,10 +37,6 @@ class DecoderSelfAttention(nn.Module, ABC):
     stride: int = 1
     #: softmax scale, set by each variant
     scale: float
-    #: a dict that the next parallel forward records into ("attention": (B, H, L, T)
-    #: probabilities, "lengths": (B,) valid keys, MTLA's "merge_weight": (B, T)); None records
-    #: nothing. Only s2s.train.monitor sets it, around one forward pass in eval mode.
-    record: dict[str, Tensor] | None = None
 
     def __init__(self, cfg: AttentionConfig) -> None:
         super().__init__()
@@ -90,10 +87,6 @@ class DecoderSelfAttention(nn.Module, ABC):
                     (x.shape[0],), prefix.shape[1], dtype=torch.long, device=x.device
                 )
             y, y_lens, q_pos = pack_prefix(prefix, prefix_lengths, x, lengths)
-        if self.record is not None:
-            self.record["lengths"] = (
-                y_lens if y_lens is not None else torch.full_like(q_pos[:, 0], y.shape[1])
-            )
         slots = self.slots(y, positions_like(y))
         out = self.attend(self.queries(x, q_pos), slots, q_pos, y_lens)
         if cache is not None:
@@ -104,11 +97,11 @@ class DecoderSelfAttention(nn.Module, ABC):
         self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, lengths: Tensor | None
     ) -> Tensor:
         """ops.parallel_attention with this variant's stride, dropout and backend: q (B, L, H,
-        Dk) at q_pos over k (B, T, G, Dk) / v (B, T, G, Dv). Returns (B, L, H * Dv)."""
-        if self.record is not None:
-            self.record["attention"] = attention_probs(
-                q, k, scale=self.scale, stride=self.stride, lengths=lengths, q_pos=q_pos
-            )
+        Dk) at q_pos over k (B, T, G, Dk) / v (B, T, G, Dv). Returns (B, L, H * Dv). Under a
+        probe (probe.py) it also reports "attention": the probabilities (B, H, L, T)."""
+        if probing():  # an inspection asks (probe.py): the probabilities used below
+            kw = dict(scale=self.scale, stride=self.stride, lengths=lengths, q_pos=q_pos)
+            report(self, attention=attention_probs(q, k, **kw))
         out = parallel_attention(
             q,
             k,

@@ -20,6 +20,7 @@ from s2s.attention.cache import AttentionCache
 from s2s.attention.mla import LatentAttention, MLAConfig
 from s2s.attention.ops import merged_slot
 from s2s.attention.positions import sinusoidal_encoding
+from s2s.attention.probe import report
 from s2s.attention.registry import register_attention
 
 
@@ -74,8 +75,7 @@ class TemporalLatentAttention(LatentAttention):
         B, T, R = c.shape
         s = self.stride
         w = self.merge_weight(c, pos)
-        if self.record is not None:
-            self.record["merge_weight"] = w.detach()
+        report(self, merge_weight=w)  # (B, T), to an inspection's probe only (probe.py)
         wc = w[..., None] * c
         # Prefix sums inside each chunk: (B, n, s, r) cumsum over the chunk axis, n = ceil(T/s).
         # The padded length written as n * s (not T + (-T % s)) lets torch.compile see that the

@@ -19,6 +19,8 @@ from types import ModuleType
 import torch
 from torch import Tensor, nn
 
+from s2s.attention.probe import probing, report
+
 
 def load_authors_mtla() -> ModuleType | None:
     """mtla/MTLA.py as a module, or None when the `mtla` package is not installed."""
@@ -131,11 +133,11 @@ class AuthorsPrefixTraining(AuthorsAttention):
     frames visible to every target, positions 0..P+L-1, padding hidden by key_padding_mask
     (so, unlike ours, a chunk may straddle a sample's last frame and the padding after it).
 
-    Trains side by side with ours (BENCHMARKS.md §6): `record` works as in our variants for
-    "merge_weight" and "lengths", laid out as ours ([frames_b ; targets_b] per row), so the
-    training monitor reads their merge weights the same way."""
-
-    record: dict[str, Tensor] | None = None
+    Trains side by side with ours (BENCHMARKS.md §6): under a probe (s2s.attention.probe) it
+    reports "merge_weight" as MTLA does, (B, P + L) laid out as ours ([frames_b ; targets_b ;
+    padding] per row), so an inspection (the training monitor) reads their merge weights the
+    same way. Their attention probabilities are not reported (their module does not expose
+    them)."""
 
     def forward(
         self,
@@ -160,7 +162,8 @@ class AuthorsPrefixTraining(AuthorsAttention):
         pos = j.expand(B, -1).float()
         y = torch.cat((prefix, x), 1)
         hook = None
-        if self.record is not None:
+        asked = probing()
+        if asked:  # their hyper-network's output is read where their module computes it
             seen: dict[str, Tensor] = {}
             hook = self.attn.hypernet_down.register_forward_hook(
                 lambda m, i, w: seen.update(w=w.diagonal(dim1=1, dim2=2))  # (B, T): w_j
@@ -170,7 +173,7 @@ class AuthorsPrefixTraining(AuthorsAttention):
         finally:
             if hook is not None:
                 hook.remove()
-        if self.record is not None:
+        if asked:
             # Their layout [P frames ; L targets] -> ours [P_b frames ; L_b targets ; pad].
             # A padded frame goes to the last column: past the row's length (its padding) in
             # every row that has padded frames; the targets are written after it.
@@ -179,8 +182,7 @@ class AuthorsPrefixTraining(AuthorsAttention):
             w = torch.zeros(B, P + L, device=dev, dtype=seen["w"].dtype)
             w.scatter_(1, frames, seen["w"][:, :P])
             w.scatter_(1, tgt, seen["w"][:, P:])
-            self.record["merge_weight"] = w.detach()
-            self.record["lengths"] = prefix_lengths + lengths
+            report(self, merge_weight=w)
         keep = (torch.arange(L, device=dev)[None, :] < lengths[:, None]).to(out.dtype)
         return out * keep[..., None]
 

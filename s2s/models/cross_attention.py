@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from s2s.attention.masks import lengths_to_padding_mask
 from s2s.attention.ops import sdpa
+from s2s.attention.probe import probing, report
 
 
 class CrossAttention(nn.Module):
@@ -22,8 +23,6 @@ class CrossAttention(nn.Module):
         self.kv_proj = nn.Linear(memory_dim, 2 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
         self.dropout = dropout
-        #: as DecoderSelfAttention.record: "attention" (B*beam, H, L, S) when set
-        self.record: dict[str, Tensor] | None = None
 
     def project_memory(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """memory: (B, S, memory_dim) -> k, v: (B, H, S, D), once per utterance."""
@@ -35,18 +34,20 @@ class CrossAttention(nn.Module):
         self, x: Tensor, memory_kv: tuple[Tensor, Tensor], memory_lens: Tensor, beam: int = 1
     ) -> Tensor:
         """x: (B*beam, L, d) queries, rows of one utterance adjacent; memory_kv from
-        project_memory over B utterances; memory_lens: (B,). Returns (B*beam, L, d)."""
+        project_memory over B utterances; memory_lens: (B,). Returns (B*beam, L, d). Under a
+        probe (s2s.attention.probe) it also reports "attention": the probabilities
+        (B*beam, H, L, S) over the frames, 0 past an utterance's memory_lens."""
         k, v = memory_kv
         N, L, d = x.shape
         B = N // beam
         q = self.q_proj(x).view(B, beam * L, self.n_heads, self.head_dim).transpose(1, 2)
         keep = ~lengths_to_padding_mask(memory_lens, k.shape[2])  # (B, S)
-        if self.record is not None:
+        if probing():
             scores = (q.float() @ k.float().transpose(-1, -2)) * self.head_dim**-0.5
             probs = scores.masked_fill(~keep[:, None, None, :], float("-inf")).softmax(-1)
             S = k.shape[2]
-            self.record["attention"] = (  # (B, H, K*L, S) -> (B*K, H, L, S)
-                probs.view(B, self.n_heads, beam, L, S).transpose(1, 2).reshape(N, -1, L, S)
-            )
+            # (B, H, K*L, S) -> (B*K, H, L, S)
+            probs = probs.view(B, self.n_heads, beam, L, S).transpose(1, 2)
+            report(self, attention=probs.reshape(N, -1, L, S))
         out = sdpa(q, k, v, keep[:, None, None, :], dropout=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(N, L, d))

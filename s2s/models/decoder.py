@@ -256,7 +256,14 @@ class Decoder(nn.Module):
     def project_frames(self, memory: Tensor, memory_lens: Tensor) -> tuple[Tensor, Tensor]:
         """prefix arrangement: memory (B, S, memory_dim) -> frames (B, S // k, d), (B,) lengths."""
         assert isinstance(self.projector, FrameProjector)
-        return self.projector(memory), memory_lens // self.projector.stack
+        return self.projector(memory), self.frame_lengths(memory_lens)
+
+    def frame_lengths(self, memory_lens: Tensor) -> Tensor:
+        """(B,) encoder output lengths -> (B,) frames the decoder sees: the prefix projector
+        stacks k frames into one (S -> S // k); cross and prompt see every frame."""
+        if isinstance(self.projector, FrameProjector):
+            return memory_lens // self.projector.stack
+        return memory_lens
 
     @torch.no_grad()
     def init_state(

@@ -5,7 +5,8 @@ transcript (ESPnet-ST's ASR multi-task: the encoder is taught to read the audio,
 while the decoder learns to translate; training only).
 
 forward(batch) follows the trainer's contract: a dict with "loss" (per target token), the
-token count and metrics to log.
+token count and metrics to log. inspect(batch) returns what the same forward computes for a
+person to look at (attention probabilities, merge weights, lengths: s2s.models.inspection).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s2s.attention.probe import probe
 from s2s.models.decoder import Decoder, DecoderConfig
 from s2s.models.encoder import EncoderConfig, build_encoder
+from s2s.models.inspection import Inspection
 
 PAD_ID, BOS_ID, EOS_ID = 0, 2, 3  # SentencePiece ids fixed by s2s.data.tokenizer; pad = blank
 
@@ -105,6 +108,44 @@ class Seq2SeqModel(nn.Module):
     def ctc_log_probs(self, memory: Tensor) -> Tensor | None:
         """CTC log-posteriors (B, S, V) float32 over the encoder output, None without a head."""
         return None if self.ctc is None else self.ctc(memory).float().log_softmax(-1)
+
+    @torch.no_grad()
+    def inspect(self, batch) -> Inspection:
+        """What one teacher-forced forward of `batch` computes, for a person to look at: every
+        decoder layer's attention probabilities, MTLA's merge weights, the encoder's output
+        lengths and the frames the decoder sees (s2s.models.inspection). The forward is the
+        plain one (its logits bitwise the same), in the mode the model is in (the monitor
+        inspects in eval mode), run eagerly where train.compile compiled the layers; its
+        attention modules report into a probe (s2s.attention.probe)."""
+        with torch.compiler.set_stance("force_eager"), probe() as found:
+            memory, memory_lens = self.encode(batch.src, batch.src_lens)
+            inp, out, lens = add_bos_eos(batch.tgt, batch.tgt_lens)
+            logits = self.decoder(inp, lens, memory, memory_lens)
+        layers = list(self.decoder.layers)
+        reports = [found.of(layer.self_attn) for layer in layers]
+        cross = None
+        if self.decoder.cfg.arrangement == "cross":
+            cross = [found.of(layer.cross_attn)["attention"] for layer in layers]
+        merge = None
+        if all("merge_weight" in r for r in reports):
+            merge = [r["merge_weight"] for r in reports]
+        probs = None
+        if all("attention" in r for r in reports):
+            probs = [r["attention"] for r in reports]
+        return Inspection(
+            arrangement=self.decoder.cfg.arrangement,
+            tokens=inp,
+            outputs=out,
+            token_lens=lens,
+            memory_lens=memory_lens,
+            frame_lens=self.decoder.frame_lengths(memory_lens),
+            logits=logits,
+            n_layers=len(layers),
+            self_attention=probs,
+            cross_attention=cross,
+            merge_weights=merge,
+            stride=self.decoder.stride,
+        )
 
     def forward(self, batch) -> dict[str, Tensor]:
         memory, memory_lens = self.encode(batch.src, batch.src_lens)

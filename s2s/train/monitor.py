@@ -6,15 +6,21 @@ At every validation (rank 0 only, eval mode, no gradient, no random number drawn
 - ``valid/<metric>``: the dev set decoded greedily by the attention decoder and scored with
   the recipe's metrics (s2s.metrics: bleu, chrf, wer, cer, ...), so a run shows its BLEU/WER
   per epoch and not only the teacher-forced accuracy;
-- ``attention/layer<i>/self`` and ``attention/layer<i>/frames``: images of one fixed dev
-  utterance's attention (the first of the first dev batch), averaged over heads, rows = target
-  tokens: its self-attention over the cache slots of the targets (for MTLA a key column is
-  the partial slot after that token: only completed chunks and the query's own slot are seen),
-  and its attention to the encoder frames (cross-attention, or the frames part of the prefix
-  arrangement's one softmax, or of the prompt);
+- ``attention/self`` and ``attention/frames``: two figures of one fixed dev utterance's
+  attention (the first of the first dev batch), heads averaged, one panel per decoder layer
+  with its colour bar, the output token each row predicts on the y axis: its self-attention
+  over the cache slots of its decoder inputs (for MTLA a key column is the partial slot after
+  that token: only completed chunks and the query's own slot are seen), and its attention to
+  the frames the decoder sees (cross-attention, or the frames part of the prefix
+  arrangement's one softmax, or of the prompt's);
 - ``merge/layer<i>/{mean,below_0.05,above_0.95,frames_mean,targets_mean}`` and a histogram
   ``merge/layer<i>``: MTLA's hyper-network merge weights w over the first dev batch's valid
-  tokens (a weight near 0 drops its token from the slot, near 1 adds it whole).
+  key positions (a weight near 0 drops its token from the slot, near 1 adds it whole).
+
+The monitor reaches into no module: what it draws is what `Seq2SeqModel.inspect(batch)`
+returns (s2s.models.inspection), one teacher-forced forward whose attention modules report
+into a probe (s2s.attention.probe). Figures are matplotlib's, rendered to images for
+TensorBoard.
 
 At every logged training step: ``grad_norm/layer<i>/<part>``, the gradient norm of each
 projection of every decoder layer's self-attention (for MTLA: q_proj, dkv_proj, uk_proj,
@@ -25,8 +31,10 @@ uv_proj, out_proj, and the hyper-network's hyper_pe / hyper_latent), before clip
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +42,10 @@ from torch import Tensor, nn
 
 from s2s.data.tokenizer import BOS_ID, EOS_ID
 from s2s.experiment.train_config import MonitorConfig
+from s2s.models.inspection import Inspection
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SEARCH_BATCH = 256  # dev utterances searched together by the monitor's greedy decode
 
@@ -125,78 +137,62 @@ class TrainingMonitor:
         return {f"valid/{k}": float(v) for k, v in values.items()}
 
     def _probe(self, model: nn.Module, step: int, tb) -> None:
-        """One teacher-forced forward of the first dev batch with every attention recording."""
+        """Inspect the first dev batch (Seq2SeqModel.inspect: one teacher-forced forward) and
+        draw it."""
         batch = next(iter(self.valid_loader), None)
         if batch is None:
             return
-        batch = batch.to(next(model.parameters()).device)
-        records = [_LayerRecord(layer) for layer in _decoder_layers(model)]
-        encoded: dict[str, Tensor] = {}  # the encoder's output lengths (B,)
-        hook = model.encoder.register_forward_hook(lambda m, i, out: encoded.update(lens=out[1]))
-        try:
-            model(batch)
-        finally:
-            hook.remove()
-            for r in records:
-                r.close()
-        memory_lens = encoded["lens"]
-        frames = int(_frame_lengths(model, memory_lens)[0])
-        n_tgt = int(batch.tgt_lens[0]) + 1  # [bos] + target
-        for i, r in enumerate(records):
-            if self.cfg.images:
-                self._images(r, i, frames, n_tgt, model.decoder.cfg.arrangement, step, tb)
-            if self.cfg.merge_stats and "merge_weight" in r.self_rec:
-                self._merge(r.self_rec, i, memory_lens, model, step, tb)
+        seen = model.inspect(batch.to(next(model.parameters()).device))
+        if self.cfg.images and seen.self_attention is not None:
+            for tag, fig in self.figures(seen, batch.utt_ids[0], step).items():
+                tb.image(tag, render(fig), step)
+        if self.cfg.merge_stats and seen.merge_weights is not None:
+            self._merge(seen, step, tb)
 
-    def _images(self, r, i: int, P: int, L: int, arrangement: str, step: int, tb) -> None:
-        att = r.self_rec.get("attention")
-        if att is None:
-            return
-        a = att[0].mean(0)  # (queries, keys), utterance 0, heads averaged
-        if arrangement == "cross":
-            self_map, frames_map = a[:L, :L], None
-            if r.cross_rec.get("attention") is not None:
-                frames_map = r.cross_rec["attention"][0].mean(0)[:L, :P]
-        elif arrangement == "prefix":  # queries are the targets; keys [frames ; targets]
-            self_map, frames_map = a[:L, P : P + L], a[:L, :P]
-        else:  # prompt: queries and keys both [frames ; targets]
-            self_map, frames_map = a[P : P + L, P : P + L], a[P : P + L, :P]
-        tb.image(f"attention/layer{i}/self", heat_map(self_map), step)
-        if frames_map is not None:
-            tb.image(f"attention/layer{i}/frames", heat_map(frames_map), step)
-
-    def _merge(self, rec, i: int, memory_lens: Tensor, model, step: int, tb) -> None:
-        w, lens = rec["merge_weight"], rec["lengths"]
-        pos = torch.arange(w.shape[1], device=w.device)[None, :]
-        valid = pos < lens[:, None]
-        values = {
-            "mean": w[valid].mean(),
-            "below_0.05": (w[valid] < 0.05).float().mean(),
-            "above_0.95": (w[valid] > 0.95).float().mean(),
+    def figures(self, seen: Inspection, utt_id: str = "", step: int = 0) -> dict[str, Figure]:
+        """Utterance 0's attention, heads averaged, one panel per layer: "attention/self", its
+        decoder inputs over their own cache slots, and "attention/frames", over the frames
+        (cross-attention, or the frames part of prefix's or prompt's one softmax). Rows: the
+        output token each input predicts."""
+        n = int(seen.token_lens[0])
+        outputs = [self._piece(i) for i in seen.outputs[0, :n].tolist()]
+        inputs = [self._piece(i) for i in seen.tokens[0, :n].tolist()]
+        where = f"{utt_id}, step {step}" if utt_id else f"step {step}"
+        layers = range(seen.n_layers)
+        slots = "cache slot (after input token)" if seen.stride > 1 else "input token"
+        return {
+            "attention/self": attention_figure(
+                [seen.self_map(i, 0).mean(0) for i in layers],
+                outputs,
+                inputs,
+                xlabel=slots,
+                title=f"decoder self-attention ({seen.arrangement}; {where})",
+            ),
+            "attention/frames": attention_figure(
+                [seen.frames_map(i, 0).mean(0) for i in layers],
+                outputs,
+                None,
+                xlabel="frame the decoder sees",
+                title=f"attention to the frames ({seen.arrangement}; {where})",
+            ),
         }
-        if model.decoder.cfg.arrangement in ("prefix", "prompt"):
-            P = _frame_lengths(model, memory_lens)[:, None]
-            values["frames_mean"] = w[valid & (pos < P)].mean()
-            values["targets_mean"] = w[valid & (pos >= P)].mean()
-        tb.scalars({f"merge/layer{i}/{k}": float(v) for k, v in values.items()}, step)
-        tb.histogram(f"merge/layer{i}", w[valid], step)
 
+    def _piece(self, i: int) -> str:
+        return self.tokenizer.id_to_piece(i) if self.tokenizer is not None else str(i)
 
-class _LayerRecord:
-    """Turns on recording in one decoder layer's attention modules until close()."""
-
-    def __init__(self, layer: nn.Module) -> None:
-        self.layer = layer
-        self.self_rec: dict[str, Tensor] = {}
-        self.cross_rec: dict[str, Tensor] = {}
-        layer.self_attn.record = self.self_rec
-        if getattr(layer, "cross_attn", None) is not None:
-            layer.cross_attn.record = self.cross_rec
-
-    def close(self) -> None:
-        self.layer.self_attn.record = None
-        if getattr(self.layer, "cross_attn", None) is not None:
-            self.layer.cross_attn.record = None
+    def _merge(self, seen: Inspection, step: int, tb) -> None:
+        valid, is_frame = seen.key_masks()
+        for i, w in enumerate(seen.merge_weights or []):
+            values = {
+                "mean": w[valid].mean(),
+                "below_0.05": (w[valid] < 0.05).float().mean(),
+                "above_0.95": (w[valid] > 0.95).float().mean(),
+            }
+            if seen.arrangement in ("prefix", "prompt"):
+                values["frames_mean"] = w[is_frame].mean()
+                values["targets_mean"] = w[valid & ~is_frame].mean()
+            tb.scalars({f"merge/layer{i}/{k}": float(v) for k, v in values.items()}, step)
+            tb.histogram(f"merge/layer{i}", w[valid], step)
 
 
 def _decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -204,20 +200,59 @@ def _decoder_layers(model: nn.Module) -> list[nn.Module]:
     return list(decoder.layers) if decoder is not None else []
 
 
-def _frame_lengths(model: nn.Module, memory_lens: Tensor) -> Tensor:
-    """(B,) frames the decoder sees per utterance (the prefix projector may stack frames)."""
-    if model.decoder.cfg.arrangement == "prefix":
-        return memory_lens // model.decoder.cfg.projector_stack
-    return memory_lens
+MAX_TICKS = 40  # tick labels per axis; longer axes label every k-th
 
 
-def heat_map(a: Tensor, min_size: int = 160) -> np.ndarray:
-    """(rows, cols) attention probabilities -> an (H, W, 3) float image in [0, 1] (viridis,
-    scaled by the map's maximum), each cell repeated so the shorter side has >= min_size px."""
-    from matplotlib import colormaps
+def attention_figure(
+    maps: list[Tensor],
+    rows: list[str],
+    cols: list[str] | None,
+    *,
+    xlabel: str,
+    title: str,
+) -> Figure:
+    """One panel per layer of (rows, cols) attention probabilities (`maps`, each (R, C)): rows
+    labelled by `rows` (R output tokens) on the y axis, columns by `cols` (C pieces) or by
+    their index (None) on the x axis, each panel with its colour bar (0 to its largest value).
+    A matplotlib Figure (no pyplot, no global state); `render` turns it into an image."""
+    from matplotlib.figure import Figure
 
-    a = a.float().cpu()
-    a = a / a.max().clamp_min(1e-12)
-    rgb = colormaps["viridis"](a.numpy())[..., :3]
-    k = max(1, -(-min_size // max(1, min(a.shape))))
-    return rgb.repeat(k, axis=0).repeat(k, axis=1)
+    n = len(maps)
+    ncols = math.ceil(math.sqrt(n))  # 4 layers: 2 x 2; 6: 3 x 2; 12: 4 x 3
+    nrows = -(-n // ncols)
+    R, C = maps[0].shape
+    width = min(6.0, 2.0 + 0.12 * C)
+    height = min(6.0, 1.2 + 0.14 * R)
+    fig = Figure(figsize=(width * ncols, height * nrows + 0.5), dpi=100, layout="constrained")
+    fig.suptitle(title, fontsize=9)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for i, (ax, a) in enumerate(zip(axes, maps)):
+        a = a.float().cpu().numpy()
+        im = ax.imshow(a, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0.0)
+        ax.set_title(f"layer {i}", fontsize=8)
+        ax.set_ylabel("output token", fontsize=7)
+        ax.set_xlabel(xlabel, fontsize=7)
+        _label(ax.set_yticks, rows, a.shape[0])
+        if cols is not None:
+            _label(ax.set_xticks, cols, a.shape[1], rotation=90)
+        ax.tick_params(labelsize=6)
+        fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02).ax.tick_params(labelsize=6)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig
+
+
+def _label(set_ticks, labels: list[str], n: int, **kw) -> None:
+    """Ticks at every k-th of n positions, labelled by `labels`, at most MAX_TICKS of them."""
+    k = -(-n // MAX_TICKS)
+    at = list(range(0, n, k))
+    set_ticks(at, [labels[j] for j in at], **kw)
+
+
+def render(fig: Figure) -> np.ndarray:
+    """A Figure -> an (H, W, 3) float32 image in [0, 1], what TBLogger.image writes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].astype(np.float32) / 255.0
