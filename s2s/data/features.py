@@ -233,8 +233,8 @@ def _dump_shard(
             raise RuntimeError(f"{name}: npy header changed size; dump is corrupt")
     tmp.replace(out / name)
     done = _shard_done(out, name)
-    record = {"entries": [[k, o, n] for k, _, o, n in entries], "bad": [list(b) for b in bad]}
-    done.with_suffix(".partial").write_text(json.dumps(record))
+    mark = {"entries": [[k, o, n] for k, _, o, n in entries], "bad": [list(b) for b in bad]}
+    done.with_suffix(".partial").write_text(json.dumps(mark))
     done.with_suffix(".partial").replace(done)
     return entries, bad
 
@@ -245,9 +245,9 @@ def _read_done(out: Path, name: str) -> _ShardResult | None:
     if not (done.is_file() and (out / name).is_file()):
         return None
     try:
-        record = json.loads(done.read_text())
-        entries = [(k, name, int(o), int(n)) for k, o, n in record["entries"]]
-        return entries, [(k, p, why) for k, p, why in record["bad"]]
+        mark = json.loads(done.read_text())
+        entries = [(k, name, int(o), int(n)) for k, o, n in mark["entries"]]
+        return entries, [(k, p, why) for k, p, why in mark["bad"]]
     except (ValueError, KeyError, TypeError):
         return None
 
