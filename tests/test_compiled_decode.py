@@ -18,6 +18,8 @@ default backend, inductor, end to end.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from helpers import BOS, EOS, V, make_decoder, make_lm
@@ -192,3 +194,34 @@ def test_buckets() -> None:
     assert len({bucket(n) for n in range(65, 129)}) == 8
     assert [bucket(n, 1) for n in (3, 4, 5, 11, 13)] == [4, 4, 8, 16, 16]
     assert bucket(300, 0) == 300
+
+
+def test_compile_mode_is_checked() -> None:
+    assert BeamSearchConfig(compile=True, compile_mode="reduce-overhead").compile_mode
+    with pytest.raises(ValueError, match="compile_mode must be one of"):
+        BeamSearchConfig(compile=True, compile_mode="max-autotune")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(("arrangement", "variant"), [("cross", "mha"), ("prefix", "mtla")])
+def test_graph_captured_step_equals_eager_on_cuda(arrangement: str, variant: str) -> None:
+    """decode.compile_mode=reduce-overhead on CUDA: the step compiled by inductor and captured
+    as a CUDA graph (inductor declined none: the caches it writes into are static) finds the
+    eager search's n-best lists, in float64, with CTC and an LM."""
+    from s2s.decode.compiled import COMPILE_STATS
+
+    s = _stride(variant)
+    dec = make_decoder(arrangement, variant, s, seed=1).double().cuda()
+    lm = make_lm(variant, s, seed=2).double().cuda()
+    memory, lens, ctc = (t.cuda() for t in _inputs(3, 11, [11, 8, 5]))
+    want, _ = _search(dec, lm, memory, lens, ctc, CFG)
+    cfg = dataclasses.replace(CFG, compile=True, compile_mode="reduce-overhead")
+    skips = COMPILE_STATS["cudagraph_skips"]
+    scorers = search_scorers(
+        cfg, DecoderScorer(dec), ctc=CTCPrefixScorer(lambda m: ctc, 0, EOS), lm=LMScorer(lm)
+    )
+    for _ in range(2):  # the second search replays the captured graphs
+        got = beam_search(scorers, memory, lens, cfg, bos_id=BOS, eos_id=EOS)
+        _assert_same(got, want)
+    assert COMPILE_STATS["cudagraph_skips"] == skips

@@ -88,6 +88,9 @@ def test_dry_run_exercises_every_part(tmp_path) -> None:
     for name in ("train step bf16 autocast", "train step bf16 compiled"):
         assert [r["variant"] for r in by_name[name]["results"]] == ["mha", "mtla:2"]
     assert "compiled (first step" in by_name["train step bf16 compiled"]["exercised"]
+    captured = {r["run"]: r for r in by_name["decode graph-captured"]["results"]}
+    assert sorted(captured) == ["mtla s=2 lean", "mtla s=2 lean cuda graphs"]
+    assert captured["mtla s=2 lean cuda graphs"]["compile_s"] > 0
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8 and {"report.md", "results.json", "log.txt"} <= set(files)
     report = (out / "report.md").read_text()
@@ -130,6 +133,25 @@ def test_verification_fails_outputs_that_prove_nothing() -> None:
         (part("decode float32", rows, dry=False), False, "a PyTorch-path run launched kernels"),
         (part("decode float32", [r | {"kernel_launches": 0} for r in rows], dry=False), False,
          "10 runs with kernels on launched none"),
+    ]  # fmt: skip
+    eager = {"compiled": False, "compile_mode": None, "decode_s": 2.0, "cudagraph_skips": 0}
+    graphs = {"compiled": True, "compile_mode": "reduce-overhead", "decode_s": 1.0}
+    graphs |= {"compile_s": 60.0, "cudagraph_skips": 0}
+    cap = []
+    for run in ("mha lean", "mtla s=2 lean"):
+        for prefix in (100, 300):
+            cap += [eager | {"run": run, "prefix": prefix}]
+            cap += [graphs | {"run": f"{run} cuda graphs", "prefix": prefix}]
+    captured = part("decode graph-captured", cap, dry=False)
+    assert VERIFY["captured"](captured, False)[0] == "ok"
+    cases += [
+        (part("decode graph-captured", cap[::2], dry=False), False, "no graph-captured run"),
+        (part("decode graph-captured", cap[1:], dry=False), False,
+         "mha lean cuda graphs at 100: no eager run beside it"),
+        (part("decode graph-captured", cap[:3] + [cap[3] | {"cudagraph_skips": 1}], dry=False),
+         False, "did not capture CUDA graphs for mha lean cuda graphs"),
+        (part("decode graph-captured", [cap[0], cap[1] | {"compile_mode": "default"}], dry=False),
+         False, "compiled without CUDA graphs"),
     ]  # fmt: skip
     for p, dry, message in cases:
         with pytest.raises(Unproven, match=message):

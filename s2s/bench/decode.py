@@ -15,7 +15,10 @@ On CUDA the lean and naive engines' decode steps run the Triton kernels (kernels
 measured in the same process. `--compile` adds every lean run again with its step compiled
 (`decode.compile`, s2s.decode.compiled: "... compiled"), right after its eager row; its compile
 time (the calls that compiled a graph, in the warm-up search) is reported apart, with the
-utterances it takes to repay it against the eager row. Reported per run: decode time (median
+utterances it takes to repay it against the eager row. `--compile-mode reduce-overhead` makes
+those rows graph-captured ("... cuda graphs": on CUDA the compiled step is also captured as a
+CUDA graph and replayed; the row counts the graphs inductor declined to capture,
+`cudagraph_skips`, every one on the CPU). Reported per run: decode time (median
 of repeats), the peak bytes the self-attention caches allocated during the search (CPU and GPU
 alike), on CUDA torch's peak allocated memory, and the kernel launches of one search (0 on the
 PyTorch path: the GPU check reads them to know the kernels ran); ratios are to MHA in the
@@ -24,6 +27,7 @@ naive engine, measured in the same run.
     python -m s2s.bench.decode [--size paper|tiny] [--arrangement prefix|cross|prompt]
         [--batch 4] [--beam 50] [--prefix 100 300] [--steps 60] [--device cuda]
         [--dtype float32|bfloat16] [--kernels auto|off|both] [--compile]
+        [--compile-mode default|reduce-overhead]
         [--runs mha:naive mtla:2:naive mtla:2:authors mha mqa gqa mla mtla:2 mtla:3 mtla:4
                 mfa mfa_kr mlra gla gta]
         [--plot decode.png] [--json rows.json]
@@ -47,6 +51,7 @@ from s2s.bench.authors import AuthorsAttention, load_authors_mtla
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.decode.compiled import COMPILE_STATS
 from s2s.decode.scorers import DecoderScorer, search_scorers
+from s2s.experiment.decode_config import COMPILE_MODES
 from s2s.models.decoder import ARRANGEMENTS, Decoder, DecoderConfig
 
 SIZES = {  # decoder sizes: (layers, d_model, heads, ffn, latent r, rope d_r)
@@ -55,6 +60,8 @@ SIZES = {  # decoder sizes: (layers, d_model, heads, ffn, latent r, rope d_r)
 }
 BOS, EOS, VOCAB = 2, 3, 1000
 DEFAULT_RUNS = ("mha:naive", "mtla:2:naive", "mtla:2:authors", *DEFAULT_VARIANTS)
+#: the suffix of a compiled row's name, per decode.compile_mode
+COMPILED_LABEL = {"default": " compiled", "reduce-overhead": " cuda graphs"}
 PAPER = {  # docs/paper.md: MuST-C tst-COMMON, beam 50, RTX 6000 Ada: speed-up, memory reduction
     "mha": (1.00, 1.00),
     "mqa": (1.67, 6.07),
@@ -130,6 +137,7 @@ def bench(
         min_len=args.steps,
         kernels=kernels,
         compile=compiled,
+        compile_mode=args.compile_mode,
     )
     times, peak_gpu, peak_cache = [], None, 0
     compiled_before = dict(COMPILE_STATS)
@@ -160,10 +168,14 @@ def bench(
     return {
         "run": f"{label(name, stride)} {engine}"
         + (" torch" if torch_path else "")
-        + (" compiled" if compiled else ""),
+        + (COMPILED_LABEL[args.compile_mode] if compiled else ""),
         "compiled": compiled,
+        "compile_mode": args.compile_mode if compiled else None,
         "compile_s": COMPILE_STATS["seconds"] - compiled_before["seconds"],
         "graphs": int(COMPILE_STATS["graphs"] - compiled_before["graphs"]),
+        "cudagraph_skips": int(
+            COMPILE_STATS["cudagraph_skips"] - compiled_before["cudagraph_skips"]
+        ),
         "variant": label(name, stride),
         "engine": engine,
         "prefix": prefix,
@@ -195,7 +207,8 @@ def report(rows: list[dict], args: argparse.Namespace, prefix: int) -> None:
         gpu = "n/a" if r["peak_gpu_mib"] is None else format(r["peak_gpu_mib"], ".1f")
         compile_s = repaid = ""
         if r["compiled"]:
-            eager = next(e for e in rows if e["run"] == r["run"].removesuffix(" compiled"))
+            eager_run = r["run"].removesuffix(COMPILED_LABEL[r["compile_mode"]])
+            eager = next(e for e in rows if e["run"] == eager_run)
             r["repaid_after_utterances"] = repaid_after(
                 r["compile_s"], eager["decode_s"] / args.batch, r["decode_s"] / args.batch
             )
@@ -255,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--kernels", choices=["auto", "off", "both"], default="auto")
     p.add_argument("--compile", action="store_true", help="each lean run also compiled")
+    p.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        default="default",
+        help="reduce-overhead: the compiled step also captured as a CUDA graph (on CUDA)",
+    )
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--plot", help="a PNG of time and peak cache memory against prefix length")
     args = p.parse_args(argv)

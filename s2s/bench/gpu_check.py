@@ -12,16 +12,22 @@ start with under MIN_PART_S left is skipped):
 3. the paper's table at the paper's size (s2s.bench.decode): mha in the naive engine, mla and
    mtla s=2/3/4 in the lean one, beam 50, kernels on and off, float32 then bfloat16, ratios to
    mha;
-4. the training step of the paper-sized model (s2s.bench.train_step), mha and mtla, bf16
+4. eager against graph-captured decoding at the paper's size (s2s.bench.decode --compile
+   --compile-mode reduce-overhead): mha and mtla s=2 in the lean engine, beam 10, 100 and 300
+   frames, each eager and then with its step compiled and captured as a CUDA graph
+   (decode.compile_mode), with the compile time and the utterances that repay it;
+5. the training step of the paper-sized model (s2s.bench.train_step), mha and mtla, bf16
    autocast, eager and then compiled (train.compile: each layer, the first step's time says
    what compiling cost).
 Each part's output is read back and checked, not only its exit status (VERIFY): the GPU tests
 all passed, every kernel row launched its kernel and matches the PyTorch path, every decode run
-is there (and on CUDA its kernel runs launched kernels, its PyTorch runs none), every training
-row has a time. The report says per part what it exercised. After each part the report is
-rewritten, so a budget that runs out leaves what finished. The output folder gets at most five
-files: report.md (ready to paste into BENCHMARKS.md §9), results.json (every figure),
-decode.png (float32 decode time and cache memory), log.txt (every part's output).
+is there (and on CUDA its kernel runs launched kernels, its PyTorch runs none), every
+graph-captured row has its eager row and on CUDA was captured (no graph inductor declined to
+capture), every training row has a time. The report says per part what it exercised. After
+each part the report is rewritten, so a budget that runs out leaves what finished. The output
+folder gets at most five files: report.md (ready to paste into BENCHMARKS.md §9),
+results.json (every figure), decode.png (float32 decode time and cache memory), log.txt (every
+part's output).
 
     python -m s2s.bench.gpu_check OUT [--budget 480] [--dry-run]
 
@@ -52,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MAX_BUDGET_S = 600
 MIN_PART_S = 10
 DECODE_RUNS = ("mha:naive", "mla", "mtla:2", "mtla:3", "mtla:4")
+CAPTURED_RUNS = ("mha", "mtla:2")  # lean engine: eager, then compiled and graph-captured
 TRAIN_VARIANTS = ("mha", "mtla:2")
 SKIPPED_ON_CPU = "skipped on CPU"
 
@@ -98,11 +105,17 @@ def parts(dry_run: bool) -> list[Part]:
         dec += ["--repeats", "1", "--device", "cpu"]
         tr = ["--size", "tiny", "--batch", "2", "--frames", "64", "--tokens", "5"]
         tr += ["--repeats", "1", "--device", "cpu"]
+        # one variant: compiling takes most of a minute on the CPU even at the tiny size
+        cap = ["--size", "tiny", "--batch", "1", "--beam", "2", "--steps", "2", "--repeats", "1"]
+        cap += ["--device", "cpu", "--prefix", "8", "--runs", CAPTURED_RUNS[-1]]
     else:
         kb, tr = [], []
         prefixes = [100, 300]
         dec = ["--size", "paper", "--batch", "4", "--beam", "50", "--steps", "60"]
         dec += ["--repeats", "2", "--device", "cuda"]
+        cap = ["--size", "paper", "--batch", "4", "--beam", "10", "--steps", "60"]
+        cap += ["--repeats", "2", "--device", "cuda", "--prefix", "100", "300"]
+        cap += ["--runs", *CAPTURED_RUNS]
     dec += ["--prefix", *map(str, prefixes)]
     decode = [*py, "s2s.bench.decode", *dec, "--runs", *DECODE_RUNS, "--kernels", "both"]
     runs = [(run + path, p) for run in decode_labels() for path in ("", " torch") for p in prefixes]
@@ -115,6 +128,9 @@ def parts(dry_run: bool) -> list[Part]:
     for dtype, plot in (("float32", ["--plot", "{plot}"]), ("bfloat16", [])):
         argv = [*decode, "--dtype", dtype, "--json", "{json}", *plot]
         todo.append(Part(f"decode {dtype}", argv, 0.22, "decode", expect=runs))
+    captured = [*py, "s2s.bench.decode", *cap, "--compile", "--compile-mode", "reduce-overhead"]
+    argv = [*captured, "--json", "{json}"]
+    todo.append(Part("decode graph-captured", argv, 0.25, "captured"))
     argv = [*train, "--json", "{json}"]
     todo.append(Part("train step bf16 autocast", argv, 0.3, "train step", list(TRAIN_VARIANTS)))
     argv = [*train, "--compile", "--json", "{json}"]
@@ -191,6 +207,37 @@ def verify_decode(part: Part, dry_run: bool) -> tuple[str, str]:
     return "ok", f"{runs}; kernels on: {min(launches)}-{max(launches)} launches per search"
 
 
+def verify_captured(part: Part, dry_run: bool) -> tuple[str, str]:
+    rows = part.results
+    eager = {(r["run"], r["prefix"]): r for r in rows if not r["compiled"]}
+    captured = [r for r in rows if r["compiled"]]
+    if not captured:
+        raise Unproven("no graph-captured run")
+    for r in captured:
+        if r["compile_mode"] != "reduce-overhead":
+            raise Unproven(f"{r['run']}: compiled without CUDA graphs ({r['compile_mode']})")
+        base = (r["run"].removesuffix(" cuda graphs"), r["prefix"])
+        if base not in eager:
+            raise Unproven(f"{r['run']} at {r['prefix']}: no eager run beside it")
+        if not (r["decode_s"] > 0 and eager[base]["decode_s"] > 0):
+            raise Unproven(f"{r['run']} at {r['prefix']}: no time")
+    ratio = {
+        id(r): eager[(r["run"].removesuffix(" cuda graphs"), r["prefix"])]["decode_s"]
+        / r["decode_s"]
+        for r in captured
+    }
+    speedups = ", ".join(
+        f"{r['run'].removesuffix(' lean cuda graphs')} at {r['prefix']}: {ratio[id(r)]:.2f}x"
+        for r in captured
+    )
+    compile_s = ", ".join(f"{r['compile_s']:.0f}" for r in captured)
+    if dry_run:  # inductor captures no CUDA graph on the CPU: every compiled graph is a skip
+        return "ok", f"eager and compiled on the CPU (no CUDA graph to capture): {speedups}"
+    if skipped := [r["run"] for r in captured if r["cudagraph_skips"]]:
+        raise Unproven(f"inductor did not capture CUDA graphs for {', '.join(skipped)}")
+    return "ok", f"captured against eager: {speedups} (compile s: {compile_s})"
+
+
 def verify_train_step(part: Part, dry_run: bool) -> tuple[str, str]:
     rows = {r["variant"]: r for r in part.results}
     if sorted(rows) != sorted(part.expect):
@@ -211,6 +258,7 @@ VERIFY: dict[str, Callable[[Part, bool], tuple[str, str]]] = {
     "gpu tests": verify_gpu_tests,
     "kernels": verify_kernels,
     "decode": verify_decode,
+    "captured": verify_captured,
     "train step": verify_train_step,
 }
 

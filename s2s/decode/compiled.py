@@ -42,8 +42,10 @@ from torch import Tensor, nn
 
 from s2s.decode.scorers import DecoderScorer, SearchInit, Weighted
 
-#: graphs compiled in this process and the seconds the calls that compiled them took
-COMPILE_STATS: dict[str, float] = {"graphs": 0, "seconds": 0.0}
+#: graphs compiled in this process, the seconds the calls that compiled them took, and how
+#: many of them inductor declined to capture as CUDA graphs (mode="reduce-overhead"; on the
+#: CPU every one: there are no CUDA graphs to capture)
+COMPILE_STATS: dict[str, float] = {"graphs": 0, "seconds": 0.0, "cudagraph_skips": 0}
 #: the most graphs torch keeps for the one step function (every model, every bucket) before
 #: refusing to compile another: far above what a test set needs, never a silent eager fallback
 RECOMPILE_LIMIT = 256
@@ -107,6 +109,7 @@ class CompiledStep:
             raise ValueError(f"{type(scorer).__name__} does not score by a PyTorch model's step")
         self.scorer, self.model = scorer, scorer.model
         self.per_octave = per_octave
+        self.mode = mode
         self.step = _compiled(backend, mode)
 
     def init_state(self, search: SearchInit) -> CompiledState:
@@ -124,26 +127,38 @@ class CompiledStep:
             cache.pad_slots(bucket(cache.capacity, B), bucket(shared, B))
         N, N2 = search.rows, pick.numel() * search.beam
         device = memory.device
-        return CompiledState(
+        state = CompiledState(
             inner=inner,
             rows=N,
             tokens=torch.zeros(N2, dtype=torch.long, device=device),
             index=torch.arange(N2, device=device),
         )
+        if self.mode == "reduce-overhead":
+            # A CUDA graph replays fixed addresses: the tensors the step writes into in place
+            # (the caches) and reads every step keep theirs for the whole search; marked static,
+            # inductor captures the step instead of skipping it for "mutated inputs".
+            for cache in inner.caches:
+                owner = [] if cache.owner is None else [cache.owner]
+                for t in (*cache.buffers.values(), *cache.shared.values(), *owner):
+                    torch._dynamo.mark_static_address(t)
+            torch._dynamo.mark_static_address(state.tokens)
+        return state
 
     def score(self, state: CompiledState, tokens: Tensor, cand: Tensor | None = None) -> Tensor:
         """tokens (N,) -> float64 log-probs (N, V), through the graph of state's bucket."""
         state.tokens[: state.rows].copy_(tokens)
-        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        counters = torch._dynamo.utils.counters
+        graphs, skips = counters["stats"]["unique_graphs"], counters["inductor"]["cudagraph_skips"]
         t = time.perf_counter()
         with torch._dynamo.config.patch(
             recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
         ):
             out = self.step(self.model, state.tokens, state.inner)
-        new = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs
+        new = counters["stats"]["unique_graphs"] - graphs
         if new:
             COMPILE_STATS["graphs"] += new
             COMPILE_STATS["seconds"] += time.perf_counter() - t
+        COMPILE_STATS["cudagraph_skips"] += counters["inductor"]["cudagraph_skips"] - skips
         return out[: state.rows]
 
     def select(self, state: CompiledState, rows: Tensor, cols: Tensor, tokens: Tensor) -> None:

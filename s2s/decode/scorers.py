@@ -145,5 +145,6 @@ def search_scorers(
     if cfg.compile:
         from s2s.decode.compiled import compile_scorers  # it builds on this module
 
-        return compile_scorers(out, cfg.compile_buckets)
+        mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+        return compile_scorers(out, cfg.compile_buckets, mode=mode)
     return out

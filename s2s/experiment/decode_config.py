@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+COMPILE_MODES = ("default", "reduce-overhead")  # torch.compile's modes decode.compile takes
+
 
 @dataclass
 class BeamSearchConfig:
@@ -17,7 +19,10 @@ class BeamSearchConfig:
     s2s-decode --no-kernels).
     compile: the decoder's and the LM's step compiled (torch.compile, fullgraph; lean engine;
     s2s.decode.compiled), one graph per shape bucket, compile_buckets sizes per power of two
-    (0: exact shapes, a graph per distinct shape)."""
+    (0: exact shapes, a graph per distinct shape). compile_mode: "default", or
+    "reduce-overhead": on CUDA each compiled graph is also captured as a CUDA graph and
+    replayed (one launch a step; the caches' tensors are marked static, so the step writes into
+    them in place); on the CPU it is the same as "default"."""
 
     beam_size: int = 4
     nbest: int = 1
@@ -32,6 +37,7 @@ class BeamSearchConfig:
     kernels: bool = True
     compile: bool = False
     compile_buckets: int = 8
+    compile_mode: str = "default"
 
     def __post_init__(self) -> None:
         if self.lm_weight < 0:
@@ -42,5 +48,9 @@ class BeamSearchConfig:
             raise ValueError(f"need beam_size >= 1 and 1 <= nbest <= beam_size, got {self}")
         if self.max_len_a < 0 or self.max_len_b < 0 or self.min_len < 0:
             raise ValueError("max_len_a, max_len_b and min_len must be >= 0")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(
+                f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}"
+            )
         if self.compile_buckets < 0:
             raise ValueError(f"compile_buckets must be >= 0, got {self.compile_buckets}")
