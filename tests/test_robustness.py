@@ -1,4 +1,4 @@
-"""The robustness benchmark (s2s.bench.robustness): its measures on hand-made inputs, and a
+"""The robustness evaluation (s2s.evaluate.robustness): its measures on hand-made inputs, and a
 whole run on a tiny (untrained, seeded) model and three synthesised utterances."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import soundfile as sf
 import torch
 from helpers import make_exp
 
-from s2s.bench import robustness as R
-from s2s.bench.long_audio import join_with_pauses, segment_contents
 from s2s.data.datadir import write_datadir
 from s2s.data.tts import SAMPLE_RATE, synthesize
 from s2s.decode.inference import Result, Speech2Text
+from s2s.evaluate import robustness as R
+from s2s.evaluate.long_audio import join_with_pauses, segment_contents
 from s2s.metrics import compute
 from s2s.metrics.resegment import resegment
 

@@ -1,4 +1,4 @@
-"""Robustness benchmark: a test set decoded as the same speech arrives in other ways.
+"""Robustness evaluation: a test set decoded as the same speech arrives in other ways.
 
 Any experiment, any data dir with audio. Each condition changes every utterance's waveform
 one way and decodes the set (beam search as s2s-decode does, in length-sorted batches):
@@ -22,7 +22,7 @@ evaluations score talks) and scored like the utterances decoded alone; and the s
 utterances that come back as exactly one segment whose text is the utterance's own alone
 (``long_audio`` measures the segmentation itself in more detail).
 
-    python -m s2s.bench.robustness --model exp/NAME --data data/test [--limit 200]
+    python -m s2s.evaluate.robustness --model exp/NAME --data data/test [--limit 200]
         [--onsets 0 30 100 300 600] [--levels -20 -10 6] [--snrs 20 10 5] [--gap 0.6]
         [--metric bleu] [--json out.json] [decode.ctc_weight=0.3 ...]
 
@@ -41,12 +41,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from s2s.bench.long_audio import join_with_pauses, segment_contents
 from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
 from s2s.data.tokenizer import normalize_text
 from s2s.data.tts import add_noise
 from s2s.decode.inference import Speech2Text
+from s2s.evaluate.long_audio import join_with_pauses, segment_contents
 from s2s.metrics import compute
 from s2s.metrics.resegment import resegment
 from s2s.metrics.text import lc_rm
@@ -108,7 +108,7 @@ def segments_matching(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s2s.bench.robustness", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m s2s.evaluate.robustness", description=__doc__)
     p.add_argument("--model", required=True, help="experiment directory or s2s-pack file")
     p.add_argument("--data", required=True, help="a data dir with audio")
     p.add_argument("--limit", type=int, default=0, help="first N utterances (0: all)")

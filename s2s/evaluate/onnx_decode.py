@@ -10,7 +10,7 @@ batch at the largest beam: the largest deviation of the exported step's log-prob
 cache slots from PyTorch's, relative to max(|value|, 1). PyTorch gets --threads threads (also
 for the beam search around onnxruntime), onnxruntime --ort-threads (default the same).
 
-    python -m s2s.bench.onnx_decode --model exp/NAME --data data/test [--beams 1 5]
+    python -m s2s.evaluate.onnx_decode --model exp/NAME --data data/test [--beams 1 5]
         [--limit 0] [--threads 2] [--ort-threads N] [--bundle OUT] [--json out.json]
 """
 
@@ -60,7 +60,7 @@ def lockstep_first_batch(pt: Speech2Text, ort: Speech2Text, feats: list) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s2s.bench.onnx_decode", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m s2s.evaluate.onnx_decode", description=__doc__)
     p.add_argument("--model", required=True, help="experiment directory")
     p.add_argument("--data", required=True, help="a data dir with audio")
     p.add_argument("--beams", type=int, nargs="+", default=[1, 5])

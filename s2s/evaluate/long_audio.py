@@ -1,10 +1,10 @@
-"""Long-recording benchmark: a test set's utterances joined into one recording with pauses,
+"""Long-recording evaluation: a test set's utterances joined into one recording with pauses,
 decoded as s2s-decode decodes a long file (Speech2Text.transcribe: voice-activity segments in
 batches), fed whole (what s2s-decode did before), and each utterance alone (the reference
 point). Reports the segments against the known utterances and one document-level score per
 way (the hypotheses joined, against the references joined).
 
-    python -m s2s.bench.long_audio --model exp/NAME --data data/test [--limit 200]
+    python -m s2s.evaluate.long_audio --model exp/NAME --data data/test [--limit 200]
         [--gap 1.0] [--noise 3e-4] [--pad 0] [--metric bleu] [--no-whole]
 """
 
@@ -52,7 +52,7 @@ def segment_contents(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s2s.bench.long_audio", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m s2s.evaluate.long_audio", description=__doc__)
     p.add_argument("--model", required=True, help="experiment directory or s2s-pack file")
     p.add_argument("--data", required=True, help="a data dir whose utterances are joined")
     p.add_argument("--limit", type=int, default=200, help="first N utterances (sorted ids)")
