@@ -14,7 +14,13 @@ _spec.loader.exec_module(G)
 
 RESHAPED = {"s2s.experiment", "s2s.artifact", "s2s.pack", "s2s.export", "s2s.train"}
 ABOVE_THE_LOADER = {
-    "s2s.train", "s2s.decode", "s2s.export", "s2s.pack", "s2s.cli", "s2s.bench", "s2s.evaluate",
+    "s2s.train",
+    "s2s.decode",
+    "s2s.export",
+    "s2s.pack",
+    "s2s.cli",
+    "s2s.bench",
+    "s2s.evaluate",
 }
 # Imports allowed to run back up while a move is pending (none now).
 PENDING: set[tuple[str, str]] = set()

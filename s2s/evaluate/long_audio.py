@@ -15,32 +15,13 @@ import json
 import time
 from collections.abc import Sequence
 
-import torch
-
 from s2s.data.audio import AudioError, load_utterance
 from s2s.data.datadir import load_datadir
 from s2s.data.tokenizer import normalize_text
 from s2s.data.vad import VadConfig
 from s2s.decode.inference import Segment, Speech2Text
 from s2s.metrics import compute
-
-
-def join_with_pauses(
-    waves: Sequence[torch.Tensor], gap: int, noise: float, seed: int = 0
-) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """(N_i,) waveforms -> one recording with ``gap`` samples of white noise at amplitude
-    ``noise`` before, between and after them, and each one's [start, end) in samples."""
-    g = torch.Generator().manual_seed(seed)
-    pieces: list[torch.Tensor] = []
-    spans, at = [], 0
-    for w in [*waves, None]:
-        pieces.append(torch.randn(gap, generator=g) * noise)
-        at += gap
-        if w is not None:
-            spans.append((at, at + w.numel()))
-            pieces.append(w)
-            at += w.numel()
-    return torch.cat(pieces), spans
+from s2s.synth.scene import join_with_pauses
 
 
 def segment_contents(
@@ -75,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     field, norm = s2t.cfg.data.target_field, s2t.cfg.data.normalize
     refs = [normalize_text(dd.text(u, field), norm) for u in utts]
     waves = [load_utterance(dd, u, target_sr=sr) for u in utts]
-    recording, spans = join_with_pauses(waves, int(args.gap * sr), args.noise)
+    recording, spans = join_with_pauses(waves, int(args.gap * sr), args.noise, sr)
 
     def doc_score(texts: list[str]) -> float:
         return compute([args.metric], [" ".join(texts)], [" ".join(refs)]).values[args.metric]
