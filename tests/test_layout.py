@@ -54,3 +54,9 @@ def test_benchmarks_and_evaluations_stand_apart() -> None:
     # are read and changed apart: neither imports the other
     rooms = G.room_edges(G.module_edges(REPO / "s2s"))
     assert "s2s.evaluate" not in rooms["s2s.bench"] and "s2s.bench" not in rooms["s2s.evaluate"]
+
+
+def test_data_and_synth_modules_stand_in_no_circle() -> None:
+    # issue 34 item 3: the data dir reader, audio and the front end import one way
+    for scc in G.circles(G.module_edges(REPO / "s2s")):
+        assert not any(m.startswith(("s2s.data", "s2s.synth")) for m in scc), scc

@@ -358,9 +358,7 @@ class Speech2Text:
             samples = round(audio_duration(x) * self.sample_rate)
         else:
             samples = round(x.shape[-1] * self.sample_rate / (sample_rate or self.sample_rate))
-        fb = self.fbank
-        shift = int(fb.sample_rate * fb.frame_shift_ms / 1000)
-        return max(0, (samples - fb.window_samples) // shift + 1)
+        return self.fbank.num_frames(samples)
 
     def _decode_ready(
         self, ready: dict[int, tuple[str, Tensor, Tensor]]
