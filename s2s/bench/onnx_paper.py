@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
+from s2s.data.sampler import plan_batches
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
-from s2s.decode.inference import plan_batches
 from s2s.decode.scorers import DecoderScorer, search_scorers
 from s2s.experiment import build_model, load_experiment_config
 from s2s.export.bundle import write_manifest
@@ -42,7 +42,7 @@ def decode(model, feats: list, cfg: BeamSearchConfig) -> tuple[list, float, int]
     out: list = [None] * len(feats)
     peak = 0
     t = time.perf_counter()
-    for batch in plan_batches([f.shape[0] for f in feats], 10**9, max_batch=8):
+    for batch in plan_batches([f.shape[0] for f in feats], 10**9, 8, longest_first=True):
         src = torch.nn.utils.rnn.pad_sequence([feats[i] for i in batch], batch_first=True)
         lens = torch.tensor([feats[i].shape[0] for i in batch])
         memory, memory_lens = model.encode(src, lens)

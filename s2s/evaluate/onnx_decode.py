@@ -26,9 +26,10 @@ import torch
 
 from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
+from s2s.data.sampler import plan_batches
 from s2s.decode.beam_search import beam_search
 from s2s.decode.compare import Lockstep
-from s2s.decode.inference import Speech2Text, plan_batches
+from s2s.decode.inference import Speech2Text
 from s2s.decode.scorers import Weighted
 from s2s.models.seq2seq import BOS_ID, EOS_ID
 from s2s.threads import torch_threads
@@ -44,7 +45,7 @@ def decode_timed(s2t: Speech2Text, feats: list) -> tuple[list, float]:
 def lockstep_first_batch(pt: Speech2Text, ort: Speech2Text, feats: list) -> dict:
     """Both encoders on the first batch, then both decoders in lockstep (s2s.decode.compare)
     at pt's beam: the largest deviations, relative to max(|value|, 1)."""
-    first = plan_batches([f.shape[0] for f in feats], 8000)[0]
+    first = plan_batches([f.shape[0] for f in feats], 8000, 32, longest_first=True)[0]
     src = torch.nn.utils.rnn.pad_sequence([feats[i] for i in first], batch_first=True)
     lens = torch.tensor([feats[i].shape[0] for i in first])
     memory, memory_lens = pt.model.encode(src, lens)
