@@ -40,13 +40,13 @@ from pathlib import Path
 import torch
 
 from s2s.data.sampler import plan_batches
+from s2s.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from s2s.decode import beam_search as current
 from s2s.decode import ctc_prefix
 from s2s.decode.compiled import COMPILE_STATS
 from s2s.decode.decode_dir import datadir_sources
 from s2s.decode.inference import Speech2Text
 from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted, search_scorers
-from s2s.models.seq2seq import BOS_ID, EOS_ID, PAD_ID
 from s2s.threads import torch_threads
 
 REPO = Path(__file__).resolve().parents[2]

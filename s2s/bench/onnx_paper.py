@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 
 from s2s.data.sampler import plan_batches
+from s2s.data.tokenizer import BOS_ID, EOS_ID
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.decode.scorers import DecoderScorer, search_scorers
 from s2s.experiment import build_model, load_experiment_config
 from s2s.export.bundle import write_manifest
 from s2s.export.onnx_export import export_model
 from s2s.export.runtime import OnnxModel
-from s2s.models.seq2seq import BOS_ID, EOS_ID
 from s2s.threads import torch_threads
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -24,12 +24,12 @@ from torch import Tensor
 
 from s2s.data.audio import AudioError
 from s2s.data.sampler import plan_batches
+from s2s.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from s2s.data.vad import VadConfig
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.decode.ctc_prefix import CTCPrefixScorer
 from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted, search_scorers
 from s2s.experiment import ExperimentConfig, load_cmvn, load_experiment
-from s2s.models.seq2seq import BOS_ID, EOS_ID, PAD_ID
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnxruntime")

@@ -27,11 +27,11 @@ import torch
 from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
 from s2s.data.sampler import plan_batches
+from s2s.data.tokenizer import BOS_ID, EOS_ID
 from s2s.decode.beam_search import beam_search
 from s2s.decode.compare import Lockstep
 from s2s.decode.inference import Speech2Text
 from s2s.decode.scorers import Weighted
-from s2s.models.seq2seq import BOS_ID, EOS_ID
 from s2s.threads import torch_threads
 
 
