@@ -1,4 +1,5 @@
-"""Recording conditions (s2s.data.acoustics): pauses, level, noise at an SNR, reverberation."""
+"""Recording in a scene (s2s.synth.scene, s2s.synth.acoustics): pauses, level, noise at an
+SNR, reverberation."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s2s.data.acoustics import NOISE_KINDS, Scene, pink_noise, render, synthetic_rir
+from s2s.synth.acoustics import NOISE_KINDS, pink_noise, synthetic_rir
+from s2s.synth.scene import Scene, render
 
 SR = 16000
 

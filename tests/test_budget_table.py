@@ -1,4 +1,4 @@
-"""s2s.bench.budget_table: a budget of E epochs averages the best checkpoints of epochs <= E."""
+"""s2s.evaluate.budget_table: a budget of E epochs averages the best checkpoints of epochs <= E."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from s2s.bench.budget_table import average_up_to, epochs_of
+from s2s.evaluate.budget_table import average_up_to, epochs_of
 from s2s.train.checkpoint import save_checkpoint
 from s2s.train.config import TrainConfig
 

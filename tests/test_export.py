@@ -249,8 +249,8 @@ def test_text_bundle_decodes_like_its_experiment(tmp_path) -> None:
 
 
 def test_onnx_decode_benchmark_on_the_bundle(bundle, tmp_path) -> None:
-    from s2s.bench import onnx_decode
     from s2s.data.datadir import write_datadir
+    from s2s.evaluate import onnx_decode
 
     exp, out, _ = bundle
     wavs = {}

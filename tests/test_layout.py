@@ -1,6 +1,7 @@
 """The structure drawn from the imports (tools/import_graph.py): the rooms issue 34 reshaped
-(the experiment loader, the artifact formats and those that use them) stand in no circle, and
-the loader's package imports nothing that trains, decodes, exports or packs."""
+(the experiment loader, the artifact formats and those that use them) stand in no circle, the
+loader's package imports nothing that trains, decodes, exports or packs, the speed benchmarks
+and the evaluations stand apart, and no module of data/ or synth/ stands in a circle."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ G = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(G)
 
 RESHAPED = {"s2s.experiment", "s2s.artifact", "s2s.pack", "s2s.export", "s2s.train"}
-ABOVE_THE_LOADER = {"s2s.train", "s2s.decode", "s2s.export", "s2s.pack", "s2s.cli", "s2s.bench"}
+ABOVE_THE_LOADER = {
+    "s2s.train",
+    "s2s.decode",
+    "s2s.export",
+    "s2s.pack",
+    "s2s.cli",
+    "s2s.bench",
+    "s2s.evaluate",
+}
 # Imports allowed to run back up while a move is pending (none now).
 PENDING: set[tuple[str, str]] = set()
 
@@ -39,3 +48,16 @@ def test_the_loader_imports_nothing_above_it() -> None:
     rooms = G.room_edges(G.module_edges(REPO / "s2s"), skip=PENDING)
     assert not ABOVE_THE_LOADER & set(rooms["s2s.experiment"]), dict(rooms["s2s.experiment"])
     assert set(rooms["s2s.artifact"]) <= {"s2s"}  # the version only: no torch, no models
+
+
+def test_benchmarks_and_evaluations_stand_apart() -> None:
+    # speed benchmarks (s2s.bench) and the evaluations of a trained experiment (s2s.evaluate)
+    # are read and changed apart: neither imports the other
+    rooms = G.room_edges(G.module_edges(REPO / "s2s"))
+    assert "s2s.evaluate" not in rooms["s2s.bench"] and "s2s.bench" not in rooms["s2s.evaluate"]
+
+
+def test_data_and_synth_modules_stand_in_no_circle() -> None:
+    # issue 34 item 3: the data dir reader, audio and the front end import one way
+    for scc in G.circles(G.module_edges(REPO / "s2s")):
+        assert not any(m.startswith(("s2s.data", "s2s.synth")) for m in scc), scc

@@ -15,9 +15,9 @@ import torch
 from helpers import make_exp
 
 from s2s.cli.decode import main as decode_main
-from s2s.data.tts import SAMPLE_RATE, synthesize
 from s2s.data.vad import VadConfig, speech_spans
 from s2s.decode.inference import Speech2Text
+from s2s.synth.tts import SAMPLE_RATE, synthesize
 
 PHRASES = ["good morning", "the red cup is on the table", "we like the small bird"]
 GAPS_S = [0.6, 1.2, 1.0, 0.8]  # before, between and after the utterances

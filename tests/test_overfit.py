@@ -19,13 +19,13 @@ from helpers import local_module
 from s2s.attention import sweep_config
 from s2s.data.dataset import collate
 from s2s.data.features import compute_fbank, utterance_cmvn
-from s2s.data.tokenizer import train_sentencepiece
-from s2s.data.tts import synthesize
+from s2s.data.tokenizer import BOS_ID, EOS_ID, train_sentencepiece
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.decode.scorers import DecoderScorer, search_scorers
 from s2s.models.decoder import DecoderConfig
 from s2s.models.encoder import EncoderConfig
-from s2s.models.seq2seq import BOS_ID, EOS_ID, ModelConfig, Seq2SeqModel, add_bos_eos
+from s2s.models.seq2seq import ModelConfig, Seq2SeqModel, add_bos_eos
+from s2s.synth.tts import synthesize
 
 MARGIN = 0.9
 MAX_STEPS = 3000  # every case reaches the margin in a few hundred

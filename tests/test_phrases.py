@@ -9,9 +9,9 @@ import torch
 import torchaudio.functional as AF
 from helpers import local_module
 
-from s2s.data import tts
 from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
+from s2s.synth import tts
 
 g = local_module("phrases.grammar")
 Det, noun_phrase, place_phrase = g.Det, g.noun_phrase, g.place_phrase

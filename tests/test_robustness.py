@@ -1,4 +1,4 @@
-"""The robustness benchmark (s2s.bench.robustness): its measures on hand-made inputs, and a
+"""The robustness evaluation (s2s.evaluate.robustness): its measures on hand-made inputs, and a
 whole run on a tiny (untrained, seeded) model and three synthesised utterances."""
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import soundfile as sf
 import torch
 from helpers import make_exp
 
-from s2s.bench import robustness as R
-from s2s.bench.long_audio import join_with_pauses, segment_contents
 from s2s.data.datadir import write_datadir
-from s2s.data.tts import SAMPLE_RATE, synthesize
 from s2s.decode.inference import Result, Speech2Text
+from s2s.evaluate import robustness as R
+from s2s.evaluate.long_audio import segment_contents
 from s2s.metrics import compute
 from s2s.metrics.resegment import resegment
+from s2s.synth.scene import join_with_pauses
+from s2s.synth.tts import SAMPLE_RATE, synthesize
 
 PHRASES = ["good morning", "the red cup is on the table", "we like the small bird"]
 
@@ -56,9 +57,9 @@ def test_conditions_change_the_waveform_as_named() -> None:
     late = R.with_onset(wave, 30, SAMPLE_RATE, 3e-4, seed=0)
     assert late.numel() == wave.numel() + 480 and torch.equal(late[480:], wave)
     assert late[:480].abs().max() < 3e-4 * 6
-    assert R.with_level(wave, -20).abs().max().item() == pytest.approx(0.05, rel=1e-5)
-    assert R.with_level(wave, 12).abs().max().item() == 1.0  # clipped
-    noisy = R.with_snr(wave, 10.0, seed=0)
+    assert R.with_level(wave, -20, SAMPLE_RATE).abs().max().item() == pytest.approx(0.05, rel=1e-5)
+    assert R.with_level(wave, 12, SAMPLE_RATE).abs().max().item() == 1.0  # clipped
+    noisy = R.with_snr(wave, 10.0, SAMPLE_RATE, seed=0)
     snr = 10 * math.log10(wave.pow(2).mean() / (noisy - wave).pow(2).mean())
     assert snr == pytest.approx(10.0, abs=0.1)
 
@@ -90,11 +91,11 @@ def decoded_directly(s2t: Speech2Text, wavs: dict[str, str]) -> tuple[dict, dict
     conditions = {
         "onset 0 ms": waves,
         "onset 300 ms": [R.with_onset(w, 300, sr, R.FLOOR, i) for i, w in enumerate(waves)],
-        "level -10 dB": [R.with_level(w, -10) for w in waves],
-        "snr 10 dB": [R.with_snr(w, 10, i) for i, w in enumerate(waves)],
+        "level -10 dB": [R.with_level(w, -10, sr) for w in waves],
+        "snr 10 dB": [R.with_snr(w, 10, sr, i) for i, w in enumerate(waves)],
     }
     hyps = {name: [s2t(w, sr)[0].text for w in ws] for name, ws in conditions.items()}
-    recording, spans = join_with_pauses(waves, round(0.6 * sr), R.FLOOR)
+    recording, spans = join_with_pauses(waves, round(0.6 * sr), R.FLOOR, sr)
     segments = s2t.transcribe(recording, sr)
     texts = [seg.text for seg in segments]
     contents = segment_contents(segments, spans, sr)

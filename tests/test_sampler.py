@@ -1,4 +1,5 @@
-"""BucketBatchSampler: frame cap, coverage, per-epoch determinism, DDP split, mid-epoch resume."""
+"""BucketBatchSampler: frame cap, coverage, per-epoch determinism, DDP split, mid-epoch resume;
+plan_batches, the planner it shares with decoding (longest first there)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
-from s2s.data.sampler import BucketBatchSampler, make_batches
+from s2s.data.sampler import BucketBatchSampler, plan_batches
 
 
 def random_lengths(n: int = 200, seed: int = 0) -> list[int]:
@@ -171,7 +172,7 @@ def test_works_as_dataloader_batch_sampler() -> None:
 def test_property_cap_and_coverage(
     lengths: list[int], max_frames: int, max_batch_size: int, replicas: int, epoch: int
 ) -> None:
-    batches = make_batches(lengths, max_frames, max_batch_size)
+    batches = plan_batches(lengths, max_frames, max_batch_size)
     for b in batches:
         assert b
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= max_frames
@@ -189,3 +190,25 @@ def test_property_cap_and_coverage(
     assert set(seen) == set(range(len(lengths)))
     if replicas == 1:
         assert sorted(seen) == list(range(len(lengths)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 300), min_size=1, max_size=80),
+    max_frames=st.integers(1, 1000),
+    max_batch=st.integers(0, 6),
+)
+def test_longest_first_plan_caps_covers_and_descends(
+    lengths: list[int], max_frames: int, max_batch: int
+) -> None:
+    batches = plan_batches(lengths, max_frames, max_batch, longest_first=True)
+    assert sorted(flat(batches)) == list(range(len(lengths)))
+    order = flat(batches)  # longest first, ties by index
+    assert order == sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    for b in batches:
+        assert len(b) == 1 or len(b) * lengths[b[0]] <= max_frames
+        assert max_batch == 0 or len(b) <= max_batch
+    # greedy: one more item (the next batch's first) would have broken a cap
+    for b in batches[:-1]:
+        over = (len(b) + 1) * lengths[b[0]] > max_frames
+        assert over or len(b) == max_batch

@@ -1,7 +1,7 @@
 """Embedded spoken-phrases corpus: synthesised English speech with German translations.
 
 Nothing to download: ``prepare`` samples distinct sentence pairs from the phrase grammar
-(``grammar.py``), speaks the English with espeak-ng (``s2s.data.tts``) and writes
+(``grammar.py``), speaks the English with espeak-ng (``s2s.synth.tts``) and writes
 
 - ``out_root/wav/<set>/<utt>.wav``: 16 kHz 16-bit PCM mono;
 - ``out_root/<set>/``: a data dir with ``wav.scp``, ``utt2spk``, ``spk2utt``, ``text`` (the English
@@ -10,7 +10,7 @@ Nothing to download: ``prepare`` samples distinct sentence pairs from the phrase
 Sets ``train``, ``dev`` and ``test`` have disjoint sentences. Train and dev are spoken by
 ``TRAIN_VOICES``; test only by ``TEST_VOICES``, which training never hears. Each utterance
 draws its voice, speaking rate (words per minute), pitch and pitch range, and how it is
-recorded (``s2s.data.acoustics.Scene``): a leading and a trailing pause of 0-0.8 s, a peak
+recorded (``s2s.synth.scene.Scene``): a leading and a trailing pause of 0-0.8 s, a peak
 level, background noise (most of the time: white, pink, or babble of three other utterances
 of the same set) at 5-30 dB SNR, and for some a synthetic room's reverberation. Every set,
 test included, is recorded this way, so reported scores are on varied speech. The draws
@@ -32,9 +32,10 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from s2s.data.acoustics import NOISE_KINDS, Scene
 from s2s.data.datadir import DataDir, write_datadir
-from s2s.data.tts import ENGLISH_VOICES, SpeechJob, synthesize_files
+from s2s.synth.acoustics import NOISE_KINDS
+from s2s.synth.scene import Scene
+from s2s.synth.tts import ENGLISH_VOICES, SpeechJob, synthesize_files
 
 from .grammar import Pair, generate_pairs
 
@@ -132,7 +133,7 @@ def plan_set(
 
 
 def speech_job(u: Utterance, others: list[Utterance]) -> SpeechJob:
-    """What s2s.data.tts needs to speak ``u`` (the English side of its pair) in its scene, with
+    """What s2s.synth.tts needs to speak ``u`` (the English side of its pair) in its scene, with
     ``others`` (its set) for the babble behind it."""
     return SpeechJob(
         u.pair.en, u.voice, u.rate, u.pitch, u.pitch_range, u.seed, u.path, u.scene,

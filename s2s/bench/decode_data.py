@@ -39,13 +39,14 @@ from pathlib import Path
 
 import torch
 
+from s2s.data.sampler import plan_batches
+from s2s.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from s2s.decode import beam_search as current
 from s2s.decode import ctc_prefix
 from s2s.decode.compiled import COMPILE_STATS
 from s2s.decode.decode_dir import datadir_sources
-from s2s.decode.inference import Speech2Text, plan_batches
+from s2s.decode.inference import Speech2Text
 from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted, search_scorers
-from s2s.models.seq2seq import BOS_ID, EOS_ID, PAD_ID
 from s2s.threads import torch_threads
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,7 +219,9 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
     get, lengths = datadir_sources(s2t, dd, Path(args.dump) if args.dump else None)
     utts = dd.utt_ids
     feats = [get(u) for u in utts]  # read beforehand: the runs time decoding only
-    plan = plan_batches([lengths[u] for u in utts], args.batch_frames)
+    plan = plan_batches(  # as decode_datadir plans (its max_batch 32)
+        [lengths[u] for u in utts], args.batch_frames, 32, longest_first=True
+    )
     runs = {"current": (current, ctc_prefix)}
     if args.compare:
         runs[args.compare] = load_revision(args.compare, tmp)

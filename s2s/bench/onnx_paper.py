@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
+from s2s.data.sampler import plan_batches
+from s2s.data.tokenizer import BOS_ID, EOS_ID
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
-from s2s.decode.inference import plan_batches
 from s2s.decode.scorers import DecoderScorer, search_scorers
 from s2s.experiment import build_model, load_experiment_config
 from s2s.export.bundle import write_manifest
 from s2s.export.onnx_export import export_model
 from s2s.export.runtime import OnnxModel
-from s2s.models.seq2seq import BOS_ID, EOS_ID
 from s2s.threads import torch_threads
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -42,7 +42,7 @@ def decode(model, feats: list, cfg: BeamSearchConfig) -> tuple[list, float, int]
     out: list = [None] * len(feats)
     peak = 0
     t = time.perf_counter()
-    for batch in plan_batches([f.shape[0] for f in feats], 10**9, max_batch=8):
+    for batch in plan_batches([f.shape[0] for f in feats], 10**9, 8, longest_first=True):
         src = torch.nn.utils.rnn.pad_sequence([feats[i] for i in batch], batch_first=True)
         lens = torch.tensor([feats[i].shape[0] for i in batch])
         memory, memory_lens = model.encode(src, lens)

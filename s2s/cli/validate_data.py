@@ -20,7 +20,8 @@ import argparse
 import sys
 from collections import Counter
 
-from s2s.data.datadir import audio_problems, load_datadir, validate_datadir
+from s2s.data.audio_checks import audio_problems
+from s2s.data.datadir import load_datadir, validate_datadir
 
 
 def build_parser() -> argparse.ArgumentParser:

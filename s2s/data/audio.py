@@ -21,19 +21,24 @@ end; anything further is an error.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
-if TYPE_CHECKING:  # datadir.py is a sibling module; only its type is needed here
+if TYPE_CHECKING:
     import soundfile as sf
 
-    from s2s.data.datadir import DataDir
-
 END_SLACK_S = 0.01
+
+
+class AudioSources(Protocol):
+    """Where an utterance's audio is: s2s.data.datadir.DataDir (a protocol, so this module
+    does not import the data dir reader, which imports nothing of audio)."""
+
+    def audio_source(self, utt: str) -> tuple[str, float, float | None]: ...
 
 
 class AudioError(RuntimeError):
@@ -129,7 +134,7 @@ def load_audio(
     return wave
 
 
-def load_utterance(datadir: DataDir, utt_id: str, target_sr: int = 16000) -> Tensor:
+def load_utterance(datadir: AudioSources, utt_id: str, target_sr: int = 16000) -> Tensor:
     """Audio of one utterance of a data dir (through `segments` when present). Returns (N,).
 
     An utterance the data dir lacks raises its DataDirError."""

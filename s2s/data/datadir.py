@@ -27,8 +27,9 @@ Rules the validator enforces (each error names ``<file>:<line>``):
   before the characters of any speaker id), as ``utils/validate_data_dir.sh`` demands.
 
 ``load_datadir`` stops at the first problem; ``validate_datadir`` reports them all;
-``audio_problems`` opens every audio file's header (unreadable, empty, too short); and
-``s2s-validate-data DIR ...`` (s2s/cli/validate_data.py) runs them from the shell.
+``s2s.data.audio_checks.audio_problems`` opens every audio file's header (unreadable, empty,
+too short); and ``s2s-validate-data DIR ...`` (s2s/cli/validate_data.py) runs them from the
+shell. This module reads the text files only: it imports no audio or feature code.
 """
 
 from __future__ import annotations
@@ -131,16 +132,18 @@ def _raise(kind: str, message: str) -> None:
 
 
 @dataclass(slots=True)
-class _Entry:
+class Entry:
+    """One ``key value`` line of a data dir file and its line number."""
+
     lineno: int
     key: str
     value: str
 
 
-def _read_lines(path: Path, strict: bool, report: Report) -> list[_Entry]:
+def _read_lines(path: Path, strict: bool, report: Report) -> list[Entry]:
     """Parse ``key value`` lines; with ``strict``, also check order and uniqueness of keys.
     A line that cannot be read is reported and skipped, as is a repeated key."""
-    entries: list[_Entry] = []
+    entries: list[Entry] = []
     first_line: dict[str, int] = {}
     with open(path, "rb") as f:
         raw_lines = f.read().split(b"\n")
@@ -180,17 +183,23 @@ def _read_lines(path: Path, strict: bool, report: Report) -> list[_Entry]:
                     "(sort with LC_ALL=C sort)",
                 )
             first_line[key] = lineno
-        entries.append(_Entry(lineno, key, value))
+        entries.append(Entry(lineno, key, value))
     return entries
 
 
-def _has_value(path: Path, e: _Entry, what: str, report: Report) -> bool:
+def file_entries(path: Path) -> list[Entry]:
+    """The lines of one file of a valid data dir (DataDirError at a malformed one), with their
+    line numbers, for messages that name ``<file>:<line>``."""
+    return _read_lines(path, strict=False, report=_raise)
+
+
+def _has_value(path: Path, e: Entry, what: str, report: Report) -> bool:
     if not e.value:
         report("empty value", f"{path}:{e.lineno}: {what} for '{e.key}' is empty")
     return bool(e.value)
 
 
-def _parse_segment(path: Path, e: _Entry, report: Report) -> tuple[str, float, float] | None:
+def _parse_segment(path: Path, e: Entry, report: Report) -> tuple[str, float, float] | None:
     where = f"{path}:{e.lineno}"
     fields = e.value.split()
     if len(fields) != 3:
@@ -226,13 +235,13 @@ def _piped(value: str) -> bool:
 
 def _parse_dir(
     path: Path, strict: bool, report: Report
-) -> tuple[DataDir, dict[str, list[_Entry]]] | None:
+) -> tuple[DataDir, dict[str, list[Entry]]] | None:
     """Read every file of a data dir (format checks only); also return the raw entries.
     None when nothing more can be checked (no directory, no utt2spk), after reporting why."""
     if not path.is_dir():
         report("not a directory", f"{path}: not a directory")
         return None
-    raw: dict[str, list[_Entry]] = {}
+    raw: dict[str, list[Entry]] = {}
     for name in (*_FIXED_FILES, *_text_files(path)):
         if (path / name).is_file():
             raw[name] = _read_lines(path / name, strict, report)
@@ -284,7 +293,7 @@ def _parse_dir(
 
 
 def _check_consistency(
-    dd: DataDir, raw: dict[str, list[_Entry]], check_audio: bool, report: Report
+    dd: DataDir, raw: dict[str, list[Entry]], check_audio: bool, report: Report
 ) -> None:
     path = dd.path
     u2s_path = path / "utt2spk"
@@ -406,80 +415,6 @@ def validate_datadir(path: PathLike, check_audio: bool = True) -> list[Problem]:
     parsed = _parse_dir(Path(path), strict=True, report=collect)
     if parsed is not None:
         _check_consistency(*parsed, check_audio, collect)
-    return problems
-
-
-def _fbank_frames(frames: int, sr: int, fbank) -> int:
-    """Fbank frames of `frames` samples at `sr` once resampled to fbank.sample_rate (Kaldi's
-    snip_edges: none below one window)."""
-    n = math.ceil(frames * fbank.sample_rate / sr)
-    window = fbank.window_samples
-    shift = int(fbank.sample_rate * fbank.frame_shift_ms / 1000)
-    return 0 if n < window else 1 + (n - window) // shift
-
-
-def audio_problems(path: PathLike, min_frames: int = 10, fbank=None) -> list[Problem]:
-    """Every audio problem of a valid speech data dir, found from the files' headers
-    (soundfile.info: rate, channels, length) without reading their samples: a file that
-    cannot be opened or holds no audio (reported at its ``wav.scp`` line), and an utterance
-    (a whole file, or a ``segments`` line) that gives fewer than ``min_frames`` fbank frames
-    of ``fbank`` (s2s.data.features.FbankConfig; recipe stage 3 judges the same way) or ends
-    past its recording. Missing files are left to ``validate_datadir(check_audio=True)``."""
-    import soundfile as sf
-
-    from s2s.data.features import FbankConfig
-
-    fbank = fbank if fbank is not None else FbankConfig()
-    dd = load_datadir(path)
-    if dd.text_only:
-        return []
-    problems: list[Problem] = []
-    scp = dd.path / "wav.scp"
-    headers: dict[str, tuple[int, int]] = {}  # recording -> (frames, rate)
-    for e in _read_lines(scp, strict=False, report=_raise):
-        if not os.path.isfile(e.value):
-            continue
-        try:
-            info = sf.info(e.value)
-        except (sf.SoundFileError, RuntimeError) as err:  # LibsndfileError: a RuntimeError
-            why = f"cannot read audio: {' '.join(str(err).split())}"
-            where = f"{scp}:{e.lineno}: audio of '{e.key}' ({e.value})"
-            problems.append(Problem("unreadable audio", f"{where}: {why}"))
-            continue
-        if info.frames <= 0 or info.samplerate <= 0:
-            where = f"{scp}:{e.lineno}: audio of '{e.key}' ({e.value})"
-            problems.append(Problem("empty audio", f"{where}: zero-length audio"))
-            continue
-        headers[e.key] = (info.frames, info.samplerate)
-
-    def judge(where: str, frames: int, sr: int) -> None:
-        n = _fbank_frames(frames, sr, fbank)
-        if n < min_frames:
-            why = f"too short: {n} frames < min_frames {min_frames} ({1000 * frames / sr:.0f} ms)"
-            problems.append(Problem("too short", f"{where}: {why}"))
-
-    if dd.segments is None:
-        for e in _read_lines(scp, strict=False, report=_raise):
-            if e.key in headers:
-                judge(f"{scp}:{e.lineno}: audio of '{e.key}' ({e.value})", *headers[e.key])
-        return problems
-    seg = dd.path / "segments"
-    for e in _read_lines(seg, strict=False, report=_raise):
-        rec, start, end = dd.segments[e.key]
-        if rec not in headers:
-            continue  # its file was reported already
-        total, sr = headers[rec]
-        if end * sr > total + max(1, round(0.01 * sr)):  # load_audio's 10 ms of slack
-            problems.append(
-                Problem(
-                    "segment past the end",
-                    f"{seg}:{e.lineno}: utterance '{e.key}' ends at {end} s, after the end of "
-                    f"recording "
-                    f"'{rec}' ({total / sr:.3f} s)",
-                )
-            )
-            continue
-        judge(f"{seg}:{e.lineno}: utterance '{e.key}' ({rec})", round((end - start) * sr), sr)
     return problems
 
 

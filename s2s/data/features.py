@@ -85,6 +85,18 @@ class FbankConfig:
     def window_samples(self) -> int:
         return int(self.sample_rate * self.frame_length_ms / 1000)
 
+    @property
+    def shift_samples(self) -> int:
+        return int(self.sample_rate * self.frame_shift_ms / 1000)
+
+    def num_frames(self, samples: int) -> int:
+        """Frames compute_fbank gives `samples` samples at sample_rate (Kaldi's snip_edges):
+        0 below one window. The one frame-count rule, for checks and plans that do not read
+        the audio."""
+        if samples < self.window_samples:
+            return 0
+        return 1 + (samples - self.window_samples) // self.shift_samples
+
 
 def compute_fbank(wave: Tensor, cfg: FbankConfig | None = None) -> Tensor:
     """Log-mel fbank of a (N,) waveform in [-1, 1] at cfg.sample_rate -> (T, num_mel_bins).

@@ -1,8 +1,9 @@
 """Length-bucketed batches capped by padded size, shuffled per epoch, split across DDP ranks.
 
-Batches are built once: items sorted by length (ties by index) are cut greedily into batches
-whose padded size, len(batch) * longest item, stays <= max_frames (and len(batch) <=
-max_batch_size when > 0). An item longer than max_frames on its own forms a batch of one. Each
+Batches are built once (plan_batches, shortest first): items sorted by length (ties by index)
+are cut greedily into batches whose padded size, len(batch) * longest item, stays <=
+max_frames (and len(batch) <= max_batch_size when > 0). An item longer than max_frames on its
+own forms a batch of one. Each
 epoch visits every batch once in an order drawn from seed + epoch (or in length order with
 shuffle=False), the same on every rank. With num_replicas R the epoch list is padded, by
 repeating its first batches, to a multiple of R, and rank r takes every R-th batch from r: all
@@ -22,20 +23,29 @@ import torch
 from torch.utils.data import Sampler
 
 
-def make_batches(
-    lengths: Sequence[int], max_frames: int, max_batch_size: int = 0
+def plan_batches(
+    lengths: Sequence[int], max_frames: int, max_batch: int = 0, longest_first: bool = False
 ) -> list[list[int]]:
-    """Indices of `lengths` grouped into length-sorted batches (rules in the module docstring)."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    """Indices of `lengths` cut greedily into batches of similar lengths, the one planner of
+    training (this sampler) and decoding (s2s.decode, longest first).
+
+    Items are sorted by length, shortest first or with `longest_first` longest first (ties by
+    index), and a batch is closed when one more item would take its padded size,
+    len(batch) * its longest item, past `max_frames`, or its size past `max_batch` (0: no
+    cap). An item longer than max_frames on its own forms a batch of one."""
+    sign = -1 if longest_first else 1
+    order = sorted(range(len(lengths)), key=lambda i: (sign * lengths[i], i))
     batches: list[list[int]] = []
     cur: list[int] = []
+    longest = 0
     for i in order:
-        # ascending order: the new item is the longest, so padded size = (n + 1) * lengths[i]
-        full = max_batch_size > 0 and len(cur) >= max_batch_size
-        if cur and (full or (len(cur) + 1) * lengths[i] > max_frames):
+        longest_with = max(longest, lengths[i])  # the padded size is (n + 1) * longest_with
+        full = max_batch > 0 and len(cur) >= max_batch
+        if cur and (full or (len(cur) + 1) * longest_with > max_frames):
             batches.append(cur)
-            cur = []
+            cur, longest_with = [], lengths[i]
         cur.append(i)
+        longest = longest_with
     if cur:
         batches.append(cur)
     return batches
@@ -79,7 +89,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
-        self.batches = make_batches(self.lengths, max_frames, max_batch_size)
+        self.batches = plan_batches(self.lengths, max_frames, max_batch_size)
         self.epoch = 0
         self.start = 0
 

@@ -1,7 +1,8 @@
 """SentencePiece tokenizer with fixed special ids, its training, and transcript normalisation.
 
 Special tokens (every model trained here has exactly these ids; `Tokenizer.from_file` refuses
-a model that does not):
+a model that does not); defined here only, the models (s2s.models.seq2seq, s2s.models.encoder),
+decoding and the benchmarks import them:
 
     id 0  <pad>  padding, and the CTC blank
     id 1  <unk>  characters or pieces the model does not know

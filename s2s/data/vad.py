@@ -116,5 +116,5 @@ def speech_spans(energy_db: Tensor, frame_shift_s: float, cfg: VadConfig) -> lis
 
 def frame_to_samples(span: tuple[int, int], fbank: FbankConfig, n_samples: int) -> tuple[int, int]:
     """[start, end) frames -> [start, end) samples: frame i covers [i·hop, i·hop + window)."""
-    hop = int(fbank.sample_rate * fbank.frame_shift_ms / 1000)
+    hop = fbank.shift_samples
     return span[0] * hop, min(n_samples, (span[1] - 1) * hop + fbank.window_samples)

@@ -1,5 +1,5 @@
 """Two decoders side by side, step by step through a whole beam search: the exported (ONNX)
-decoder against the PyTorch one, in the tests and in `python -m s2s.bench.onnx_decode` on
+decoder against the PyTorch one, in the tests and in `python -m s2s.evaluate.onnx_decode` on
 trained models. A decoder scorer, so it lives beside the scorers: export never imports decode."""
 
 from __future__ import annotations

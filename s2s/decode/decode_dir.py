@@ -27,8 +27,9 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from s2s.data.sampler import plan_batches
 from s2s.decode.efficiency import DecodeStats
-from s2s.decode.inference import Speech2Text, plan_batches
+from s2s.decode.inference import Speech2Text
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def decode_datadir(
         raise ValueError(f"{data_dir}: no {cfg.target_field} file for the references")
     get, lengths = datadir_sources(s2t, dd, Path(dump_dir) if dump_dir else None)
     utts = dd.utt_ids if shard is None else dd.utt_ids[shard[0] - 1 :: shard[1]]
-    plan = plan_batches([lengths[u] for u in utts], batch_frames, max_batch)
+    plan = plan_batches([lengths[u] for u in utts], batch_frames, max_batch, longest_first=True)
     batches = [[utts[i] for i in batch] for batch in plan]
 
     stats = DecodeStats(

@@ -23,12 +23,13 @@ import torch
 from torch import Tensor
 
 from s2s.data.audio import AudioError
+from s2s.data.sampler import plan_batches
+from s2s.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from s2s.data.vad import VadConfig
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.decode.ctc_prefix import CTCPrefixScorer
 from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted, search_scorers
 from s2s.experiment import ExperimentConfig, load_cmvn, load_experiment
-from s2s.models.seq2seq import BOS_ID, EOS_ID, PAD_ID
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -55,22 +56,6 @@ class Segment:
     @property
     def text(self) -> str:
         return self.nbest[0].text
-
-
-def plan_batches(lengths: Sequence[int], batch_frames: int, max_batch: int = 32) -> list[list[int]]:
-    """Indices of `lengths` in batches, longest first, each at most `max_batch` items and (but
-    for a single over-long item) `batch_frames` padded frames."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:  # longest first: the padded size of a batch is its first item's
-        if cur and ((len(cur) + 1) * lengths[cur[0]] > batch_frames or len(cur) == max_batch):
-            batches.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    return batches
 
 
 class Speech2Text:
@@ -274,7 +259,9 @@ class Speech2Text:
         """decode_sources over length-sorted batches (plan_batches); n-best lists in the order
         of `sources`."""
         out: list[list[Result] | None] = [None] * len(sources)
-        for batch in plan_batches([s.shape[0] for s in sources], batch_frames, max_batch):
+        for batch in plan_batches(
+            [s.shape[0] for s in sources], batch_frames, max_batch, longest_first=True
+        ):
             for i, nbest in zip(batch, self.decode_sources([sources[i] for i in batch])):
                 out[i] = nbest
         return out  # type: ignore[return-value]
@@ -337,7 +324,9 @@ class Speech2Text:
             except AudioError as e:
                 yield i, e
         index = list(frames)
-        for batch in plan_batches([frames[i] for i in index], batch_frames, max_batch):
+        for batch in plan_batches(
+            [frames[i] for i in index], batch_frames, max_batch, longest_first=True
+        ):
             ready: dict[int, tuple[str, Tensor, Tensor]] = {}
             for i in (index[j] for j in batch):
                 try:
@@ -358,9 +347,7 @@ class Speech2Text:
             samples = round(audio_duration(x) * self.sample_rate)
         else:
             samples = round(x.shape[-1] * self.sample_rate / (sample_rate or self.sample_rate))
-        fb = self.fbank
-        shift = int(fb.sample_rate * fb.frame_shift_ms / 1000)
-        return max(0, (samples - fb.window_samples) // shift + 1)
+        return self.fbank.num_frames(samples)
 
     def _decode_ready(
         self, ready: dict[int, tuple[str, Tensor, Tensor]]

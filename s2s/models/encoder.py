@@ -14,12 +14,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from s2s.data.tokenizer import PAD_ID
 from s2s.models.conformer import conformer_stack
 from s2s.models.subsampling import SUBSAMPLINGS, Frontend, build_frontend, min_input_dim
 from s2s.models.transformer_encoder import POSITIONS, LayerStack, transformer_stack
 
 ENCODER_TYPES = ("transformer", "conformer", "text")
-PAD_ID = 0
 
 
 @dataclass

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s2s.data.tokenizer import PAD_ID
 from s2s.models.decoder import DecoderConfig, DecoderLayer, DecoderState
-from s2s.models.seq2seq import PAD_ID, add_bos_eos
+from s2s.models.seq2seq import add_bos_eos
 
 
 @dataclass

@@ -18,11 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.attention.probe import probe
+from s2s.data.tokenizer import BOS_ID, EOS_ID, PAD_ID  # pad = the CTC blank
 from s2s.models.decoder import Decoder, DecoderConfig
 from s2s.models.encoder import EncoderConfig, build_encoder
 from s2s.models.inspection import Inspection
-
-PAD_ID, BOS_ID, EOS_ID = 0, 2, 3  # SentencePiece ids fixed by s2s.data.tokenizer; pad = blank
 
 
 @dataclass

@@ -9,7 +9,7 @@ is decoded with its decode YAML (stage 9) and scored with its metrics (stage 10)
 markdown table (dev accuracy at E, BLEU/WER..., peak decode cache) and plots dev accuracy per
 epoch.
 
-    python -m s2s.bench.budget_table --recipe recipes/phrases/st1 --budgets 14 28 \\
+    python -m s2s.evaluate.budget_table --recipe recipes/phrases/st1 --budgets 14 28 \\
         --plot docs/prefix_study.png exp/tiny_mha_prefix_authors exp/tiny_mtla_s2_prefix_authors
 
 Decodes run on the CPU, one after the other; results go to <exp>/decode_<set>_<E>ep_<N>avg/.

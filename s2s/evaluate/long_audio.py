@@ -1,10 +1,10 @@
-"""Long-recording benchmark: a test set's utterances joined into one recording with pauses,
+"""Long-recording evaluation: a test set's utterances joined into one recording with pauses,
 decoded as s2s-decode decodes a long file (Speech2Text.transcribe: voice-activity segments in
 batches), fed whole (what s2s-decode did before), and each utterance alone (the reference
 point). Reports the segments against the known utterances and one document-level score per
 way (the hypotheses joined, against the references joined).
 
-    python -m s2s.bench.long_audio --model exp/NAME --data data/test [--limit 200]
+    python -m s2s.evaluate.long_audio --model exp/NAME --data data/test [--limit 200]
         [--gap 1.0] [--noise 3e-4] [--pad 0] [--metric bleu] [--no-whole]
 """
 
@@ -15,32 +15,13 @@ import json
 import time
 from collections.abc import Sequence
 
-import torch
-
 from s2s.data.audio import AudioError, load_utterance
 from s2s.data.datadir import load_datadir
 from s2s.data.tokenizer import normalize_text
 from s2s.data.vad import VadConfig
 from s2s.decode.inference import Segment, Speech2Text
 from s2s.metrics import compute
-
-
-def join_with_pauses(
-    waves: Sequence[torch.Tensor], gap: int, noise: float, seed: int = 0
-) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """(N_i,) waveforms -> one recording with ``gap`` samples of white noise at amplitude
-    ``noise`` before, between and after them, and each one's [start, end) in samples."""
-    g = torch.Generator().manual_seed(seed)
-    pieces: list[torch.Tensor] = []
-    spans, at = [], 0
-    for w in [*waves, None]:
-        pieces.append(torch.randn(gap, generator=g) * noise)
-        at += gap
-        if w is not None:
-            spans.append((at, at + w.numel()))
-            pieces.append(w)
-            at += w.numel()
-    return torch.cat(pieces), spans
+from s2s.synth.scene import join_with_pauses
 
 
 def segment_contents(
@@ -52,7 +33,7 @@ def segment_contents(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s2s.bench.long_audio", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m s2s.evaluate.long_audio", description=__doc__)
     p.add_argument("--model", required=True, help="experiment directory or s2s-pack file")
     p.add_argument("--data", required=True, help="a data dir whose utterances are joined")
     p.add_argument("--limit", type=int, default=200, help="first N utterances (sorted ids)")
@@ -75,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     field, norm = s2t.cfg.data.target_field, s2t.cfg.data.normalize
     refs = [normalize_text(dd.text(u, field), norm) for u in utts]
     waves = [load_utterance(dd, u, target_sr=sr) for u in utts]
-    recording, spans = join_with_pauses(waves, int(args.gap * sr), args.noise)
+    recording, spans = join_with_pauses(waves, int(args.gap * sr), args.noise, sr)
 
     def doc_score(texts: list[str]) -> float:
         return compute([args.metric], [" ".join(texts)], [" ".join(refs)]).values[args.metric]

@@ -10,7 +10,7 @@ batch at the largest beam: the largest deviation of the exported step's log-prob
 cache slots from PyTorch's, relative to max(|value|, 1). PyTorch gets --threads threads (also
 for the beam search around onnxruntime), onnxruntime --ort-threads (default the same).
 
-    python -m s2s.bench.onnx_decode --model exp/NAME --data data/test [--beams 1 5]
+    python -m s2s.evaluate.onnx_decode --model exp/NAME --data data/test [--beams 1 5]
         [--limit 0] [--threads 2] [--ort-threads N] [--bundle OUT] [--json out.json]
 """
 
@@ -26,11 +26,12 @@ import torch
 
 from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
+from s2s.data.sampler import plan_batches
+from s2s.data.tokenizer import BOS_ID, EOS_ID
 from s2s.decode.beam_search import beam_search
 from s2s.decode.compare import Lockstep
-from s2s.decode.inference import Speech2Text, plan_batches
+from s2s.decode.inference import Speech2Text
 from s2s.decode.scorers import Weighted
-from s2s.models.seq2seq import BOS_ID, EOS_ID
 from s2s.threads import torch_threads
 
 
@@ -44,7 +45,7 @@ def decode_timed(s2t: Speech2Text, feats: list) -> tuple[list, float]:
 def lockstep_first_batch(pt: Speech2Text, ort: Speech2Text, feats: list) -> dict:
     """Both encoders on the first batch, then both decoders in lockstep (s2s.decode.compare)
     at pt's beam: the largest deviations, relative to max(|value|, 1)."""
-    first = plan_batches([f.shape[0] for f in feats], 8000)[0]
+    first = plan_batches([f.shape[0] for f in feats], 8000, 32, longest_first=True)[0]
     src = torch.nn.utils.rnn.pad_sequence([feats[i] for i in first], batch_first=True)
     lens = torch.tensor([feats[i].shape[0] for i in first])
     memory, memory_lens = pt.model.encode(src, lens)
@@ -60,7 +61,7 @@ def lockstep_first_batch(pt: Speech2Text, ort: Speech2Text, feats: list) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s2s.bench.onnx_decode", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m s2s.evaluate.onnx_decode", description=__doc__)
     p.add_argument("--model", required=True, help="experiment directory")
     p.add_argument("--data", required=True, help="a data dir with audio")
     p.add_argument("--beams", type=int, nargs="+", default=[1, 5])

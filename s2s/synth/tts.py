@@ -1,8 +1,8 @@
 """Text to speech with espeak-ng, through ctypes into the library ``espeakng-loader`` ships.
 
 ``synthesize(text, voice, rate, pitch, ...)`` returns (N,) float32 mono at 16 kHz (espeak
-speaks at 22050 Hz; torchaudio's sinc resampler converts), optionally with Gaussian
-noise at a given SNR.
+speaks at 22050 Hz; torchaudio's sinc resampler converts), optionally with white
+noise at a given SNR (s2s.synth.scene.render).
 
 Determinism: espeak-ng keeps synthesis state between utterances that no API resets (a static
 pitch-flutter phase in its wave generator), so the same call gives slightly different audio
@@ -17,7 +17,7 @@ If something else in the process keeps libespeak-ng loaded, ``dlclose`` cannot u
 output may then depend on call order (still valid audio).
 
 Files: ``synthesize_files(jobs, nj)`` speaks many ``SpeechJob``s into 16-bit wav files, each
-recorded in its scene (pauses, level, noise, room: s2s.data.acoustics), in ``nj`` spawned
+recorded in its scene (pauses, level, noise, room: s2s.synth.scene), in ``nj`` spawned
 worker processes (the embedded phrases corpus, local/phrases, uses it).
 
 Voices: an espeak-ng voice name (``en``, ``en-us``, ``en-gb-scotland``, ...) optionally with a
@@ -41,7 +41,7 @@ import torch
 import torchaudio
 from torch import Tensor
 
-from s2s.data.acoustics import Scene, render
+from s2s.synth.scene import Scene, render
 from s2s.threads import torch_threads
 
 SAMPLE_RATE = 16000
@@ -178,13 +178,6 @@ def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
     return torchaudio.transforms.Resample(orig, new)
 
 
-def add_noise(wave: Tensor, snr_db: float, generator: torch.Generator) -> Tensor:
-    """``wave`` (N,) plus white Gaussian noise at ``snr_db`` relative to its mean power."""
-    power = wave.pow(2).mean().clamp_min(1e-10)
-    std = (power / 10 ** (snr_db / 10)).sqrt()
-    return wave + std * torch.randn(wave.shape, generator=generator, dtype=wave.dtype)
-
-
 def synthesize(
     text: str,
     voice: str = "en-us",
@@ -205,15 +198,15 @@ def synthesize(
         with torch.no_grad():
             wave = _resampler(sr, sample_rate)(wave)
     if snr_db is not None:
-        gen = torch.Generator().manual_seed(int(seed))
-        wave = add_noise(wave, float(snr_db), gen)
+        scene = Scene(peak=None, noise="white", snr_db=float(snr_db), noise_scale="expected")
+        wave = render(wave, scene, sample_rate, torch.Generator().manual_seed(int(seed)))
     return wave.clamp_(-1.0, 1.0)
 
 
 @dataclass(frozen=True)
 class SpeechJob:
     """One utterance to speak into a wav file: the arguments of ``synthesize`` (without noise),
-    the recording conditions (``scene``: pauses, level, noise, room; s2s.data.acoustics) and,
+    the recording conditions (``scene``: pauses, level, noise, room; s2s.synth.scene) and,
     for babble noise, the other utterances that talk in the background (their ``path`` and
     ``scene`` unused). The file is a pure function of these fields."""
 

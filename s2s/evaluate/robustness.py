@@ -1,4 +1,4 @@
-"""Robustness benchmark: a test set decoded as the same speech arrives in other ways.
+"""Robustness evaluation: a test set decoded as the same speech arrives in other ways.
 
 Any experiment, any data dir with audio. Each condition changes every utterance's waveform
 one way and decodes the set (beam search as s2s-decode does, in length-sorted batches):
@@ -6,8 +6,9 @@ one way and decodes the set (beam search as s2s-decode does, in length-sorted ba
 - onset: the speech starts later, behind N ms of near-silence (white noise at ``--floor``
   amplitude, about -70 dBFS: a quiet room, as between long_audio's utterances);
 - level: the waveform scaled by G dB (clipped at full scale);
-- SNR: white noise added at S dB over the utterance's power (s2s.data.tts.add_noise, as the
-  synthesiser adds it).
+- SNR: white noise added at S dB over the utterance's power (as the synthesiser adds it).
+
+Each condition is a scene the utterance is recorded in (s2s.synth.scene.render).
 
 It reports the score of each condition against the references, and the **onset invariance**:
 the share of utterances whose best hypothesis is the same at every onset as at 0 ms. Since that
@@ -22,7 +23,7 @@ evaluations score talks) and scored like the utterances decoded alone; and the s
 utterances that come back as exactly one segment whose text is the utterance's own alone
 (``long_audio`` measures the segmentation itself in more detail).
 
-    python -m s2s.bench.robustness --model exp/NAME --data data/test [--limit 200]
+    python -m s2s.evaluate.robustness --model exp/NAME --data data/test [--limit 200]
         [--onsets 0 30 100 300 600] [--levels -20 -10 6] [--snrs 20 10 5] [--gap 0.6]
         [--metric bleu] [--json out.json] [decode.ctc_weight=0.3 ...]
 
@@ -41,31 +42,34 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from s2s.bench.long_audio import join_with_pauses, segment_contents
 from s2s.data.audio import load_utterance
 from s2s.data.datadir import load_datadir
 from s2s.data.tokenizer import normalize_text
-from s2s.data.tts import add_noise
 from s2s.decode.inference import Speech2Text
+from s2s.evaluate.long_audio import segment_contents
 from s2s.metrics import compute
 from s2s.metrics.resegment import resegment
 from s2s.metrics.text import lc_rm
+from s2s.synth.scene import Scene, join_with_pauses, render
 
 FLOOR = 3e-4  # amplitude of the "silence" in front and between: about -70 dBFS
 
 
 def with_onset(wave: Tensor, ms: float, sample_rate: int, floor: float, seed: int) -> Tensor:
     """(N,) -> (N + ms of near-silence in front,) samples."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.cat([torch.randn(round(ms * sample_rate / 1000), generator=g) * floor, wave])
+    lead_s = round(ms * sample_rate / 1000) / sample_rate  # whole samples
+    scene = Scene(lead_s=lead_s, peak=None, floor=floor)
+    return render(wave, scene, sample_rate, torch.Generator().manual_seed(seed))
 
 
-def with_level(wave: Tensor, gain_db: float) -> Tensor:
-    return (wave * 10 ** (gain_db / 20)).clamp(-1.0, 1.0)
+def with_level(wave: Tensor, gain_db: float, sample_rate: int) -> Tensor:
+    scene = Scene(peak=None, gain_db=gain_db)
+    return render(wave, scene, sample_rate, torch.Generator())  # draws nothing
 
 
-def with_snr(wave: Tensor, snr_db: float, seed: int) -> Tensor:
-    return add_noise(wave, snr_db, torch.Generator().manual_seed(seed)).clamp(-1.0, 1.0)
+def with_snr(wave: Tensor, snr_db: float, sample_rate: int, seed: int) -> Tensor:
+    scene = Scene(peak=None, noise="white", snr_db=snr_db, noise_scale="expected")
+    return render(wave, scene, sample_rate, torch.Generator().manual_seed(seed))
 
 
 def onset_invariance(hyps: Sequence[Sequence[str]]) -> float:
@@ -108,7 +112,7 @@ def segments_matching(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s2s.bench.robustness", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m s2s.evaluate.robustness", description=__doc__)
     p.add_argument("--model", required=True, help="experiment directory or s2s-pack file")
     p.add_argument("--data", required=True, help="a data dir with audio")
     p.add_argument("--limit", type=int, default=0, help="first N utterances (0: all)")
@@ -144,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             with_onset(w, ms, sr, args.floor, i) if ms else w for i, w in enumerate(waves)
         ]
     for db in args.levels:
-        conditions[f"level {db:+g} dB"] = [with_level(w, db) for w in waves]
+        conditions[f"level {db:+g} dB"] = [with_level(w, db, sr) for w in waves]
     for db in args.snrs:
-        conditions[f"snr {db:g} dB"] = [with_snr(w, db, i) for i, w in enumerate(waves)]
+        conditions[f"snr {db:g} dB"] = [with_snr(w, db, sr, i) for i, w in enumerate(waves)]
 
     rows: dict[str, dict] = {}
     for name, ws in conditions.items():
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     moved = [n for n in rows if n.startswith(("onset", "level"))]
     spread = max(abs(rows[n][metric] - base) for n in moved)
 
-    recording, spans = join_with_pauses(waves, round(args.gap * sr), args.floor)
+    recording, spans = join_with_pauses(waves, round(args.gap * sr), args.floor, sr)
     segments = s2t.transcribe(recording, sr)
     texts = [s.text for s in segments]
     matching = segments_matching(texts, segment_contents(segments, spans, sr), alone)
