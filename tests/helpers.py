@@ -26,7 +26,8 @@ from s2s.data.sampler import BucketBatchSampler
 from s2s.data.tokenizer import train_sentencepiece
 from s2s.decode.beam_search import BeamSearchConfig, Hypothesis, beam_search
 from s2s.decode.ctc_prefix import CTCPrefixScorer
-from s2s.decode.scorers import DecoderScorer, LMScorer, Scorer, search_scorers
+from s2s.decode.scorer_set import search_scorers
+from s2s.decode.scorers import DecoderScorer, LMScorer, Scorer
 from s2s.experiment import ExperimentConfig, build_model, save_experiment_config
 from s2s.models.decoder import Decoder, DecoderConfig
 from s2s.models.lm import LMConfig, TransformerLM

@@ -30,7 +30,8 @@ from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.decode.compare import Lockstep
 from s2s.decode.compiled import CompiledStep, bucket, compile_scorers
 from s2s.decode.ctc_prefix import CTCPrefixScorer
-from s2s.decode.scorers import DecoderScorer, LMScorer, search_scorers
+from s2s.decode.scorer_set import search_scorers
+from s2s.decode.scorers import DecoderScorer, LMScorer
 from s2s.models.decoder import ARRANGEMENTS
 
 

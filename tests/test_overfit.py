@@ -21,7 +21,8 @@ from s2s.data.dataset import collate
 from s2s.data.features import compute_fbank, utterance_cmvn
 from s2s.data.tokenizer import BOS_ID, EOS_ID, train_sentencepiece
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
-from s2s.decode.scorers import DecoderScorer, search_scorers
+from s2s.decode.scorer_set import search_scorers
+from s2s.decode.scorers import DecoderScorer
 from s2s.models.decoder import DecoderConfig
 from s2s.models.encoder import EncoderConfig
 from s2s.models.seq2seq import ModelConfig, Seq2SeqModel, add_bos_eos

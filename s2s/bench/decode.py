@@ -50,7 +50,8 @@ from s2s.bench.attention import DEFAULT_VARIANTS
 from s2s.bench.authors import AuthorsAttention, load_authors_mtla
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.decode.compiled import COMPILE_STATS
-from s2s.decode.scorers import DecoderScorer, search_scorers
+from s2s.decode.scorer_set import search_scorers
+from s2s.decode.scorers import DecoderScorer
 from s2s.experiment.decode_config import COMPILE_MODES
 from s2s.models.decoder import ARRANGEMENTS, Decoder, DecoderConfig
 

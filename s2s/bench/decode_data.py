@@ -46,7 +46,8 @@ from s2s.decode import ctc_prefix
 from s2s.decode.compiled import COMPILE_STATS
 from s2s.decode.decode_dir import datadir_sources
 from s2s.decode.inference import Speech2Text
-from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted, search_scorers
+from s2s.decode.scorer_set import search_scorers
+from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted
 from s2s.threads import torch_threads
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,7 +26,8 @@ import torch
 from s2s.data.sampler import plan_batches
 from s2s.data.tokenizer import BOS_ID, EOS_ID
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
-from s2s.decode.scorers import DecoderScorer, search_scorers
+from s2s.decode.scorer_set import search_scorers
+from s2s.decode.scorers import DecoderScorer
 from s2s.experiment import build_model, load_experiment_config
 from s2s.export.bundle import write_manifest
 from s2s.export.onnx_export import export_model

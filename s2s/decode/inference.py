@@ -28,7 +28,8 @@ from s2s.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from s2s.data.vad import VadConfig
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.decode.ctc_prefix import CTCPrefixScorer
-from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted, search_scorers
+from s2s.decode.scorer_set import search_scorers
+from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted
 from s2s.experiment import ExperimentConfig, load_cmvn, load_experiment
 
 log = logging.getLogger(__name__)

@@ -25,12 +25,9 @@ had its end scored by every scorer: there is no separate final score.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from s2s.decode.beam_search import BeamSearchConfig
 
 
 @dataclass(frozen=True)
@@ -124,27 +121,3 @@ class LMScorer(DecoderScorer):
         return self.model.init_state(
             search.rows, ancestry=lean, max_len=search.max_len if lean else None
         )
-
-
-def search_scorers(
-    cfg: BeamSearchConfig, decoder: Scorer, *, ctc: Scorer | None = None, lm: Scorer | None = None
-) -> dict[str, Weighted]:
-    """The weighted set a BeamSearchConfig asks for: the decoder with 1 - ctc_weight, the CTC
-    prefix scorer with ctc_weight (when > 0) and the LM with lm_weight (when given: with weight
-    0 it still runs, and its caches count). With cfg.compile, the decoder's and the LM's steps
-    compiled (s2s.decode.compiled; a decoder that is no PyTorch module stays as it is)."""
-    out = {"decoder": Weighted(decoder, 1 - cfg.ctc_weight)}
-    if cfg.ctc_weight > 0:
-        if ctc is None:
-            raise ValueError("ctc_weight > 0 needs a CTC prefix scorer (a model trained with CTC)")
-        out["ctc"] = Weighted(ctc, cfg.ctc_weight)
-    if lm is not None:
-        out["lm"] = Weighted(lm, cfg.lm_weight)
-    elif cfg.lm_weight > 0:
-        raise ValueError(f"lm_weight={cfg.lm_weight} needs a language model (decode.lm)")
-    if cfg.compile:
-        from s2s.decode.compiled import compile_scorers  # it builds on this module
-
-        mode = None if cfg.compile_mode == "default" else cfg.compile_mode
-        return compile_scorers(out, cfg.compile_buckets, mode=mode)
-    return out

@@ -101,7 +101,8 @@ class TrainingMonitor:
         sizes a search step costs the same for 30 utterances as for 200 (padding never
         changes a result: tests/test_beam_search.py)."""
         from s2s.decode.beam_search import BeamSearchConfig, beam_search
-        from s2s.decode.scorers import DecoderScorer, search_scorers
+        from s2s.decode.scorer_set import search_scorers
+        from s2s.decode.scorers import DecoderScorer
         from s2s.metrics import compute
 
         device = next(model.parameters()).device
