@@ -374,7 +374,8 @@ class Recipe:
         each (shorter than filter.min_frames but encodable is no error: stage 4 drops those
         from the training sets as before). Then the stage stops, or with skip_bad_audio they
         are left out and listed in dump/<set>/bad_utts (stage 4 drops them from
-        data/<set>_filt)."""
+        data/<set>_filt). A stage 3 that was killed, run again with the same --nj, keeps the
+        shards it finished (s2s.data.features.dump_features)."""
         if not self.speech:
             log.info("text source: no features to dump")
             return
