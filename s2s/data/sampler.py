@@ -3,11 +3,11 @@
 Batches are built once (plan_batches, shortest first): items sorted by length (ties by index)
 are cut greedily into batches whose padded size, len(batch) * longest item, stays <=
 max_frames (and len(batch) <= max_batch_size when > 0). An item longer than max_frames on its
-own forms a batch of one. Each
-epoch visits every batch once in an order drawn from seed + epoch (or in length order with
-shuffle=False), the same on every rank. With num_replicas R the epoch list is padded, by
-repeating its first batches, to a multiple of R, and rank r takes every R-th batch from r: all
-ranks step the same number of times and, apart from the padding, see disjoint batches.
+own forms a batch of one. Each epoch visits every batch once in an order drawn from seed +
+epoch (or in length order with shuffle=False), the same on every rank. With num_replicas R
+the epoch list is padded, by repeating its first batches, to a multiple of R, and rank r takes
+every R-th batch from r: all ranks step the same number of times and, apart from the
+padding, see disjoint batches.
 
 Mid-epoch resume: set_epoch(epoch, start=k) skips the first k batches of this rank's epoch, so
 iteration yields exactly what the interrupted epoch had not yet yielded. The sampler cannot
