@@ -157,9 +157,14 @@ def searcher(s2t: Speech2Text, bs, ctc_module, times: dict):
     decoder = _Timed(s2t.model.decoder, "decoder", times)
     lm = _Timed(s2t.lm, "lm", times) if s2t.lm is not None else None
     if "scorers" in inspect.signature(bs.beam_search).parameters:
-        sc = importlib.import_module(bs.__name__.replace("beam_search", "scorers"))
+        package = bs.__name__.rsplit(".", 1)[0]
+        sc = importlib.import_module(f"{package}.scorers")
+        try:
+            build = importlib.import_module(f"{package}.scorer_set").search_scorers
+        except ModuleNotFoundError:  # a revision before scorer_set.py: scorers held it
+            build = sc.search_scorers
         ctc = ctc_module.CTCPrefixScorer(s2t.model.ctc_log_probs, PAD_ID, EOS_ID)
-        scorers = sc.search_scorers(
+        scorers = build(
             cfg,
             sc.DecoderScorer(decoder),
             ctc=ctc,

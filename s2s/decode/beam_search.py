@@ -75,7 +75,7 @@ def beam_search(
     stats: dict | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode B utterances. scorers: name -> Weighted(scorer, weight), at least one full
-    scorer (s2s.decode.scorers.search_scorers builds the set a config asks for); a token's
+    scorer (s2s.decode.scorer_set.search_scorers builds the set a config asks for); a token's
     score is the weighted sum of the scorers' scores. memory: (B, S, d_enc), memory_lens:
     (B,). engine: "lean" (the frames' cache once per utterance, own parts allocated once,
     ancestry reordering) or "naive" (every hypothesis holds the whole cache, reordering copies
