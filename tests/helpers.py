@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from s2s.attention import sweep_config
 from s2s.data.datadir import write_datadir
-from s2s.data.dataset import collate
+from s2s.data.dataset import Batch, collate
 from s2s.data.sampler import BucketBatchSampler
 from s2s.data.tokenizer import train_sentencepiece
 from s2s.decode.beam_search import BeamSearchConfig, Hypothesis, beam_search
@@ -153,6 +153,20 @@ def text_experiment(root: Path, n_train: int, n_dev: int, max_frames: int) -> li
 # --- a small decoder for the beam-search tests (test_beam_search.py, test_ctc_prefix.py) -----
 
 BOS, EOS, V = 2, 3, 23
+
+
+def text_batch(src_lens: list[int], tgt_lens: list[int], vocab: int = 40) -> Batch:
+    """A padded batch for a text-source model (utterances utt0, utt1, ...): random ids 4..vocab-1,
+    0 (padding) past each length. Draws from torch's global generator."""
+    src, tgt = torch.tensor(src_lens), torch.tensor(tgt_lens)
+    S, L = int(src.max()), int(tgt.max())
+    return Batch(
+        [f"utt{i}" for i in range(len(src_lens))],
+        torch.randint(4, vocab, (len(src_lens), S)) * (torch.arange(S) < src[:, None]),
+        src,
+        torch.randint(4, vocab, (len(tgt_lens), L)) * (torch.arange(L) < tgt[:, None]),
+        tgt,
+    )
 
 
 def make_decoder(arrangement: str, variant: str, stride: int, seed: int = 0) -> Decoder:

@@ -199,8 +199,9 @@ def test_an_inspection_reads_their_merge_weights_and_the_monitor_its_stats(autho
     """A prefix MTLA model whose layers run their module: Seq2SeqModel.inspect returns their
     merge weights (their module reports no probabilities, so no figure is drawn) and the
     monitor writes its merge statistics from them."""
+    from helpers import text_batch
+
     from s2s.bench.authors import use_authors_modules
-    from s2s.data.dataset import Batch
     from s2s.experiment import build_model, load_experiment_config
     from s2s.train.monitor import MonitorConfig, TrainingMonitor
 
@@ -216,14 +217,7 @@ def test_an_inspection_reads_their_merge_weights_and_the_monitor_its_stats(autho
     model = build_model(cfg, 40)
     use_authors_modules(model, authors)
     model.eval()
-    src_lens, tgt_lens = torch.tensor([7, 9]), torch.tensor([5, 6])
-    batch = Batch(
-        ["a", "b"],
-        torch.randint(4, 40, (2, 9)) * (torch.arange(9) < src_lens[:, None]),
-        src_lens,
-        torch.randint(4, 40, (2, 6)) * (torch.arange(6) < tgt_lens[:, None]),
-        tgt_lens,
-    )
+    batch = text_batch([7, 9], [5, 6])
     seen = model.inspect(batch)
     assert seen.self_attention is None and seen.merge_weights is not None
     valid, is_frame = seen.key_masks()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import text_experiment
+from helpers import text_batch, text_experiment
 
 from s2s.attention.ops import attention_probs, parallel_attention
 from s2s.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -134,7 +134,6 @@ def test_monitor_draws_one_panel_per_layer_with_tokens_frames_and_a_colour_bar(a
     per decoder layer showing the first utterance's inspection maps (heads averaged), its
     output tokens' pieces on the y axis, its input pieces (self) or frame indices (frames) on
     the x axis, each with a colour bar; written as (H, W, 3) images in [0, 1]."""
-    from s2s.data.dataset import Batch
     from s2s.experiment import build_model, load_experiment_config
     from s2s.train import monitor as M
 
@@ -147,14 +146,7 @@ def test_monitor_draws_one_panel_per_layer_with_tokens_frames_and_a_colour_bar(a
     cfg = load_experiment_config([ROOT / "conf" / "model" / "tiny_text.yaml"], overrides)
     torch.manual_seed(0)
     model = build_model(cfg, 40).eval()
-    src_lens, tgt_lens = torch.tensor([7, 11]), torch.tensor([5, 6])
-    batch = Batch(
-        ["utt0", "utt1"],
-        torch.randint(4, 40, (2, 11)) * (torch.arange(11) < src_lens[:, None]),
-        src_lens,
-        torch.randint(4, 40, (2, 6)) * (torch.arange(6) < tgt_lens[:, None]),
-        tgt_lens,
-    )
+    batch = text_batch([7, 11], [5, 6])
     mon = M.TrainingMonitor(M.MonitorConfig(), _Pieces(), [batch])
     board = _Board()
     mon.on_validate(model, 1, board)
