@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,16 +131,28 @@ def test_kernel_bench_on_gpu(tmp_path) -> None:
     assert all(r["kernel_launches"] == 1 for r in rows)
 
 
+def _audio_datadir(root: Path, n: int) -> None:
+    """root/data: n utterances u0.. of 0.4, 0.6, ... s of audio, transcript "a"."""
+    from helpers import write_audio
+
+    from s2s.data.datadir import write_datadir
+
+    wavs = {f"u{i}": root / f"u{i}.wav" for i in range(n)}
+    for i, path in enumerate(wavs.values()):
+        write_audio(path, 0.4 + 0.2 * i, seed=i)
+    write_datadir(root / "data", {u: str(p) for u, p in wavs.items()},
+                  {"text": dict.fromkeys(wavs, "a")}, {u: u for u in wavs})  # fmt: skip
+
+
 def test_decode_data_bench_compares_a_revision(tmp_path, capsys) -> None:
     """A data dir decoded with joint CTC by the current search and by the one of a git
     revision (before the scorer interface when that commit is here), same batches: times per
     part, and every n-best list the same."""
     import subprocess
 
-    from helpers import make_exp, write_audio
+    from helpers import make_exp
 
     from s2s.bench.decode_data import main as bench_main
-    from s2s.data.datadir import write_datadir
 
     before = "5935c32"  # the last commit whose beam_search took lm= and ctc_log_probs=
     found = subprocess.run(["git", "cat-file", "-e", f"{before}^{{commit}}"], capture_output=True)
@@ -147,11 +160,7 @@ def test_decode_data_bench_compares_a_revision(tmp_path, capsys) -> None:
     if subprocess.run(["git", "rev-parse", rev], capture_output=True).returncode != 0:
         pytest.skip("not a git checkout: no revision to compare with")
     exp = make_exp(tmp_path, ctc=0.3)
-    wavs = {f"u{i}": tmp_path / f"u{i}.wav" for i in range(5)}
-    for i, path in enumerate(wavs.values()):
-        write_audio(path, 0.4 + 0.2 * i, seed=i)
-    write_datadir(tmp_path / "data", {u: str(p) for u, p in wavs.items()},
-                  {"text": dict.fromkeys(wavs, "a")}, {u: u for u in wavs})  # fmt: skip
+    _audio_datadir(tmp_path, 5)
     out = tmp_path / "bench.json"
     argv = ["--model", str(exp), "--data", str(tmp_path / "data"), "--compare", rev]
     assert bench_main([*argv, "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
@@ -209,17 +218,12 @@ def test_decode_data_bench_compiled_run(tmp_path, capsys, aot_eager_compile) -> 
     time apart, and the comparison of their n-best lists reported (not asserted equal: this
     model is float32, where the compiled step's other summation order may flip a near-tie;
     tests/test_compiled_decode.py compares in float64)."""
-    from helpers import make_exp, write_audio
+    from helpers import make_exp
 
     from s2s.bench.decode_data import main as bench_main
-    from s2s.data.datadir import write_datadir
 
     exp = make_exp(tmp_path, ctc=0.3)
-    wavs = {f"u{i}": tmp_path / f"u{i}.wav" for i in range(4)}
-    for i, path in enumerate(wavs.values()):
-        write_audio(path, 0.4 + 0.2 * i, seed=i)
-    write_datadir(tmp_path / "data", {u: str(p) for u, p in wavs.items()},
-                  {"text": dict.fromkeys(wavs, "a")}, {u: u for u in wavs})  # fmt: skip
+    _audio_datadir(tmp_path, 4)
     out = tmp_path / "bench.json"
     argv = ["--model", str(exp), "--data", str(tmp_path / "data"), "--compile"]
     assert bench_main([*argv, "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
