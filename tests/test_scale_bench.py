@@ -77,3 +77,10 @@ def test_copy_ids_keep_their_order(tmp_path: Path, copies: int) -> None:
     copy_datadir(src.path, tmp_path / "c", copies)
     ids = load_datadir(tmp_path / "c").utt_ids
     assert ids == sorted(ids) and len(ids) == copies
+
+
+def test_the_driver_s_shard_size_is_the_dump_s() -> None:
+    from s2s.bench import scale
+    from s2s.data import features
+
+    assert scale.SHARD_UTTS == features.SHARD_UTTS

@@ -38,6 +38,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+# s2s.data.features.SHARD_UTTS (not imported: that module imports torch, which this driver
+# must not: see run_measured; tests/test_scale_bench.py keeps the two equal)
+SHARD_UTTS = 10_000
 TRAIN_STEPS = 30  # s2s-train's steps in the training part (first batch, then the steady step)
 
 
@@ -260,7 +263,7 @@ def stage_rows(args: argparse.Namespace, work: Path, logs: Path, cfg: dict) -> l
 
             def kill_when(dump: Path = dump) -> bool:  # half the training set's shards done
                 done = len(list(dump.glob("feats.*.done"))) if dump.is_dir() else 0
-                return done >= max(1, -(-n_train // 10_000) // 2)
+                return done >= max(1, -(-n_train // SHARD_UTTS) // 2)
 
             killed = run_measured(
                 recipe_cmd(work, 3, args.nj), logs / "stage3.killed.log", kill_when
@@ -306,7 +309,7 @@ def other_sets(cfg: dict) -> list[str]:
 
 
 def corpus_seconds(dump: Path) -> float:
-    """Hours of audio in a dump, from its frame count (10 ms frames)."""
+    """Seconds of audio in a dump, from its frame count (10 ms frames)."""
     return json.loads((dump / "feats.json").read_text())["num_frames"] / 100.0
 
 
