@@ -150,7 +150,6 @@ class SpeechDataset(Dataset):
         self.views = views
         # the data dir is read here and not kept: a dataset holds only what items need
         dd = datadir if isinstance(datadir, DataDir) else load_datadir(datadir)
-        self.datadir_path = dd.path
         self.reader = FeatureReader(feature_dir)
         self.cmvn = cmvn
         self.specaug = specaug
