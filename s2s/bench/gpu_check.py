@@ -208,28 +208,26 @@ def verify_decode(part: Part, dry_run: bool) -> tuple[str, str]:
 
 
 def verify_captured(part: Part, dry_run: bool) -> tuple[str, str]:
+    from s2s.bench.decode import COMPILED_LABEL
+
+    suffix = COMPILED_LABEL["reduce-overhead"]
     rows = part.results
     eager = {(r["run"], r["prefix"]): r for r in rows if not r["compiled"]}
     captured = [r for r in rows if r["compiled"]]
     if not captured:
         raise Unproven("no graph-captured run")
+    ratios = []
     for r in captured:
         if r["compile_mode"] != "reduce-overhead":
             raise Unproven(f"{r['run']}: compiled without CUDA graphs ({r['compile_mode']})")
-        base = (r["run"].removesuffix(" cuda graphs"), r["prefix"])
-        if base not in eager:
+        base = eager.get((r["run"].removesuffix(suffix), r["prefix"]))
+        if base is None:
             raise Unproven(f"{r['run']} at {r['prefix']}: no eager run beside it")
-        if not (r["decode_s"] > 0 and eager[base]["decode_s"] > 0):
+        if not (r["decode_s"] > 0 and base["decode_s"] > 0):
             raise Unproven(f"{r['run']} at {r['prefix']}: no time")
-    ratio = {
-        id(r): eager[(r["run"].removesuffix(" cuda graphs"), r["prefix"])]["decode_s"]
-        / r["decode_s"]
-        for r in captured
-    }
-    speedups = ", ".join(
-        f"{r['run'].removesuffix(' lean cuda graphs')} at {r['prefix']}: {ratio[id(r)]:.2f}x"
-        for r in captured
-    )
+        name = r["run"].removesuffix(" lean" + suffix)
+        ratios.append(f"{name} at {r['prefix']}: {base['decode_s'] / r['decode_s']:.2f}x")
+    speedups = ", ".join(ratios)
     compile_s = ", ".join(f"{r['compile_s']:.0f}" for r in captured)
     if dry_run:  # inductor captures no CUDA graph on the CPU: every compiled graph is a skip
         return "ok", f"eager and compiled on the CPU (no CUDA graph to capture): {speedups}"
