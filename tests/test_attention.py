@@ -3,6 +3,7 @@ at s = 1, hyper-network gradients, bf16, and the backends agree."""
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -389,3 +390,45 @@ def test_pack_prefix_mixed_dtypes_under_autocast() -> None:
     seq, lens, where = pack_prefix(prefix, torch.tensor([3, 1]), x, torch.tensor([2, 1]))
     assert seq.dtype == torch.float32 and lens.tolist() == [5, 2]
     assert torch.equal(seq[0, :3], prefix[0].float()) and torch.equal(seq[1, 1], x[1, 0])
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    variant=st.sampled_from(sorted(VARIANTS)),
+    ancestry=st.booleans(),
+    prefix=st.booleans(),
+    steps=st.integers(1, 6),
+    kept=st.lists(st.booleans(), min_size=3, max_size=3).filter(any),
+    seed=st.integers(0, 2**16),
+)
+def test_keeping_rows_continues_the_same_sequences(
+    variant: str, ancestry: bool, prefix: bool, steps: int, kept: list[bool], seed: int
+) -> None:
+    """keep_rows (beam search dropping the utterances it has finished): after any reorders,
+    the next step of the kept rows over the kept cache equals that of the same rows over the
+    whole cache; the slots not in use stay unread (the buffers start as NaN)."""
+    m = build_attention(small_cfg(variant, 2)).eval()
+    randomise(m, seed)
+    g = torch.Generator().manual_seed(seed)
+    U, K = 3, 2
+    with torch.no_grad():
+        cache = m.new_cache(U, fill=float("nan"), capacity=1, ancestry=ancestry)
+        if prefix:  # frames of different lengths, shared per utterance
+            lengths = torch.tensor([5, 2, 4])
+            m(torch.randn(U, 5, 32, generator=g), lengths=lengths, cache=cache)
+        cache.expand(K, own_slots=steps + 2)
+        for _ in range(steps):
+            m.step(torch.randn(U * K, 1, 32, generator=g), cache)
+            cache.reorder(
+                (torch.arange(U)[:, None] * K + torch.randint(0, K, (U, K), generator=g)).view(-1)
+            )
+        utts = torch.tensor([u for u in range(U) if kept[u]])
+        rows = (utts[:, None] * K + torch.arange(K)).view(-1)
+        x = torch.randn(U * K, 1, 32, generator=g)
+        kept_cache = copy.deepcopy(cache)
+        kept_cache.keep_rows(rows)
+        want = m.step(x, cache)[rows]
+        got = m.step(x[rows], kept_cache)
+    assert torch.isfinite(got).all()
+    assert torch.equal(kept_cache.length, cache.length[rows])
+    assert rel_err(got, want) <= 1e-6

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import BOS, EOS, V, make_decoder, search
+from helpers import BOS, EOS, V, make_decoder, make_lm, search
 
 from s2s.attention import VARIANTS
 from s2s.decode.beam_search import BeamSearchConfig, Hypothesis, max_lengths
+from s2s.decode.scorers import DecoderScorer
 from s2s.models.decoder import Decoder
 
 # every registered variant (mtla at s = 2 and 3: at s = 1 it is mla)
@@ -138,3 +139,32 @@ def test_limits_and_config() -> None:
     assert all(len(h.tokens) == 3 for h in out[0])  # min_len == max_len pins the length
     with pytest.raises(ValueError, match="need beam_size >= 1 and 1 <= nbest <= beam_size"):
         BeamSearchConfig(beam_size=2, nbest=3)
+
+
+@pytest.mark.parametrize("arrangement", ["cross", "prefix", "prompt"])
+@pytest.mark.parametrize(
+    ("variant", "stride", "engine"), [(*c, "lean") for c in CASES] + [("mtla", 2, "naive")]
+)
+def test_dropping_finished_utterances_changes_no_hypothesis(
+    variant: str, stride: int, engine: str, arrangement: str, monkeypatch
+) -> None:
+    """The search drops the utterances it has finished (every scorer's `keep`) and goes on
+    with the others: the same n-best lists as a search that keeps every row to the end, with
+    the decoder, CTC prefix scores and an LM together."""
+    dec, lm = make_decoder(arrangement, variant, stride, seed=5), make_lm(seed=6)
+    g = torch.Generator().manual_seed(7)
+    memory, lens = torch.randn(5, 9, 24, generator=g), torch.tensor([9, 2, 6, 3, 8])
+    ctc = torch.randn(5, 9, V, generator=g).log_softmax(-1)
+    cfg = BeamSearchConfig(
+        beam_size=3, nbest=3, max_len_a=0.5, max_len_b=3, ctc_weight=0.3, lm_weight=0.2
+    )
+    kept: list[int] = []
+    keep = DecoderScorer.keep
+    monkeypatch.setattr(
+        DecoderScorer, "keep", lambda self, s, rows: kept.append(len(rows)) or keep(self, s, rows)
+    )
+    dropping = search(dec, memory, lens, cfg, ctc=ctc, lm=lm, engine=engine)
+    assert kept and min(kept) < 5 * 3  # the decoder's and the LM's states did shrink
+    whole = search(dec, memory, lens, cfg, ctc=ctc, lm=lm, engine=engine, shrink=False)
+    for a, b in zip(dropping, whole, strict=True):
+        assert_same(a, b)

@@ -337,3 +337,28 @@ def test_cli_no_kernels_reaches_the_search(
     args = ["--model", str(speech_exp), "--data", str(data), "--out", str(out)]
     assert decode_main([*args, "--no-kernels"]) == 0
     assert OmegaConf.load(out / "decode.yaml").decode.kernels is False
+
+
+def test_the_encoder_takes_long_batches_in_chunks(speech_exp: Path, monkeypatch) -> None:
+    """Past ENCODE_FRAMES padded frames, encode_sources runs the encoder over length-sorted
+    chunks and pads their outputs into one batch, in the order given: the same memory as one
+    padded batch (up to rounding) and the same n-best lists."""
+    import s2s.decode.inference as inference
+
+    s2t = Speech2Text.from_dir(speech_exp)
+    g = torch.Generator().manual_seed(0)
+    sources = [torch.randn(n, 80, generator=g) for n in (90, 300, 40, 210, 120)]
+    one_memory, one_lens = s2t.encode_sources(sources)
+    one = s2t.decode_sources(sources)
+    calls: list[int] = []
+    encode = s2t.model.encode
+    monkeypatch.setattr(s2t.model, "encode", lambda x, n: calls.append(len(n)) or encode(x, n))
+    monkeypatch.setattr(inference, "ENCODE_FRAMES", 400)
+    memory, lens = s2t.encode_sources(sources)
+    assert len(calls) > 1 and max(calls) < len(sources)
+    assert torch.equal(lens, one_lens) and memory.shape == one_memory.shape
+    keep = torch.arange(memory.shape[1])[None, :] < lens[:, None]
+    assert torch.allclose(memory[keep], one_memory[keep], atol=1e-5)
+    assert [[r.tokens for r in nb] for nb in s2t.decode_sources(sources)] == [
+        [r.tokens for r in nb] for nb in one
+    ]

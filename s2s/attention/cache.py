@@ -233,6 +233,26 @@ class AttentionCache:
             self.buffers = {k: v.index_select(0, index) for k, v in self.buffers.items()}
         self._track()
 
+    def keep_rows(self, rows: Tensor) -> None:
+        """Only rows `rows` (N',) stay, in that order: whole groups, and with ancestry whole
+        blocks of the rows that share slots (beam search drops the utterances it has finished,
+        every row of one). The own part keeps its capacity, the shared part its utterances'
+        rows; the slots in use are copied, and owner entries name the rows' new indices."""
+        utts = rows[:: self.group] // self.group
+        used = int(self.own_slots().max()) if self.batch_size else 0
+        new_n = rows.shape[0]
+        for name, buf in self.buffers.items():
+            kept = self._alloc((new_n, buf.shape[1], *buf.shape[2:]), buf.device, buf.dtype)
+            kept[:, :used] = buf[:, :used].index_select(0, rows)
+            self.buffers[name] = kept
+        if self.owner is not None:
+            new_index = torch.full_like(self.length, -1)
+            new_index[rows] = torch.arange(new_n, device=rows.device)
+            self.owner = new_index[self.owner.index_select(0, rows)]
+        self.shared = {k: v.index_select(0, utts) for k, v in self.shared.items()}
+        self.shared_slots = self.shared_slots.index_select(0, utts)
+        self.length = self.length.index_select(0, rows)
+
     def expand(self, beam: int, own_slots: int | None = None) -> None:
         """U sequences -> U * beam rows, each repeated `beam` times consecutively (the start of
         beam search). The shared part stays one per utterance; the own part (at most MTLA's

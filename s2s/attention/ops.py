@@ -151,17 +151,40 @@ def attend_with_lse(
     a row with no valid slot gives out 0 and lse -inf (it then weighs nothing in a merge).
     """
     B, Q, Dk = q.shape
-    G = k.shape[2]
+    S, G = k.shape[1], k.shape[2]
     acc = torch.promote_types(q.dtype, torch.float32)
-    qg = q.to(acc).view(B, G, Q // G, Dk)
-    scores = torch.einsum("bgqd,bsgd->bgqs", qg, k.to(acc)) * scale
-    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    q, k, v = q.to(acc), k.to(acc), v.to(acc)
+    # The products in the layout the operands come in: a (B, S, G, D) gather is never
+    # transposed into a copy (einsum's way cost more than the products at decode sizes).
+    if G == 1:  # latent variants: every query against one key matrix per row
+        scores = torch.bmm(q, k[:, :, 0].transpose(1, 2)).view(B, 1, Q, S)
+    elif Q == G:  # one query per key head (MHA): a product along the contiguous D
+        scores = (k * q[:, None]).sum(-1).transpose(1, 2)[:, :, None]
+    else:
+        scores = torch.einsum("bgqd,bsgd->bgqs", q.view(B, G, Q // G, Dk), k)
+    scores = scores * scale
+    # Every slot is valid in most steps (all rows of a search advance together): the masks
+    # then change nothing, and a host read of that (free on the CPU; a compiled or exported
+    # step keeps the masks) skips them.
+    full = not (torch.compiler.is_compiling() or torch.compiler.is_exporting()) and bool(
+        valid.all()
+    )
+    if not full:
+        scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
     m = scores.amax(dim=-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    if not full:
+        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     p = (scores - m).exp()
     denom = p.sum(dim=-1)
-    vf = v.to(acc).masked_fill(~valid[:, :, None, None], 0.0)  # 0 * NaN would poison the sum
-    out = torch.einsum("bgqs,bsgd->bgqd", p, vf) / denom.clamp_min(1e-30)[..., None]
+    if not full:  # 0 * NaN would poison the sum
+        v = v.masked_fill(~valid[:, :, None, None], 0.0)
+    if G == 1:
+        out = torch.bmm(p.view(B, Q, S), v[:, :, 0]).view(B, 1, Q, -1)
+    elif Q == G:
+        out = (p[:, :, 0].transpose(1, 2)[..., None] * v).sum(1)[:, :, None]
+    else:
+        out = torch.einsum("bgqs,bsgd->bgqd", p, v)
+    out = out / denom.clamp_min(1e-30)[..., None]
     lse = m[..., 0] + denom.log()
     return out.reshape(B, Q, -1), lse.reshape(B, Q)
 
@@ -173,12 +196,14 @@ def cached_attention(
     owner: Tensor | None,
     num_slots: Tensor,
     scale: float,
+    values_in_keys: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Decode attention straight over a cache's own buffers (AttentionCache layout).
 
     q: (N, H, Dk); k: (R, S_cap, G, Dk) and v: (R, S_cap, G, Dv) buffers (views allowed, e.g.
     the first columns of a latent buffer); owner: (N, S_cap) row of each sequence's slot, or
-    None when row n holds sequence n; num_slots: (N,) slots in use (>= 1). Returns the output
+    None when row n holds sequence n; num_slots: (N,) slots in use (>= 1); values_in_keys: v
+    is k's first Dv columns (the latent layout: gathered once). Returns the output
     (N, H, Dv) and its (N, H) float32 log-sum-exp (for a cascade merge).
     With kernels active (use_kernels) this runs the Triton kernel (kernels.decode_attention),
     which reads through `owner` without gathering; otherwise the same math in PyTorch.
@@ -192,10 +217,27 @@ def cached_attention(
     if owner is None:
         kk, vv = k[:, :S], v[:, :S]
     else:
-        rows = owner[:, :S]
-        kk, vv = k[rows, slots], v[rows, slots]
+        kk, vv = gather_slots(k, v, owner[:, :S], values_in_keys)
     out, lse = attend_with_lse(q, kk, vv, slots[None, :] < num_slots[:, None], scale)
     return out.to(q.dtype), lse
+
+
+def gather_slots(
+    k: Tensor, v: Tensor, rows: Tensor, values_in_keys: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Slot j of sequence n from row rows[n, j]: k (R, Ck, G, Dk), v (R, Cv, G, Dv), rows (N, S)
+    -> (N, S, G, Dk), (N, S, G, Dv). One index_select of whole slots over the (row, slot)
+    axis: a gather by two index tensors copies element by element, 3x slower on the CPU.
+    values_in_keys: v is k's first Dv columns (latent_views), sliced from k's gather."""
+    N, S = rows.shape
+    slots = torch.arange(S, device=rows.device)
+
+    def gather(x: Tensor) -> Tensor:  # x's own columns: k_of may give fewer than the buffer
+        flat = (rows * x.shape[1] + slots).view(-1)
+        return x.flatten(0, 1).index_select(0, flat).view(N, S, *x.shape[2:])
+
+    kk = gather(k)
+    return kk, kk[..., : v.shape[-1]] if values_in_keys else gather(v)
 
 
 def slots_in_use(num_slots: Tensor, columns: int) -> int:
@@ -257,7 +299,8 @@ def cascade_attention(
     """One decode step over a cache's two parts (docs/engine.md), merged by log-sum-exp.
 
     q: (N, H, Dk) for N = U * K rows (K = cache.group hypotheses per utterance). k_of / v_of
-    pick the key (R, S, G, Dk) and value (R, S, G, Dv) views from a part's buffers. The shared
+    pick the key (R, S, G, Dk) and value (R, S, G, Dv) views from a part's buffers (a v_of
+    marked `values_in_keys` gives the keys' first columns, latent_views). The shared
     part is attended by all K*H queries of an utterance at once, one dense product against
     its one copy; the own part per row through the ancestry table. Returns (N, H, Dv).
     With kernels active, kernels.cascade_attention does both parts and the merge.
@@ -273,7 +316,13 @@ def cascade_attention(
             shared = CachePart(k_of(cache.shared), v_of(cache.shared), None, cache.shared_slots)
         return cascade_attention_triton(q, own, shared, scale)
     out_own, lse_own = cached_attention(
-        q, k_of(cache.buffers), v_of(cache.buffers), cache.owner, cache.own_slots(), scale
+        q,
+        k_of(cache.buffers),
+        v_of(cache.buffers),
+        cache.owner,
+        cache.own_slots(),
+        scale,
+        getattr(v_of, "values_in_keys", False),
     )
     if not has_shared:
         return out_own
@@ -296,8 +345,14 @@ def cascade_attention(
 
 def latent_views(value_dim: int):
     """k_of / v_of for the MLA/MTLA latent buffer "kv" (R, S, r + d_r): the key is the whole
-    slot, the value its first value_dim (= r) columns, both views (G = 1), nothing expanded."""
-    return (lambda b: b["kv"][:, :, None]), (lambda b: b["kv"][:, :, None, :value_dim])
+    slot, the value its first value_dim (= r) columns, both views (G = 1), nothing expanded.
+    v_of says so (`values_in_keys`), so the CPU path gathers the slots once for both."""
+
+    def v_of(b: dict[str, Tensor]) -> Tensor:
+        return b["kv"][:, :, None, :value_dim]
+
+    v_of.values_in_keys = True  # type: ignore[attr-defined]
+    return (lambda b: b["kv"][:, :, None]), v_of
 
 
 def merged_slot(

@@ -45,7 +45,7 @@ from s2s.decode import beam_search as current
 from s2s.decode import ctc_prefix
 from s2s.decode.compiled import COMPILE_STATS
 from s2s.decode.decode_dir import datadir_sources
-from s2s.decode.inference import Speech2Text
+from s2s.decode.inference import BATCH_FRAMES, MAX_BATCH, Speech2Text
 from s2s.decode.scorer_set import search_scorers
 from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted
 from s2s.threads import torch_threads
@@ -102,7 +102,7 @@ class _TimedScorer:
 
     def __init__(self, scorer, name: str, times: dict) -> None:
         self.scorer, self.name, self.times = scorer, name, times
-        self.partial = scorer.partial
+        self.partial, self.fixed_shapes = scorer.partial, scorer.fixed_shapes
 
     def init_state(self, search):
         return self.scorer.init_state(search)
@@ -118,6 +118,9 @@ class _TimedScorer:
 
     def peak_cache_bytes(self, state) -> int:
         return self.scorer.peak_cache_bytes(state)
+
+    def keep(self, state, rows):
+        return self.scorer.keep(state, rows)
 
 
 def compiled_searcher(s2t: Speech2Text, times: dict, buckets: int):
@@ -189,10 +192,8 @@ def decode_all(s2t: Speech2Text, search, feats: list, plan: list[list[int]], tim
     out: list = [None] * len(feats)
     t0 = time.perf_counter()
     for batch in plan:
-        src = torch.nn.utils.rnn.pad_sequence([feats[i] for i in batch], batch_first=True)
-        lens = torch.tensor([feats[i].shape[0] for i in batch])
         t = time.perf_counter()
-        memory, memory_lens = s2t.model.encode(src.to(s2t.device), lens.to(s2t.device))
+        memory, memory_lens = s2t.encode_sources([feats[i] for i in batch])
         times["encoder"] += time.perf_counter() - t
         for i, nbest in zip(batch, search(memory, memory_lens)):
             out[i] = [(h.tokens, h.score, h.log_prob) for h in nbest]
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile-buckets", type=int, default=8, help="decode.compile_buckets")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--batch-frames", type=int, default=8000)
+    p.add_argument("--batch-frames", type=int, default=BATCH_FRAMES)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     with torch_threads(args.threads), tempfile.TemporaryDirectory() as tmp:
@@ -225,8 +226,8 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
     get, lengths = datadir_sources(s2t, dd, Path(args.dump) if args.dump else None)
     utts = dd.utt_ids
     feats = [get(u) for u in utts]  # read beforehand: the runs time decoding only
-    plan = plan_batches(  # as decode_datadir plans (its max_batch 32)
-        [lengths[u] for u in utts], args.batch_frames, 32, longest_first=True
+    plan = plan_batches(  # as decode_datadir plans
+        [lengths[u] for u in utts], args.batch_frames, MAX_BATCH, longest_first=True
     )
     runs = {"current": (current, ctc_prefix)}
     if args.compare:

@@ -41,6 +41,8 @@ from s2s.data.vad import VadConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from s2s.decode.inference import BATCH_FRAMES
+
     p = argparse.ArgumentParser(
         prog="s2s-decode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -94,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads of PyTorch or onnxruntime (0: their defaults; a tiny model decodes "
         "fastest on onnxruntime with 1, BENCHMARKS.md §13)",
     )
-    p.add_argument("--batch-frames", type=int, default=8000)
+    p.add_argument(
+        "--batch-frames",
+        type=int,
+        default=BATCH_FRAMES,
+        help="padded input frames searched together (the encoder takes at most 8000 at once)",
+    )
     return p
 
 

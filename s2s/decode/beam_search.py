@@ -51,14 +51,13 @@ def _pre_beam(full: list[tuple[Tensor, float]]) -> Tensor:
 
 def _weighted_sum(terms: list[tuple[Tensor, float]]) -> Tensor:
     """The sum of weight * scores over the terms (in order) whose weight is not 0."""
-    out = torch.zeros_like(terms[0][0])
-    first = True
+    out = None
     for s, w in terms:
         if w == 0:
             continue
         term = s if w == 1 else w * s
-        out, first = (term if first else out + term), False
-    return out
+        out = term if out is None else out + term
+    return torch.zeros_like(terms[0][0]) if out is None else out
 
 
 @torch.no_grad()
@@ -73,6 +72,7 @@ def beam_search(
     engine: str = "lean",
     blank_id: int = 0,
     stats: dict | None = None,
+    shrink: bool = True,
 ) -> list[list[Hypothesis]]:
     """Decode B utterances. scorers: name -> Weighted(scorer, weight), at least one full
     scorer (s2s.decode.scorer_set.search_scorers builds the set a config asks for); a token's
@@ -81,7 +81,9 @@ def beam_search(
     ancestry reordering) or "naive" (every hypothesis holds the whole cache, reordering copies
     it: fairseq's way; a baseline for benchmarks and tests). blank_id (padding, the CTC blank)
     and bos_id are never emitted. stats: filled with "peak_cache_bytes", the most bytes the
-    scorers' self-attention caches (the decoder's and the LM's) allocated at once. Returns per
+    scorers' self-attention caches (the decoder's and the LM's) allocated at once. shrink:
+    once a quarter of the utterances in the search are done, the others go on alone (every
+    scorer's `keep`; not with a scorer of fixed shapes, a compiled step's). Returns per
     utterance its `nbest` hypotheses."""
     if engine not in ENGINES:
         raise ValueError(f"beam search engine {engine!r} not in {ENGINES}")
@@ -111,6 +113,10 @@ def beam_search(
     done = torch.zeros(B, dtype=torch.bool, device=device)
     group_base = torch.arange(B, device=device)[:, None] * K
     row_limit = limit.repeat_interleave(K)[:, None]  # (N, 1)
+    first_limit = int(limit.min())  # before this step no row is at its limit
+    shrink = shrink and not any(w.scorer.fixed_shapes for w in items)
+    searched = torch.arange(B, device=device)  # (B,) each searched utterance's index in memory
+    results: list[list[Hypothesis] | None] = [None] * B
 
     for t in range(steps):
         with use_kernels(cfg.kernels):
@@ -122,7 +128,9 @@ def beam_search(
             is_eos_col, never = vocab == eos_id, (vocab == blank_id) | (vocab == bos_id)
             early = never | is_eos_col  # before min_len: EOS neither
             at_limit = ~is_eos_col  # at the limit: EOS only
-        banned = (early if t < cfg.min_len else never) | ((t >= row_limit) & at_limit)  # (N, V)
+        banned = early if t < cfg.min_len else never  # (V,)
+        if t >= first_limit:  # a row at its limit: EOS only there
+            banned = banned | ((t >= row_limit) & at_limit)  # (N, V)
         if not partial:
             logp = _weighted_sum(full_scores).masked_fill(banned, float("-inf"))
             cand_ids = None  # column c of a row's candidates is token c
@@ -134,7 +142,7 @@ def beam_search(
             for i in partial:
                 per_scorer[i] = items[i].scorer.score(states[i], tokens, cand_ids)
             logp = _weighted_sum([(per_scorer[i], w.weight) for i, w in enumerate(items)])
-            logp = logp.masked_fill(banned.gather(1, cand_ids), float("-inf"))
+            logp = logp.masked_fill(banned.expand(N, -1).gather(1, cand_ids), float("-inf"))
         C = logp.shape[-1]
         cand = (scores.view(N, 1) + logp).view(B, K * C)
         top_scores, top_idx = cand.topk(min(2 * K, K * C), dim=-1)  # (B, 2K), best first
@@ -171,11 +179,32 @@ def beam_search(
         history[:, :t] = history[rows, :t]
         history[:, t] = tokens
 
+        n_done = int(done.sum())
+        if shrink and n_done and 4 * n_done >= B:
+            # Drop the finished utterances: whole K-row blocks, in order, so every kept row's
+            # scores and state are exactly what they were (the same rows, renumbered).
+            for i, hyps in zip(done.nonzero()[:, 0].tolist(), _finished(
+                fin_tokens[done], fin_log_prob[done], fin_len[done], n_fin[done], cfg
+            )):  # fmt: skip
+                results[int(searched[i])] = hyps
+            go = (~done).nonzero()[:, 0]  # (B',)
+            keep = (go[:, None] * K + torch.arange(K, device=device)).view(-1)  # (B' * K,)
+            states = [w.scorer.keep(state, keep) for w, state in zip(items, states)]
+            searched, limit, scores = searched[go], limit[go], scores[go]
+            fin_tokens, fin_log_prob = fin_tokens[go], fin_log_prob[go]
+            fin_len, n_fin, done = fin_len[go], n_fin[go], done[go]
+            tokens, history, row_limit = tokens[keep], history[keep], row_limit[keep]
+            B, N = go.shape[0], go.shape[0] * K
+            first_limit = int(limit.min())
+            group_base = torch.arange(B, device=device)[:, None] * K
+
     if stats is not None:  # the LM's caches live as long as the decoder's: peaks add up
         stats["peak_cache_bytes"] = sum(
             w.scorer.peak_cache_bytes(state) for w, state in zip(items, states)
         )
-    return _finished(fin_tokens, fin_log_prob, fin_len, n_fin, cfg)
+    for i, hyps in zip(searched.tolist(), _finished(fin_tokens, fin_log_prob, fin_len, n_fin, cfg)):
+        results[i] = hyps
+    return results  # type: ignore[return-value]
 
 
 def _finished(

@@ -49,5 +49,10 @@ class Lockstep(DecoderScorer):
         for s in state:
             s.reorder(rows)
 
+    def keep(self, state: tuple, rows: Tensor) -> tuple:
+        for s in state:
+            s.keep_rows(rows)
+        return state
+
     def peak_cache_bytes(self, state: tuple) -> int:
         return state[0].peak_cache_bytes()

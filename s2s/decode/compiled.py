@@ -103,6 +103,7 @@ class CompiledStep:
     so the shapes stay put through a search."""
 
     partial = False
+    fixed_shapes = True  # its graphs are specialised to the state's bucket
 
     def __init__(self, scorer: DecoderScorer, per_octave: int = 8, backend="inductor", mode=None):
         if not compilable(scorer):
@@ -168,6 +169,9 @@ class CompiledStep:
     def peak_cache_bytes(self, state: CompiledState) -> int:
         """The padded state's peak: its padding rows and slots are allocated too."""
         return self.scorer.peak_cache_bytes(state.inner)
+
+    def keep(self, state: CompiledState, rows: Tensor) -> CompiledState:
+        raise RuntimeError("a compiled step's state keeps its shapes (fixed_shapes)")
 
 
 def compile_scorers(

@@ -8,18 +8,20 @@ Forward variables r_t^n(g) (last frame emits the last label) and r_t^b(g) (last 
 blank) are kept per hypothesis, (T, 2, N). Frames past an utterance's length are padded so
 that blank has probability 1 and every label 0: the recurrences then carry the mass through.
 
-Over time the recursion runs frame by frame, three operations a frame on (N, W) tensors:
+Over time the recursion runs frame by frame, two operations a frame on (N, W) tensors:
 
     r_t^n(g + c) = x_t(c) + logaddexp(r_{t-1}^n(g + c), phi_{t-1}(g)),
     r_t^b(g + c) = x_t(blank) + logaddexp(r_{t-1}^n(g + c), r_{t-1}^b(g + c)),
 
 both in one logaddexp (r_{t-1}^n against phi_{t-1} and r_{t-1}^b side by side, written in
-place) and one addition, and psi's running logaddexp: what the textbook loop of six
-operations a frame computes, bit for bit. Solving the two first-order recurrences for every
-frame at once (cumulative sums and logcumsumexp, in float64 for the subtraction of the sums)
-computes the same scores in a fixed number of operations, but is slower on the CPU: PyTorch's
-CPU logcumsumexp is a scalar loop, so that version took 3x this one's time per step at the
-demo's size and 4.6x at beam 50 over 300 frames (docs/engine.md).
+place) and one addition: the forward variables of the textbook loop of six operations a frame,
+bit for bit. psi(g + c) sums phi_{t-1}(g) + x_t(c) over the frame t where c is first emitted;
+phi comes from the previous step's forward variables, so that is one logsumexp over time (the
+same up to float32 rounding). Solving the two first-order recurrences for every frame at once
+(cumulative sums and logcumsumexp, in float64 for the subtraction of the sums) computes the same
+scores in a fixed number of operations, but is slower on the CPU: PyTorch's CPU logcumsumexp is
+a scalar loop, so that version took 3x this one's time per step at the demo's size and 4.6x at
+beam 50 over 300 frames (docs/engine.md).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class CTCPrefixScorer:
     blank and EOS ids."""
 
     partial = True
+    fixed_shapes = False
 
     def __init__(self, log_probs: Callable[[Tensor], Tensor | None], blank: int, eos: int) -> None:
         self.log_probs = log_probs
@@ -108,14 +111,15 @@ class CTCPrefixScorer:
         empty = (state.last < 0)[:, None]  # only the empty prefix emits c at frame 0
         buf[0, 0] = torch.where(empty, xc[0], torch.full_like(xc[0], NEG))
         buf[0, 2] = NEG
-        log_psi = buf[0, 0].clone()
-        phi_x = buf[:-1, 1] + xc[1:]  # phi_{t-1} + x_t(c): c first emitted at frame t
+        # psi sums over the frame c is first emitted at: phi_{t-1} + x_t(c) for t >= 1, which
+        # the previous step's forward variables fix, so one logsumexp over time.
+        phi_x = buf[:-1, 1] + xc[1:]  # (T - 1, N, W)
+        log_psi = torch.logaddexp(buf[0, 0], torch.logsumexp(phi_x, 0)) if T > 1 else buf[0, 0]
         x2 = x2.unbind(0)  # per frame (2, N, W)
         rn, pair, out = buf[:, :1].unbind(0), buf[:, 1:].unbind(0), buf[:, ::2].unbind(0)
         for t in range(1, T):
             torch.logaddexp(rn[t - 1], pair[t - 1], out=out[t])  # (r^n, r^b) - x
             out[t].add_(x2[t])
-            torch.logaddexp(log_psi, phi_x[t - 1], out=log_psi)
         # EOS: the whole output is g, so psi = r^n(g) + r^b(g) at the last real frame.
         end_total = total.gather(0, state.end[None])[0]  # (N,)
         log_psi = torch.where(cand == self.eos, end_total[:, None], log_psi)
@@ -127,6 +131,22 @@ class CTCPrefixScorer:
         state.r.copy_(state.buf[:, ::2, rows, cols])  # the chosen candidates' (r^n, r^b)
         state.log_psi.copy_(state.log_psi[rows] + state.delta[rows, cols])
         state.last.copy_(tokens)
+
+    def keep(self, state: CTCPrefixState, rows: Tensor) -> CTCPrefixState:
+        """The kept rows' utterances, renumbered; the frames past the last one's end are cut
+        (they only carry mass the recursion no longer reads)."""
+        K = state.utt.shape[0] // state.x.shape[1]
+        utts = state.utt[rows[::K]]
+        end = state.end.index_select(0, rows)
+        T = int(end.max()) + 1
+        return CTCPrefixState(
+            x=state.x[:T].index_select(1, utts),
+            utt=torch.arange(utts.shape[0], device=rows.device).repeat_interleave(K),
+            end=end,
+            r=state.r[:T].index_select(2, rows),
+            log_psi=state.log_psi.index_select(0, rows),
+            last=state.last.index_select(0, rows),
+        )
 
     def peak_cache_bytes(self, state: CTCPrefixState) -> int:
         return 0  # no attention caches: its forward variables are not counted as one

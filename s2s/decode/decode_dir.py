@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from s2s.data.sampler import plan_batches
 from s2s.decode.efficiency import DecodeStats
-from s2s.decode.inference import Speech2Text
+from s2s.decode.inference import BATCH_FRAMES, MAX_BATCH, Speech2Text
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,8 @@ def decode_datadir(
     data_dir: str | Path,
     out_dir: str | Path,
     dump_dir: str | Path | None = None,
-    batch_frames: int = 8000,
-    max_batch: int = 32,
+    batch_frames: int = BATCH_FRAMES,
+    max_batch: int = MAX_BATCH,
     shard: tuple[int, int] | None = None,
 ) -> dict:
     """Decode every utterance of data_dir (shard (K, N): only shard K of N, see above); returns

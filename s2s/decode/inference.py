@@ -34,6 +34,14 @@ from s2s.experiment import ExperimentConfig, load_cmvn, load_experiment
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnxruntime")
+#: a search's batch: at most BATCH_FRAMES padded input frames and MAX_BATCH inputs, length-
+#: sorted (plan_batches). A step's fixed costs (its dozens of small operations a layer) are
+#: paid once for every row of the batch, and finished utterances leave the search as it goes
+#: (beam_search's shrink), so larger batches decode faster (BENCHMARKS.md §21).
+BATCH_FRAMES = 32000
+MAX_BATCH = 256
+#: the most padded input frames the encoder takes at once (encode_sources)
+ENCODE_FRAMES = 8000
 
 
 @dataclass
@@ -70,6 +78,11 @@ class Speech2Text:
         fbank=None,
         lm=None,
     ) -> None:
+        if isinstance(model, torch.nn.Module):  # (an ONNX bundle's model is not)
+            # The frontend's convolutions in the layout they trained in: channels-last
+            # (oneDNN's own) takes a third off the encoder's time on the CPU (BENCHMARKS §21).
+            layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+            model = model.to(memory_format=layout)
         self.model = model.to(device).eval()
         self.lm = lm.to(device).eval() if lm is not None else None  # fused with decode.lm_weight
         self.tokenizer = tokenizer
@@ -237,12 +250,40 @@ class Speech2Text:
         )
 
     @torch.no_grad()
-    def decode_sources(self, sources: list[Tensor]) -> list[list[Result]]:
-        """sources: (T, F) feature matrices or (T,) token-id vectors -> n-best per source."""
-        lens = torch.tensor([s.shape[0] for s in sources])
+    def encode_sources(self, sources: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """sources: (T, F) feature matrices or (T,) token-id vectors -> memory (B, S, d) and
+        lengths (B,), in the order given. Past ENCODE_FRAMES padded frames the encoder runs
+        over length-sorted chunks of at most that many (its activations grow with the padded
+        length, and a short source padded to a long one's length is computed for nothing),
+        and the chunks' outputs are padded into one batch for the search."""
         pad_value = 0.0 if sources[0].is_floating_point() else PAD_ID
-        src = torch.nn.utils.rnn.pad_sequence(sources, batch_first=True, padding_value=pad_value)
-        memory, memory_lens = self.model.encode(src.to(self.device), lens.to(self.device))
+        chunks = plan_batches(
+            [s.shape[0] for s in sources], ENCODE_FRAMES, len(sources), longest_first=True
+        )
+        if len(chunks) == 1:  # one padded batch, in the order given
+            chunks = [list(range(len(sources)))]
+        memory, memory_lens = [], []
+        for chunk in chunks:
+            part = [sources[i] for i in chunk]
+            lens = torch.tensor([s.shape[0] for s in part], device=self.device)
+            src = torch.nn.utils.rnn.pad_sequence(part, batch_first=True, padding_value=pad_value)
+            out, out_lens = self.model.encode(src.to(self.device), lens)
+            memory.append(out)
+            memory_lens.append(out_lens)
+        if len(chunks) == 1:
+            return memory[0], memory_lens[0]
+        S = max(m.shape[1] for m in memory)
+        order = torch.tensor([i for chunk in chunks for i in chunk], device=self.device)
+        padded = torch.cat([torch.nn.functional.pad(m, (0, 0, 0, S - m.shape[1])) for m in memory])
+        back = torch.empty_like(order)
+        back[order] = torch.arange(order.shape[0], device=self.device)
+        return padded[back], torch.cat(memory_lens)[back]
+
+    @torch.no_grad()
+    def decode_sources(self, sources: list[Tensor]) -> list[list[Result]]:
+        """sources: (T, F) feature matrices or (T,) token-id vectors -> n-best per source,
+        searched together (one beam search over all of them)."""
+        memory, memory_lens = self.encode_sources(sources)
         search: dict = {}
         hyps = beam_search(
             self.scorers(), memory, memory_lens, self.decode_cfg, bos_id=BOS_ID, eos_id=EOS_ID,
@@ -255,7 +296,7 @@ class Speech2Text:
         ]
 
     def decode_batched(
-        self, sources: list[Tensor], batch_frames: int = 8000, max_batch: int = 32
+        self, sources: list[Tensor], batch_frames: int = BATCH_FRAMES, max_batch: int = MAX_BATCH
     ) -> list[list[Result]]:
         """decode_sources over length-sorted batches (plan_batches); n-best lists in the order
         of `sources`."""
@@ -308,8 +349,8 @@ class Speech2Text:
         self,
         inputs: Sequence[str | Path | Tensor],
         sample_rate: int | None = None,
-        batch_frames: int = 8000,
-        max_batch: int = 32,
+        batch_frames: int = BATCH_FRAMES,
+        max_batch: int = MAX_BATCH,
     ) -> Iterator[tuple[int, list[Result] | AudioError]]:
         """Audio files or waveforms (as for __call__) -> (index, its n-best list) per input,
         decoded as a data dir is (decode_datadir): in batches of similar lengths, longest
@@ -385,7 +426,7 @@ class Speech2Text:
         speech: str | Path | Tensor,
         sample_rate: int | None = None,
         vad: VadConfig | None = None,
-        batch_frames: int = 8000,
+        batch_frames: int = BATCH_FRAMES,
     ) -> list[Segment]:
         """A long recording (a path, or a waveform as for __call__) -> its speech segments,
         each decoded alone: energy VAD on the fbank frames with a maximum segment length

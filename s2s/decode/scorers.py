@@ -15,7 +15,8 @@ step (s2s.decode.beam_search):
 Scores are float64 log-probabilities. A scorer's state is allocated once per search, in
 `init_state`, for the longest output the search allows (`SearchInit.max_len`); `score` and
 `select` update it in place (`select` by index operations, never per hypothesis in Python),
-so a compiled step can run over the same buffers every step.
+so a compiled step can run over the same buffers every step. When utterances finish, the
+search keeps only the others' rows (`keep`), except with a scorer whose shapes must stay put.
 
 EOS is scored like any other token (the decoder and the LM: p(EOS | y); CTC: P(the output is
 exactly y)), and the search forces it at the length limit, so every finished hypothesis has
@@ -74,6 +75,16 @@ class Scorer(Protocol):
         """The most bytes its self-attention caches held at once (0 without caches)."""
         ...
 
+    #: True when the state's shapes must stay put for the whole search (a compiled step's
+    #: graphs are specialised to them): the search then never calls `keep`
+    fixed_shapes: bool
+
+    def keep(self, state: Any, rows: Tensor) -> Any:
+        """Only rows `rows` (N',) continue: whole utterances, in order (the search drops the
+        utterances it has finished, so that a step computes only what is still searched).
+        Returns the state over those rows (the old one may be reused in place)."""
+        ...
+
 
 class Weighted(NamedTuple):
     scorer: Scorer
@@ -87,6 +98,7 @@ class DecoderScorer:
     ONNX bundle's s2s.export.runtime.OnnxDecoder)."""
 
     partial = False
+    fixed_shapes = False
 
     def __init__(self, model) -> None:
         self.model = model
@@ -110,6 +122,10 @@ class DecoderScorer:
 
     def peak_cache_bytes(self, state) -> int:
         return state.peak_cache_bytes()
+
+    def keep(self, state, rows: Tensor):
+        state.keep_rows(rows)
+        return state
 
 
 class LMScorer(DecoderScorer):

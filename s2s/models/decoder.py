@@ -156,6 +156,16 @@ class DecoderState:
         for cache in self.caches:
             cache.reorder(index)
 
+    def keep_rows(self, rows: Tensor) -> None:
+        """Only rows `rows` (N',) continue, whole utterances (beam rows each) in order."""
+        for cache in self.caches:
+            cache.keep_rows(rows)
+        utts = rows[:: self.beam] // self.beam
+        if self.memory_kv is not None:
+            self.memory_kv = [(k.index_select(0, utts), v.index_select(0, utts))
+                              for k, v in self.memory_kv]  # fmt: skip
+        self.memory_lens = self.memory_lens.index_select(0, utts)
+
     def allocated_cache_bytes(self) -> int:
         """Bytes the self-attention caches hold now (all layers)."""
         return sum(c.allocated_bytes() for c in self.caches)
