@@ -7,7 +7,9 @@ and the partial scorers score only those; the weighted sum ranks the extensions.
 utterance, the best 2K of its extensions: those ending in EOS among the first K are finished
 (fairseq's rule), the best K others continue, and every scorer's state follows its parents by
 index (the caches through ancestry indices, no copies). An utterance is done once it has K
-finished hypotheses or reaches its maximum length, where EOS is forced.
+finished hypotheses or reaches its maximum length, where EOS is forced. Once a quarter of the
+utterances still searched are done, they leave the search: every scorer keeps only the others'
+rows (`keep`), unless one has fixed shapes (a compiled step's graphs).
 Scores: sum of log-probs; ranking uses score / length ** length_penalty (length counts EOS).
 """
 
@@ -170,7 +172,8 @@ def beam_search(
         # only when fewer than K non-EOS extensions exist
         scores = scores.masked_fill(is_eos.gather(1, order), float("-inf"))
         done |= (n_fin >= K) | (t >= limit)
-        if bool(done.all()):
+        n_done = int(done.sum())  # the step's one read from the device
+        if n_done == B:
             break
         rows = (group_base + keep_parent).view(N)
         tokens = keep_word.view(N)
@@ -179,14 +182,13 @@ def beam_search(
         history[:, :t] = history[rows, :t]
         history[:, t] = tokens
 
-        n_done = int(done.sum())
         if shrink and n_done and 4 * n_done >= B:
             # Drop the finished utterances: whole K-row blocks, in order, so every kept row's
             # scores and state are exactly what they were (the same rows, renumbered).
-            for i, hyps in zip(done.nonzero()[:, 0].tolist(), _finished(
+            for i, hyps in zip(searched[done].tolist(), _finished(
                 fin_tokens[done], fin_log_prob[done], fin_len[done], n_fin[done], cfg
             )):  # fmt: skip
-                results[int(searched[i])] = hyps
+                results[i] = hyps
             go = (~done).nonzero()[:, 0]  # (B',)
             keep = (go[:, None] * K + torch.arange(K, device=device)).view(-1)  # (B' * K,)
             states = [w.scorer.keep(state, keep) for w, state in zip(items, states)]
