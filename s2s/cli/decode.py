@@ -41,7 +41,7 @@ from s2s.data.vad import VadConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from s2s.decode.inference import BATCH_FRAMES
+    from s2s.decode.inference import BATCH_FRAMES, ENCODE_FRAMES
 
     p = argparse.ArgumentParser(
         prog="s2s-decode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-frames",
         type=int,
         default=BATCH_FRAMES,
-        help="padded input frames searched together (the encoder takes at most 8000 at once)",
+        help=f"padded input frames searched together (the encoder takes {ENCODE_FRAMES} at most)",
     )
     return p
 
