@@ -166,9 +166,7 @@ def attend_with_lse(
     # Every slot is valid in most steps (all rows of a search advance together): the masks
     # then change nothing, and a host read of that (free on the CPU; a compiled or exported
     # step keeps the masks) skips them.
-    full = not (torch.compiler.is_compiling() or torch.compiler.is_exporting()) and bool(
-        valid.all()
-    )
+    full = not traced() and bool(valid.all())
     if not full:
         scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
     m = scores.amax(dim=-1, keepdim=True)
@@ -246,9 +244,15 @@ def slots_in_use(num_slots: Tensor, columns: int) -> int:
     s2s.decode.compiled), every column, the slots past num_slots masked: reading the count
     would make the graph's shapes data-dependent (and, compiled, wait on the device), where
     one graph over the whole allocation serves every step."""
-    if torch.compiler.is_exporting() or torch.compiler.is_compiling():
+    if traced():
         return columns
     return int(num_slots.max())
+
+
+def traced() -> bool:
+    """Whether the code runs under torch.compile or export: no reading tensors back on the
+    host to choose shapes or branches there."""
+    return torch.compiler.is_exporting() or torch.compiler.is_compiling()
 
 
 KERNEL_MODES = ("auto", "off", "on")

@@ -256,28 +256,24 @@ class Speech2Text:
         over length-sorted chunks of at most that many (its activations grow with the padded
         length, and a short source padded to a long one's length is computed for nothing),
         and the chunks' outputs are padded into one batch for the search."""
-        pad_value = 0.0 if sources[0].is_floating_point() else PAD_ID
         chunks = plan_batches(
             [s.shape[0] for s in sources], ENCODE_FRAMES, len(sources), longest_first=True
         )
         if len(chunks) == 1:  # one padded batch, in the order given
-            chunks = [list(range(len(sources)))]
-        memory, memory_lens = [], []
-        for chunk in chunks:
-            part = [sources[i] for i in chunk]
-            lens = torch.tensor([s.shape[0] for s in part], device=self.device)
-            src = torch.nn.utils.rnn.pad_sequence(part, batch_first=True, padding_value=pad_value)
-            out, out_lens = self.model.encode(src.to(self.device), lens)
-            memory.append(out)
-            memory_lens.append(out_lens)
-        if len(chunks) == 1:
-            return memory[0], memory_lens[0]
-        S = max(m.shape[1] for m in memory)
-        order = torch.tensor([i for chunk in chunks for i in chunk], device=self.device)
-        padded = torch.cat([torch.nn.functional.pad(m, (0, 0, 0, S - m.shape[1])) for m in memory])
-        back = torch.empty_like(order)
-        back[order] = torch.arange(order.shape[0], device=self.device)
-        return padded[back], torch.cat(memory_lens)[back]
+            return self._encode(sources)
+        parts = [self._encode([sources[i] for i in chunk]) for chunk in chunks]
+        S = max(m.shape[1] for m, _ in parts)
+        pad = torch.nn.functional.pad
+        memory = torch.cat([pad(m, (0, 0, 0, S - m.shape[1])) for m, _ in parts])
+        back = torch.tensor([i for chunk in chunks for i in chunk], device=self.device).argsort()
+        return memory[back], torch.cat([n for _, n in parts])[back]
+
+    def _encode(self, sources: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """One padded batch through the encoder: memory (B, S, d), lengths (B,)."""
+        pad_value = 0.0 if sources[0].is_floating_point() else PAD_ID
+        lens = torch.tensor([s.shape[0] for s in sources], device=self.device)
+        src = torch.nn.utils.rnn.pad_sequence(sources, batch_first=True, padding_value=pad_value)
+        return self.model.encode(src.to(self.device), lens)
 
     @torch.no_grad()
     def decode_sources(self, sources: list[Tensor]) -> list[list[Result]]:
