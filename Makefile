@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(PY) -m s2s.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 # On a GPU machine with torch preinstalled and no network (docs/engine.md, "The GPU check"):
 # `make gpu-wheels` beforehand where pip reaches the index, then there
