@@ -62,7 +62,7 @@ def _weighted_sum(terms: list[tuple[Tensor, float]]) -> Tensor:
     return torch.zeros_like(terms[0][0]) if out is None else out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_search(
     scorers: Mapping[str, Weighted],
     memory: Tensor,

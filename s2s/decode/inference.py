@@ -249,7 +249,7 @@ class Speech2Text:
             lm=LMScorer(self.lm) if self.lm is not None else None,
         )
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def encode_sources(self, sources: list[Tensor]) -> tuple[Tensor, Tensor]:
         """sources: (T, F) feature matrices or (T,) token-id vectors -> memory (B, S, d) and
         lengths (B,), in the order given. Past ENCODE_FRAMES padded frames the encoder runs
@@ -275,7 +275,7 @@ class Speech2Text:
         src = torch.nn.utils.rnn.pad_sequence(sources, batch_first=True, padding_value=pad_value)
         return self.model.encode(src.to(self.device), lens)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def decode_sources(self, sources: list[Tensor]) -> list[list[Result]]:
         """sources: (T, F) feature matrices or (T,) token-id vectors -> n-best per source,
         searched together (one beam search over all of them)."""
