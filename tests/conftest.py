@@ -31,6 +31,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: plain pytest runs without the plugin too
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(1, min(_cores(), MAX_WORKERS))
 
