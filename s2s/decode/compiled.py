@@ -23,6 +23,17 @@ never read. The padding is allocated memory and counts in `peak_cache_bytes`; wi
 per_octave = 0 nothing is padded (a graph per distinct shape) and the state is byte for byte
 the eager one's.
 
+Weights. On the CPU, inductor's graphs are compiled with its `freezing`: the model's weights
+become constants of the graph, which lets inductor pack every Linear's weight once for MKL's
+packed GEMM, the step's dominant cost (at the paper's size 1.4x faster than `addmm` on two
+threads, BENCHMARKS.md §23). A frozen graph is the model's as it was when compiled, so dynamo
+keeps a graph per model (it guards the parameters' identity), and `CompiledStep` notes the
+weights' fingerprint (each parameter's and buffer's identity, storage and version counter,
+which every in-place update bumps): if they changed since a search compiled them (a model
+trained further, `load_state_dict`), the process's compiled graphs are dropped
+(`torch._dynamo.reset()`) and compiled again, with a warning. Elsewhere (CUDA, other backends)
+the weights stay inputs of the graph.
+
 Compiled graphs live in torch's compile cache for the process: a second search whose state
 falls in the same bucket reuses the graph without tracing again. `COMPILE_STATS` adds up the
 graphs compiled and the seconds of the calls that compiled them (tracing and code generation,
@@ -32,7 +43,9 @@ plus the one step they ran).
 from __future__ import annotations
 
 import functools
+import logging
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -41,6 +54,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s.decode.scorers import DecoderScorer, SearchInit, Weighted
+
+log = logging.getLogger(__name__)
 
 #: graphs compiled in this process, the seconds the calls that compiled them took, and how
 #: many of them inductor declined to capture as CUDA graphs (mode="reduce-overhead"; on the
@@ -64,6 +79,25 @@ def bucket(n: int, per_octave: int = 8) -> int:
 def _scored_step(model: nn.Module, tokens: Tensor, state) -> Tensor:
     """What DecoderScorer.score computes: tokens (N,) -> float64 log-probs (N, V)."""
     return model.step(tokens, state).double().log_softmax(-1)
+
+
+#: each model whose weights a frozen graph holds -> their fingerprint when it was compiled
+_FROZEN: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    """What a frozen graph assumes of the weights: every parameter's and buffer's identity,
+    storage and version counter (bumped by each in-place update: an optimiser step, copy_)."""
+    # An inference tensor has no version counter (and no in-place update outside inference mode).
+    return tuple(
+        (id(t), t.data_ptr(), 0 if t.is_inference() else t._version)
+        for t in (*model.parameters(), *model.buffers())
+    )
+
+
+def freezes(backend, device: torch.device) -> bool:
+    """Whether CompiledStep freezes the weights into its graphs: inductor on the CPU."""
+    return backend == "inductor" and device.type == "cpu"
 
 
 @functools.cache
@@ -110,8 +144,9 @@ class CompiledStep:
             raise ValueError(f"{type(scorer).__name__} does not score by a PyTorch model's step")
         self.scorer, self.model = scorer, scorer.model
         self.per_octave = per_octave
-        self.mode = mode
+        self.backend, self.mode = backend, mode
         self.step = _compiled(backend, mode)
+        self.freeze = False
 
     def init_state(self, search: SearchInit) -> CompiledState:
         if not search.lean:
@@ -119,6 +154,9 @@ class CompiledStep:
         memory, lens = search.memory, search.memory_lens
         U, S = memory.shape[:2]
         B = self.per_octave
+        self.freeze = freezes(self.backend, memory.device)
+        if self.freeze:
+            self._check_frozen_weights()
         # Extra utterances copy the last real one; frames past S are padding its lengths hide.
         pick = torch.arange(bucket(U, B), device=memory.device).clamp(max=U - 1)
         padded = F.pad(memory[pick], (0, 0, 0, bucket(S, B) - S))
@@ -151,8 +189,11 @@ class CompiledStep:
         counters = torch._dynamo.utils.counters
         graphs, skips = counters["stats"]["unique_graphs"], counters["inductor"]["cudagraph_skips"]
         t = time.perf_counter()
-        with torch._dynamo.config.patch(
-            recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
+        with (
+            torch._dynamo.config.patch(
+                recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
+            ),
+            torch._inductor.config.patch(freezing=self.freeze),
         ):
             out = self.step(self.model, state.tokens, state.inner)
         new = counters["stats"]["unique_graphs"] - graphs
@@ -161,6 +202,19 @@ class CompiledStep:
             COMPILE_STATS["seconds"] += time.perf_counter() - t
         COMPILE_STATS["cudagraph_skips"] += counters["inductor"]["cudagraph_skips"] - skips
         return out[: state.rows]
+
+    def _check_frozen_weights(self) -> None:
+        """Frozen graphs hold the weights they were compiled with: drop them all when this
+        model's weights changed since (dynamo's guards see the same parameter objects)."""
+        now, then = _fingerprint(self.model), _FROZEN.get(self.model)
+        if then is not None and then != now:
+            log.warning(
+                "decode.compile: %s's weights changed since its step was compiled with them "
+                "(frozen into the graphs); dropping the compiled graphs and compiling again",
+                type(self.model).__name__,
+            )
+            torch._dynamo.reset()
+        _FROZEN[self.model] = now
 
     def select(self, state: CompiledState, rows: Tensor, cols: Tensor, tokens: Tensor) -> None:
         state.index[: state.rows].copy_(rows)
