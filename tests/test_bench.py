@@ -144,18 +144,20 @@ def _audio_datadir(root: Path, n: int) -> None:
                   {"text": dict.fromkeys(wavs, "a")}, {u: u for u in wavs})  # fmt: skip
 
 
-def test_decode_data_bench_compares_a_revision(tmp_path, capsys) -> None:
+@pytest.mark.parametrize("before", ["5935c32", "HEAD"])
+def test_decode_data_bench_compares_a_revision(tmp_path, capsys, before: str) -> None:
     """A data dir decoded with joint CTC by the current search and by the one of a git
-    revision (before the scorer interface when that commit is here), same batches: times per
-    part, and every n-best list the same (the scores to float32 rounding: the CTC prefix
-    scorer now sums psi over time in one logsumexp)."""
+    revision (5935c32, before the scorer interface, when that commit is here; HEAD, whose
+    weighted set comes from its own scorer_set.py), same batches: times per part, and every
+    n-best list the same (the scores to float32 rounding: the CTC prefix scorer now sums psi
+    over time in one logsumexp)."""
     import subprocess
 
     from helpers import make_exp
 
     from s2s.bench.decode_data import main as bench_main
 
-    before = "5935c32"  # the last commit whose beam_search took lm= and ctc_log_probs=
+    # 5935c32: the last commit whose beam_search took lm= and ctc_log_probs=
     found = subprocess.run(["git", "cat-file", "-e", f"{before}^{{commit}}"], capture_output=True)
     rev = before if found.returncode == 0 else "HEAD"
     if subprocess.run(["git", "rev-parse", rev], capture_output=True).returncode != 0:

@@ -4,10 +4,11 @@ where the time goes (the encoder, each scorer's steps, the search around them). 
 --compare REV, the same batches also go through the beam search of git revision REV, in the
 same process, runs alternating, and every n-best list is compared with the current one.
 
-REV's `s2s/decode/beam_search.py`, `ctc_prefix.py` and `scorers.py` (those it has) are read
-with `git show` into a temporary package for this run only; the rest (models, caches,
-attention) is the current code. A revision from before the scorer interface (before
-`beam_search` took a weighted set) is called the way it was: decoder, `ctc_log_probs=`, `lm=`.
+REV's `s2s/decode/beam_search.py`, `ctc_prefix.py`, `scorers.py` and `scorer_set.py` (those
+it has) are read with `git show` into a temporary package for this run only; the rest
+(models, caches, attention, the compiled step) is the current code. A revision from before
+the scorer interface (before `beam_search` took a weighted set) is called the way it was:
+decoder, `ctc_log_probs=`, `lm=`.
 
 With --compile, a run "compiled" beside: the current search with `decode.compile` (the
 decoder's and the LM's steps compiled, s2s.decode.compiled; its "decoder" seconds are the
@@ -51,7 +52,7 @@ from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted
 from s2s.threads import torch_threads
 
 REPO = Path(__file__).resolve().parents[2]
-REV_MODULES = ("scorers", "ctc_prefix", "beam_search")
+REV_MODULES = ("scorers", "scorer_set", "ctc_prefix", "beam_search")
 
 
 def load_revision(rev: str, into: Path):
