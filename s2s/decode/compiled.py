@@ -26,13 +26,14 @@ the eager one's.
 Weights. On the CPU, inductor's graphs are compiled with its `freezing`: the model's weights
 become constants of the graph, which lets inductor pack every Linear's weight once for MKL's
 packed GEMM, the step's dominant cost (at the paper's size 1.4x faster than `addmm` on two
-threads, BENCHMARKS.md §23). A frozen graph is the model's as it was when compiled, so dynamo
-keeps a graph per model (it guards the parameters' identity), and `CompiledStep` notes the
-weights' fingerprint (each parameter's and buffer's identity, storage and version counter,
-which every in-place update bumps): if they changed since a search compiled them (a model
-trained further, `load_state_dict`), the process's compiled graphs are dropped
-(`torch._dynamo.reset()`) and compiled again, with a warning. Elsewhere (CUDA, other backends)
-the weights stay inputs of the graph.
+threads, BENCHMARKS.md §23), at the price of one packed copy of the weights per graph. A
+frozen graph is the model's as it was when compiled, so dynamo keeps a graph per model (it
+guards the parameters' identity), and `CompiledStep` notes the weights' fingerprint (each
+parameter's and buffer's identity, storage and version counter, which every in-place update
+bumps): if they changed since a search compiled them (a model trained further,
+`load_state_dict`), the process's compiled graphs are dropped (`torch._dynamo.reset()`) and
+compiled again, with a warning. Elsewhere (CUDA, other backends) the weights stay inputs of
+the graph.
 
 Compiled graphs live in torch's compile cache for the process: a second search whose state
 falls in the same bucket reuses the graph without tracing again. `COMPILE_STATS` adds up the
