@@ -156,6 +156,42 @@ def test_inductor_step_equals_eager(arrangement: str, variant: str) -> None:
         _assert_same(got, want)
 
 
+def test_frozen_weights_recompile_only_when_changed(monkeypatch) -> None:
+    """With the weights frozen (as on the CPU with inductor; here through the counting backend,
+    seconds instead of minutes), a second search over unchanged weights compiles nothing;
+    `load_state_dict` of other weights drops the compiled graphs, once, and the next search
+    compiles again and finds what eager finds with the new weights; a second model of the
+    same architecture drops nothing."""
+    import s2s.decode.compiled as C
+
+    monkeypatch.setattr(C, "freezes", lambda backend, device: True)
+    resets = []
+    reset = torch._dynamo.reset
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: (resets.append(1), reset()))
+    dec = make_decoder("cross", "mla", 1, seed=1).double()
+    other = make_decoder("cross", "mla", 1, seed=3).double()
+    memory, lens, _ = _inputs()
+    cfg = BeamSearchConfig(beam_size=2, nbest=2, max_len_b=5)
+    backend = Counting()
+
+    def search(model):
+        scorers = compile_scorers(search_scorers(cfg, DecoderScorer(model)), 0, backend=backend)
+        return beam_search(scorers, memory, lens, cfg, bos_id=BOS, eos_id=EOS)
+
+    search(dec)
+    search(dec)
+    assert backend.graphs == 1 and not resets
+    search(other)  # dynamo's guards tell the models apart: a graph of its own, no drop
+    assert backend.graphs == 2 and not resets
+    dec.load_state_dict(other.state_dict())
+    got = search(dec)
+    assert len(resets) == 1 and backend.graphs == 3
+    _assert_same(got, beam_search(search_scorers(cfg, DecoderScorer(dec)), memory, lens, cfg,
+                                  bos_id=BOS, eos_id=EOS))  # fmt: skip
+    search(dec)
+    assert len(resets) == 1 and backend.graphs == 3
+
+
 def test_a_graph_break_is_an_error(monkeypatch) -> None:
     """Negative control for fullgraph: a step that branches in Python on a tensor's value (a
     host read, as the eager path's checks of a growable cache make) is refused with an error,
