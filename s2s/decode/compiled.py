@@ -147,7 +147,6 @@ class CompiledStep:
         self.per_octave = per_octave
         self.backend, self.mode = backend, mode
         self.step = _compiled(backend, mode)
-        self.freeze = False
 
     def init_state(self, search: SearchInit) -> CompiledState:
         if not search.lean:
@@ -155,8 +154,7 @@ class CompiledStep:
         memory, lens = search.memory, search.memory_lens
         U, S = memory.shape[:2]
         B = self.per_octave
-        self.freeze = freezes(self.backend, memory.device)
-        if self.freeze:
+        if freezes(self.backend, memory.device):
             self._check_frozen_weights()
         # Extra utterances copy the last real one; frames past S are padding its lengths hide.
         pick = torch.arange(bucket(U, B), device=memory.device).clamp(max=U - 1)
@@ -194,7 +192,7 @@ class CompiledStep:
             torch._dynamo.config.patch(
                 recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
             ),
-            torch._inductor.config.patch(freezing=self.freeze),
+            torch._inductor.config.patch(freezing=freezes(self.backend, state.tokens.device)),
         ):
             out = self.step(self.model, state.tokens, state.inner)
         new = counters["stats"]["unique_graphs"] - graphs
