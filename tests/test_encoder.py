@@ -43,6 +43,42 @@ def test_frontend_lengths_and_shapes(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["conv2d4", "conv2d6", "conv2d8"])
+def test_channels_last_frontend_computes_the_nchw_one_and_its_gradients_stay_channels_last(
+    kind: str,
+) -> None:
+    """train.channels_last runs the convolutions in NHWC and flattens their output in that
+    order (the Linear's columns reordered to match): the same outputs and gradients as the
+    NCHW frontend, and the gradient reaching each ReLU arrives in its output's layout (a
+    mixed pair takes PyTorch's strided path, several times slower)."""
+    torch.manual_seed(0)
+    nchw = build_frontend(kind, 40, 16, channels=8).double()
+    nhwc = build_frontend(kind, 40, 16, channels=8).double()
+    nhwc.load_state_dict(nchw.state_dict())
+    nhwc.to(memory_format=torch.channels_last)
+    x, lens = torch.randn(3, 57, 40, dtype=torch.float64), torch.tensor([57, 40, 31])
+    grads = []  # the gradients arriving at the channels-last frontend's ReLUs
+
+    def keep_grad(module, inputs, out) -> None:
+        out.register_hook(grads.append)
+
+    for relu in nhwc.conv[1::2]:
+        relu.register_forward_hook(keep_grad)
+    outs = []
+    for fe in (nchw, nhwc):
+        y, y_lens = fe(x, lens)
+        y.pow(2).sum().backward()
+        outs.append((y, y_lens, {n: p.grad for n, p in fe.named_parameters()}))
+    (y0, l0, g0), (y1, l1, g1) = outs
+    torch.testing.assert_close(y1, y0)
+    assert torch.equal(l1, l0)
+    for name, g in g0.items():
+        torch.testing.assert_close(g1[name], g, msg=name)
+    assert len(grads) == len(nhwc.conv) // 2
+    for g in grads:
+        assert g.is_contiguous(memory_format=torch.channels_last), g.stride()
+
+
+@pytest.mark.parametrize("kind", ["conv2d4", "conv2d6", "conv2d8"])
 def test_too_short_input_raises(kind: str) -> None:
     min_len = EXPECTED[kind][1]
     enc = build_encoder(EncoderConfig(subsampling=kind, **SMALL))

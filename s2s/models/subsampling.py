@@ -117,11 +117,19 @@ class Conv2dSubsampling(Frontend):
     def forward(self, x: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
         """x: (B, T, F), lens: (B,) -> (B, T', d_model), (B,)."""
         self.check(x, lens, self.input_dim)
-        y = self.conv(
-            x.unsqueeze(1).contiguous(memory_format=self.memory_format())
-        )  # (B, C, T', F')
+        layout = self.memory_format()
+        y = self.conv(x.unsqueeze(1).contiguous(memory_format=layout))  # (B, C, T', F')
         B, C, T, F = y.shape
-        y = self.out(y.transpose(1, 2).reshape(B, T, C * F))
+        if layout == torch.channels_last:
+            # y lies as (B, T', F', C): flattened in that order it is a view, and its gradient
+            # comes back channels-last like the ReLUs' saved outputs. Flattened as (C, F') it
+            # is a copy whose gradient has neither layout, and each ReLU's backward then takes
+            # a strided path several times slower. The Linear's columns (the checkpoint's
+            # (C, F') order) are taken in the same (F', C) order instead.
+            w = self.out.weight.unflatten(1, (C, F)).transpose(1, 2).flatten(1)
+            y = nn.functional.linear(y.permute(0, 2, 3, 1).reshape(B, T, F * C), w, self.out.bias)
+        else:
+            y = self.out(y.transpose(1, 2).reshape(B, T, C * F))
         return y, self.output_lengths(lens)
 
 
