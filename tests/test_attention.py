@@ -432,3 +432,35 @@ def test_keeping_rows_continues_the_same_sequences(
     assert torch.isfinite(got).all()
     assert torch.equal(kept_cache.length, cache.length[rows])
     assert rel_err(got, want) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("heads", [0, 3])
+def test_rope_rotates_each_pair_by_position_times_frequency(
+    dtype: torch.dtype, heads: int, monkeypatch
+) -> None:
+    """apply_rope (one complex product) against the rotation written out in float64, on a
+    non-contiguous slice as the decoupled-RoPE variants pass it; the written-out path that
+    ONNX export traces gives the same; position 0 is the identity."""
+    from s2s.attention.positions import apply_rope
+
+    torch.manual_seed(0)
+    B, T, D = 2, 5, 8
+    shape = (B, T, heads, 3 + D) if heads else (B, T, 3 + D)
+    x = (torch.randn(shape, dtype=torch.float64) * 4).to(dtype)[..., 3:]  # a strided slice
+    pos = torch.tensor([[0, 1, 2, 7, 300], [9, 40, 41, 1000, 5]])
+    freq = 10000.0 ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)
+    angle = pos.double()[..., None] * freq  # (B, T, D / 2)
+    if heads:
+        angle = angle[:, :, None]
+    x1, x2 = x.double()[..., 0::2], x.double()[..., 1::2]
+    want = torch.stack(
+        (x1 * angle.cos() - x2 * angle.sin(), x1 * angle.sin() + x2 * angle.cos()), -1
+    ).flatten(-2)
+    got = apply_rope(x, pos)
+    assert got.dtype == dtype and got.shape == x.shape
+    tol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 2e-2}[dtype]
+    torch.testing.assert_close(got.double(), want.to(dtype).double(), rtol=tol, atol=tol)
+    assert torch.equal(got[0, 0], x[0, 0])  # angle 0
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    torch.testing.assert_close(apply_rope(x, pos).double(), got.double(), rtol=tol, atol=tol)

@@ -29,8 +29,15 @@ def apply_rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
     if x.dim() == 4:
         cos, sin = cos[:, :, None], sin[:, :, None]
     xf = x.to(acc)
-    x1, x2 = xf[..., 0::2], xf[..., 1::2]
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+    if torch.compiler.is_exporting():  # ONNX has no complex numbers: the rotation written out
+        x1, x2 = xf[..., 0::2], xf[..., 1::2]
+        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+        return out.to(x.dtype)
+    # The same rotation as one complex product (x[2i] + i x[2i+1]) (cos + i sin): one kernel
+    # over x instead of seven, a third of the time at a decode step's sizes, where the
+    # per-kernel cost dominates (the products may round as fused multiply-adds: ~1 ulp).
+    pairs = torch.view_as_complex(xf.unflatten(-1, (-1, 2)).contiguous())
+    out = torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2)
     return out.to(x.dtype)
 
 
