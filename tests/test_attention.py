@@ -464,3 +464,35 @@ def test_rope_rotates_each_pair_by_position_times_frequency(
     assert torch.equal(got[0, 0], x[0, 0])  # angle 0
     monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
     torch.testing.assert_close(apply_rope(x, pos).double(), got.double(), rtol=tol, atol=tol)
+
+
+def test_position_tables_hold_what_the_formulas_give(monkeypatch) -> None:
+    """On the CPU, RoPE rotations and sinusoidal encodings are read from tables grown past the
+    largest position asked for: the values the formulas compute, for positions beyond the
+    first table's size too; negative (relative) positions are computed; a table made under
+    inference_mode serves a training forward and its backward."""
+    from s2s.attention import positions as P
+
+    monkeypatch.setattr(P, "_TABLES", {})
+    pos = torch.tensor([[0, 3, 1023], [1024, 5000, 7]])
+    assert P._lookup("sin", 12, 10000.0, torch.float32, pos) is not None
+    assert torch.equal(
+        P.sinusoidal_encoding(pos, 12), P._sinusoidal(pos, 12, 10000.0, torch.float32)
+    )
+    assert P._TABLES[("sin", 12, 10000.0, torch.float32)].shape[0] >= 5001
+    rel = torch.arange(4, -5, -1)
+    assert torch.equal(
+        P.sinusoidal_encoding(rel, 12), P._sinusoidal(rel, 12, 10000.0, torch.float32)
+    )
+    for dtype in (torch.float32, torch.float64):
+        rot = P._lookup("rope", 8, 10000.0, dtype, pos)
+        assert torch.equal(rot, torch.complex(*P.rope_angles(pos, 8, 10000.0, dtype)))
+    monkeypatch.setattr(P, "_TABLES", {})
+    x = torch.randn(2, 3, 8)
+    with torch.inference_mode():
+        want = P.apply_rope(x, pos[:, :3])
+    x.requires_grad_()
+    out = P.apply_rope(x, pos[:, :3])
+    assert torch.equal(out, want)
+    out.pow(2).sum().backward()  # a rotation keeps norms: d/dx |R x|^2 = 2 x
+    torch.testing.assert_close(x.grad, 2 * x.detach())
