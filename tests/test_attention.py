@@ -484,6 +484,12 @@ def test_position_tables_hold_what_the_formulas_give(monkeypatch) -> None:
     assert torch.equal(
         P.sinusoidal_encoding(rel, 12), P._sinusoidal(rel, 12, 10000.0, torch.float32)
     )
+    far = torch.tensor([[3, P._LAST_TABLE]])  # past the largest table: computed, none grown
+    assert P._lookup("sin", 12, 10000.0, torch.float32, far) is None
+    assert torch.equal(
+        P.sinusoidal_encoding(far, 12), P._sinusoidal(far, 12, 10000.0, torch.float32)
+    )
+    assert P._TABLES[("sin", 12, 10000.0, torch.float32)].shape[0] <= P._LAST_TABLE
     for dtype in (torch.float32, torch.float64):
         rot = P._lookup("rope", 8, 10000.0, dtype, pos)
         assert torch.equal(rot, torch.complex(*P.rope_angles(pos, 8, 10000.0, dtype)))

@@ -16,6 +16,7 @@ from torch import Tensor
 
 _TABLES: dict[tuple, Tensor] = {}
 _FIRST_TABLE = 1024  # positions in a new table; it doubles past the largest one asked for
+_LAST_TABLE = 1 << 16  # positions beyond it are computed: a table lives as long as the process
 
 
 def _tabulated(positions: Tensor) -> bool:
@@ -31,17 +32,17 @@ def _lookup(
 ) -> Tensor | None:
     """table[positions] of the `kind` table ("rope": complex rotations (n, width // 2);
     "sin": sinusoidal encodings (n, width)); positions (...) long. None where positions are
-    empty or negative (relative ones): the caller computes those."""
+    empty, negative (relative ones) or past _LAST_TABLE: the caller computes those."""
     if positions.numel() == 0:
         return None
     lo, hi = torch.aminmax(positions)
-    if int(lo) < 0:
-        return None
     need = int(hi) + 1
+    if int(lo) < 0 or need > _LAST_TABLE:
+        return None
     key = (kind, width, base, dtype)
     table = _TABLES.get(key)
     if table is None or table.shape[0] < need:
-        n = max(need, 2 * table.shape[0] if table is not None else _FIRST_TABLE)
+        n = min(max(need, 2 * table.shape[0] if table is not None else _FIRST_TABLE), _LAST_TABLE)
         with torch.inference_mode(False), torch.no_grad():  # a plain tensor, read anywhere
             grid = torch.arange(n)[None]  # (1, n)
             if kind == "rope":
