@@ -441,7 +441,7 @@ def test_rope_rotates_each_pair_by_position_times_frequency(
 ) -> None:
     """apply_rope (one complex product) against the rotation written out in float64, on a
     non-contiguous slice as the decoupled-RoPE variants pass it; the written-out path that
-    ONNX export traces gives the same; position 0 is the identity."""
+    compiled graphs and ONNX export trace gives the same; position 0 is the identity."""
     from s2s.attention.positions import apply_rope
 
     torch.manual_seed(0)

@@ -73,7 +73,9 @@ def apply_rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
     """
     acc = torch.promote_types(x.dtype, torch.float32)
     xf = x.to(acc)
-    if torch.compiler.is_exporting():  # ONNX has no complex numbers: the rotation written out
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        # Written out: inductor generates no code for complex numbers (it calls back into
+        # eager kernels, with a warning), and ONNX has none.
         cos, sin = rope_angles(positions, x.shape[-1], base, acc)
         if x.dim() == 4:
             cos, sin = cos[:, :, None], sin[:, :, None]
