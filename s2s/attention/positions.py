@@ -19,21 +19,19 @@ _FIRST_TABLE = 1024  # positions in a new table; it doubles past the largest one
 _LAST_TABLE = 1 << 16  # positions beyond it are computed: a table lives as long as the process
 
 
-def _tabulated(positions: Tensor) -> bool:
-    return (
-        positions.device.type == "cpu"
-        and not torch.compiler.is_compiling()
-        and not torch.compiler.is_exporting()
-    )
-
-
 def _lookup(
     kind: str, width: int, base: float, dtype: torch.dtype, positions: Tensor
 ) -> Tensor | None:
     """table[positions] of the `kind` table ("rope": complex rotations (n, width // 2);
-    "sin": sinusoidal encodings (n, width)); positions (...) long. None where positions are
-    empty, negative (relative ones) or past _LAST_TABLE: the caller computes those."""
-    if positions.numel() == 0:
+    "sin": sinusoidal encodings (n, width)); positions (...) long. None off the CPU, while
+    compiling or exporting, and where positions are empty, negative (relative ones) or past
+    _LAST_TABLE: the caller computes those."""
+    if (
+        positions.device.type != "cpu"
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or positions.numel() == 0
+    ):
         return None
     lo, hi = torch.aminmax(positions)
     need = int(hi) + 1
@@ -85,7 +83,7 @@ def apply_rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
     # The same rotation as one complex product (x[2i] + i x[2i+1]) (cos + i sin): one kernel
     # over x instead of seven, a third of the time at a decode step's sizes, where the
     # per-kernel cost dominates (the products may round as fused multiply-adds: ~1 ulp).
-    rot = _lookup("rope", x.shape[-1], base, acc, positions) if _tabulated(positions) else None
+    rot = _lookup("rope", x.shape[-1], base, acc, positions)
     if rot is None:
         rot = torch.complex(*rope_angles(positions, x.shape[-1], base, acc))
     if x.dim() == 4:
@@ -109,5 +107,5 @@ def sinusoidal_encoding(
 
     positions: (...) long. Returns (..., dim) in dtype (float32 or float64).
     """
-    pe = _lookup("sin", dim, base, dtype, positions) if _tabulated(positions) else None
+    pe = _lookup("sin", dim, base, dtype, positions)
     return _sinusoidal(positions, dim, base, dtype) if pe is None else pe
