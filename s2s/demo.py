@@ -2,14 +2,19 @@
 for MHA, MLA and MTLA, ending with one comparison table.
 
 Stages 1-6 (synthesise the spoken-phrases corpus, features, filtering, tokenizer, CMVN) run once
-and are shared; stages 7-10 (train, average, decode, score) run per attention variant. Every
-figure in the table is read from the score.json that stage 10 wrote in this run.
+and are shared; stages 7-8 (train, average) run per attention variant, the variants side by side
+with the cores shared out among them (--jobs; one CPU thread each on a 2-core machine: three
+single-thread trainings use two cores better than one two-thread training after another,
+BENCHMARKS.md §26); stages 9-10 (decode, score) then run one variant at a time on all cores, so
+the decoding speed in the table is measured alone. Every figure in the table is read from the
+score.json that stage 10 wrote in this run.
 
 The demo's experiments carry their own tag (exp/<name>_demo) and a marker file (.s2s_demo):
 a rerun replaces an experiment only when the marker says the demo made it, so an experiment a
 user trained, under any name, is never removed.
 
-    python -m s2s.demo [--variants mha,mla,mtla] [--nj N] [--recipe DIR] [--tag T] [key=value ...]
+    python -m s2s.demo [--variants mha,mla,mtla] [--jobs J] [--nj N] [--recipe DIR] [--tag T]
+        [key=value ...]
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from s2s.recipe.config import load_recipe_config
@@ -48,6 +54,20 @@ def _lookup(score: dict, path: tuple[str, ...]) -> float | None:
             return None
         node = node[key]
     return node if isinstance(node, int | float) else None
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the OS says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_job(jobs: int, cores: int) -> int:
+    """CPU threads for each of `jobs` trainings side by side on `cores` cores: the cores shared
+    out, at least one each (3 jobs on 2 cores: one thread each, the OS time-slicing them)."""
+    return max(1, cores // jobs)
 
 
 def format_table(rows: dict[str, dict], train_s: dict[str, float]) -> str:
@@ -109,7 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE)
     p.add_argument("--variants", default="mha,mla,mtla")
-    p.add_argument("--nj", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--nj", type=int, default=os.cpu_count() or 1, help="data stages' jobs")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="trainings (stages 7-8) side by side, the cores shared out (0: every variant)",
+    )
     p.add_argument("--train_config", default="", help="relative to the recipe dir")
     p.add_argument(
         "--tag", default="demo", help="suffix of the demo's experiment names (exp/<name>_TAG)"
@@ -121,14 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     recipe_dir = args.recipe.resolve()
     cfg = load_recipe_config(recipe_dir / "conf" / "recipe.yaml")
     variants = [v for v in args.variants.split(",") if v]
+    if args.jobs < 0:
+        p.error(f"--jobs must be >= 0, got {args.jobs}")
+    jobs = min(args.jobs or len(variants), len(variants))
+    threads = threads_per_job(jobs, usable_cores())
     t0 = time.perf_counter()
 
-    recipes = {}
-    for variant in variants:
+    def variant_recipe(variant: str, stages: tuple[int, int], side_by_side: bool) -> Recipe:
         opts = RunOptions(
             recipe_dir=recipe_dir,
-            stage=7,
-            stop_stage=10,
+            stage=stages[0],
+            stop_stage=stages[1],
             # one decoding process on all cores, not --nj shards (stage 9): the demo's decode
             # figures stay comparable from run to run
             nj=1,
@@ -137,7 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             tag=args.tag,
             overrides=list(args.overrides),
         )
-        recipes[variant] = Recipe(cfg, opts)
+        if not side_by_side:
+            return Recipe(cfg, opts)
+        return Recipe(cfg, opts, env={"OMP_NUM_THREADS": str(threads)}, label=variant)
+
+    trainings = {v: variant_recipe(v, (7, 8), jobs > 1) for v in variants}
+    evaluations = {v: variant_recipe(v, (9, 10), False) for v in variants}
     data_recipe = Recipe(
         cfg,
         RunOptions(
@@ -145,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     try:  # refuse before any work when a name is taken by something the demo did not make
-        for r in [data_recipe, *recipes.values()]:
+        for r in [data_recipe, *trainings.values()]:
             check_ours(r.exp_dir)
     except NotDemoExperimentError as e:
         logging.error("%s", e)
@@ -161,31 +195,57 @@ def main(argv: list[str] | None = None) -> int:
         stamp.write_text(_data_key(recipe_dir) + "\n")
     data_s = time.perf_counter() - t0
 
-    rows: dict[str, dict] = {}
-    train_s: dict[str, float] = {}
-    exp_dirs = []
-    for variant, recipe in recipes.items():
+    def train(variant: str) -> float:
         start = time.perf_counter()
+        recipe = trainings[variant]
+        claim_experiment(recipe.exp_dir)
+        recipe.run()
+        return time.perf_counter() - start
+
+    if jobs > 1:
+        logging.info(
+            "training %s side by side, %d at a time, %d CPU thread(s) each",
+            ", ".join(variants), jobs, threads,
+        )  # fmt: skip
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {v: pool.submit(train, v) for v in variants}
+    train_s: dict[str, float] = {}
+    for variant, future in futures.items():
         try:
-            claim_experiment(recipe.exp_dir)
+            train_s[variant] = future.result()
+        except (RuntimeError, ValueError) as e:
+            logging.error("%s failed: %s", variant, e)
+    if len(train_s) < len(variants):
+        return 1
+    all_train_s = time.perf_counter() - start
+
+    rows: dict[str, dict] = {}
+    for variant, recipe in evaluations.items():
+        try:
             recipe.run()
         except (RuntimeError, ValueError) as e:
             logging.error("%s failed: %s", variant, e)
             return 1
-        train_s[variant] = time.perf_counter() - start
-        test = cfg.test_sets[0]
-        score_path = recipe.decode_dir(test) / "score.json"
-        rows[variant] = json.loads(score_path.read_text())
-        exp_dirs.append(recipe.exp_dir)
+        rows[variant] = json.loads((recipe.decode_dir(cfg.test_sets[0]) / "score.json").read_text())
+    eval_s = time.perf_counter() - start - all_train_s
 
     total = time.perf_counter() - t0
     print()
     print(f"s2s demo: {cfg.corpus} {cfg.task}, test set '{cfg.test_sets[0]}', measured in this run")
     print(format_table(rows, train_s))
-    print(
-        f"\n(train min = stages 7-10 per variant; data stages {data_s / 60:.1f} min; "
-        f"total {total / 60:.1f} min; WER(de) = word error rate of the German output)"
+    how = (
+        f"{jobs} side by side, {threads} CPU thread(s) each"
+        if jobs > 1
+        else "one after another on all cores"
     )
+    print(
+        f"\n(train min = stages 7-8 per variant, {how}: {all_train_s / 60:.1f} min in all; "
+        f"decoding and scoring {eval_s / 60:.1f} min, one variant at a time on all cores; "
+        f"data stages {data_s / 60:.1f} min; total {total / 60:.1f} min; WER(de) = word error "
+        "rate of the German output)"
+    )
+    exp_dirs = [r.exp_dir for r in evaluations.values()]
     print(
         f"Experiments: {', '.join(str(d.relative_to(recipe_dir)) for d in exp_dirs)} "
         f"under {recipe_dir.relative_to(REPO) if recipe_dir.is_relative_to(REPO) else recipe_dir}"

@@ -8,6 +8,7 @@ and run through s2s.cli.recipe, the engine behind run.sh.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from s2s.cli.decode import main as decode_main
 from s2s.cli.recipe import main as recipe_main
 from s2s.data.datadir import write_datadir
 from s2s.decode.inference import Speech2Text
-from s2s.demo import MARKER, claim_experiment, format_table
+from s2s.demo import MARKER, claim_experiment, format_table, threads_per_job, usable_cores
 from s2s.demo import main as demo_main
 
 
@@ -297,6 +298,40 @@ def test_demo_table_formats_measured_values() -> None:
     assert lines[0].startswith("| attention | BLEU")
     assert "| mha | 41.2 | 60.0 | 20.5 | 12.3 | 1536 | 12.35 | 2.0 |" in lines
     assert lines[-1].startswith("| mtla | n/a")
+
+
+def test_demo_trains_variants_side_by_side_then_decodes_each_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`python -m s2s.demo` end to end on the recipe shrunk: the data stages once, two
+    variants' trainings side by side in threads (their commands given the cores shared out,
+    their console lines labelled, each stage log holding its own run's lines only), then each
+    decoded and scored, and one table row per variant from its score.json."""
+    shrink = {
+        "prepare_args": {"n_train": 24, "n_dev": 4, "n_test": 4},
+        "tokenizer": {"vocab_size": 80},
+    }
+    root = copy_recipe(tmp_path, "phrases/st1", shrink)
+    caplog.set_level(logging.INFO)  # the stage logs take the INFO records
+    argv = ["--recipe", str(root), "--variants", "mha,mla", "--jobs", "2", "--nj", "2", *TRAIN]
+    assert demo_main(argv) == 0
+    out = capsys.readouterr().out
+    threads = threads_per_job(2, usable_cores())
+    exps = {
+        "mha": root / "exp" / "tiny_mha_cross_demo",
+        "mla": root / "exp" / "tiny_mla_cross_demo",
+    }
+    for variant, exp in exps.items():
+        other = next(e for v, e in exps.items() if v != variant)
+        score = json.loads(next(exp.glob("decode_test_*/score.json")).read_text())
+        assert f"| {variant} | {score['metrics']['bleu']:.1f} | " in out
+        assert f"[{variant}] " in out  # its training's console lines, labelled
+        trainer_log = (exp / "logs" / "trainer.log").read_text()
+        assert f"world size 1; {threads} CPU threads" in trainer_log
+        for n in (7, 8, 9, 10):
+            stage_log = (exp / "logs" / f"stage{n}.log").read_text()
+            assert str(exp) in stage_log and other.name not in stage_log, (n, stage_log)
+    assert "2 side by side" in out
 
 
 def test_demo_refuses_experiment_dirs_it_did_not_create(tmp_path: Path) -> None:

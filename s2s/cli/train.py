@@ -70,6 +70,7 @@ def average_only(cfg, exp_dir: Path) -> Path:
 def train(cfg, exp_dir: Path, lm: bool = False, prepare_model=None) -> int:
     """Train (or resume) the experiment in exp_dir; prepare_model(model), when given, may
     change the freshly built model before training (s2s.bench.train_authors swaps modules)."""
+    import torch
     from omegaconf import OmegaConf
 
     from s2s import experiment as X
@@ -104,10 +105,11 @@ def train(cfg, exp_dir: Path, lm: bool = False, prepare_model=None) -> int:
             build_dataset, build_loader = X.build_dataset, X.build_loader
         n_params = sum(p.numel() for p in model.parameters())
         log.info(
-            "model: %.2fM parameters; device %s; world size %d",
+            "model: %.2fM parameters; device %s; world size %d; %d CPU threads",
             n_params / 1e6,
             device,
             info.world_size,
+            torch.get_num_threads(),
         )
         train_set = build_dataset(cfg, "train", tokenizer, train=True)
         kw = {"rank": info.rank, "world_size": info.world_size}

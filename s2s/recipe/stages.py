@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,8 +98,21 @@ def torchrun_args(opts: RunOptions, run_id: str) -> list[str]:
 
 
 class Recipe:
-    def __init__(self, cfg: RecipeConfig, opts: RunOptions) -> None:
+    """The stages of one recipe run. `env` is added to the environment of every command a
+    stage runs (the demo gives side-by-side trainings OMP_NUM_THREADS); with `label`, each line
+    those commands print is echoed as "[label] line", so runs in threads of one process can be
+    told apart on the console (their logs are apart already)."""
+
+    def __init__(
+        self,
+        cfg: RecipeConfig,
+        opts: RunOptions,
+        *,
+        env: dict[str, str] | None = None,
+        label: str = "",
+    ) -> None:
         self.cfg, self.opts = cfg, opts
+        self.env, self.label = dict(env or {}), label
         self.root = Path(opts.recipe_dir).resolve()
         self.data = self.root / "data"
         self.dump = self.root / "dump"
@@ -293,9 +307,13 @@ class Recipe:
         logs.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(logs / f"stage{n}.log", mode="w")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        # only this thread's records: recipes run side by side in threads (s2s.demo) share
+        # the root logger, and each stage log is its own run's
+        thread = threading.get_ident()
+        handler.addFilter(lambda record: record.thread == thread)
         root = logging.getLogger()
         root.addHandler(handler)
-        log.info("stage %d: %s", n, STAGES[n])
+        log.info("%sstage %d: %s", f"[{self.label}] " if self.label else "", n, STAGES[n])
         try:
             yield
         finally:
@@ -550,7 +568,7 @@ class Recipe:
             log.info("running shard %d/%d: %s (log: %s)", k, n, " ".join(shard), log_path)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "w") as f:
-                env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+                env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
                 procs.append((subprocess.Popen(shard, stdout=f, stderr=subprocess.STDOUT, env=env),
                               log_path))  # fmt: skip
         failed = [str(path) for proc, path in procs if proc.wait() != 0]
@@ -612,14 +630,15 @@ class Recipe:
         """Run a stage's command, its output both on the console and in logfile."""
         logfile.parent.mkdir(parents=True, exist_ok=True)
         log.info("running: %s (log: %s)", " ".join(cmd), logfile)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        prefix = f"[{self.label}] " if self.label else ""
         with open(logfile, "w") as f:
             proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
             )
             assert proc.stdout is not None
             for line in proc.stdout:
-                sys.stdout.write(line)
+                sys.stdout.write(prefix + line)
                 f.write(line)
             rc = proc.wait()
         if rc != 0:
