@@ -23,17 +23,17 @@ never read. The padding is allocated memory and counts in `peak_cache_bytes`; wi
 per_octave = 0 nothing is padded (a graph per distinct shape) and the state is byte for byte
 the eager one's.
 
-Weights. On the CPU, inductor's graphs are compiled with its `freezing`: the model's weights
-become constants of the graph, which lets inductor pack every Linear's weight once for MKL's
-packed GEMM, the step's dominant cost (at the paper's size 1.4x faster than `addmm` on two
-threads, BENCHMARKS.md §23), at the price of one packed copy of the weights per graph. A
-frozen graph is the model's as it was when compiled, so dynamo keeps a graph per model (it
-guards the parameters' identity), and `CompiledStep` notes the weights' fingerprint (each
-parameter's and buffer's identity, storage and version counter, which every in-place update
-bumps): if they changed since a search compiled them (a model trained further,
-`load_state_dict`), the process's compiled graphs are dropped (`torch._dynamo.reset()`) and
-compiled again, with a warning. Elsewhere (CUDA, other backends) the weights stay inputs of
-the graph.
+Weights. On the CPU, inductor's graphs are compiled with its `freezing` (and with its C++
+wrapper: `cpu_graph_options`): the model's weights become constants of the graph, which lets
+inductor pack every Linear's weight once for MKL's packed GEMM, the step's dominant cost (at the
+paper's size 1.4x faster than `addmm` on two threads, BENCHMARKS.md §23), at the price of one
+packed copy of the weights per graph. A frozen graph is the model's as it was when compiled, so
+dynamo keeps a graph per model (it guards the parameters' identity), and `CompiledStep` notes
+the weights' fingerprint (each parameter's and buffer's identity, storage and version counter,
+which every in-place update bumps): if they changed since a search compiled them (a model
+trained further, `load_state_dict`), the process's compiled graphs are dropped
+(`torch._dynamo.reset()`) and compiled again, with a warning. Elsewhere (CUDA, other backends)
+the weights stay inputs of the graph.
 
 Compiled graphs live in torch's compile cache for the process: a second search whose state
 falls in the same bucket reuses the graph without tracing again. `COMPILE_STATS` adds up the
@@ -99,6 +99,16 @@ def _fingerprint(model: nn.Module) -> tuple:
 def freezes(backend, device: torch.device) -> bool:
     """Whether CompiledStep freezes the weights into its graphs: inductor on the CPU."""
     return backend == "inductor" and device.type == "cpu"
+
+
+def cpu_graph_options(backend, device: torch.device) -> dict[str, bool]:
+    """Inductor's options for CompiledStep's graphs: on the CPU, the weights frozen (packed
+    once for MKL's GEMM) and the graph's calls made from C++ (`cpp_wrapper`): from Python, the
+    few hundred kernel and GEMM calls of a step cost 13% of a paper-sized search, and the C++
+    wrapper took 9-10% off the compiled search for a few seconds more compiling
+    (BENCHMARKS.md §28). Elsewhere nothing changes."""
+    on = freezes(backend, device)
+    return {"freezing": on, "cpp_wrapper": on}
 
 
 @functools.cache
@@ -192,7 +202,7 @@ class CompiledStep:
             torch._dynamo.config.patch(
                 recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
             ),
-            torch._inductor.config.patch(freezing=freezes(self.backend, state.tokens.device)),
+            torch._inductor.config.patch(cpu_graph_options(self.backend, state.tokens.device)),
         ):
             out = self.step(self.model, state.tokens, state.inner)
         new = counters["stats"]["unique_graphs"] - graphs
