@@ -310,7 +310,7 @@ class Recipe:
         # only this thread's records: recipes run side by side in threads (s2s.demo) share
         # the root logger, and each stage log is its own run's
         thread = threading.get_ident()
-        handler.addFilter(lambda record: record.thread == thread)
+        handler.addFilter(lambda entry: entry.thread == thread)
         root = logging.getLogger()
         root.addHandler(handler)
         log.info("%sstage %d: %s", f"[{self.label}] " if self.label else "", n, STAGES[n])
