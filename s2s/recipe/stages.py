@@ -118,6 +118,11 @@ class Recipe:
         self.dump = self.root / "dump"
         self.speech = cfg.source == "speech"
 
+    @property
+    def console_prefix(self) -> str:
+        """What each console line of this run starts with: "[label] ", or nothing."""
+        return f"[{self.label}] " if self.label else ""
+
     # --- names and paths ------------------------------------------------------------------
     def _conf(self, option: str, default: str) -> Path:
         return self.root / (option or default)
@@ -313,7 +318,7 @@ class Recipe:
         handler.addFilter(lambda entry: entry.thread == thread)
         root = logging.getLogger()
         root.addHandler(handler)
-        log.info("%sstage %d: %s", f"[{self.label}] " if self.label else "", n, STAGES[n])
+        log.info("%sstage %d: %s", self.console_prefix, n, STAGES[n])
         try:
             yield
         finally:
@@ -631,14 +636,13 @@ class Recipe:
         logfile.parent.mkdir(parents=True, exist_ok=True)
         log.info("running: %s (log: %s)", " ".join(cmd), logfile)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        prefix = f"[{self.label}] " if self.label else ""
         with open(logfile, "w") as f:
             proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
             )
             assert proc.stdout is not None
             for line in proc.stdout:
-                sys.stdout.write(prefix + line)
+                sys.stdout.write(self.console_prefix + line)
                 f.write(line)
             rc = proc.wait()
         if rc != 0:
