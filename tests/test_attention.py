@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
+from torch import Tensor
 
 from s2s.attention import (
     ATTENTION_REGISTRY,
@@ -221,6 +222,36 @@ def test_expand_stores_prefix_once(variant: str) -> None:
                 row = b * 3 + k
                 ref = m(torch.cat([x[b : b + 1, :n], nxt[row : row + 1]], 1))[:, -1:]
                 assert rel_err(out[row : row + 1], ref) <= 1e-5
+
+
+@pytest.mark.parametrize("variant", ["mha", "gqa", "mla"])
+def test_shared_part_is_stored_head_by_head(variant: str) -> None:
+    """The shared slots keep their (U, S, G, D) shape but lie in memory head by head, so the
+    step's batched product over each head's slots reads them in place (ops.attend_with_lse):
+    after the prefill, the padding of a compiled step and dropping utterances alike; the
+    latent slots (one head) stay as they are. The step reads the same values either way."""
+    m = build_attention(small_cfg(variant, 1)).eval()
+    x = torch.randn(3, 6, 32)
+    with torch.no_grad():
+        cache = m.new_cache(3, fill=float("nan"), ancestry=True)
+        m(x, lengths=torch.tensor([6, 3, 5]), cache=cache)
+        cache.expand(2, own_slots=3)
+
+        def head_major(t: Tensor) -> bool:
+            if t.shape[2] == 1 or t.dim() < 4:  # one head: the buffer as written
+                return t.is_contiguous()
+            return t.transpose(1, 2).is_contiguous() and not t.is_contiguous()
+
+        assert all(head_major(t) for t in cache.shared.values())
+        nxt = torch.randn(6, 1, 32)
+        before = m.step(nxt, copy.deepcopy(cache))
+        slot_major = copy.deepcopy(cache)
+        slot_major.shared = {k: v.contiguous() for k, v in slot_major.shared.items()}
+        assert rel_err(m.step(nxt, slot_major), before) <= 1e-6
+        cache.pad_slots(own=5, shared=8)
+        assert all(head_major(t) and t.shape[1] == 8 for t in cache.shared.values())
+        cache.keep_rows(torch.tensor([0, 1, 4, 5]))
+        assert all(head_major(t) and t.shape[0] == 2 for t in cache.shared.values())
 
 
 def test_mtla_stride_1_is_mla() -> None:

@@ -53,8 +53,12 @@ class AttentionCache:
         ancestry: bool = False,
         share_prefix: bool = True,
         growable: bool = True,
+        head_major_shared: bool = True,
     ) -> None:
         self.stride = stride
+        # The shared part stored head by head for the PyTorch step (`_shared_copy`); slot by
+        # slot for a step that takes it as plain arrays (the ONNX runtime: no copy a step).
+        self.head_major_shared = head_major_shared
         # False once the own part is allocated for a whole search (`expand(beam, own_slots)`,
         # or `capacity` given so): a step then never reads the device to size a buffer.
         self.growable = growable
@@ -125,6 +129,18 @@ class AttentionCache:
     def _track(self) -> None:
         self.peak_allocated = max(self.peak_allocated, self.allocated_bytes())
 
+    def _shared_copy(self, x: Tensor) -> Tensor:
+        """A copy of shared slots x (U, S, G, ...) stored head by head, (U, G, S, ...) in memory,
+        as the same (U, S, G, ...) view: a step attends each head's shared slots with all of its
+        utterance's queries at once, and so stored, a head's (S, D) keys and values are one
+        matrix the batched product reads in place, where slot by slot they were transposed into
+        a copy in every layer at every step. Slot by slot where `head_major_shared` is False
+        or the slots have one head (the latent variants) or no head axis."""
+        if self.head_major_shared and x.dim() >= 4 and x.shape[2] > 1:
+            out = torch.empty_like(x.transpose(1, 2), memory_format=torch.contiguous_format)
+            return out.transpose(1, 2).copy_(x)
+        return torch.empty_like(x, memory_format=torch.contiguous_format).copy_(x)
+
     # --- writing ----------------------------------------------------------------------------
     def reserve(self, slots: int) -> None:
         """Own buffers of at least `slots` slots per row (growth doubles: outside a search,
@@ -155,7 +171,7 @@ class AttentionCache:
         for name, buf in self.shared.items():
             if buf.shape[1] < shared:
                 tail = buf.new_zeros(buf.shape[0], shared - buf.shape[1], *buf.shape[2:])
-                self.shared[name] = torch.cat((buf, tail), dim=1)
+                self.shared[name] = self._shared_copy(torch.cat((buf, tail), dim=1))
         self._track()
 
     def own_index(self, slot: Tensor) -> Tensor:
@@ -211,7 +227,7 @@ class AttentionCache:
         rows = self._rows()
         for name, val in values.items():
             buf = self.buffers[name]
-            self.shared[name] = val[:, :n_sh].to(buf.dtype).clone()
+            self.shared[name] = self._shared_copy(val[:, :n_sh].to(buf.dtype))
             if bool(partial.any()):
                 idx = complete.clamp(max=S - 1)
                 buf[rows[partial], 0] = val[rows[partial], idx[partial]].to(buf.dtype)
@@ -249,7 +265,9 @@ class AttentionCache:
             new_index = torch.full_like(self.length, -1)
             new_index[rows] = torch.arange(new_n, device=rows.device)
             self.owner = new_index[self.owner.index_select(0, rows)]
-        self.shared = {k: v.index_select(0, utts) for k, v in self.shared.items()}
+        self.shared = {
+            k: self._shared_copy(v.index_select(0, utts)) for k, v in self.shared.items()
+        }
         self.shared_slots = self.shared_slots.index_select(0, utts)
         self.length = self.length.index_select(0, rows)
 

@@ -140,15 +140,17 @@ def _flex(
 
 
 def attend_with_lse(
-    q: Tensor, k: Tensor, v: Tensor, valid: Tensor, scale: float
+    q: Tensor, k: Tensor, v: Tensor, valid: Tensor, scale: float, finite: bool = False
 ) -> tuple[Tensor, Tensor]:
     """One query step over gathered keys/values (reference path, softmax in at least
     float32: bfloat16 and float32 inputs in float32, float64 ones in float64).
 
     q: (B, Q, Dk) with Q % G == 0, query rows group-major (row i reads group i // (Q / G));
     k: (B, S, G, Dk); v: (B, S, G, Dv); valid: (B, S) bool (unused slots may hold anything,
-    NaN included). Returns out (B, Q, Dv) and its log-sum-exp (B, Q), both in that precision;
-    a row with no valid slot gives out 0 and lse -inf (it then weighs nothing in a merge).
+    NaN included, unless `finite`: every slot holds a finite value, as a shared part's do,
+    and the unused values need no zeroing). Returns out (B, Q, Dv) and its log-sum-exp
+    (B, Q), both in that precision; a row with no valid slot gives out 0 and lse -inf (it
+    then weighs nothing in a merge).
     """
     B, Q, Dk = q.shape
     S, G = k.shape[1], k.shape[2]
@@ -160,28 +162,29 @@ def attend_with_lse(
         scores = torch.bmm(q, k[:, :, 0].transpose(1, 2)).view(B, 1, Q, S)
     elif Q == G:  # one query per key head (MHA): a product along the contiguous D
         scores = (k * q[:, None]).sum(-1).transpose(1, 2)[:, :, None]
-    else:
-        scores = torch.einsum("bgqd,bsgd->bgqs", q.view(B, G, Q // G, Dk), k)
+    else:  # per key head, its queries against its (S, D) slots: a view of a head-major
+        # shared part (AttentionCache._shared_copy), so the batched product transposes nothing
+        scores = torch.matmul(q.view(B, G, Q // G, Dk), k.transpose(1, 2).transpose(2, 3))
     scores = scores * scale
     # Every slot is valid in most steps (all rows of a search advance together): the masks
     # then change nothing, and a host read of that (free on the CPU; a compiled or exported
     # step keeps the masks) skips them.
     full = not traced() and bool(valid.all())
-    if not full:
-        scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    if not full:  # in place: `scores` is this function's own tensor
+        scores = scores.masked_fill_(~valid[:, None, None, :], float("-inf"))
     m = scores.amax(dim=-1, keepdim=True)
     if not full:
         m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     p = (scores - m).exp()
     denom = p.sum(dim=-1)
-    if not full:  # 0 * NaN would poison the sum
+    if not full and not finite:  # 0 * NaN would poison the sum
         v = v.masked_fill(~valid[:, :, None, None], 0.0)
     if G == 1:
         out = torch.bmm(p.view(B, Q, S), v[:, :, 0]).view(B, 1, Q, -1)
     elif Q == G:
         out = (p[:, :, 0].transpose(1, 2)[..., None] * v).sum(1)[:, :, None]
-    else:
-        out = torch.einsum("bgqs,bsgd->bgqd", p, v)
+    else:  # per key head: (B, G, Q/G, S) x (B, G, S, D), in place over a head-major part
+        out = torch.matmul(p, v.transpose(1, 2))
     out = out / denom.clamp_min(1e-30)[..., None]
     lse = m[..., 0] + denom.log()
     return out.reshape(B, Q, -1), lse.reshape(B, Q)
@@ -337,7 +340,9 @@ def cascade_attention(
     # (U*K, H) queries -> (U, G * K * H/G): group-major rows, as attend_with_lse expects
     qs = q.view(U, K, G, H // G, Dk).transpose(1, 2).reshape(U, K * H, Dk)
     valid = torch.arange(S, device=q.device)[None, :] < cache.shared_slots[:, None]
-    out_sh, lse_sh = attend_with_lse(qs, ks, vs, valid, scale)
+    # finite: the shared slots are prefilled values and zero padding (cache.fill_prefix,
+    # pad_slots), never an uninitialised buffer
+    out_sh, lse_sh = attend_with_lse(qs, ks, vs, valid, scale, finite=True)
     Dv = out_sh.shape[-1]
     out_sh = out_sh.view(U, G, K, H // G, Dv).transpose(1, 2).reshape(N, H, Dv)
     lse_sh = lse_sh.view(U, G, K, H // G).transpose(1, 2).reshape(N, H)

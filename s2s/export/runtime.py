@@ -57,7 +57,10 @@ class OnnxDecoder:
         return self._bytes_per_token
 
     def _cache(self, rows: int, **kw) -> AttentionCache:
-        return AttentionCache(rows, self.slot_shapes, stride=self.stride, ancestry=True, **kw)
+        # the shared part slot-major: the step graph's inputs are plain arrays (no copy a step)
+        return AttentionCache(
+            rows, self.slot_shapes, stride=self.stride, ancestry=True, head_major_shared=False, **kw
+        )
 
     @torch.no_grad()
     def init_state(
