@@ -97,6 +97,12 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup() -> None:
+def cleanup(barrier: bool = False) -> None:
+    """Tear the process group down. barrier: every rank meets first (a normal end), so none
+    closes its connections while a peer's last collective still reads from them (gloo then
+    aborted a rank at exit, rarely: "terminate called without an active exception"); not
+    after an error, where a rank that died would keep the others waiting until the timeout."""
     if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
