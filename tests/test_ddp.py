@@ -78,7 +78,7 @@ def worker(exp: Path, options: dict) -> None:
         },
         exp / f"rank{info.rank}.pt",
     )
-    D.cleanup(barrier=True)
+    D.cleanup(meet_first=True)
 
 
 def test_two_ranks_on_gloo_end_identical_and_only_rank0_saves(tmp_path):

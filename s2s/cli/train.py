@@ -138,7 +138,7 @@ def train(cfg, exp_dir: Path, lm: bool = False, prepare_model=None) -> int:
             log.warning("%s; rerun the same command to resume", e)
             return 130
         log.info("final validation: %s", metrics)
-        D.cleanup(barrier=True)
+        D.cleanup(meet_first=True)
         return 0
     finally:
         D.cleanup()  # after an error (a normal end has torn down already: nothing to do)

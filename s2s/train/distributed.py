@@ -97,12 +97,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup(barrier: bool = False) -> None:
-    """Tear the process group down. barrier: every rank meets first (a normal end), so none
-    closes its connections while a peer's last collective still reads from them (gloo then
-    aborted a rank at exit, rarely: "terminate called without an active exception"); not
-    after an error, where a rank that died would keep the others waiting until the timeout."""
+def cleanup(meet_first: bool = False) -> None:
+    """Tear the process group down. meet_first: every rank reaches a barrier first (a normal
+    end), so none closes its connections while a peer's last collective still reads from them
+    (gloo then aborted a rank at exit, rarely: "terminate called without an active
+    exception"); not after an error, where a rank that died would keep the others waiting
+    until the timeout."""
     if dist.is_available() and dist.is_initialized():
-        if barrier:
+        if meet_first:
             dist.barrier()
         dist.destroy_process_group()
