@@ -32,6 +32,7 @@ from pathlib import Path
 
 from s2s.recipe.config import load_recipe_config
 from s2s.recipe.stages import Recipe, RunOptions
+from s2s.threads import threads_per_job, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RECIPE = REPO / "recipes" / "phrases" / "st1"
@@ -54,20 +55,6 @@ def _lookup(score: dict, path: tuple[str, ...]) -> float | None:
             return None
         node = node[key]
     return node if isinstance(node, int | float) else None
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity, where the OS says)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def threads_per_job(jobs: int, cores: int) -> int:
-    """CPU threads for each of `jobs` trainings side by side on `cores` cores: the cores shared
-    out, at least one each (3 jobs on 2 cores: one thread each, the OS time-slicing them)."""
-    return max(1, cores // jobs)
 
 
 def format_table(rows: dict[str, dict], train_s: dict[str, float]) -> str:

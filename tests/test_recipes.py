@@ -25,8 +25,9 @@ from s2s.cli.decode import main as decode_main
 from s2s.cli.recipe import main as recipe_main
 from s2s.data.datadir import write_datadir
 from s2s.decode.inference import Speech2Text
-from s2s.demo import MARKER, claim_experiment, format_table, threads_per_job, usable_cores
+from s2s.demo import MARKER, claim_experiment, format_table
 from s2s.demo import main as demo_main
+from s2s.threads import threads_per_job, usable_cores
 
 
 def model_exp(root: Path) -> Path:

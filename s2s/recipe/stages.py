@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from s2s.recipe.config import STAGES, RecipeConfig
 from s2s.recipe.corpus import load_corpus_module
+from s2s.threads import threads_per_job
 
 log = logging.getLogger("s2s.recipe")
 
@@ -117,6 +118,10 @@ class Recipe:
         self.data = self.root / "data"
         self.dump = self.root / "dump"
         self.speech = cfg.source == "speech"
+
+    def _command_env(self) -> dict[str, str]:
+        """The environment of a stage's command: this process's, unbuffered output, `env`."""
+        return {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
 
     @property
     def console_prefix(self) -> str:
@@ -559,7 +564,7 @@ class Recipe:
     def _decode_sharded(self, cmd: list[str], name: str, out: Path, n: int) -> None:
         from s2s.decode.decode_dir import merge_shards
 
-        threads = max(1, (os.cpu_count() or 1) // n)
+        threads = threads_per_job(n, os.cpu_count() or 1)
         parts = [out / f"split{n}" / str(k) for k in range(1, n + 1)]
         procs = []
         for k, part in enumerate(parts, 1):
@@ -573,7 +578,7 @@ class Recipe:
             log.info("running shard %d/%d: %s (log: %s)", k, n, " ".join(shard), log_path)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "w") as f:
-                env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+                env = self._command_env()
                 procs.append((subprocess.Popen(shard, stdout=f, stderr=subprocess.STDOUT, env=env),
                               log_path))  # fmt: skip
         failed = [str(path) for proc, path in procs if proc.wait() != 0]
@@ -635,7 +640,7 @@ class Recipe:
         """Run a stage's command, its output both on the console and in logfile."""
         logfile.parent.mkdir(parents=True, exist_ok=True)
         log.info("running: %s (log: %s)", " ".join(cmd), logfile)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env = self._command_env()
         with open(logfile, "w") as f:
             proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
