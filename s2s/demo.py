@@ -30,6 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from s2s.recipe import processes
 from s2s.recipe.config import load_recipe_config
 from s2s.recipe.stages import Recipe, RunOptions
 from s2s.threads import threads_per_job, usable_cores
@@ -109,6 +110,12 @@ def _data_key(recipe_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # a `kill` or `timeout` of the demo ends its trainings too (s2s.recipe.processes)
+    with processes.ended_with_parent():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m s2s.demo",
         description=__doc__,

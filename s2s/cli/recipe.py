@@ -33,6 +33,7 @@ from pathlib import Path
 
 from s2s.attention import VARIANTS
 from s2s.models.decoder import ARRANGEMENTS
+from s2s.recipe import processes
 from s2s.recipe.config import STAGES, load_recipe_config
 from s2s.recipe.stages import Recipe, RunOptions
 
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run.sh: {e}", file=sys.stderr)
         return 2
     try:
-        Recipe(cfg, opts).run()
+        with processes.ended_with_parent():  # a `kill` of run.sh ends its stage's process too
+            Recipe(cfg, opts).run()
     except (RuntimeError, ValueError, FileNotFoundError) as e:
         logging.error("%s", e)
         return 1

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from s2s.recipe import processes
 from s2s.recipe.config import STAGES, RecipeConfig
 from s2s.recipe.corpus import load_corpus_module
 from s2s.threads import threads_per_job
@@ -579,7 +580,7 @@ class Recipe:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "w") as f:
                 env = self._command_env()
-                procs.append((subprocess.Popen(shard, stdout=f, stderr=subprocess.STDOUT, env=env),
+                procs.append((processes.start(shard, stdout=f, stderr=subprocess.STDOUT, env=env),
                               log_path))  # fmt: skip
         failed = [str(path) for proc, path in procs if proc.wait() != 0]
         if failed:
@@ -642,7 +643,7 @@ class Recipe:
         log.info("running: %s (log: %s)", " ".join(cmd), logfile)
         env = self._command_env()
         with open(logfile, "w") as f:
-            proc = subprocess.Popen(
+            proc = processes.start(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
             )
             assert proc.stdout is not None
