@@ -317,6 +317,29 @@ def test_schedules():
         lr_lambda(TrainConfig(scheduler="cosine", warmup_steps=10), 5)
 
 
+def test_cooldown_ends_any_schedule_with_a_linear_fall():
+    cfg = TrainConfig(scheduler="inverse_sqrt", lr=2e-3, warmup_steps=100, cooldown=0.5)
+    base, cooled = (
+        lr_lambda(TrainConfig(scheduler="inverse_sqrt", lr=2e-3, warmup_steps=100)),
+        lr_lambda(cfg, 800),
+    )
+    # untouched up to 400 (the last half of 800 steps cools), then linear to min_lr
+    assert all(cooled(s) == base(s) for s in range(1, 401))
+    rates = [cooled(s) for s in range(400, 801)]
+    assert all(a > b > 0 for a, b in zip(rates, rates[1:], strict=False))
+    assert cooled(600) == pytest.approx(base(400) * 201 / 401)
+    assert cooled(800) == pytest.approx(base(400) / 401)  # the last step still learns
+    assert cooled(801) == 0.0  # past the estimate: min_lr
+    floor = lr_lambda(
+        TrainConfig(scheduler="constant", lr=1.0, warmup_steps=0, cooldown=0.1, min_lr=0.2), 100
+    )
+    assert floor(90) == 1.0 and floor(101) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="cooldown"):
+        lr_lambda(cfg, 50)
+    with pytest.raises(ValueError, match="cooldown"):
+        TrainConfig(cooldown=1.0)
+
+
 # --- config -----------------------------------------------------------------------------------
 
 

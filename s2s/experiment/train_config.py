@@ -117,7 +117,8 @@ class TrainConfig:
     scheduler: str = "inverse_sqrt"
     warmup_steps: int = 10000
     model_dim: int = 0  # noam only: d_model of the scale d**-0.5 (0 = peak lr is `lr`)
-    min_lr: float = 0.0  # cosine only
+    min_lr: float = 0.0  # cosine's floor, and cooldown's end
+    cooldown: float = 0.0  # the last fraction of the steps, lr falls linearly to min_lr
     max_epochs: int = 100
     max_steps: int = 0  # 0 = no cap
     accum_grad: int = 1
@@ -158,6 +159,7 @@ class TrainConfig:
         check(self.eps > 0, f"eps must be > 0, got {self.eps}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr}")
+        check(0.0 <= self.cooldown < 1.0, f"cooldown must be in [0, 1), got {self.cooldown}")
         for name in (
             "warmup_steps",
             "model_dim",

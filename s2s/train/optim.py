@@ -34,7 +34,36 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 def lr_lambda(cfg: TrainConfig, total_steps: int = 0) -> Callable[[int], float]:
     """The learning rate at optimiser step `step` (1-based: the rate used by the step-th
-    update). total_steps: the last step, needed by the cosine schedule only."""
+    update). total_steps: the last step, needed by the cosine schedule and a cooldown.
+
+    `cfg.cooldown` > 0 ends any schedule with a linear fall to `min_lr` over that fraction of
+    the steps (warmup-stable-decay, arXiv 2405.18392): a run of known length ends annealed
+    instead of at the schedule's last rate."""
+    fn = _schedule(cfg, total_steps)
+    if cfg.cooldown <= 0:
+        return fn
+    if total_steps <= cfg.warmup_steps:
+        raise ValueError(
+            f"a cooldown needs more total steps ({total_steps}) than warmup_steps"
+            f" ({cfg.warmup_steps})"
+        )
+    begin = max(cfg.warmup_steps, round(total_steps * (1.0 - cfg.cooldown)))
+    length = total_steps - begin
+    if length <= 0:
+        return fn
+
+    def cooled(s: int) -> float:
+        if s <= begin:
+            return fn(s)
+        # near 1 just after the cooldown starts, 1 / (length + 1) at the last step (which
+        # still learns), 0 past it (an epoch with more batches than the estimate)
+        left = max(0.0, (total_steps - s + 1) / (length + 1))
+        return cfg.min_lr + (fn(begin) - cfg.min_lr) * left
+
+    return cooled
+
+
+def _schedule(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     w = cfg.warmup_steps
     base = cfg.lr
 
