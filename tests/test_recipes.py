@@ -153,6 +153,7 @@ def test_experiment_dir_decodes_after_a_copy_without_the_original(
     the copy decodes through s2s-decode --model and Speech2Text.from_dir, with its own
     tokenizer and CMVN stats."""
     root, _ = phrases("asr1")
+    capsys.readouterr()  # the recipe's console output, when this test is the first to run it
     exp = model_exp(root)
     saved = OmegaConf.load(exp / "config.yaml").data
     assert (saved.tokenizer, saved.cmvn) == ("tokenizer.model", "cmvn.pt")
