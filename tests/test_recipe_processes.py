@@ -38,9 +38,12 @@ CHILD = textwrap.dedent(
 # waiting on the pool.
 PARENT = textwrap.dedent(
     """
-    import sys
+    import signal, sys
     from concurrent.futures import ThreadPoolExecutor
     from s2s.recipe import processes
+
+    # Ctrl-C as in a terminal, even where the test runner started us with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     child, outs = sys.argv[1], sys.argv[2:]
 
