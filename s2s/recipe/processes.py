@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 log = logging.getLogger("s2s.recipe")
 
@@ -47,13 +47,12 @@ def live() -> list[subprocess.Popen]:
 
 
 def _wait(procs: list[subprocess.Popen], seconds: float) -> list[subprocess.Popen]:
-    """Waits up to `seconds` for `procs` to end; returns those still running."""
+    """Waits up to `seconds` in all for `procs` to end; returns those still running."""
     deadline = time.monotonic() + seconds
-    running = [p for p in procs if p.poll() is None]
-    while running and time.monotonic() < deadline:
-        time.sleep(0.1)
-        running = [p for p in running if p.poll() is None]
-    return running
+    for proc in procs:
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    return [p for p in procs if p.poll() is None]
 
 
 def stop_all(interrupted: bool = False, grace: float = STOP_GRACE_S) -> None:
