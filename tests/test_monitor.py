@@ -179,6 +179,43 @@ def test_monitor_draws_one_panel_per_layer_with_tokens_frames_and_a_colour_bar(a
             np.testing.assert_array_equal(np.asarray(shown), expect.numpy())
 
 
+class _Steps(_Board):
+    """A TBLogger that keeps the steps each image and merge scalar was written at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image_steps: list[int] = []
+        self.scalar_steps: list[int] = []
+
+    def image(self, tag, img, step) -> None:
+        if tag == "attention/self":
+            self.image_steps.append(step)
+
+    def scalars(self, values, step) -> None:
+        if any(k.startswith("merge/") for k in values):
+            self.scalar_steps.append(step)
+
+
+def test_images_every_draws_at_every_nth_validation_and_the_merge_weights_at_each():
+    """images_every=3: the images at validations 3 and 6 of 7, the merge-weight scalars at
+    all 7 (they cost one forward, the figures most of the monitor's time)."""
+    from s2s.experiment import build_model, load_experiment_config
+    from s2s.train import monitor as M
+
+    overrides = ["model.decoder.attention.type=mtla", "model.decoder.attention.stride=2"]
+    cfg = load_experiment_config([ROOT / "conf" / "model" / "tiny_text.yaml"], overrides)
+    torch.manual_seed(0)
+    model = build_model(cfg, 40).eval()
+    mon = M.TrainingMonitor(M.MonitorConfig(images_every=3), _Pieces(), [text_batch([7], [5])])
+    board = _Steps()
+    for step in range(1, 8):
+        mon.on_validate(model, step, board)
+    assert board.image_steps == [3, 6]
+    assert sorted(set(board.scalar_steps)) == list(range(1, 8))
+    with pytest.raises(ValueError, match="images_every"):
+        M.MonitorConfig(images_every=0)
+
+
 def test_unknown_monitor_metric_is_a_config_error():
     from s2s.train.monitor import MonitorConfig
 

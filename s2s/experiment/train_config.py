@@ -61,13 +61,16 @@ class MonitorConfig:
     at each validation ([] = no decode; the recipes set theirs). decode_utts: dev utterances
     decoded (0 = all). max_len_ratio: that decode stops at max_len_ratio x the longest
     reference + 5 tokens (an untrained model's runaway outputs would otherwise run to
-    decode.max_len_b every time). images / merge_stats / grad_norms: each part alone."""
+    decode.max_len_b every time). images / merge_stats / grad_norms: each part alone.
+    images_every: the attention images at every images_every-th validation of a run (the
+    images_every-th first): drawing them costs more than the dev decode at CPU sizes."""
 
     enabled: bool = True
     metrics: list[str] = field(default_factory=list)
     decode_utts: int = 0
     max_len_ratio: float = 1.5
     images: bool = True
+    images_every: int = 1
     merge_stats: bool = True
     grad_norms: bool = True
 
@@ -80,6 +83,8 @@ class MonitorConfig:
             raise ValueError(f"train.monitor.decode_utts must be >= 0, got {self.decode_utts}")
         if self.max_len_ratio <= 0:
             raise ValueError(f"train.monitor.max_len_ratio must be > 0, got {self.max_len_ratio}")
+        if self.images_every < 1:
+            raise ValueError(f"train.monitor.images_every must be >= 1, got {self.images_every}")
 
 
 @dataclass

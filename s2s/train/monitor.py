@@ -58,6 +58,7 @@ class TrainingMonitor:
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.valid_loader = valid_loader
+        self.validations = 0  # on_validate calls in this process: the images' cadence
 
     # --- training steps ---------------------------------------------------------------------
     def grad_scalars(self, model: nn.Module) -> dict[str, float]:
@@ -82,13 +83,15 @@ class TrainingMonitor:
         if not self.cfg.enabled or self.valid_loader is None:
             return {}
         t0 = time.time()
+        self.validations += 1
+        images = self.cfg.images and self.validations % self.cfg.images_every == 0
         was_training = model.training
         model.eval()
         rng = torch.get_rng_state()
         try:
             scores = self._score_dev(model) if self.cfg.metrics else {}
-            if self.cfg.images or self.cfg.merge_stats:
-                self._probe(model, step, tb)
+            if images or self.cfg.merge_stats:
+                self._probe(model, step, tb, images)
         finally:
             torch.set_rng_state(rng)
             model.train(was_training)
@@ -137,14 +140,14 @@ class TrainingMonitor:
         values = compute(self.cfg.metrics, hyps, refs).values
         return {f"valid/{k}": float(v) for k, v in values.items()}
 
-    def _probe(self, model: nn.Module, step: int, tb) -> None:
+    def _probe(self, model: nn.Module, step: int, tb, images: bool) -> None:
         """Inspect the first dev batch (Seq2SeqModel.inspect: one teacher-forced forward) and
-        draw it."""
+        draw it (`images`)."""
         batch = next(iter(self.valid_loader), None)
         if batch is None:
             return
         seen = model.inspect(batch.to(next(model.parameters()).device))
-        if self.cfg.images and seen.self_attention is not None:
+        if images and seen.self_attention is not None:
             for tag, fig in self.figures(seen, batch.utt_ids[0], step).items():
                 tb.image(tag, render(fig), step)
         if self.cfg.merge_stats and seen.merge_weights is not None:
