@@ -83,6 +83,24 @@ def test_tied_embeddings_and_config_errors() -> None:
         DecoderConfig(attention={"type": "mha", "stride": 2})
 
 
+def test_dropout_rates_of_each_place() -> None:
+    """attn_dropout / activation_dropout default to `dropout` (one rate everywhere, as before
+    they existed); set, they rule the cross-attention's probabilities and the feed-forward's
+    inside alone; the embeddings and the sublayer outputs keep `dropout`."""
+
+    def rates(**kw) -> tuple[float, float, float, float]:
+        cfg = DecoderConfig(n_layers=1, d_model=32, n_heads=4, arrangement="cross", **kw)
+        dec = Decoder(cfg, vocab_size=23, memory_dim=24)
+        layer = dec.layers[0]
+        return dec.dropout.p, layer.dropout.p, layer.cross_attn.dropout, layer.ffn[2].p
+
+    assert rates(dropout=0.2) == (0.2, 0.2, 0.2, 0.2)
+    assert rates(dropout=0.2, attn_dropout=0.0, activation_dropout=0.05) == (0.2, 0.2, 0.0, 0.05)
+    for name in ("dropout", "attn_dropout", "activation_dropout"):
+        with pytest.raises(ValueError, match=name):
+            DecoderConfig(**{name: 1.0})
+
+
 @pytest.mark.parametrize("norm", [False, True])
 def test_prefix_projector_stacks_frames(norm: bool) -> None:
     """projector_stack = 2: a sample of S frames gives S // 2 stacked frames (a trailing odd

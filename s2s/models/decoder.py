@@ -38,13 +38,18 @@ ARRANGEMENTS = ("cross", "prefix", "prompt")
 class DecoderConfig:
     """n_layers pre-LN layers of width d_model; `attention` picks the self-attention variant
     (`type` plus that variant's own keys, docs/attention.md; its d_model / n_heads are
-    inherited from here)."""
+    inherited from here). `dropout` is applied to the embeddings and each sublayer's output;
+    `attn_dropout` to the cross-attention's probabilities and `activation_dropout` inside the
+    feed-forward, after the ReLU (fairseq's names; None: `dropout`, as ESPnet applies one rate
+    everywhere). The self-attention's own rate is `attention.dropout`."""
 
     n_layers: int = 6
     d_model: int = 256
     n_heads: int = 4
     ffn_dim: int = 1024
     dropout: float = 0.1
+    attn_dropout: float | None = None
+    activation_dropout: float | None = None
     arrangement: str = "cross"
     tie_embeddings: bool = True
     projector_stack: int = 1
@@ -62,6 +67,10 @@ class DecoderConfig:
             raise ValueError(f"decoder projector_stack must be >= 1, got {self.projector_stack}")
         if self.n_layers < 1 or self.d_model < 1 or self.n_heads < 1 or self.ffn_dim < 1:
             raise ValueError("decoder n_layers, d_model, n_heads, ffn_dim must be >= 1")
+        for name in ("dropout", "attn_dropout", "activation_dropout"):
+            rate = getattr(self, name)
+            if rate is not None and not 0.0 <= rate < 1.0:
+                raise ValueError(f"decoder {name} must be in [0, 1), got {rate}")
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"decoder d_model {self.d_model} not divisible by {self.n_heads} heads"
@@ -70,6 +79,11 @@ class DecoderConfig:
             self.attention = asdict(self.attention)
         self.attention = dict(self.attention)
         self.self_attention().resolved(self.d_model, self.n_heads)  # validate early
+
+    def rate(self, name: str) -> float:
+        """The dropout rate of "attn_dropout" or "activation_dropout" (`dropout` when None)."""
+        rate = getattr(self, name)
+        return self.dropout if rate is None else rate
 
     def self_attention(self) -> AttentionConfig:
         """The chosen variant's config (its own class: an unused key is an error)."""
@@ -96,9 +110,11 @@ class DecoderLayer(nn.Module):
         self.cross_attn: CrossAttention | None = None
         if cfg.arrangement == "cross" and memory_dim is not None:
             self.cross_norm = nn.LayerNorm(cfg.d_model)
-            self.cross_attn = CrossAttention(cfg.d_model, cfg.n_heads, memory_dim, cfg.dropout)
+            self.cross_attn = CrossAttention(
+                cfg.d_model, cfg.n_heads, memory_dim, cfg.rate("attn_dropout")
+            )
         self.ffn_norm = nn.LayerNorm(cfg.d_model)
-        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.rate("activation_dropout"))
         self.dropout = nn.Dropout(cfg.dropout)
 
     def _rest(self, x: Tensor, memory_kv, memory_lens: Tensor | None, beam: int) -> Tensor:
