@@ -48,7 +48,7 @@ def _events(exp: Path):
     return acc
 
 
-MONITORED = ("train.monitor.metrics=[bleu,wer]",)
+MONITORED = ("train.monitor.metrics=[bleu,wer]", "train.monitor.images_every=1")
 
 
 @pytest.fixture(scope="module")
