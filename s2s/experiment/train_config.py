@@ -62,8 +62,9 @@ class MonitorConfig:
     decoded (0 = all). max_len_ratio: that decode stops at max_len_ratio x the longest
     reference + 5 tokens (an untrained model's runaway outputs would otherwise run to
     decode.max_len_b every time). images / merge_stats / grad_norms: each part alone.
-    images_every: the attention images at every images_every-th validation of a run (the
-    images_every-th first): drawing them costs more than the dev decode at CPU sizes."""
+    images_every: the attention images at every images_every-th validation (the
+    images_every-th first, counted from the process's start: a resumed run counts afresh):
+    drawing them costs more than the dev decode at CPU sizes."""
 
     enabled: bool = True
     metrics: list[str] = field(default_factory=list)
