@@ -216,6 +216,59 @@ def test_images_every_draws_at_every_nth_validation_and_the_merge_weights_at_eac
         M.MonitorConfig(images_every=0)
 
 
+class _Scalars(_Board):
+    """A TBLogger that keeps the scalars."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, float] = {}
+
+    def scalars(self, values, step) -> None:
+        self.values.update(values)
+
+
+def test_frontend_stats_report_silent_channels_and_warn_when_the_last_conv_is_all_silent(caplog):
+    """frontend/conv<i>_silent: the share of each conv's channels <= 0 on the dev batch; when
+    the last conv has none left above zero (dying ReLUs: the encoder hears nothing), a warning
+    names the stall and the fix."""
+    from s2s.data.dataset import Batch
+    from s2s.experiment import build_model, load_experiment_config
+    from s2s.train import monitor as M
+
+    cfg = load_experiment_config([ROOT / "conf" / "model" / "tiny.yaml"])
+    torch.manual_seed(0)
+    model = build_model(cfg, 40).eval()
+    g = torch.Generator().manual_seed(0)
+    batch = Batch(
+        utt_ids=["a", "b"],
+        src=torch.randn(2, 60, 80, generator=g),
+        src_lens=torch.tensor([60, 41]),
+        tgt=torch.randint(4, 40, (2, 5), generator=g),
+        tgt_lens=torch.tensor([5, 4]),
+    )
+    off = dict(images=False, merge_stats=False, grad_norms=False)
+    mon = M.TrainingMonitor(M.MonitorConfig(**off), _Pieces(), [batch])
+    board = _Scalars()
+    with caplog.at_level(logging.WARNING, logger="s2s.train.monitor"):
+        mon.on_validate(model, 1, board)
+        conv = model.encoder.frontend.conv[2]
+        with torch.no_grad():  # three of the last conv's channels below zero everywhere
+            conv.bias[:3] = -1e4
+        mon.on_validate(model, 2, board)
+        assert board.values["frontend/conv1_silent"] == 3 / conv.out_channels
+        assert not caplog.records
+        with torch.no_grad():
+            conv.bias[:] = -1e4
+        mon.on_validate(model, 3, board)
+    assert board.values["frontend/conv1_silent"] == 1.0
+    assert 0.0 <= board.values["frontend/conv0_silent"] < 1.0
+    assert "the encoder hears nothing" in caplog.text
+    quiet = M.TrainingMonitor(M.MonitorConfig(**off, frontend_stats=False), _Pieces(), [batch])
+    board = _Scalars()
+    quiet.on_validate(model, 4, board)
+    assert not any(k.startswith("frontend/") for k in board.values)
+
+
 def test_unknown_monitor_metric_is_a_config_error():
     from s2s.train.monitor import MonitorConfig
 

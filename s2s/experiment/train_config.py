@@ -61,7 +61,8 @@ class MonitorConfig:
     at each validation ([] = no decode; the recipes set theirs). decode_utts: dev utterances
     decoded (0 = all). max_len_ratio: that decode stops at max_len_ratio x the longest
     reference + 5 tokens (an untrained model's runaway outputs would otherwise run to
-    decode.max_len_b every time). images / merge_stats / grad_norms: each part alone.
+    decode.max_len_b every time). images / merge_stats / grad_norms / frontend_stats: each
+    part alone.
     images_every: the attention images at every images_every-th validation (the
     images_every-th first, counted from the process's start: a resumed run counts afresh):
     drawing them costs more than the dev decode at CPU sizes."""
@@ -74,6 +75,7 @@ class MonitorConfig:
     images_every: int = 1
     merge_stats: bool = True
     grad_norms: bool = True
+    frontend_stats: bool = True
 
     def __post_init__(self) -> None:
         from s2s.metrics import parse_metric_names

@@ -16,7 +16,13 @@ from torch import Tensor, nn
 
 from s2s.data.tokenizer import PAD_ID
 from s2s.models.conformer import conformer_stack
-from s2s.models.subsampling import SUBSAMPLINGS, Frontend, build_frontend, min_input_dim
+from s2s.models.subsampling import (
+    FRONTEND_ACTIVATIONS,
+    SUBSAMPLINGS,
+    Frontend,
+    build_frontend,
+    min_input_dim,
+)
 from s2s.models.transformer_encoder import POSITIONS, LayerStack, transformer_stack
 
 ENCODER_TYPES = ("transformer", "conformer", "text")
@@ -27,8 +33,11 @@ class EncoderConfig:
     """type: "transformer" | "conformer" (speech) | "text" (token embedding + Transformer).
     subsampling: speech frontend (SUBSAMPLINGS), ignored for text. pos: "abs" | "rel" | "rotary".
     conv_kernel: Conformer depthwise kernel (odd). subsampling_channels: conv channels of the
-    frontend (0 = d_model for conv2d, ffn_dim for conv1d). vocab_size: text encoder's vocabulary
-    (0 = take the one build_encoder is given, i.e. the tokenizer's)."""
+    frontend (0 = d_model for conv2d, ffn_dim for conv1d). subsampling_activation: the conv2d
+    frontends' activation, "relu" (ESPnet's) or "silu" (its channels cannot die:
+    subsampling.py).
+    vocab_size: text encoder's vocabulary (0 = take the one build_encoder is given, i.e. the
+    tokenizer's)."""
 
     type: str = "transformer"
     input_dim: int = 80
@@ -40,6 +49,7 @@ class EncoderConfig:
     attn_dropout: float = 0.0
     subsampling: str = "conv2d4"
     subsampling_channels: int = 0
+    subsampling_activation: str = "relu"
     pos: str = "abs"
     conv_kernel: int = 31
     vocab_size: int = 0
@@ -70,6 +80,16 @@ class EncoderConfig:
         if self.subsampling_channels < 0:
             raise ValueError(
                 f"encoder subsampling_channels must be >= 0, got {self.subsampling_channels}"
+            )
+        if self.subsampling_activation not in FRONTEND_ACTIVATIONS:
+            raise ValueError(
+                f"encoder subsampling_activation {self.subsampling_activation!r} not in "
+                f"{tuple(FRONTEND_ACTIVATIONS)}"
+            )
+        if self.subsampling_activation != "relu" and not self.subsampling.startswith("conv2d"):
+            raise ValueError(
+                f"encoder subsampling_activation applies to the conv2d frontends, not "
+                f"{self.subsampling!r}"
             )
         if self.vocab_size < 0:
             raise ValueError(f"encoder vocab_size must be >= 0, got {self.vocab_size}")
@@ -154,7 +174,13 @@ def build_encoder(cfg: EncoderConfig | DictConfig, vocab_size: int = 0) -> Encod
     channels = cfg.subsampling_channels
     if cfg.subsampling == "conv1d":
         channels = 2 * max(1, (channels or cfg.ffn_dim) // 2)
-    frontend = build_frontend(cfg.subsampling, cfg.input_dim, cfg.d_model, channels=channels)
+    frontend = build_frontend(
+        cfg.subsampling,
+        cfg.input_dim,
+        cfg.d_model,
+        channels,
+        cfg.subsampling_activation,
+    )
     if cfg.type == "conformer":
         return Encoder(frontend, conformer_stack(*args, cfg.conv_kernel))
     return Encoder(frontend, transformer_stack(*args))

@@ -15,7 +15,11 @@ At every validation (rank 0 only, eval mode, no gradient, no random number drawn
   arrangement's one softmax, or of the prompt's);
 - ``merge/layer<i>/{mean,below_0.05,above_0.95,frames_mean,targets_mean}`` and a histogram
   ``merge/layer<i>``: MTLA's hyper-network merge weights w over the first dev batch's valid
-  key positions (a weight near 0 drops its token from the slot, near 1 adds it whole).
+  key positions (a weight near 0 drops its token from the slot, near 1 adds it whole);
+- ``frontend/conv<i>_silent``: the share of each conv layer's channels of a conv2d speech
+  frontend that are <= 0 everywhere on the first dev batch (Conv2dSubsampling.silent_channels:
+  through ReLU, dead); when every channel of the last layer is, a warning says the encoder
+  hears nothing.
 
 The monitor reaches into no module: what it draws is what `Seq2SeqModel.inspect(batch)`
 returns (s2s.models.inspection), one teacher-forced forward whose attention modules report
@@ -31,6 +35,7 @@ uv_proj, out_proj, and the hyper-network's hyper_pe / hyper_latent), before clip
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterable
@@ -46,6 +51,8 @@ from s2s.models.inspection import Inspection
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
 
 SEARCH_BATCH = 256  # dev utterances searched together by the monitor's greedy decode
 
@@ -92,6 +99,8 @@ class TrainingMonitor:
             scores = self._score_dev(model) if self.cfg.metrics else {}
             if images or self.cfg.merge_stats:
                 self._probe(model, step, tb, images)
+            if self.cfg.frontend_stats:
+                self._frontend(model, step, tb)
         finally:
             torch.set_rng_state(rng)
             model.train(was_training)
@@ -183,6 +192,23 @@ class TrainingMonitor:
 
     def _piece(self, i: int) -> str:
         return self.tokenizer.id_to_piece(i) if self.tokenizer is not None else str(i)
+
+    def _frontend(self, model: nn.Module, step: int, tb) -> None:
+        """The conv2d frontend's silent channels on the first dev batch (module docstring)."""
+        frontend = getattr(getattr(model, "encoder", None), "frontend", None)
+        batch = next(iter(self.valid_loader), None)  # type: ignore[arg-type]
+        if not hasattr(frontend, "silent_channels") or batch is None:
+            return
+        device = next(model.parameters()).device
+        silent = frontend.silent_channels(batch.src.to(device), batch.src_lens.to(device))
+        tb.scalars({f"frontend/conv{i}_silent": v for i, v in enumerate(silent)}, step)
+        if silent[-1] == 1.0:
+            log.warning(
+                "step %d: every channel of the speech frontend's last convolution is <= 0 on "
+                "the dev batch: the encoder hears nothing and training has stalled (dying "
+                "ReLUs; model.encoder.subsampling_activation=silu, docs/training.md)",
+                step,
+            )
 
     def _merge(self, seen: Inspection, step: int, tb) -> None:
         valid, is_frame = seen.key_masks()
