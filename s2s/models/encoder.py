@@ -16,13 +16,7 @@ from torch import Tensor, nn
 
 from s2s.data.tokenizer import PAD_ID
 from s2s.models.conformer import conformer_stack
-from s2s.models.subsampling import (
-    FRONTEND_ACTIVATIONS,
-    SUBSAMPLINGS,
-    Frontend,
-    build_frontend,
-    min_input_dim,
-)
+from s2s.models.subsampling import SUBSAMPLINGS, Frontend, build_frontend, min_input_dim
 from s2s.models.transformer_encoder import POSITIONS, LayerStack, transformer_stack
 
 ENCODER_TYPES = ("transformer", "conformer", "text")
@@ -33,9 +27,9 @@ class EncoderConfig:
     """type: "transformer" | "conformer" (speech) | "text" (token embedding + Transformer).
     subsampling: speech frontend (SUBSAMPLINGS), ignored for text. pos: "abs" | "rel" | "rotary".
     conv_kernel: Conformer depthwise kernel (odd). subsampling_channels: conv channels of the
-    frontend (0 = d_model for conv2d, ffn_dim for conv1d). subsampling_activation: the conv2d
-    frontends' activation, "relu" (ESPnet's) or "silu" (its channels cannot die:
-    subsampling.py).
+    frontend (0 = d_model for conv2d, ffn_dim for conv1d).
+    subsampling_norm: the conv2d frontends end with a LayerNorm (it takes away the pull that
+    kills their ReLU channels early in training: subsampling.py).
     vocab_size: text encoder's vocabulary (0 = take the one build_encoder is given, i.e. the
     tokenizer's)."""
 
@@ -49,7 +43,7 @@ class EncoderConfig:
     attn_dropout: float = 0.0
     subsampling: str = "conv2d4"
     subsampling_channels: int = 0
-    subsampling_activation: str = "relu"
+    subsampling_norm: bool = False
     pos: str = "abs"
     conv_kernel: int = 31
     vocab_size: int = 0
@@ -81,14 +75,9 @@ class EncoderConfig:
             raise ValueError(
                 f"encoder subsampling_channels must be >= 0, got {self.subsampling_channels}"
             )
-        if self.subsampling_activation not in FRONTEND_ACTIVATIONS:
+        if self.subsampling_norm and not self.subsampling.startswith("conv2d"):
             raise ValueError(
-                f"encoder subsampling_activation {self.subsampling_activation!r} not in "
-                f"{tuple(FRONTEND_ACTIVATIONS)}"
-            )
-        if self.subsampling_activation != "relu" and not self.subsampling.startswith("conv2d"):
-            raise ValueError(
-                f"encoder subsampling_activation applies to the conv2d frontends, not "
+                f"encoder subsampling_norm applies to the conv2d frontends, not "
                 f"{self.subsampling!r}"
             )
         if self.vocab_size < 0:
@@ -179,7 +168,7 @@ def build_encoder(cfg: EncoderConfig | DictConfig, vocab_size: int = 0) -> Encod
         cfg.input_dim,
         cfg.d_model,
         channels,
-        cfg.subsampling_activation,
+        cfg.subsampling_norm,
     )
     if cfg.type == "conformer":
         return Encoder(frontend, conformer_stack(*args, cfg.conv_kernel))

@@ -1,9 +1,9 @@
 """Speech frontends: (B, T, F) features -> (B, T', d_model) frames, with exact output lengths.
 
-- conv2d4 / conv2d6 / conv2d8 (ESPnet's Conv2dSubsampling): unpadded 2-D convs, each followed
-  by an activation (ReLU as ESPnet's, or SiLU: FRONTEND_ACTIVATIONS), over (time, freq), then a
-  Linear from channels x remaining freq bins to d_model. Unpadded convs mean a valid output
-  frame only ever reads valid input frames.
+- conv2d4 / conv2d6 / conv2d8 (ESPnet's Conv2dSubsampling): unpadded 2-D convs + ReLU over
+  (time, freq), then a Linear from channels x remaining freq bins to d_model, optionally
+  normalised (`norm`). Unpadded convs mean a valid output frame only ever reads valid input
+  frames.
 - conv1d (fairseq's Conv1dSubsampler): two 1-D convs over time (kernel 5, stride 2, padding 2),
   each followed by GLU; padded frames are zeroed before every conv so they never leak in.
 - none: a Linear projection, T' = T.
@@ -20,13 +20,6 @@ from torch import Tensor, nn
 from s2s.attention.masks import lengths_to_padding_mask
 
 SUBSAMPLINGS = ("conv2d4", "conv2d6", "conv2d8", "conv1d", "none")
-
-# The conv2d frontends' activation. A ReLU channel whose input the optimiser has pushed below
-# zero everywhere passes no gradient and never comes back: with Adam at the demo's learning
-# rate, the second conv's weights drift negative in the first hundred steps (its inputs, ReLU
-# outputs, are all >= 0) and most of its channels die, with some seeds all of them, and the
-# encoder then hears nothing (BENCHMARKS.md §33). SiLU passes a gradient below zero.
-FRONTEND_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
 
 # (kernel, stride) per 2-D conv layer, applied to time and frequency alike.
 _CONV2D_LAYERS: dict[str, tuple[tuple[int, int], ...]] = {
@@ -91,23 +84,14 @@ class Frontend(nn.Module):
 class Conv2dSubsampling(Frontend):
     """ESPnet-style 2-D conv subsampling by 4 (two 3x3 s2), 6 (3x3 s2, 5x5 s3) or 8 (three
     3x3 s2); `channels` conv channels (ESPnet: d_model; fewer make small models much cheaper,
-    the convs dominate their cost); `activation` after each conv (FRONTEND_ACTIVATIONS).
+    the convs dominate their cost); `norm`: a LayerNorm over each output frame (below).
     (B, T, F) -> (B, T', d_model)."""
 
     def __init__(
-        self,
-        kind: str,
-        input_dim: int,
-        d_model: int,
-        channels: int = 0,
-        activation: str = "relu",
+        self, kind: str, input_dim: int, d_model: int, channels: int = 0, norm: bool = False
     ) -> None:
         if kind not in _CONV2D_LAYERS:
             raise ValueError(f"unknown conv2d subsampling {kind!r}; one of {tuple(_CONV2D_LAYERS)}")
-        if activation not in FRONTEND_ACTIVATIONS:
-            raise ValueError(
-                f"unknown frontend activation {activation!r}; one of {tuple(FRONTEND_ACTIVATIONS)}"
-            )
         layers = _CONV2D_LAYERS[kind]
         super().__init__(tuple((k, s, 0) for k, s in layers))
         self.name = kind
@@ -123,26 +107,33 @@ class Conv2dSubsampling(Frontend):
         channels = channels or d_model
         convs: list[nn.Module] = []
         for i, (k, s) in enumerate(layers):
-            conv = nn.Conv2d(1 if i == 0 else channels, channels, k, s)
-            convs += [conv, FRONTEND_ACTIVATIONS[activation](inplace=True)]
+            convs += [nn.Conv2d(1 if i == 0 else channels, channels, k, s), nn.ReLU(inplace=True)]
         self.conv = nn.Sequential(*convs)
         self.out = nn.Linear(channels * freq, d_model)
+        # A ReLU channel whose input the optimiser has pushed below zero everywhere passes no
+        # gradient and never comes back. Early in training the encoder gains by quietening the
+        # speech (the decoder first learns from the previous tokens alone), and the second
+        # conv's weights drift negative together (its inputs, ReLU outputs, are all >= 0):
+        # with some seeds every channel dies and the encoder hears nothing (BENCHMARKS.md
+        # §33). Normalising each frame, as icefall's frontends end (out_norm), takes that
+        # lever away: the frames keep their scale whatever the convs give.
+        self.norm: nn.Module = nn.LayerNorm(d_model) if norm else nn.Identity()
 
     @torch.no_grad()
     def silent_channels(self, x: Tensor, lens: Tensor) -> list[float]:
-        """Per conv layer, the share of its channels whose input to the activation is <= 0
-        at every position of every utterance of (x (B, T, F), lens (B,)): channels that say
-        nothing (through ReLU, dead for good). Each utterance is run alone, unpadded, so no
-        padding frame counts. All of the last layer's channels silent: the encoder hears
-        nothing (docs/training.md, "A frontend that keeps hearing")."""
+        """Per conv layer, the share of its channels whose input to the ReLU is <= 0 at every
+        position of every utterance of (x (B, T, F), lens (B,)): dead channels, which say
+        nothing and pass no gradient. Each utterance is run alone, unpadded, so no padding
+        frame counts. All of the last layer's channels dead: the encoder hears nothing
+        (docs/training.md, "A frontend that keeps hearing")."""
         convs = list(self.conv[0::2])
         alive = [torch.zeros(c.out_channels, dtype=torch.bool, device=x.device) for c in convs]
         for utt, n in zip(x, lens.tolist()):
             y = utt[:n].unsqueeze(0).unsqueeze(0).contiguous(memory_format=self.memory_format())
-            for i, (conv, act) in enumerate(zip(convs, self.conv[1::2])):
+            for i, conv in enumerate(convs):
                 y = conv(y)
                 alive[i] |= (y > 0).flatten(2).any(-1).any(0)
-                y = act(y)
+                y = y.relu()
         return [1.0 - float(a.float().mean()) for a in alive]
 
     def memory_format(self) -> torch.memory_format:
@@ -168,7 +159,7 @@ class Conv2dSubsampling(Frontend):
             y = nn.functional.linear(y.permute(0, 2, 3, 1).reshape(B, T, F * C), w, self.out.bias)
         else:
             y = self.out(y.transpose(1, 2).reshape(B, T, C * F))
-        return y, self.output_lengths(lens)
+        return self.norm(y), self.output_lengths(lens)
 
 
 class Conv1dSubsampler(Frontend):
@@ -239,13 +230,12 @@ def build_frontend(
     input_dim: int,
     d_model: int,
     channels: int = 1024,
-    activation: str = "relu",
+    norm: bool = False,
 ) -> Frontend:
     """Frontend by name (SUBSAMPLINGS); `channels` is the conv2d channel count (0 = d_model)
-    or conv1d's inner width (before GLU); `activation` the conv2d frontends' (conv1d has its
-    GLU, none no activation)."""
+    or conv1d's inner width (before GLU); `norm` the conv2d frontends' (Conv2dSubsampling)."""
     if kind in _CONV2D_LAYERS:
-        return Conv2dSubsampling(kind, input_dim, d_model, channels, activation)
+        return Conv2dSubsampling(kind, input_dim, d_model, channels, norm)
     if kind == "conv1d":
         return Conv1dSubsampler(input_dim, d_model, channels)
     if kind == "none":

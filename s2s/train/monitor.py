@@ -18,8 +18,8 @@ At every validation (rank 0 only, eval mode, no gradient, no random number drawn
   key positions (a weight near 0 drops its token from the slot, near 1 adds it whole);
 - ``frontend/conv<i>_silent``: the share of each conv layer's channels of a conv2d speech
   frontend that are <= 0 everywhere on the first dev batch (Conv2dSubsampling.silent_channels:
-  through ReLU, dead); when every channel of the last layer is, a warning says the encoder
-  hears nothing.
+  dead ReLUs); when every channel of the last layer is, a warning says the encoder hears
+  nothing.
 
 The monitor reaches into no module: what it draws is what `Seq2SeqModel.inspect(batch)`
 returns (s2s.models.inspection), one teacher-forced forward whose attention modules report
@@ -205,8 +205,9 @@ class TrainingMonitor:
         if silent[-1] == 1.0:
             log.warning(
                 "step %d: every channel of the speech frontend's last convolution is <= 0 on "
-                "the dev batch: the encoder hears nothing and training has stalled (dying "
-                "ReLUs; model.encoder.subsampling_activation=silu, docs/training.md)",
+                "the dev batch: the encoder hears nothing and training has stalled (dead "
+                "ReLUs: rerun with another train.seed, or model.encoder.subsampling_norm=true; "
+                "docs/training.md)",
                 step,
             )
 
