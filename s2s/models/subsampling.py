@@ -132,7 +132,7 @@ class Conv2dSubsampling(Frontend):
             y = utt[:n].unsqueeze(0).unsqueeze(0).contiguous(memory_format=self.memory_format())
             for i, conv in enumerate(convs):
                 y = conv(y)
-                alive[i] |= (y > 0).flatten(2).any(-1).any(0)
+                alive[i] |= y.amax(dim=(0, 2, 3)) > 0  # (1, C, T', F') -> (C,)
                 y = y.relu()
         return [1.0 - float(a.float().mean()) for a in alive]
 

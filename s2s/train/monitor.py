@@ -97,10 +97,17 @@ class TrainingMonitor:
         rng = torch.get_rng_state()
         try:
             scores = self._score_dev(model) if self.cfg.metrics else {}
-            if images or self.cfg.merge_stats:
-                self._probe(model, step, tb, images)
-            if self.cfg.frontend_stats:
-                self._frontend(model, step, tb)
+            probe = images or self.cfg.merge_stats
+            # the first dev batch, read once for the probe and the frontend's channels
+            first = None
+            if probe or self.cfg.frontend_stats:
+                first = next(iter(self.valid_loader), None)
+            if first is not None:
+                first = first.to(next(model.parameters()).device)
+                if probe:
+                    self._probe(model, first, step, tb, images)
+                if self.cfg.frontend_stats:
+                    self._frontend(model, first, step, tb)
         finally:
             torch.set_rng_state(rng)
             model.train(was_training)
@@ -149,13 +156,10 @@ class TrainingMonitor:
         values = compute(self.cfg.metrics, hyps, refs).values
         return {f"valid/{k}": float(v) for k, v in values.items()}
 
-    def _probe(self, model: nn.Module, step: int, tb, images: bool) -> None:
+    def _probe(self, model: nn.Module, batch, step: int, tb, images: bool) -> None:
         """Inspect the first dev batch (Seq2SeqModel.inspect: one teacher-forced forward) and
         draw it (`images`)."""
-        batch = next(iter(self.valid_loader), None)
-        if batch is None:
-            return
-        seen = model.inspect(batch.to(next(model.parameters()).device))
+        seen = model.inspect(batch)
         if images and seen.self_attention is not None:
             for tag, fig in self.figures(seen, batch.utt_ids[0], step).items():
                 tb.image(tag, render(fig), step)
@@ -193,14 +197,12 @@ class TrainingMonitor:
     def _piece(self, i: int) -> str:
         return self.tokenizer.id_to_piece(i) if self.tokenizer is not None else str(i)
 
-    def _frontend(self, model: nn.Module, step: int, tb) -> None:
+    def _frontend(self, model: nn.Module, batch, step: int, tb) -> None:
         """The conv2d frontend's silent channels on the first dev batch (module docstring)."""
         frontend = getattr(getattr(model, "encoder", None), "frontend", None)
-        batch = next(iter(self.valid_loader), None)  # type: ignore[arg-type]
-        if not hasattr(frontend, "silent_channels") or batch is None:
+        if not hasattr(frontend, "silent_channels"):
             return
-        device = next(model.parameters()).device
-        silent = frontend.silent_channels(batch.src.to(device), batch.src_lens.to(device))
+        silent = frontend.silent_channels(batch.src, batch.src_lens)
         tb.scalars({f"frontend/conv{i}_silent": v for i, v in enumerate(silent)}, step)
         if silent[-1] == 1.0:
             log.warning(
