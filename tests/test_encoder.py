@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from s2s.models.conformer import MaskedBatchNorm1d
 from s2s.models.encoder import EncoderConfig, build_encoder
-from s2s.models.subsampling import SUBSAMPLINGS, build_frontend
+from s2s.models.subsampling import NORM_GAIN, SUBSAMPLINGS, build_frontend
 from s2s.models.transformer_encoder import EncoderSelfAttention, rel_shift, relative_positions
 
 F_DIM = 16
@@ -82,9 +82,10 @@ def test_channels_last_frontend_computes_the_nchw_one_and_its_gradients_stay_cha
 
 @pytest.mark.parametrize("kind", ["conv2d4", "conv2d6", "conv2d8"])
 def test_normalised_frontend_frames_keep_their_scale_whatever_the_convs_give(kind: str) -> None:
-    """subsampling_norm: every frame the frontend gives has zero mean and unit RMS over its
-    d_model values at the start of training, whatever the input's level: the encoder cannot
-    quieten the speech by shrinking what the convs give (what kills their ReLU channels)."""
+    """subsampling_norm: every frame the frontend gives has zero mean and an RMS of the
+    norm's starting gain (NORM_GAIN) over its d_model values at the start of training,
+    whatever the input's level: the encoder cannot quieten the speech by shrinking what the
+    convs give (what kills their ReLU channels)."""
     torch.manual_seed(0)
     fe = build_frontend(kind, 40, 16, 8, norm=True).double()
     x, lens = torch.randn(2, 57, 40, dtype=torch.float64), torch.tensor([57, 40])
@@ -92,7 +93,7 @@ def test_normalised_frontend_frames_keep_their_scale_whatever_the_convs_give(kin
         y, _ = fe(level * x, lens)
         torch.testing.assert_close(y.mean(-1), torch.zeros(y.shape[:2], dtype=y.dtype))
         rms = y.pow(2).mean(-1).sqrt()
-        torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-3, rtol=0)
+        torch.testing.assert_close(rms, torch.full_like(rms, NORM_GAIN), atol=1e-3, rtol=0)
 
 
 @pytest.mark.parametrize("norm", [False, True])

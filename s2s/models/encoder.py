@@ -28,8 +28,8 @@ class EncoderConfig:
     subsampling: speech frontend (SUBSAMPLINGS), ignored for text. pos: "abs" | "rel" | "rotary".
     conv_kernel: Conformer depthwise kernel (odd). subsampling_channels: conv channels of the
     frontend (0 = d_model for conv2d, ffn_dim for conv1d).
-    subsampling_norm: the conv2d frontends end with a LayerNorm (it takes away the pull that
-    kills their ReLU channels early in training: subsampling.py).
+    subsampling_norm: the conv2d frontends end with a LayerNorm, its gain started at 0.5 (it
+    takes away the pull that kills their ReLU channels early in training: subsampling.py).
     vocab_size: text encoder's vocabulary (0 = take the one build_encoder is given, i.e. the
     tokenizer's)."""
 
