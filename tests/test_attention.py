@@ -224,6 +224,40 @@ def test_expand_stores_prefix_once(variant: str) -> None:
                 assert rel_err(out[row : row + 1], ref) <= 1e-5
 
 
+@pytest.mark.parametrize("groups, queries", [(4, 4), (1, 4), (2, 4)])
+def test_attend_with_lse_is_softmax_attention_over_the_valid_slots(
+    groups: int, queries: int
+) -> None:
+    """ops.attend_with_lse in each of its layouts (one query per key head, MHA's own part,
+    whose scores stay slot-major; one key head, the latent variants; several queries per
+    head) against softmax attention written out per query, in float64: the slots not valid
+    hold NaN and weigh nothing, and a row with no valid slot gives 0 and a log-sum-exp of
+    -inf. Eager and compiled alike (the compiled step keeps the masks)."""
+    from s2s.attention.ops import attend_with_lse
+
+    torch.manual_seed(0)
+    B, S, D = 3, 7, 5
+    q = torch.randn(B, queries, D, dtype=torch.float64)
+    k = torch.randn(B, S, groups, D, dtype=torch.float64)
+    v = torch.randn(B, S, groups, D + 1, dtype=torch.float64)
+    valid = torch.arange(S)[None, :] < torch.tensor([7, 4, 0])[:, None]
+    k[~valid], v[~valid] = float("nan"), float("nan")
+    scale = D**-0.5
+    want_out = torch.zeros(B, queries, D + 1, dtype=torch.float64)
+    want_lse = torch.full((B, queries), float("-inf"), dtype=torch.float64)
+    for b in range(B):
+        n = int(valid[b].sum())
+        for i in range(queries if n else 0):
+            g = i // (queries // groups)
+            scores = k[b, :n, g] @ q[b, i] * scale
+            want_out[b, i] = scores.softmax(0) @ v[b, :n, g]
+            want_lse[b, i] = scores.logsumexp(0)
+    for fn in (attend_with_lse, torch.compile(attend_with_lse, fullgraph=True, dynamic=False)):
+        out, lse = fn(q, k, v, valid, scale)
+        torch.testing.assert_close(out, want_out)
+        torch.testing.assert_close(lse, want_lse)
+
+
 @pytest.mark.parametrize("variant", ["mha", "gqa", "mla"])
 def test_shared_part_is_stored_head_by_head(variant: str) -> None:
     """The shared slots keep their (U, S, G, D) shape but lie in memory head by head, so the
