@@ -121,9 +121,10 @@ class Conv2dSubsampling(Frontend):
         # with some seeds every channel dies and the encoder hears nothing (BENCHMARKS.md
         # §33). Normalising each frame, as icefall's frontends end (out_norm), takes that
         # lever away: the frames keep their scale whatever the convs give. Its gain starts at
-        # 0.5, not 1: the frames then start at an RMS of 0.5 a value (5.7 after the stack's
-        # sqrt(d_model) at d = 128, against the positions' 1/sqrt(2)), where at 1 the seeds
-        # that learn without it learned less with it, and at 0.2 every seed stalled (§33).
+        # 0.5: the frames then start at an RMS of 0.5 a value (5.7 after the stack's
+        # sqrt(d_model) at d = 128, against the positions' 1/sqrt(2)); at 1 both mha seeds
+        # tried learned less, at 0.2 every seed stalled (§33). Off by default: where the
+        # ReLUs stay alive it costs 3.5-5 BLEU on the demo (§35).
         self.norm: nn.Module = nn.Identity()
         if norm:
             self.norm = nn.LayerNorm(d_model)
