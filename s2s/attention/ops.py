@@ -156,8 +156,22 @@ def attend_with_lse(
     S, G = k.shape[1], k.shape[2]
     acc = torch.promote_types(q.dtype, torch.float32)
     q, k, v = q.to(acc), k.to(acc), v.to(acc)
+    # Every slot is valid in most steps (all rows of a search advance together): the masks
+    # then change nothing, and a host read of that (free on the CPU; a compiled or exported
+    # step keeps the masks) skips them.
+    full = not traced() and bool(valid.all())
+    if not full and not finite:  # 0 * NaN would poison the sum
+        v = v.masked_fill(~valid[:, :, None, None], 0.0)
     if Q == G and G > 1:
-        return _attend_per_head(q, k, v, valid, scale, finite)
+        # One query per key head (MHA's own part). The scores stay slot-major, (B, S, H) like
+        # the slots, and the softmax runs over dim 1: both products read each slot's (H, D)
+        # block along D, and a compiled step vectorises its sum over the slots along D (a
+        # (B, H, S) layout made it vectorise along the slots, one scalar load per gathered
+        # value, BENCHMARKS.md §29, §36).
+        scores = (k * q[:, None]).sum(-1) * scale  # (B, S, H)
+        p, denom, m = _softmax_terms(scores, None if full else ~valid[:, :, None], dim=1)
+        out = (p[..., None] * v).sum(1) / denom.clamp_min(1e-30)[..., None]
+        return out, m[:, 0] + denom.log()
     # The products in the layout the operands come in: a (B, S, G, D) gather is never
     # transposed into a copy (einsum's way cost more than the products at decode sizes).
     if G == 1:  # latent variants: every query against one key matrix per row
@@ -165,20 +179,8 @@ def attend_with_lse(
     else:  # per key head, its queries against its (S, D) slots: a view of a head-major
         # shared part (AttentionCache._shared_copy), so the batched product transposes nothing
         scores = torch.matmul(q.view(B, G, Q // G, Dk), k.transpose(1, 2).transpose(2, 3))
-    scores = scores * scale
-    # Every slot is valid in most steps (all rows of a search advance together): the masks
-    # then change nothing, and a host read of that (free on the CPU; a compiled or exported
-    # step keeps the masks) skips them.
-    full = not traced() and bool(valid.all())
-    if not full:  # in place: `scores` is this function's own tensor
-        scores = scores.masked_fill_(~valid[:, None, None, :], float("-inf"))
-    m = scores.amax(dim=-1, keepdim=True)
-    if not full:
-        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    p = (scores - m).exp()
-    denom = p.sum(dim=-1)
-    if not full and not finite:  # 0 * NaN would poison the sum
-        v = v.masked_fill(~valid[:, :, None, None], 0.0)
+    invalid = None if full else ~valid[:, None, None, :]
+    p, denom, m = _softmax_terms(scores * scale, invalid, dim=-1)
     if G == 1:
         out = torch.bmm(p.view(B, Q, S), v[:, :, 0]).view(B, 1, Q, -1)
     else:  # per key head: (B, G, Q/G, S) x (B, G, S, D), in place over a head-major part
@@ -188,28 +190,20 @@ def attend_with_lse(
     return out.reshape(B, Q, -1), lse.reshape(B, Q)
 
 
-def _attend_per_head(
-    q: Tensor, k: Tensor, v: Tensor, valid: Tensor, scale: float, finite: bool
-) -> tuple[Tensor, Tensor]:
-    """attend_with_lse for one query per key head (MHA's own part): q (B, H, Dk), k (B, S, H,
-    Dk), v (B, S, H, Dv), already in the accumulation dtype. The scores stay slot-major,
-    (B, S, H) like the slots themselves, and the softmax runs over dim 1: both products
-    then read each slot's (H, D) block along D, and a compiled step vectorises its sum over
-    the slots along D (a (B, H, S) layout made it vectorise along the slots, one scalar load
-    per gathered value, BENCHMARKS.md §29)."""
-    scores = (k * q[:, None]).sum(-1) * scale  # (B, S, H)
-    full = not traced() and bool(valid.all())
-    if not full:
-        scores = scores.masked_fill_(~valid[:, :, None], float("-inf"))
-    m = scores.amax(dim=1, keepdim=True)  # (B, 1, H)
-    if not full:
+def _softmax_terms(
+    scores: Tensor, invalid: Tensor | None, dim: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The unnormalised softmax of `scores` over `dim`: exp(scores - max), its sum and the max
+    (keepdim). The slots `invalid` marks (broadcast against scores; None: every slot valid)
+    weigh nothing, masked in place (`scores` is the caller's own tensor); a row with none
+    valid keeps a max of 0, so its weights are 0, not NaN."""
+    if invalid is not None:
+        scores = scores.masked_fill_(invalid, float("-inf"))
+    m = scores.amax(dim=dim, keepdim=True)
+    if invalid is not None:
         m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     p = (scores - m).exp()
-    denom = p.sum(dim=1)  # (B, H)
-    if not full and not finite:  # 0 * NaN would poison the sum
-        v = v.masked_fill(~valid[:, :, None, None], 0.0)
-    out = (p[..., None] * v).sum(1) / denom.clamp_min(1e-30)[..., None]
-    return out, m[:, 0] + denom.log()
+    return p, p.sum(dim=dim), m
 
 
 def cached_attention(
