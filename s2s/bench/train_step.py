@@ -16,7 +16,10 @@ included, reported) comes first; then --rounds rounds, every row in turn in each
 of the machine's speed reaches every row alike; figures are medians over rounds. FLOPs per
 step are counted with torch's FlopCounterMode (attention included), and the same run measures
 the machine's float32 (and bfloat16) matmul rate, 2048 x 2048 x 2048, as the yardstick:
-GFLOP/s and its share of that rate.
+GFLOP/s and its share of that rate. On a CPU that does not compute bfloat16 natively (no AMX,
+no AVX512-BF16: where `train.amp=auto` trains in float32) the bfloat16 yardstick and the
+default bf16 rows are left out: there a 2048^3 bfloat16 product takes about a minute and a
+bf16 step is many times slower than float32's; named in --rows, they run.
 
 Random batches (every decoder variant at the paper's size; the GPU check's part 4):
 
@@ -42,7 +45,7 @@ import torch
 from s2s.bench.attention import DEFAULT_VARIANTS, median_time
 from s2s.data.dataset import Batch
 from s2s.experiment import build_model, load_experiment_config
-from s2s.train.speed import autocast
+from s2s.train.speed import autocast, cpu_has_native_bf16
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES = {  # model YAML and the overrides that make it small (tests, CPU smoke runs)
@@ -86,6 +89,11 @@ DEFAULT_ROWS = [
     "bf16",
     "bf16-compile",
 ]
+
+
+def default_rows(native_bf16: bool) -> list[str]:
+    """DEFAULT_ROWS, less the bf16 ones where the CPU has no native bfloat16."""
+    return [r for r in DEFAULT_ROWS if native_bf16 or not r.startswith("bf16")]
 
 
 # --- FLOPs and the yardstick ----------------------------------------------------------------
@@ -192,7 +200,7 @@ class Row:
             "gflop_per_step": self.flops / steps / 1e9,
             "gflops": gflops,
             "matmul_share_fp32": gflops / matmul["float32"],
-            "matmul_share_bf16": gflops / matmul["bfloat16"],
+            "matmul_share_bf16": gflops / matmul["bfloat16"] if "bfloat16" in matmul else None,
             "compile_s": max(0.0, self.warmup_s - total),
             "round_s": rounds,
             "batch_shapes": sorted({(*b.src.shape[:2], b.tgt.shape[1]) for b in self.batches}),
@@ -207,13 +215,21 @@ def bench_experiment(args: argparse.Namespace) -> list[dict]:
     tokenizer = X.load_tokenizer(cfg.data.tokenizer)
     dataset = X.build_dataset(cfg, "train", tokenizer, train=True)
     vocab = tokenizer.vocab_size
-    rows = [Row(name, exp, ROWS[name], dataset, vocab, args.batches) for name in args.rows]
+    native_bf16 = cpu_has_native_bf16()
+    names = args.rows or default_rows(native_bf16)
+    if not args.rows and not native_bf16:
+        print("# no native bfloat16 on this CPU (AMX, AVX512-BF16): the bf16 rows left out")
+    rows = [Row(name, exp, ROWS[name], dataset, vocab, args.batches) for name in names]
     for row in rows:  # warm-up, compile included
         t = time.perf_counter()
         row.run()
         row.warmup_s = time.perf_counter() - t
         print(f"# {row.name}: warm-up pass {row.warmup_s:.1f} s", flush=True)
-    matmul: dict[str, list[float]] = {"float32": [], "bfloat16": []}
+    # The bfloat16 yardstick where some row computes in it and the CPU does so natively.
+    dtypes = ["float32"]
+    if native_bf16 and any(row.amp == "bf16" for row in rows):
+        dtypes.append("bfloat16")
+    matmul: dict[str, list[float]] = {d: [] for d in dtypes}
     for _ in range(args.rounds):
         for row in rows:
             row.times.append(row.run())
@@ -226,10 +242,10 @@ def bench_experiment(args: argparse.Namespace) -> list[dict]:
     base = out[0]["frames_per_s"]
     for r in out:
         r["speedup"] = r["frames_per_s"] / base
+    yardstick = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items())
     print(
         f"# {exp.name}: {args.batches} batches of epoch 0 per row, {args.rounds} rounds, "
-        f"{torch.get_num_threads()} threads; matmul 2048^3: float32 {rates['float32']:.0f} "
-        f"GFLOP/s, bfloat16 {rates['bfloat16']:.0f} GFLOP/s"
+        f"{torch.get_num_threads()} threads; matmul 2048^3: {yardstick}"
     )
     head = ["row", "amp", "step ms", "frames/s", "speed-up", "GFLOP/step", "GFLOP/s"]
     head += ["of fp32 mm", "of bf16 mm", "compile s"]
@@ -245,7 +261,7 @@ def bench_experiment(args: argparse.Namespace) -> list[dict]:
             f"{r['gflop_per_step']:.2f}",
             f"{r['gflops']:.0f}",
             f"{100 * r['matmul_share_fp32']:.0f}%",
-            f"{100 * r['matmul_share_bf16']:.0f}%",
+            "n/a" if r["matmul_share_bf16"] is None else f"{100 * r['matmul_share_bf16']:.0f}%",
             f"{r['compile_s']:.0f}",
         ]
         print("| " + " | ".join(cells) + " |")
@@ -339,7 +355,9 @@ def bench_variants(args: argparse.Namespace) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--exp", help="an experiment dir: its config and training batches (rows)")
-    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS))
+    p.add_argument(
+        "--rows", nargs="+", choices=list(ROWS), help="default: DEFAULT_ROWS (bf16 where native)"
+    )
     p.add_argument("--batches", type=int, default=40, help="batches of epoch 0 per row")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: its default)")
