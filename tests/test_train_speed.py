@@ -89,6 +89,42 @@ def test_collate_pads_nothing_without_a_multiple() -> None:
     assert collate(batch, pad_src_to=longest).src.shape[1] == longest  # already a multiple
 
 
+@pytest.mark.parametrize(
+    "when, amp, padded",
+    [("always", "none", True), ("bf16", "none", False), ("bf16", "bf16", True),
+     ("bf16", "auto", speed.cpu_has_native_bf16())],
+)  # fmt: skip
+def test_bucket_when_bf16_pads_only_a_bfloat16_run(tmp_path, when, amp, padded) -> None:
+    """data.bucket_when=bf16: the loader pads to the buckets only where the run computes in
+    bfloat16 (train.amp resolved for the CPU); in float32 the batches are padded to their
+    longest item, as without buckets. The default (the training's amp unknown: float32)."""
+    from s2s import experiment as X
+
+    overrides = text_experiment(tmp_path, 40, 6, 60)
+    cfg = load_experiment_config(
+        [REPO / "conf/model/tiny_text.yaml"],
+        [*overrides, "data.bucket_frames=64", "data.bucket_tokens=8",
+         f"data.bucket_when={when}", f"train.amp={amp}"],
+    )  # fmt: skip
+    tokenizer = X.load_tokenizer(cfg.data.tokenizer)
+    dataset = X.build_dataset(cfg, "train", tokenizer, train=True)
+    resolved = speed.resolve_amp(cfg.train.amp, torch.device("cpu"))  # as s2s-train does
+    batches = list(X.build_loader(cfg, dataset, shuffle=False, amp=resolved))
+    bucketed = [b.src.shape[1] % 64 == 0 and b.tgt.shape[1] % 8 == 0 for b in batches]
+    if padded:
+        assert all(bucketed)
+    else:  # padded to the longest item: no batch here is as long as 64 tokens
+        assert not any(bucketed)
+        assert all(b.src.shape[1] == int(b.src_lens.max()) for b in batches)
+    default = next(iter(X.build_loader(cfg, dataset, shuffle=False)))
+    assert (default.src.shape[1] % 64 == 0) == (when == "always")
+
+
+def test_bucket_when_is_validated() -> None:
+    with pytest.raises(ValueError, match=r"data.bucket_when 'bf61' not in \('always', 'bf16'\)"):
+        load_experiment_config([REPO / "conf/model/tiny_text.yaml"], ["data.bucket_when=bf61"])
+
+
 # --- the optimiser ----------------------------------------------------------------------------
 
 

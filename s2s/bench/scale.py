@@ -206,6 +206,7 @@ def part_step(exp: Path, size: str, batches: int) -> dict:
     from omegaconf import OmegaConf
 
     from s2s import experiment as X
+    from s2s.train.speed import resolve_amp
     from s2s.train.trainer import Trainer
 
     base = OmegaConf.load(exp / "config.yaml")
@@ -220,7 +221,8 @@ def part_step(exp: Path, size: str, batches: int) -> dict:
     cfg = X.load_experiment_config([cfg_path], ["train.device=cpu", "data.num_workers=0"])
     tokenizer = X.load_tokenizer(cfg.data.tokenizer)
     dataset = X.build_dataset(cfg, "train", tokenizer, train=True)
-    loader = X.build_loader(cfg, dataset, shuffle=True)
+    amp = resolve_amp(cfg.train.amp, torch.device("cpu"))
+    loader = X.build_loader(cfg, dataset, shuffle=True, amp=amp)
     loader.batch_sampler.set_epoch(0)
     data = []
     for batch in loader:

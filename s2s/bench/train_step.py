@@ -45,7 +45,7 @@ import torch
 from s2s.bench.attention import DEFAULT_VARIANTS, median_time
 from s2s.data.dataset import Batch
 from s2s.experiment import build_model, load_experiment_config
-from s2s.train.speed import autocast, cpu_has_native_bf16
+from s2s.train.speed import autocast, cpu_has_native_bf16, resolve_amp
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES = {  # model YAML and the overrides that make it small (tests, CPU smoke runs)
@@ -68,7 +68,7 @@ VOCAB = 8000  # the paper's SentencePiece unigram size
 # batches padded to their longest item, no compile); each later row adds one thing.
 _FUSED = ["train.amp=none", "train.optim_impl=fused", "train.compile=false"]
 _NO_BUCKETS = ["data.bucket_frames=0", "data.bucket_tokens=0"]
-_BUCKETS = ["data.bucket_frames=64", "data.bucket_tokens=8"]
+_BUCKETS = ["data.bucket_frames=64", "data.bucket_tokens=8", "data.bucket_when=always"]
 _FAST = [*_FUSED, "train.channels_last=true", *_BUCKETS]  # every option but compile, fp32
 ROWS: dict[str, list[str]] = {
     "eager-fp32": [*_FUSED, "train.optim_impl=for_loop", "train.channels_last=false", *_NO_BUCKETS],
@@ -148,7 +148,8 @@ class Row:
         # row augments its utterances alike (its buckets may group them differently).
         torch.manual_seed(cfg.train.seed)
         model = X.build_model(cfg, vocab)
-        loader = X.build_loader(cfg, dataset, shuffle=True)
+        amp = resolve_amp(cfg.train.amp, torch.device("cpu"))
+        loader = X.build_loader(cfg, dataset, shuffle=True, amp=amp)
         loader.batch_sampler.set_epoch(0)
         self.batches: list[Batch] = []
         for batch in loader:

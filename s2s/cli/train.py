@@ -77,6 +77,7 @@ def train(cfg, exp_dir: Path, lm: bool = False, prepare_model=None) -> int:
     from s2s.models.lm import TransformerLM
     from s2s.train import distributed as D
     from s2s.train.monitor import TrainingMonitor
+    from s2s.train.speed import resolve_amp
     from s2s.train.tb_logger import setup_text_log
     from s2s.train.trainer import Trainer, TrainingInterrupted
 
@@ -112,7 +113,9 @@ def train(cfg, exp_dir: Path, lm: bool = False, prepare_model=None) -> int:
             torch.get_num_threads(),
         )
         train_set = build_dataset(cfg, "train", tokenizer, train=True)
-        kw = {"rank": info.rank, "world_size": info.world_size}
+        # amp: data.bucket_when=bf16 pads to the buckets only when the run computes in bf16
+        amp = resolve_amp(cfg.train.amp, device)
+        kw = {"rank": info.rank, "world_size": info.world_size, "amp": amp}
         train_loader = build_loader(cfg, train_set, shuffle=True, **kw)
         valid_loader = None
         if cfg.data.valid_dir:

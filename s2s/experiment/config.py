@@ -30,6 +30,7 @@ from s2s.models.lm import LMConfig
 from s2s.models.seq2seq import ModelConfig
 
 SOURCES = ("speech", "text")
+BUCKET_WHEN = ("always", "bf16")
 # The experiment's own files: data.<key> -> the name of its copy in exp/<name>/.
 EXP_FILES = {"tokenizer": "tokenizer.model", "cmvn": "cmvn.pt"}
 
@@ -68,6 +69,10 @@ class DataConfig:
     targets to a multiple of this length, so that batch shapes repeat from epoch to epoch
     although SpecAugment's time shift changes the lengths (oneDNN builds its bf16 kernels per
     shape; docs/training.md). 0: batches padded to their longest item only.
+    bucket_when: "always", or "bf16": pad to the buckets only when the run computes in bfloat16
+    (train.amp resolved for train.device: "auto" is bfloat16 only where it is native). In
+    float32 the padding is work for nothing: the demo trained 4-8% faster without it on a CPU
+    with no native bfloat16 (BENCHMARKS.md §37).
     """
 
     source: str = "speech"
@@ -87,6 +92,7 @@ class DataConfig:
     num_workers: int = 0
     bucket_frames: int = 0
     bucket_tokens: int = 0
+    bucket_when: str = "always"
     features: FbankConfig = field(default_factory=FbankConfig)
     specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
 
@@ -100,6 +106,8 @@ class DataConfig:
         for name in ("bucket_frames", "bucket_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name} must be >= 0 (0 = off), got {getattr(self, name)}")
+        if self.bucket_when not in BUCKET_WHEN:
+            raise ValueError(f"data.bucket_when {self.bucket_when!r} not in {BUCKET_WHEN}")
 
 
 @dataclass

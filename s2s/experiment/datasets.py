@@ -43,8 +43,18 @@ def build_dataset(cfg: ExperimentConfig, split: str, tokenizer, train: bool):
 
 
 def build_loader(
-    cfg: ExperimentConfig, dataset, *, shuffle: bool, rank: int = 0, world_size: int = 1
+    cfg: ExperimentConfig,
+    dataset,
+    *,
+    shuffle: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    amp: str = "none",
 ) -> DataLoader:
+    """The batches of `dataset` (bucketed by length, sharded over `world_size` ranks). amp:
+    the run's train.amp resolved for its device ("none", "bf16", "fp16":
+    s2s.train.speed.resolve_amp), which data.bucket_when=bf16 reads: the batches are padded to
+    data.bucket_frames / bucket_tokens only when it is "bf16"."""
     from s2s.data.dataset import collate, collate_views
     from s2s.data.sampler import BucketBatchSampler
 
@@ -59,7 +69,12 @@ def build_loader(
         rank=rank,
     )
     join = collate_views if getattr(dataset, "views", 1) > 1 else collate
-    pad = functools.partial(join, pad_src_to=d.bucket_frames, pad_tgt_to=d.bucket_tokens)
+    buckets = d.bucket_when == "always" or amp == "bf16"
+    pad = functools.partial(
+        join,
+        pad_src_to=d.bucket_frames if buckets else 0,
+        pad_tgt_to=d.bucket_tokens if buckets else 0,
+    )
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=pad, num_workers=d.num_workers)
 
 
