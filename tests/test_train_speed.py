@@ -97,7 +97,7 @@ def test_collate_pads_nothing_without_a_multiple() -> None:
 def test_bucket_when_bf16_pads_only_a_bfloat16_run(tmp_path, when, amp, padded) -> None:
     """data.bucket_when=bf16: the loader pads to the buckets only where the run computes in
     bfloat16 (train.amp resolved for the CPU); in float32 the batches are padded to their
-    longest item, as without buckets. The default (the training's amp unknown: float32)."""
+    longest item, as without buckets. Told no amp, the loader takes the run for float32."""
     from s2s import experiment as X
 
     overrides = text_experiment(tmp_path, 40, 6, 60)
@@ -287,7 +287,7 @@ def test_train_step_bench_on_an_experiments_batches(tmp_path) -> None:
 
 def test_train_step_bench_leaves_bf16_rows_out_without_native_bf16() -> None:
     """By default the bf16 rows run only on a CPU that computes bfloat16 natively (there
-    train.amp=auto trains in it); elsewhere a bf16 step is many times slower than float32's."""
+    train.amp=auto trains in it); elsewhere bfloat16 is emulated, far slower than float32."""
     from s2s.bench import train_step as T
 
     assert T.default_rows(True) == T.DEFAULT_ROWS

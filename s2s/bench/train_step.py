@@ -18,8 +18,8 @@ step are counted with torch's FlopCounterMode (attention included), and the same
 the machine's float32 (and bfloat16) matmul rate, 2048 x 2048 x 2048, as the yardstick:
 GFLOP/s and its share of that rate. On a CPU that does not compute bfloat16 natively (no AMX,
 no AVX512-BF16: where `train.amp=auto` trains in float32) the bfloat16 yardstick and the
-default bf16 rows are left out: there a 2048^3 bfloat16 product takes about a minute and a
-bf16 step is many times slower than float32's; named in --rows, they run.
+default bf16 rows are left out: bfloat16 is emulated there (a 2048^3 product took about a
+minute on a Zen 3 EPYC, 0.29 GFLOP/s against 124-156 in float32); named in --rows, they run.
 
 Random batches (every decoder variant at the paper's size; the GPU check's part 4):
 
