@@ -92,8 +92,8 @@ DEFAULT_ROWS = [
 
 
 def default_rows(native_bf16: bool) -> list[str]:
-    """DEFAULT_ROWS, less the bf16 ones where the CPU has no native bfloat16."""
-    return [r for r in DEFAULT_ROWS if native_bf16 or not r.startswith("bf16")]
+    """DEFAULT_ROWS, less those that train in bf16 where the CPU has no native bfloat16."""
+    return [r for r in DEFAULT_ROWS if native_bf16 or "train.amp=bf16" not in ROWS[r]]
 
 
 # --- FLOPs and the yardstick ----------------------------------------------------------------
