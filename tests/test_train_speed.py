@@ -267,11 +267,15 @@ def test_train_step_bench_on_an_experiments_batches(tmp_path) -> None:
     exp.mkdir()
     save_experiment_config(cfg, exp / "config.yaml")
     out = tmp_path / "rows.json"
-    argv = ["--exp", str(exp), "--rows", "eager-fp32", "buckets", "--batches", "3"]
+    argv = ["--exp", str(exp), "--rows", "buckets", "eager-fp32", "--batches", "3"]
     assert T.main([*argv, "--rounds", "2", "--json", str(out)]) == 0
     rows = {r["row"]: r for r in json.loads(out.read_text())}
-    assert list(rows) == ["eager-fp32", "buckets"]
-    assert rows["eager-fp32"]["speedup"] == 1.0
+    assert list(rows) == ["buckets", "eager-fp32"]
+    # speed-up over the first row, and over eager-fp32 where that is another row
+    assert rows["buckets"]["speedup"] == 1.0 == rows["eager-fp32"]["speedup_eager_fp32"]
+    ratio = rows["buckets"]["frames_per_s"] / rows["eager-fp32"]["frames_per_s"]
+    assert math.isclose(rows["buckets"]["speedup_eager_fp32"], ratio)
+    assert math.isclose(rows["eager-fp32"]["speedup"], 1 / ratio)
     for r in rows.values():
         assert r["batches"] == 3 and len(r["round_s"]) == 2
         assert r["gflop_per_step"] > 0 and r["frames_per_s"] > 0
@@ -283,6 +287,20 @@ def test_train_step_bench_on_an_experiments_batches(tmp_path) -> None:
     assert "data.bucket_frames=64" in rows["buckets"]["overrides"]
     assert all(T % 64 == 0 and L % 8 == 0 for _, T, L in rows["buckets"]["batch_shapes"])
     assert any(T % 64 for _, T, _ in rows["eager-fp32"]["batch_shapes"])
+
+
+def test_train_step_bench_filed_row_is_the_demo_step_issue_32_measured() -> None:
+    """The row `filed` is eager-fp32 with the phrases demo's settings of commit 6853428: the
+    4x frontend, Adam, no weight decay (every other setting as eager-fp32's)."""
+    from s2s.bench import train_step as T
+
+    eager = T.ROWS["eager-fp32"]
+    assert T.ROWS["filed"][: len(eager)] == eager
+    cfg = load_experiment_config([REPO / "conf/model/tiny.yaml"], T.ROWS["filed"])
+    assert cfg.model.encoder.subsampling == "conv2d4"
+    assert cfg.train.optim == "adam" and cfg.train.weight_decay == 0.0
+    assert cfg.train.optim_impl == "for_loop" and not cfg.train.channels_last
+    assert cfg.train.amp == "none" and not cfg.train.compile and cfg.data.bucket_frames == 0
 
 
 def test_train_step_bench_leaves_bf16_rows_out_without_native_bf16() -> None:

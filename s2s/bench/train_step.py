@@ -7,11 +7,15 @@ Real batches (an experiment's step, one row per optimisation, all in one run):
         [--batches 40] [--rounds 3] [--rows eager-fp32 fused buckets compile bf16 bf16-compile]
         [--threads N] [--json out.json]
 
+(the demo's experiment dir is written by `./run.sh --stage 1 --stop_stage 6` and the start of
+stage 7 for `--attention mtla --tag demo` in recipes/phrases/st1.)
+
 takes the experiment's config.yaml (model, data settings with SpecAugment, training settings)
 and its training set. Each row is that config with a few settings changed (ROWS); every row
 trains a model of its own from the same seed on the first --batches batches of epoch 0, the
 same utterances for every row (length buckets pad them further, so rows are compared by
-throughput: real, unpadded, frames per second). A warm-up pass over the batches (compile time
+throughput: real, unpadded, frames per second; speed-up is over the first row, and over
+eager-fp32 too where that row is not the first). A warm-up pass over the batches (compile time
 included, reported) comes first; then --rounds rounds, every row in turn in each, so a drift
 of the machine's speed reaches every row alike; figures are medians over rounds. FLOPs per
 step are counted with torch's FlopCounterMode (attention included), and the same run measures
@@ -20,6 +24,14 @@ GFLOP/s and its share of that rate. On a CPU that does not compute bfloat16 nati
 no AVX512-BF16: where `train.amp=auto` trains in float32) the bfloat16 yardstick and the
 default bf16 rows are left out: bfloat16 is emulated there (a 2048^3 product took about a
 minute on a Zen 3 EPYC, 0.29 GFLOP/s against 124-156 in float32); named in --rows, they run.
+
+The row `filed` is the phrases demo's step as issue 32 measured it (commit 6853428): eager-fp32
+with the 4x frontend and Adam without weight decay, as the recipe then trained (today's code,
+so every speed-up since that is not a setting is in it too: the ratio understates the gain).
+Put it first for the ratios against it (a speech experiment only: it sets the frontend):
+
+    python -m s2s.bench.train_step --exp ... --rows filed eager-fp32 fused channels-last \
+        buckets compile bf16 bf16-compile
 
 Random batches (every decoder variant at the paper's size; the GPU check's part 4):
 
@@ -65,13 +77,18 @@ VOCAB = 8000  # the paper's SentencePiece unigram size
 
 # Real-batch rows: settings over the experiment's own. "eager-fp32" is the step as it ran before
 # any of these options existed (float32, the parameter-at-a-time Adam, NCHW convolutions,
-# batches padded to their longest item, no compile); each later row adds one thing.
+# batches padded to their longest item, no compile); each later row adds one thing. "filed" is
+# the demo's step when issue 32 measured it (6853428): the recipe then subsampled 4x and
+# trained with Adam without weight decay (the 6x frontend and AdamW came with BENCHMARKS §31-32).
 _FUSED = ["train.amp=none", "train.optim_impl=fused", "train.compile=false"]
 _NO_BUCKETS = ["data.bucket_frames=0", "data.bucket_tokens=0"]
 _BUCKETS = ["data.bucket_frames=64", "data.bucket_tokens=8", "data.bucket_when=always"]
 _FAST = [*_FUSED, "train.channels_last=true", *_BUCKETS]  # every option but compile, fp32
+_EAGER = [*_FUSED, "train.optim_impl=for_loop", "train.channels_last=false", *_NO_BUCKETS]
+_FILED = ["model.encoder.subsampling=conv2d4", "train.optim=adam", "train.weight_decay=0.0"]
 ROWS: dict[str, list[str]] = {
-    "eager-fp32": [*_FUSED, "train.optim_impl=for_loop", "train.channels_last=false", *_NO_BUCKETS],
+    "filed": [*_EAGER, *_FILED],
+    "eager-fp32": _EAGER,
     "fused": [*_FUSED, "train.channels_last=false", *_NO_BUCKETS],
     "channels-last": [*_FUSED, "train.channels_last=true", *_NO_BUCKETS],
     "buckets": _FAST,
@@ -241,14 +258,18 @@ def bench_experiment(args: argparse.Namespace) -> list[dict]:
         row.count_flops()
     out = [row.summary(rates) for row in rows]
     base = out[0]["frames_per_s"]
+    eager = next((r["frames_per_s"] for r in out if r["row"] == "eager-fp32"), None)
     for r in out:
         r["speedup"] = r["frames_per_s"] / base
+        r["speedup_eager_fp32"] = None if eager is None else r["frames_per_s"] / eager
+    two = eager is not None and out[0]["row"] != "eager-fp32"
     yardstick = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items())
     print(
         f"# {exp.name}: {args.batches} batches of epoch 0 per row, {args.rounds} rounds, "
         f"{torch.get_num_threads()} threads; matmul 2048^3: {yardstick}"
     )
-    head = ["row", "amp", "step ms", "frames/s", "speed-up", "GFLOP/step", "GFLOP/s"]
+    head = ["row", "amp", "step ms", "frames/s", "speed-up"] + ["over eager-fp32"] * two
+    head += ["GFLOP/step", "GFLOP/s"]
     head += ["of fp32 mm", "of bf16 mm", "compile s"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -259,6 +280,7 @@ def bench_experiment(args: argparse.Namespace) -> list[dict]:
             f"{r['step_ms']:.1f}",
             f"{r['frames_per_s']:.0f}",
             f"{r['speedup']:.2f}",
+            *([f"{r['speedup_eager_fp32']:.2f}"] if two else []),
             f"{r['gflop_per_step']:.2f}",
             f"{r['gflops']:.0f}",
             f"{100 * r['matmul_share_fp32']:.0f}%",
