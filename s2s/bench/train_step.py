@@ -161,13 +161,16 @@ class Row:
 
         self.name, self.overrides = name, overrides
         cfg = load_experiment_config([exp / "config.yaml"], [*overrides, "train.device=cpu"])
-        # The same seed, the same initial weights and then the same SpecAugment draws: every
-        # row augments its utterances alike (its buckets may group them differently).
+        # The same seed, the same initial weights; then seeded again, so that every row
+        # augments its utterances alike (SpecAugment and the time shift draw from torch's
+        # global generator), whatever its model's initialisation drew (the filed row's frontend
+        # has other shapes); its buckets may group them differently.
         torch.manual_seed(cfg.train.seed)
         model = X.build_model(cfg, vocab)
         amp = resolve_amp(cfg.train.amp, torch.device("cpu"))
         loader = X.build_loader(cfg, dataset, shuffle=True, amp=amp)
         loader.batch_sampler.set_epoch(0)
+        torch.manual_seed(cfg.train.seed)
         self.batches: list[Batch] = []
         for batch in loader:
             self.batches.append(batch)
