@@ -19,12 +19,14 @@ default backend, inductor, end to end.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pytest
 import torch
 from helpers import BOS, EOS, V, make_decoder, make_lm
 
 import s2s.attention.ops as ops
+import s2s.decode.compiled
 from s2s.attention import VARIANTS
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.decode.compare import Lockstep
@@ -50,8 +52,11 @@ class Counting:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_dynamo():
+def _fresh_dynamo(monkeypatch):
     torch._dynamo.reset()  # no graph of another test in the cache or the recompile count
+    # nor a record of what those graphs were packed for (a search packing for the other GEMM
+    # library drops the process's graphs)
+    monkeypatch.setattr(s2s.decode.compiled, "_PACKED_FOR", [])
     yield
     torch._dynamo.reset()
 
@@ -247,6 +252,93 @@ def test_compile_mode_is_checked() -> None:
     assert BeamSearchConfig(compile=True, compile_mode="reduce-overhead").compile_mode
     with pytest.raises(ValueError, match="compile_mode must be one of"):
         BeamSearchConfig(compile=True, compile_mode="max-autotune")
+
+
+# --- decode.compile_gemm: whose packed GEMM computes the frozen graphs' float32 Linears ------
+
+_PACKED_OPS = {"mkl": "_mkl_linear", "onednn": "_linear_pointwise"}
+
+
+def _frozen_code(fn, gemm: str):
+    """fn's result and the code inductor generated for it, compiled with the weights frozen
+    (decode.compile's CPU options) and the Linears packed for `gemm`."""
+    from torch._inductor.utils import run_and_get_code
+
+    from s2s.decode.compiled import cpu_graph_options, linear_packing
+
+    options = cpu_graph_options("inductor", torch.device("cpu"))
+    with torch._inductor.config.patch(options), linear_packing(gemm):
+        out, code = run_and_get_code(fn)
+    return out, "\n".join(code)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gemm", ["mkl", "onednn"])
+def test_linear_packing_computes_the_linears_with_the_library_asked(gemm: str) -> None:
+    """A float32 Linear-ReLU-Linear compiled with frozen weights: the generated code calls the
+    asked library's packed GEMM and not the other's, and computes what eager computes (within
+    float32 rounding: another library adds in another order). Where torch has no MKL,
+    inductor packs for oneDNN whatever is asked."""
+    if gemm == "mkl" and not torch._C.has_mkl:
+        pytest.skip("torch without MKL packs every Linear for oneDNN")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(24, 48), torch.nn.ReLU(), torch.nn.Linear(48, 16)
+    ).eval()
+    x = torch.randn(6, 24)
+    step = torch.compile(model, fullgraph=True, dynamic=False)
+    with torch.no_grad():
+        out, code = _frozen_code(lambda: step(x), gemm)
+        torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-6)
+    other = next(name for name in _PACKED_OPS if name != gemm)
+    assert _PACKED_OPS[gemm] in code and _PACKED_OPS[other] not in code
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gemm", ["onednn", "mkl"])
+def test_compiled_search_packs_for_the_gemm_its_config_names(gemm: str) -> None:
+    """decode.compile_gemm reaches the graphs a search compiles: a float32 search generates
+    the named library's packed Linears, none of the other's (the scores' agreement with eager
+    is pinned in float64 above, where nothing is packed)."""
+    from torch._inductor.utils import run_and_get_code
+
+    if gemm == "mkl" and not torch._C.has_mkl:
+        pytest.skip("torch without MKL packs every Linear for oneDNN")
+    dec = make_decoder("prefix", "mtla", 2, seed=1)
+    memory, lens, _ = _inputs()
+    cfg = BeamSearchConfig(beam_size=2, max_len_b=3, compile=True, compile_gemm=gemm)
+    scorers = search_scorers(cfg, DecoderScorer(dec))
+    assert scorers["decoder"].scorer.gemm == gemm
+    run = functools.partial(beam_search, scorers, memory.float(), lens, cfg, bos_id=BOS, eos_id=EOS)
+    hyps, code = run_and_get_code(run)
+    assert len(hyps) == 2
+    other = next(name for name in _PACKED_OPS if name != gemm)
+    code = "\n".join(code)
+    assert _PACKED_OPS[gemm] in code and _PACKED_OPS[other] not in code
+
+
+def test_compile_gemm_auto_is_the_faster_library_timed_once(monkeypatch) -> None:
+    """compile_gemm=auto resolves, once per process, to the library whose packed GEMM passed
+    over the model's Linears faster (`time_gemms`: each library, every Linear shape timed);
+    a named library is taken as it is; anything else is refused."""
+    import s2s.decode.compiled as C
+
+    dec = make_decoder("cross", "mha", 1)
+    times = C.time_gemms(dec, rows=8, calls=2)
+    assert set(times) == {"mkl", "onednn"} and all(t > 0 for t in times.values())
+    monkeypatch.setattr(C, "_AUTO_GEMM", [])
+    timed = []
+    monkeypatch.setattr(
+        C, "time_gemms", lambda m, r: timed.append(r) or {"mkl": 2.0, "onednn": 1.0}
+    )
+    monkeypatch.setattr(torch._C, "has_mkl", True)
+    assert C.resolve_gemm("auto", dec, 8) == "onednn"
+    assert C.resolve_gemm("auto", dec, 40) == "onednn" and timed == [8]  # timed once
+    assert C.resolve_gemm("mkl", dec, 8) == "mkl" and timed == [8]
+    with pytest.raises(ValueError, match="compile_gemm must be one of"):
+        BeamSearchConfig(compile=True, compile_gemm="blas")
+    with pytest.raises(ValueError, match="gemm must be"), C.linear_packing("auto"):
+        pass
 
 
 @pytest.mark.gpu

@@ -284,6 +284,8 @@ def test_train_step_bench_on_an_experiments_batches(tmp_path) -> None:
         # bfloat16) is not measured, and no share of it reported.
         assert "bfloat16" not in r["matmul_gflops"] and r["matmul_share_bf16"] is None
         assert math.isclose(r["gflops"] / r["matmul_gflops"]["float32"], r["matmul_share_fp32"])
+        onednn = r["matmul_gflops"]["float32-onednn"]  # the same product by oneDNN
+        assert onednn > 0 and math.isclose(r["gflops"] / onednn, r["matmul_share_fp32_onednn"])
     assert "data.bucket_frames=64" in rows["buckets"]["overrides"]
     assert all(T % 64 == 0 and L % 8 == 0 for _, T, L in rows["buckets"]["batch_shapes"])
     assert any(T % 64 for _, T, _ in rows["eager-fp32"]["batch_shapes"])

@@ -27,7 +27,7 @@ naive engine, measured in the same run.
     python -m s2s.bench.decode [--size paper|tiny] [--arrangement prefix|cross|prompt]
         [--batch 4] [--beam 50] [--prefix 100 300] [--steps 60] [--device cuda]
         [--dtype float32|bfloat16] [--kernels auto|off|both] [--compile]
-        [--compile-mode default|reduce-overhead]
+        [--compile-mode default|reduce-overhead] [--compile-gemm auto|mkl|onednn]
         [--runs mha:naive mtla:2:naive mtla:2:authors mha mqa gqa mla mtla:2 mtla:3 mtla:4
                 mfa mfa_kr mlra gla gta]
         [--plot decode.png] [--json rows.json]
@@ -52,7 +52,7 @@ from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.decode.compiled import COMPILE_STATS
 from s2s.decode.scorer_set import search_scorers
 from s2s.decode.scorers import DecoderScorer
-from s2s.experiment.decode_config import COMPILE_MODES
+from s2s.experiment.decode_config import COMPILE_GEMMS, COMPILE_MODES
 from s2s.models.decoder import ARRANGEMENTS, Decoder, DecoderConfig
 
 SIZES = {  # decoder sizes: (layers, d_model, heads, ffn, latent r, rope d_r)
@@ -139,6 +139,7 @@ def bench(
         kernels=kernels,
         compile=compiled,
         compile_mode=args.compile_mode,
+        compile_gemm=args.compile_gemm,
     )
     times, peak_gpu, peak_cache = [], None, 0
     compiled_before = dict(COMPILE_STATS)
@@ -274,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=COMPILE_MODES,
         default="default",
         help="reduce-overhead: the compiled step also captured as a CUDA graph (on CUDA)",
+    )
+    p.add_argument(
+        "--compile-gemm",
+        choices=COMPILE_GEMMS,
+        default="auto",
+        help="decode.compile_gemm: whose packed GEMM the compiled CPU rows' Linears use",
     )
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--plot", help="a PNG of time and peak cache memory against prefix length")

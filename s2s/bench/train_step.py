@@ -20,10 +20,12 @@ included, reported) comes first; then --rounds rounds, every row in turn in each
 of the machine's speed reaches every row alike; figures are medians over rounds. FLOPs per
 step are counted with torch's FlopCounterMode (attention included), and the same run measures
 the machine's float32 (and bfloat16) matmul rate, 2048 x 2048 x 2048, as the yardstick:
-GFLOP/s and its share of that rate. On a CPU that does not compute bfloat16 natively (no AMX,
-no AVX512-BF16: where `train.amp=auto` trains in float32) the bfloat16 yardstick and the
-default bf16 rows are left out: bfloat16 is emulated there (a 2048^3 product took about a
-minute on a Zen 3 EPYC, 0.29 GFLOP/s against 124-156 in float32); named in --rows, they run.
+GFLOP/s and its share of that rate (float32 as torch computes it, MKL's, and as oneDNN does:
+MKL runs its AVX2 code on AMD CPUs, half of what an AVX-512 one does). On a CPU that does not
+compute bfloat16 natively (no AMX, no AVX512-BF16: where `train.amp=auto` trains in float32)
+the bfloat16 yardstick and the default bf16 rows are left out: bfloat16 is emulated there (a
+2048^3 product took about a minute on a Zen 3 EPYC, 0.29 GFLOP/s against 124-156 in float32);
+named in --rows, they run.
 
 The row `filed` is the phrases demo's step as issue 32 measured it (commit 6853428): eager-fp32
 with the 4x frontend and Adam without weight decay, as the recipe then trained (today's code,
@@ -136,13 +138,27 @@ def flop_counter():
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """The machine's dense matmul rate now: an n x n x n product, median of `repeats`."""
+    """The machine's dense matmul rate now, as torch computes it (what a Linear calls): an
+    n x n x n product, median of `repeats`."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up: oneDNN/MKL build their kernels
+    return _rate(lambda: a @ b, n, repeats)
+
+
+def onednn_fp32_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The same float32 product computed by oneDNN (`mkldnn._linear_pointwise`). torch's float32
+    matmul is MKL's, which runs its AVX2 code on AMD CPUs: on an AVX-512 one oneDNN's is about
+    2x faster (BENCHMARKS.md §38), so a share of torch's rate overstates how close a step
+    comes to the machine there."""
+    a, w = torch.randn(n, n), torch.randn(n, n)
+    return _rate(lambda: torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], ""), n, repeats)
+
+
+def _rate(product, n: int, repeats: int) -> float:
+    product()  # warm-up: oneDNN/MKL build their kernels
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        a @ b
+        product()
         times.append(time.perf_counter() - t)
     return 2 * n**3 / statistics.median(times) / 1e9
 
@@ -222,6 +238,9 @@ class Row:
             "gflops": gflops,
             "matmul_share_fp32": gflops / matmul["float32"],
             "matmul_share_bf16": gflops / matmul["bfloat16"] if "bfloat16" in matmul else None,
+            "matmul_share_fp32_onednn": gflops / matmul["float32-onednn"]
+            if "float32-onednn" in matmul
+            else None,
             "compile_s": max(0.0, self.warmup_s - total),
             "round_s": rounds,
             "batch_shapes": sorted({(*b.src.shape[:2], b.tgt.shape[1]) for b in self.batches}),
@@ -254,8 +273,10 @@ def bench_experiment(args: argparse.Namespace) -> list[dict]:
     for _ in range(args.rounds):
         for row in rows:
             row.times.append(row.run())
-        for dtype in matmul:
+        for dtype in dtypes:
             matmul[dtype].append(matmul_gflops(getattr(torch, dtype)))
+        if torch.backends.mkldnn.is_available():
+            matmul.setdefault("float32-onednn", []).append(onednn_fp32_gflops())
     rates = {k: statistics.median(v) for k, v in matmul.items()}
     for row in rows:
         row.count_flops()
@@ -273,9 +294,13 @@ def bench_experiment(args: argparse.Namespace) -> list[dict]:
     )
     head = ["row", "amp", "step ms", "frames/s", "speed-up"] + ["over eager-fp32"] * two
     head += ["GFLOP/step", "GFLOP/s"]
-    head += ["of fp32 mm", "of bf16 mm", "compile s"]
+    head += ["of fp32 mm", "of oneDNN fp32", "of bf16 mm", "compile s"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
+
+    def share(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.0f}%"
+
     for r in out:
         cells = [
             r["row"],
@@ -287,7 +312,8 @@ def bench_experiment(args: argparse.Namespace) -> list[dict]:
             f"{r['gflop_per_step']:.2f}",
             f"{r['gflops']:.0f}",
             f"{100 * r['matmul_share_fp32']:.0f}%",
-            "n/a" if r["matmul_share_bf16"] is None else f"{100 * r['matmul_share_bf16']:.0f}%",
+            share(r["matmul_share_fp32_onednn"]),
+            share(r["matmul_share_bf16"]),
             f"{r['compile_s']:.0f}",
         ]
         print("| " + " | ".join(cells) + " |")

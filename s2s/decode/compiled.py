@@ -27,13 +27,18 @@ Weights. On the CPU, inductor's graphs are compiled with its `freezing` (and wit
 wrapper: `cpu_graph_options`): the model's weights become constants of the graph, which lets
 inductor pack every Linear's weight once for MKL's packed GEMM, the step's dominant cost (at the
 paper's size 1.4x faster than `addmm` on two threads, BENCHMARKS.md §23), at the price of one
-packed copy of the weights per graph. A frozen graph is the model's as it was when compiled, so
-dynamo keeps a graph per model (it guards the parameters' identity), and `CompiledStep` notes
-the weights' fingerprint (each parameter's and buffer's identity, storage and version counter,
-which every in-place update bumps): if they changed since a search compiled them (a model
-trained further, `load_state_dict`), the process's compiled graphs are dropped
-(`torch._dynamo.reset()`) and compiled again, with a warning. Elsewhere (CUDA, other backends)
-the weights stay inputs of the graph.
+packed copy of the weights per graph. Which library packs and computes them is
+`decode.compile_gemm`: inductor picks MKL wherever torch has it, but MKL runs its AVX2 code on
+AMD CPUs, and on an AVX-512 one (Zen 5) oneDNN's packed GEMM computes the step's 40-row
+products up to 2x faster (BENCHMARKS.md §38); "auto" times both at the model's Linear shapes
+once per process and packs for the faster (`linear_packing`). A frozen graph is the model's
+as it was when compiled, so dynamo keeps a graph per model (it guards the parameters'
+identity), and `CompiledStep` notes the weights' fingerprint (each parameter's and buffer's
+identity, storage and version counter, which every in-place update bumps): if they changed
+since a search compiled them (a model trained further, `load_state_dict`), the process's
+compiled graphs are dropped (`torch._dynamo.reset()`) and compiled again, with a warning. So
+are they when a search packs for the other GEMM library. Elsewhere (CUDA, other backends) the
+weights stay inputs of the graph.
 
 Compiled graphs live in torch's compile cache for the process: a second search whose state
 falls in the same bucket reuses the graph without tracing again. `COMPILE_STATS` adds up the
@@ -43,11 +48,13 @@ plus the one step they ran).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
 import weakref
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 
 import torch
@@ -111,6 +118,103 @@ def cpu_graph_options(backend, device: torch.device) -> dict[str, bool]:
     return {"freezing": on, "cpp_wrapper": on}
 
 
+class _OneDNNPacking:
+    """torch.ops.mkldnn as inductor's weight-pack pass sees it under `linear_packing("onednn")`:
+    the pass packs a float32 Linear for oneDNN (`mkldnn._reorder_linear_weight`,
+    `mkldnn._linear_pointwise`) where `_is_mkldnn_acl_supported()`, and for MKL otherwise (torch
+    2.11, torch/_inductor/fx_passes/mkldnn_fusion.py); everything else is torch.ops.mkldnn's."""
+
+    def __init__(self, ops) -> None:
+        self._ops = ops
+
+    def __getattr__(self, name: str):
+        if name == "_is_mkldnn_acl_supported":
+            return lambda: True
+        return getattr(self._ops, name)
+
+
+@contextlib.contextmanager
+def linear_packing(gemm: str) -> Iterator[None]:
+    """The library inductor's freezing packs float32 Linears for in the graphs compiled inside:
+    "mkl" (its own choice where torch has MKL) or "onednn". It acts when a graph is compiled;
+    compiled graphs keep what they were packed for. tests/test_compiled_decode.py reads the
+    generated code, so a torch whose pass decides otherwise fails there, not silently."""
+    if gemm == "mkl":
+        yield
+        return
+    if gemm != "onednn":
+        raise ValueError(f"linear_packing: gemm must be 'mkl' or 'onednn', got {gemm!r}")
+    from torch._inductor.fx_passes import mkldnn_fusion
+
+    ops = mkldnn_fusion.mkldnn
+    mkldnn_fusion.mkldnn = _OneDNNPacking(ops)
+    try:
+        yield
+    finally:
+        mkldnn_fusion.mkldnn = ops
+
+
+def time_gemms(model: nn.Module, rows: int, calls: int = 20) -> dict[str, float]:
+    """Seconds MKL's and oneDNN's packed float32 GEMMs take for one pass over `model`'s Linear
+    layers at `rows` rows: each distinct (in, out) shape timed over `calls` calls (best of 3),
+    times the number of Linears of that shape."""
+    shapes = Counter(
+        (m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)
+    )
+    total = {"mkl": 0.0, "onednn": 0.0}
+    with torch.no_grad():
+        for (k, n), count in shapes.items():
+            x, w, b = torch.randn(rows, k), torch.randn(n, k), torch.randn(n)
+            mkl = torch.ops.mkl._mkl_reorder_linear_weight(w, rows)
+            dnn = torch.ops.mkldnn._reorder_linear_weight(w, rows)
+            calls_of = {
+                "mkl": functools.partial(torch.ops.mkl._mkl_linear, x, mkl, w, b, rows),
+                "onednn": functools.partial(
+                    torch.ops.mkldnn._linear_pointwise, x, dnn, b, "none", [], ""
+                ),
+            }
+            for name, call in calls_of.items():
+                call()  # builds the kernel
+                best = float("inf")
+                for _ in range(3):
+                    t = time.perf_counter()
+                    for _ in range(calls):
+                        call()
+                    best = min(best, time.perf_counter() - t)
+                total[name] += count * best / calls
+    return total
+
+
+#: decode.compile_gemm=auto as this process resolved it (once: graphs packed for one library)
+_AUTO_GEMM: list[str] = []
+#: the library the process's compiled graphs were packed for, if any
+_PACKED_FOR: list[str] = []
+
+
+def resolve_gemm(gemm: str, model: nn.Module, rows: int) -> str:
+    """decode.compile_gemm for a CPU graph: "auto" becomes the faster of MKL and oneDNN at
+    `model`'s Linear shapes (timed once per process), the one torch has where it lacks the
+    other."""
+    if gemm != "auto":
+        return gemm
+    if not torch._C.has_mkl:
+        return "onednn"
+    if not torch.backends.mkldnn.is_available():
+        return "mkl"
+    if not _AUTO_GEMM:
+        times = time_gemms(model, rows)
+        _AUTO_GEMM.append(min(times, key=times.__getitem__))
+        log.info(
+            "decode.compile_gemm=auto: %s (a pass over the Linears at %d rows: MKL %.3f ms, "
+            "oneDNN %.3f ms)",
+            _AUTO_GEMM[0],
+            rows,
+            1e3 * times["mkl"],
+            1e3 * times["onednn"],
+        )
+    return _AUTO_GEMM[0]
+
+
 @functools.cache
 def _compiled(backend, mode: str | None):
     """The step compiled once per (backend, mode); torch keeps one graph per shape bucket."""
@@ -150,12 +254,20 @@ class CompiledStep:
     partial = False
     fixed_shapes = True  # its graphs are specialised to the state's bucket
 
-    def __init__(self, scorer: DecoderScorer, per_octave: int = 8, backend="inductor", mode=None):
+    def __init__(
+        self,
+        scorer: DecoderScorer,
+        per_octave: int = 8,
+        backend="inductor",
+        mode=None,
+        gemm: str = "auto",
+    ):
         if not compilable(scorer):
             raise ValueError(f"{type(scorer).__name__} does not score by a PyTorch model's step")
         self.scorer, self.model = scorer, scorer.model
         self.per_octave = per_octave
         self.backend, self.mode = backend, mode
+        self.gemm = gemm  # decode.compile_gemm; resolved at the first frozen graph
         self.step = _compiled(backend, mode)
 
     def init_state(self, search: SearchInit) -> CompiledState:
@@ -166,6 +278,12 @@ class CompiledStep:
         B = self.per_octave
         if freezes(self.backend, memory.device):
             self._check_frozen_weights()
+            self.gemm = resolve_gemm(self.gemm, self.model, bucket(U, B) * search.beam)
+            if _PACKED_FOR and _PACKED_FOR[0] != self.gemm:
+                # dynamo would reuse graphs packed for the other library (its guards do not
+                # see the packing): drop them
+                torch._dynamo.reset()
+            _PACKED_FOR[:] = [self.gemm]
         # Extra utterances copy the last real one; frames past S are padding its lengths hide.
         pick = torch.arange(bucket(U, B), device=memory.device).clamp(max=U - 1)
         padded = F.pad(memory[pick], (0, 0, 0, bucket(S, B) - S))
@@ -203,6 +321,7 @@ class CompiledStep:
                 recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
             ),
             torch._inductor.config.patch(cpu_graph_options(self.backend, state.tokens.device)),
+            linear_packing("mkl" if self.gemm == "auto" else self.gemm),
         ):
             out = self.step(self.model, state.tokens, state.inner)
         new = counters["stats"]["unique_graphs"] - graphs
@@ -238,12 +357,16 @@ class CompiledStep:
 
 
 def compile_scorers(
-    scorers: Mapping[str, Weighted], per_octave: int = 8, backend="inductor", mode=None
+    scorers: Mapping[str, Weighted],
+    per_octave: int = 8,
+    backend="inductor",
+    mode=None,
+    gemm: str = "auto",
 ) -> dict[str, Weighted]:
     """The same weighted set with every compilable scorer (see `compilable`) in a
     CompiledStep; the others (the CTC prefix scorer, an ONNX decoder) as they are."""
     return {
-        name: Weighted(CompiledStep(w.scorer, per_octave, backend, mode), w.weight)
+        name: Weighted(CompiledStep(w.scorer, per_octave, backend, mode, gemm), w.weight)
         if compilable(w.scorer)
         else w
         for name, w in scorers.items()

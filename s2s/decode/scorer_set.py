@@ -26,5 +26,5 @@ def search_scorers(
         raise ValueError(f"lm_weight={cfg.lm_weight} needs a language model (decode.lm)")
     if cfg.compile:
         mode = None if cfg.compile_mode == "default" else cfg.compile_mode
-        return compile_scorers(out, cfg.compile_buckets, mode=mode)
+        return compile_scorers(out, cfg.compile_buckets, mode=mode, gemm=cfg.compile_gemm)
     return out

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 COMPILE_MODES = ("default", "reduce-overhead")  # torch.compile's modes decode.compile takes
+#: who computes a compiled CPU step's float32 Linears (decode.compile_gemm): "auto" times both
+COMPILE_GEMMS = ("auto", "mkl", "onednn")
 
 
 @dataclass
@@ -22,7 +24,11 @@ class BeamSearchConfig:
     (0: exact shapes, a graph per distinct shape). compile_mode: "default", or
     "reduce-overhead": on CUDA each compiled graph is also captured as a CUDA graph and
     replayed (one launch a step; the caches' tensors are marked static, so the step writes into
-    them in place); on the CPU it is the same as "default"."""
+    them in place); on the CPU it is the same as "default". compile_gemm: on the CPU, whose
+    packed GEMM computes the compiled graphs' float32 Linears: "mkl" (inductor's own choice
+    where torch has MKL), "onednn", or "auto", the faster of the two at the model's shapes,
+    timed once per process (MKL runs its AVX2 code on AMD CPUs: oneDNN is up to 2x faster
+    on AVX-512 ones; s2s.decode.compiled)."""
 
     beam_size: int = 4
     nbest: int = 1
@@ -38,6 +44,7 @@ class BeamSearchConfig:
     compile: bool = False
     compile_buckets: int = 8
     compile_mode: str = "default"
+    compile_gemm: str = "auto"
 
     def __post_init__(self) -> None:
         if self.lm_weight < 0:
@@ -51,6 +58,10 @@ class BeamSearchConfig:
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(
                 f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}"
+            )
+        if self.compile_gemm not in COMPILE_GEMMS:
+            raise ValueError(
+                f"compile_gemm must be one of {COMPILE_GEMMS}, got {self.compile_gemm!r}"
             )
         if self.compile_buckets < 0:
             raise ValueError(f"compile_buckets must be >= 0, got {self.compile_buckets}")
