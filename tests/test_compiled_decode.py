@@ -324,8 +324,10 @@ def test_compile_gemm_auto_is_the_faster_library_timed_once(monkeypatch) -> None
     import s2s.decode.compiled as C
 
     dec = make_decoder("cross", "mha", 1)
+    state = torch.random.get_rng_state()
     times = C.time_gemms(dec, rows=8, calls=2)
     assert set(times) == {"mkl", "onednn"} and all(t > 0 for t in times.values())
+    assert torch.equal(torch.random.get_rng_state(), state)  # a training run's draws untouched
     monkeypatch.setattr(C, "_AUTO_GEMM", [])
     timed = []
     monkeypatch.setattr(

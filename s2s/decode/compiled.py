@@ -162,9 +162,10 @@ def time_gemms(model: nn.Module, rows: int, calls: int = 20) -> dict[str, float]
         (m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)
     )
     total = {"mkl": 0.0, "onednn": 0.0}
+    g = torch.Generator().manual_seed(0)  # not the global one: a training run draws from it
     with torch.no_grad():
         for (k, n), count in shapes.items():
-            x, w, b = torch.randn(rows, k), torch.randn(n, k), torch.randn(n)
+            x, w, b = (torch.randn(*s, generator=g) for s in ((rows, k), (n, k), (n,)))
             mkl = torch.ops.mkl._mkl_reorder_linear_weight(w, rows)
             dnn = torch.ops.mkldnn._reorder_linear_weight(w, rows)
             calls_of = {
