@@ -323,6 +323,8 @@ def test_compile_gemm_auto_is_the_faster_library_timed_once(monkeypatch) -> None
     a named library is taken as it is; anything else is refused."""
     import s2s.decode.compiled as C
 
+    if not torch._C.has_mkl:
+        pytest.skip("times MKL's packed GEMM")
     dec = make_decoder("cross", "mha", 1)
     state = torch.random.get_rng_state()
     times = C.time_gemms(dec, rows=8, calls=2)
