@@ -249,8 +249,9 @@ class CompiledStep:
     """A full scorer (s2s.decode.scorers) over `scorer`'s model and state with its step
     compiled; same interface, same scores (up to the compiler's rounding). per_octave: the
     bucket sizes (0: exact shapes); backend / mode: torch.compile's ("inductor"; on CUDA,
-    mode="reduce-overhead" adds CUDA graphs). Lean engine only: its caches are allocated once,
-    so the shapes stay put through a search."""
+    mode="reduce-overhead" adds CUDA graphs); gemm: decode.compile_gemm, the library the
+    frozen CPU graphs' float32 Linears are packed for. Lean engine only: its caches are
+    allocated once, so the shapes stay put through a search."""
 
     partial = False
     fixed_shapes = True  # its graphs are specialised to the state's bucket
@@ -283,6 +284,12 @@ class CompiledStep:
             if _PACKED_FOR and _PACKED_FOR[0] != self.gemm:
                 # dynamo would reuse graphs packed for the other library (its guards do not
                 # see the packing): drop them
+                log.warning(
+                    "decode.compile: packing for %s where the compiled graphs were packed for "
+                    "%s; dropping them and compiling again",
+                    self.gemm,
+                    _PACKED_FOR[0],
+                )
                 torch._dynamo.reset()
             _PACKED_FOR[:] = [self.gemm]
         # Extra utterances copy the last real one; frames past S are padding its lengths hide.
