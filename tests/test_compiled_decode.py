@@ -259,6 +259,12 @@ def test_compile_mode_is_checked() -> None:
 _PACKED_OPS = {"mkl": "_mkl_linear", "onednn": "_linear_pointwise"}
 
 
+def _assert_packed_for(code: str, gemm: str) -> None:
+    """Generated code calls `gemm`'s packed GEMM and not the other library's."""
+    other = next(name for name in _PACKED_OPS if name != gemm)
+    assert _PACKED_OPS[gemm] in code and _PACKED_OPS[other] not in code
+
+
 def _frozen_code(fn, gemm: str):
     """fn's result and the code inductor generated for it, compiled with the weights frozen
     (decode.compile's CPU options) and the Linears packed for `gemm`."""
@@ -290,8 +296,7 @@ def test_linear_packing_computes_the_linears_with_the_library_asked(gemm: str) -
     with torch.no_grad():
         out, code = _frozen_code(lambda: step(x), gemm)
         torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-6)
-    other = next(name for name in _PACKED_OPS if name != gemm)
-    assert _PACKED_OPS[gemm] in code and _PACKED_OPS[other] not in code
+    _assert_packed_for(code, gemm)
 
 
 @pytest.mark.slow
@@ -312,9 +317,7 @@ def test_compiled_search_packs_for_the_gemm_its_config_names(gemm: str) -> None:
     run = functools.partial(beam_search, scorers, memory.float(), lens, cfg, bos_id=BOS, eos_id=EOS)
     hyps, code = run_and_get_code(run)
     assert len(hyps) == 2
-    other = next(name for name in _PACKED_OPS if name != gemm)
-    code = "\n".join(code)
-    assert _PACKED_OPS[gemm] in code and _PACKED_OPS[other] not in code
+    _assert_packed_for("\n".join(code), gemm)
 
 
 def test_compile_gemm_auto_is_the_faster_library_timed_once(monkeypatch) -> None:

@@ -48,6 +48,7 @@ hyper-network and stride-aware mask must not make training much slower). Times a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
@@ -265,18 +266,19 @@ def bench_experiment(args: argparse.Namespace) -> list[dict]:
         row.run()
         row.warmup_s = time.perf_counter() - t
         print(f"# {row.name}: warm-up pass {row.warmup_s:.1f} s", flush=True)
-    # The bfloat16 yardstick where some row computes in it and the CPU does so natively.
-    dtypes = ["float32"]
+    # The yardsticks: float32 as torch computes it and as oneDNN does; bfloat16 where some row
+    # computes in it and the CPU does so natively.
+    yardsticks = {"float32": functools.partial(matmul_gflops, torch.float32)}
     if native_bf16 and any(row.amp == "bf16" for row in rows):
-        dtypes.append("bfloat16")
-    matmul: dict[str, list[float]] = {d: [] for d in dtypes}
+        yardsticks["bfloat16"] = functools.partial(matmul_gflops, torch.bfloat16)
+    if torch.backends.mkldnn.is_available():
+        yardsticks["float32-onednn"] = onednn_fp32_gflops
+    matmul: dict[str, list[float]] = {name: [] for name in yardsticks}
     for _ in range(args.rounds):
         for row in rows:
             row.times.append(row.run())
-        for dtype in dtypes:
-            matmul[dtype].append(matmul_gflops(getattr(torch, dtype)))
-        if torch.backends.mkldnn.is_available():
-            matmul.setdefault("float32-onednn", []).append(onednn_fp32_gflops())
+        for name, rate in yardsticks.items():
+            matmul[name].append(rate())
     rates = {k: statistics.median(v) for k, v in matmul.items()}
     for row in rows:
         row.count_flops()
