@@ -150,11 +150,12 @@ class AttentionCache:
             self._grow_own(max(slots, 2 * cap))
 
     def _grow_own(self, new_cap: int) -> None:
-        """Own buffers (and owner table) of new_cap > capacity slots, the old ones copied."""
+        """Own buffers (and owner table) of new_cap > capacity slots, the slots in use copied."""
         cap = self.capacity
+        used = min(int(self.own_slots().max()), cap) if self.batch_size else 0
         for name, buf in self.buffers.items():
             grown = self._alloc((buf.shape[0], new_cap, *buf.shape[2:]), buf.device, buf.dtype)
-            grown[:, :cap] = buf
+            grown[:, :used] = buf[:, :used]
             self.buffers[name] = grown
         if self.owner is not None:
             tail = self._rows()[:, None].expand(-1, new_cap - cap)
