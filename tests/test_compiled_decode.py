@@ -320,32 +320,148 @@ def test_compiled_search_packs_for_the_gemm_its_config_names(gemm: str) -> None:
     _assert_packed_for("\n".join(code), gemm)
 
 
-def test_compile_gemm_auto_is_the_faster_library_timed_once(monkeypatch) -> None:
-    """compile_gemm=auto resolves, once per process, to the library whose packed GEMM passed
-    over the model's Linears faster (`time_gemms`: each library, every Linear shape timed);
-    a named library is taken as it is; anything else is refused."""
+def _stub_gemm_times(monkeypatch, times: dict) -> list[int]:
+    """time_gemms reporting `times` (kind -> shape -> seconds) for any model; returns the list
+    of the rows it was called with. The process's resolved choices are forgotten."""
+    import s2s.decode.compiled as C
+
+    timed: list[int] = []
+    monkeypatch.setattr(C, "_AUTO_GEMM", [])
+    monkeypatch.setattr(C, "_GEMM_TIMES", {})
+    monkeypatch.setattr(C, "time_gemms", lambda m, rows: timed.append(rows) or times)
+    return timed
+
+
+def test_compile_gemm_plans_the_library_and_the_padded_shapes(monkeypatch) -> None:
+    """compile_gemm=auto resolves, once per process, to the library whose packed GEMMs passed
+    over the model's Linears faster (`time_gemms`: every Linear shape timed, oneDNN's at its
+    width and PAD_COLUMNS wider, a shape counting its better time); under oneDNN the shapes
+    whose padded product was PAD_GAIN faster are computed padded, timed once per (shapes,
+    rows); "mkl" is taken as named, untimed; anything else is refused."""
     import s2s.decode.compiled as C
 
     if not torch._C.has_mkl:
         pytest.skip("times MKL's packed GEMM")
     dec = make_decoder("cross", "mha", 1)
+    count = C.linear_shapes(dec)
     state = torch.random.get_rng_state()
     times = C.time_gemms(dec, rows=8, calls=2)
-    assert set(times) == {"mkl", "onednn"} and all(t > 0 for t in times.values())
+    assert set(times) == {"mkl", "onednn", "onednn-padded"}
+    assert all(set(t) == set(count) and min(t.values()) > 0 for t in times.values())
     assert torch.equal(torch.random.get_rng_state(), state)  # a training run's draws untouched
-    monkeypatch.setattr(C, "_AUTO_GEMM", [])
-    timed = []
-    monkeypatch.setattr(
-        C, "time_gemms", lambda m, r: timed.append(r) or {"mkl": 2.0, "onednn": 1.0}
-    )
+
+    wide, narrow = sorted(count)[:2]  # padding pays for `wide` only (by 1.5x; 1.05x: noise)
+    others = {s: 1.0 for s in count}
+    stub = {
+        "mkl": {**others, wide: 2.0, narrow: 1.0},  # MKL ahead until oneDNN's padded `wide`
+        "onednn": {**others, wide: 3.0, narrow: 1.05},
+        "onednn-padded": {**others, wide: 2.0 / 1.5 / count[wide], narrow: 1.0},
+    }
+    timed = _stub_gemm_times(monkeypatch, stub)
     monkeypatch.setattr(torch._C, "has_mkl", True)
-    assert C.resolve_gemm("auto", dec, 8) == "onednn"
-    assert C.resolve_gemm("auto", dec, 40) == "onednn" and timed == [8]  # timed once
-    assert C.resolve_gemm("mkl", dec, 8) == "mkl" and timed == [8]
+    plan = C.plan_gemms("auto", dec, 8)
+    assert plan == C.GemmPlan("onednn", frozenset({wide})) and timed == [8]
+    assert C.plan_gemms("auto", dec, 8) == plan and timed == [8]  # timed once
+    assert C.plan_gemms("onednn", dec, 40).library == "onednn" and timed == [8, 40]
+    assert C.plan_gemms("mkl", dec, 64) == C.GemmPlan("mkl") and timed == [8, 40]
+    # MKL faster overall: packed for MKL, nothing padded
+    stub["mkl"] = {s: 0.1 for s in count}
+    _stub_gemm_times(monkeypatch, stub)
+    assert C.plan_gemms("auto", dec, 8) == C.GemmPlan("mkl")
     with pytest.raises(ValueError, match="compile_gemm must be one of"):
         BeamSearchConfig(compile=True, compile_gemm="blas")
     with pytest.raises(ValueError, match="gemm must be"), C.linear_packing("auto"):
         pass
+
+
+def test_padded_linears_compute_the_same_columns() -> None:
+    """PadLinearColumns widens exactly the Linears of the shapes it is given, with or without
+    a bias, by PAD_COLUMNS zero rows of a weight that is a graph input, and the graph keeps
+    their first columns: what it computes is what the unpadded graph computes."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from s2s.decode.compiled import PAD_COLUMNS, PadLinearColumns
+
+    g = torch.Generator().manual_seed(0)
+    x, w1, b1, w2, w3 = (
+        torch.randn(*s, generator=g, dtype=torch.float64)
+        for s in ((5, 8), (32, 8), (32,), (16, 32), (24, 16))
+    )
+
+    def net(x, w1, b1, w2, w3):
+        h = torch.relu(torch.nn.functional.linear(x, w1, b1))
+        return torch.nn.functional.linear(torch.nn.functional.linear(h, w2), w3)
+
+    gm = make_fx(net)(x, w1, b1, w2, w3)
+    want = gm(x, w1, b1, w2, w3)
+    PadLinearColumns(frozenset({(8, 32), (16, 24)}))(gm.graph)  # not (32, 16)
+    gm.recompile()
+    pads = [n for n in gm.graph.nodes if n.target is torch.ops.aten.constant_pad_nd.default]
+    assert len(pads) == 3  # w1 and its bias, w3
+    assert {tuple(n.args[1]) for n in pads} == {(0, 0, 0, PAD_COLUMNS), (0, PAD_COLUMNS)}
+    kept = [n for n in gm.graph.nodes if n.target is torch.ops.aten.slice.Tensor]
+    assert sorted(n.args[3] for n in kept) == [24, 32]
+    torch.testing.assert_close(gm(x, w1, b1, w2, w3), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_compiled_search_with_padded_linears_equals_eager(monkeypatch) -> None:
+    """A search whose GEMM plan pads every Linear (timings stubbed so that padding pays for
+    each shape): inductor's frozen graphs compute them padded and the search finds what eager
+    finds, in float64 (where nothing is packed, so only the padding differs)."""
+    import s2s.decode.compiled as C
+
+    dec = make_decoder("prefix", "mtla", 2, seed=1).double()
+    lm = make_lm("mtla", 2, seed=2).double()
+    shapes = C.linear_shapes(dec) | C.linear_shapes(lm)
+    _stub_gemm_times(
+        monkeypatch,
+        {
+            "mkl": {s: 1.0 for s in shapes},
+            "onednn": {s: 1.0 for s in shapes},
+            "onednn-padded": {s: 0.5 for s in shapes},
+        },
+    )
+    memory, lens, ctc = _inputs(3, 11, [11, 8, 5])
+    want, _ = _search(dec, lm, memory, lens, ctc, CFG)
+    scorers = search_scorers(
+        CFG, DecoderScorer(dec), ctc=CTCPrefixScorer(lambda m: ctc, 0, EOS), lm=LMScorer(lm)
+    )
+    torch._dynamo.utils.counters["s2s"].clear()
+    with torch._inductor.config.patch(fx_graph_cache=False):
+        got = beam_search(
+            compile_scorers(scorers, 8, gemm="onednn"), memory, lens, CFG, bos_id=BOS, eos_id=EOS
+        )
+    _assert_same(got, want)
+    # every Linear a step computes, the decoder's and the LM's (the frames' projections run
+    # before the search, MTLA's up-projections are absorbed into other products)
+    assert torch._dynamo.utils.counters["s2s"]["linears_padded"] == _linears_in_a_step(
+        scorers, memory, lens
+    )
+
+
+class _CountLinears(torch.overrides.TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += func is torch.nn.functional.linear
+        return func(*args, **(kwargs or {}))
+
+
+def _linears_in_a_step(scorers, memory, lens) -> int:
+    """F.linear calls in one eager step of every full scorer of the set."""
+    from s2s.decode.scorers import SearchInit
+
+    count = _CountLinears()
+    for w in scorers.values():
+        if not w.scorer.partial:
+            state = w.scorer.init_state(SearchInit(memory, lens, CFG.beam_size, 4))
+            tokens = torch.full((memory.shape[0] * CFG.beam_size,), BOS)
+            with torch.no_grad(), count:
+                w.scorer.score(state, tokens)
+    return count.calls
 
 
 @pytest.mark.gpu

@@ -31,7 +31,10 @@ packed copy of the weights per graph. Which library packs and computes them is
 `decode.compile_gemm`: inductor picks MKL wherever torch has it, but MKL runs its AVX2 code on
 AMD CPUs, and on an AVX-512 one (Zen 5) oneDNN's packed GEMM computes the step's 40-row
 products up to 2x faster (BENCHMARKS.md §38); "auto" times both at the model's Linear shapes
-once per process and packs for the faster (`linear_packing`). A frozen graph is the model's
+once per process and packs for the faster (`linear_packing`). oneDNN's packed GEMM runs some
+widths (512 -> 1024 or 2048 at 40 rows) at a third of the rate it reaches 16 columns wider, so
+the shapes where that was timed faster are computed padded (`plan_gemms`,
+`PadLinearColumns`; BENCHMARKS.md §39). A frozen graph is the model's
 as it was when compiled, so dynamo keeps a graph per model (it guards the parameters'
 identity), and `CompiledStep` notes the weights' fingerprint (each parameter's and buffer's
 identity, storage and version counter, which every in-place update bumps): if they changed
@@ -60,6 +63,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._inductor.custom_graph_pass import CustomGraphPass
 
 from s2s.decode.scorers import DecoderScorer, SearchInit, Weighted
 
@@ -108,14 +112,18 @@ def freezes(backend, device: torch.device) -> bool:
     return backend == "inductor" and device.type == "cpu"
 
 
-def cpu_graph_options(backend, device: torch.device) -> dict[str, bool]:
-    """Inductor's options for CompiledStep's graphs: on the CPU, the weights frozen (packed
-    once for MKL's GEMM) and the graph's calls made from C++ (`cpp_wrapper`): from Python, the
-    few hundred kernel and GEMM calls of a step cost 13% of a paper-sized search, and the C++
-    wrapper took 9-10% off the compiled search for a few seconds more compiling
-    (BENCHMARKS.md §28). Elsewhere nothing changes."""
+def cpu_graph_options(
+    backend, device: torch.device, gemms: GemmPlan | None = None
+) -> dict[str, object]:
+    """Inductor's options for CompiledStep's graphs: on the CPU, the weights frozen (each
+    Linear's packed once for the GEMM of `gemms.library`) and the graph's calls made from C++
+    (`cpp_wrapper`): from Python, the few hundred kernel and GEMM calls of a step cost 13% of
+    a paper-sized search, and the C++ wrapper took 9-10% off the compiled search for a few
+    seconds more compiling (BENCHMARKS.md §28); the Linears of `gemms.padded` computed wider
+    (PadLinearColumns). Elsewhere nothing changes."""
     on = freezes(backend, device)
-    return {"freezing": on, "cpp_wrapper": on}
+    wide = PadLinearColumns(gemms.padded) if on and gemms and gemms.padded else None
+    return {"freezing": on, "cpp_wrapper": on, "joint_custom_post_pass": wide}
 
 
 class _OneDNNPacking:
@@ -154,27 +162,44 @@ def linear_packing(gemm: str) -> Iterator[None]:
         mkldnn_fusion.mkldnn = ops
 
 
-def time_gemms(model: nn.Module, rows: int, calls: int = 20) -> dict[str, float]:
-    """Seconds MKL's and oneDNN's packed float32 GEMMs take for one pass over `model`'s Linear
-    layers at `rows` rows: each distinct (in, out) shape timed over `calls` calls (best of 3),
-    times the number of Linears of that shape."""
-    shapes = Counter(
+#: outputs a padded Linear computes past its width: one AVX-512 vector of float32
+PAD_COLUMNS = 16
+#: a Linear shape is computed padded where that made oneDNN's packed GEMM this much faster
+PAD_GAIN = 1.1
+
+
+def linear_shapes(model: nn.Module) -> Counter[tuple[int, int]]:
+    """How many of `model`'s Linear layers have each (in, out) shape."""
+    return Counter(
         (m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)
     )
-    total = {"mkl": 0.0, "onednn": 0.0}
+
+
+def time_gemms(
+    model: nn.Module, rows: int, calls: int = 20
+) -> dict[str, dict[tuple[int, int], float]]:
+    """Seconds a call of each packed float32 GEMM takes at each of `model`'s distinct Linear
+    shapes (in, out) at `rows` rows, best of 3 rounds of `calls`: "mkl" (where torch has MKL),
+    "onednn" and "onednn-padded" (PAD_COLUMNS more outputs; where torch has oneDNN)."""
+    kinds = ["mkl"] if torch._C.has_mkl else []
+    if torch.backends.mkldnn.is_available():
+        kinds += ["onednn", "onednn-padded"]
+    times: dict[str, dict[tuple[int, int], float]] = {kind: {} for kind in kinds}
     g = torch.Generator().manual_seed(0)  # not the global one: a training run draws from it
     with torch.no_grad():
-        for (k, n), count in shapes.items():
-            x, w, b = (torch.randn(*s, generator=g) for s in ((rows, k), (n, k), (n,)))
-            mkl = torch.ops.mkl._mkl_reorder_linear_weight(w, rows)
-            dnn = torch.ops.mkldnn._reorder_linear_weight(w, rows)
-            calls_of = {
-                "mkl": functools.partial(torch.ops.mkl._mkl_linear, x, mkl, w, b, rows),
-                "onednn": functools.partial(
-                    torch.ops.mkldnn._linear_pointwise, x, dnn, b, "none", [], ""
-                ),
-            }
-            for name, call in calls_of.items():
+        for k, n in linear_shapes(model):
+            x = torch.randn(rows, k, generator=g)
+            for kind in kinds:
+                width = n + PAD_COLUMNS if kind == "onednn-padded" else n
+                w, b = torch.randn(width, k, generator=g), torch.randn(width, generator=g)
+                if kind == "mkl":
+                    packed = torch.ops.mkl._mkl_reorder_linear_weight(w, rows)
+                    call = functools.partial(torch.ops.mkl._mkl_linear, x, packed, w, b, rows)
+                else:
+                    packed = torch.ops.mkldnn._reorder_linear_weight(w, rows)
+                    call = functools.partial(
+                        torch.ops.mkldnn._linear_pointwise, x, packed, b, "none", [], ""
+                    )
                 call()  # builds the kernel
                 best = float("inf")
                 for _ in range(3):
@@ -182,38 +207,115 @@ def time_gemms(model: nn.Module, rows: int, calls: int = 20) -> dict[str, float]
                     for _ in range(calls):
                         call()
                     best = min(best, time.perf_counter() - t)
-                total[name] += count * best / calls
-    return total
+                times[kind][(k, n)] = best / calls
+    return times
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """How a frozen CPU graph computes its float32 Linears: whose packed GEMM (`library`),
+    and the (in, out) shapes it computes PAD_COLUMNS wider (`padded`; oneDNN only)."""
+
+    library: str
+    padded: frozenset[tuple[int, int]] = frozenset()
 
 
 #: decode.compile_gemm=auto as this process resolved it (once: graphs packed for one library)
 _AUTO_GEMM: list[str] = []
 #: the library the process's compiled graphs were packed for, if any
 _PACKED_FOR: list[str] = []
+#: time_gemms per (the model's Linear shapes, rows): each timed once per process
+_GEMM_TIMES: dict[tuple, dict[str, dict[tuple[int, int], float]]] = {}
 
 
-def resolve_gemm(gemm: str, model: nn.Module, rows: int) -> str:
-    """decode.compile_gemm for a CPU graph: "auto" becomes the faster of MKL and oneDNN at
-    `model`'s Linear shapes (timed once per process), the one torch has where it lacks the
+def _gemm_times(model: nn.Module, rows: int) -> dict[str, dict[tuple[int, int], float]]:
+    key = (tuple(sorted(linear_shapes(model).items())), rows)
+    if key not in _GEMM_TIMES:
+        _GEMM_TIMES[key] = time_gemms(model, rows)
+    return _GEMM_TIMES[key]
+
+
+def plan_gemms(gemm: str, model: nn.Module, rows: int) -> GemmPlan:
+    """decode.compile_gemm for a CPU graph of `rows` rows. "mkl": as named. "onednn": with
+    the shapes whose padded product was PAD_GAIN faster computed padded. oneDNN's packed GEMM
+    runs some widths at a third of its rate (on an AVX-512 Zen 5 at 40 rows, 512 -> 1024,
+    2048 or 3072 at about 155 GFLOP/s, 16 columns more at 420-460; BENCHMARKS.md §39), and
+    which ones depends on the CPU and the rows, so it is timed, not assumed. "auto": the
+    faster library over the model's Linears at these rows (a shape's oneDNN time the better
+    of plain and padded), decided once per process; the one torch has where it lacks the
     other."""
-    if gemm != "auto":
-        return gemm
-    if not torch._C.has_mkl:
-        return "onednn"
-    if not torch.backends.mkldnn.is_available():
-        return "mkl"
-    if not _AUTO_GEMM:
-        times = time_gemms(model, rows)
-        _AUTO_GEMM.append(min(times, key=times.__getitem__))
+    if gemm == "mkl" or (gemm == "auto" and not torch.backends.mkldnn.is_available()):
+        return GemmPlan("mkl")
+    times = _gemm_times(model, rows)
+    padded = frozenset(
+        s for s, t in times["onednn-padded"].items() if PAD_GAIN * t < times["onednn"][s]
+    )
+    if gemm == "auto" and not _AUTO_GEMM:
+        count = linear_shapes(model)
+        mkl = sum(count[s] * t for s, t in times.get("mkl", {}).items())
+        dnn = sum(count[s] * min(t, times["onednn-padded"][s]) for s, t in times["onednn"].items())
+        _AUTO_GEMM.append("mkl" if torch._C.has_mkl and mkl <= dnn else "onednn")
         log.info(
             "decode.compile_gemm=auto: %s (a pass over the Linears at %d rows: MKL %.3f ms, "
-            "oneDNN %.3f ms)",
+            "oneDNN %.3f ms with %d shape(s) padded)",
             _AUTO_GEMM[0],
             rows,
-            1e3 * times["mkl"],
-            1e3 * times["onednn"],
+            1e3 * mkl,
+            1e3 * dnn,
+            len(padded),
         )
-    return _AUTO_GEMM[0]
+    library = _AUTO_GEMM[0] if gemm == "auto" else gemm
+    return GemmPlan(library, padded if library == "onednn" else frozenset())
+
+
+class PadLinearColumns(CustomGraphPass):
+    """Inductor's joint-graph pass, run before freezing packs the weights: each Linear over a
+    weight that is a graph input (a parameter freezing makes a constant) whose (in, out) shape
+    is in `shapes` computes PAD_COLUMNS more outputs, from zero weight rows and bias, and the
+    graph reads its first `out` columns. The padding folds into the constant the weight pack
+    packs; the columns kept are the same products of the same weights."""
+
+    def __init__(self, shapes: frozenset[tuple[int, int]]) -> None:
+        self.shapes = frozenset(shapes)
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        aten = torch.ops.aten
+        for node in list(graph.nodes):
+            if node.op != "call_function" or node.target not in (
+                aten.addmm.default,
+                aten.mm.default,
+            ):
+                continue
+            w_at = 2 if node.target is aten.addmm.default else 1  # the weight, transposed
+            wt = node.args[w_at]
+            if wt.op != "call_function" or wt.target not in (aten.permute.default, aten.t.default):
+                continue
+            weight = wt.args[0]
+            val = weight.meta.get("val")
+            if weight.op != "placeholder" or val is None or val.dim() != 2:
+                continue
+            n, k = val.shape
+            if (k, n) not in self.shapes:
+                continue
+            with graph.inserting_before(node):
+                wide_w = graph.call_function(
+                    aten.constant_pad_nd.default, (weight, [0, 0, 0, PAD_COLUMNS])
+                )
+                args = list(node.args)
+                args[w_at] = graph.call_function(aten.permute.default, (wide_w, [1, 0]))
+                if w_at == 2:  # the bias
+                    args[0] = graph.call_function(
+                        aten.constant_pad_nd.default, (args[0], [0, PAD_COLUMNS])
+                    )
+                wide = graph.call_function(node.target, tuple(args), dict(node.kwargs))
+                kept = graph.call_function(aten.slice.Tensor, (wide, 1, 0, n))
+            node.replace_all_uses_with(kept)
+            graph.erase_node(node)
+            torch._dynamo.utils.counters["s2s"]["linears_padded"] += 1
+        graph.eliminate_dead_code()
+
+    def uuid(self) -> tuple:
+        return ("s2s.PadLinearColumns", PAD_COLUMNS, tuple(sorted(self.shapes)))
 
 
 @functools.cache
@@ -237,12 +339,14 @@ def compilable(scorer) -> bool:
 class CompiledState:
     """inner: the wrapped scorer's state over N' = bucket(U) * K rows; rows: the search's N
     (the first N rows); tokens (N',): the step's input, the padding rows' tokens fixed;
-    index (N',): the reorder index, the padding rows keeping their own."""
+    index (N',): the reorder index, the padding rows keeping their own; gemms: how its frozen
+    CPU graph computes the float32 Linears (None: not frozen)."""
 
     inner: object
     rows: int
     tokens: Tensor
     index: Tensor
+    gemms: GemmPlan | None = None
 
 
 class CompiledStep:
@@ -278,9 +382,11 @@ class CompiledStep:
         memory, lens = search.memory, search.memory_lens
         U, S = memory.shape[:2]
         B = self.per_octave
+        gemms = None
         if freezes(self.backend, memory.device):
             self._check_frozen_weights()
-            self.gemm = resolve_gemm(self.gemm, self.model, bucket(U, B) * search.beam)
+            gemms = plan_gemms(self.gemm, self.model, bucket(U, B) * search.beam)
+            self.gemm = gemms.library
             if _PACKED_FOR and _PACKED_FOR[0] != self.gemm:
                 # dynamo would reuse graphs packed for the other library (its guards do not
                 # see the packing): drop them
@@ -306,6 +412,7 @@ class CompiledStep:
             rows=N,
             tokens=torch.zeros(N2, dtype=torch.long, device=device),
             index=torch.arange(N2, device=device),
+            gemms=gemms,
         )
         if self.mode == "reduce-overhead":
             # A CUDA graph replays fixed addresses: the tensors the step writes into in place
@@ -328,8 +435,10 @@ class CompiledStep:
             torch._dynamo.config.patch(
                 recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
             ),
-            torch._inductor.config.patch(cpu_graph_options(self.backend, state.tokens.device)),
-            linear_packing("mkl" if self.gemm == "auto" else self.gemm),
+            torch._inductor.config.patch(
+                cpu_graph_options(self.backend, state.tokens.device, state.gemms)
+            ),
+            linear_packing(state.gemms.library if state.gemms else "mkl"),
         ):
             out = self.step(self.model, state.tokens, state.inner)
         new = counters["stats"]["unique_graphs"] - graphs
