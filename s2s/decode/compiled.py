@@ -243,9 +243,9 @@ def plan_gemms(gemm: str, model: nn.Module, rows: int) -> GemmPlan:
     which ones depends on the CPU and the rows, so it is timed, not assumed. "auto": the
     faster library over the model's Linears at these rows (a shape's oneDNN time the better
     of plain and padded), decided once per process; the one torch has where it lacks the
-    other."""
-    if gemm == "mkl" or (gemm == "auto" and not torch.backends.mkldnn.is_available()):
-        return GemmPlan("mkl")
+    other. The timings are float32's, the dtype the packing is for."""
+    if gemm == "mkl" or not torch.backends.mkldnn.is_available():
+        return GemmPlan("mkl" if gemm == "auto" else gemm)  # nothing to time
     times = _gemm_times(model, rows)
     padded = frozenset(
         s for s, t in times["onednn-padded"].items() if PAD_GAIN * t < times["onednn"][s]
