@@ -104,3 +104,21 @@ def test_long_speech_is_cut_at_the_maximum_length() -> None:
     assert all(b - a <= 2000 for a, b in spans) and spans[0][1] == spans[1][0]
     assert speech_spans(torch.full((500,), -50.0), 0.01, VadConfig()) == []
     assert speech_spans(torch.full((500,), 49.0), 0.01, VadConfig()) == []  # dither noise
+
+
+def test_digital_silence_does_not_make_quiet_pauses_speech() -> None:
+    """Utterances (speech-level frames) parted by pauses of quiet room noise (69 dB: white
+    noise at -70 dBFS) split at every pause, and still do when a tenth of the recording is
+    digital silence (-50 dB), which once set the background below the pauses' level so that
+    they passed for speech and the utterances merged into one segment."""
+    rng = torch.Generator().manual_seed(0)
+    bursts, pause = 12, 60
+    energy = []
+    for _ in range(bursts):
+        energy += [torch.full((pause,), 69.0), 95.0 + 10 * torch.rand(150, generator=rng)]
+    room = torch.cat([*energy, torch.full((pause,), 69.0)])
+    want = speech_spans(room, 0.01, VadConfig())
+    assert len(want) == bursts
+    silent = torch.full((room.numel() // 9,), -50.0)  # a tenth of the whole
+    spans = speech_spans(torch.cat([silent, room]), 0.01, VadConfig())
+    assert [(a - silent.numel(), b - silent.numel()) for a, b in spans] == want

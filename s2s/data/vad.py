@@ -12,7 +12,9 @@ The rule, per fbank frame (10 ms hop by default):
 2. a frame is speech when its energy is above the level `threshold` of the way from the
    recording's background (the 0.05 quantile of frame energies: its pauses) to its loud level
    (the 0.99 quantile, so one click does not set it), and above `min_level_db`, so a silent
-   recording has no segment. The scale is the fbank's (Kaldi's, on 16-bit sample values):
+   recording has no segment; frames quieter than `min_level_db` count at it in the quantiles
+   (stretches of digital silence would otherwise set the background below any real pause).
+   The scale is the fbank's (Kaldi's, on 16-bit sample values):
    digital silence is about -50 dB, 16-bit dither noise about 49 dB, white noise at -60 dBFS
    about 79 dB, speech peaking near -6 dBFS about 109 dB;
 3. pauses shorter than `min_silence_s` do not split; bursts shorter than `min_speech_s` are
@@ -83,7 +85,11 @@ def speech_spans(energy_db: Tensor, frame_shift_s: float, cfg: VadConfig) -> lis
     if T == 0:
         return []
     frames = lambda s: int(round(s / frame_shift_s))  # noqa: E731
-    quiet, loud = torch.quantile(energy_db.double(), torch.tensor([0.05, 0.99]).double()).tolist()
+    # Frames under min_level_db count at it: digital silence (-50 dB) says nothing of the level
+    # of a recording's pauses, and where 5% of the frames were such, the background fell to it
+    # and pauses of quiet room noise (about 69 dB at -70 dBFS) passed for speech.
+    heard = energy_db.double().clamp(min=cfg.min_level_db)
+    quiet, loud = torch.quantile(heard, torch.tensor([0.05, 0.99]).double()).tolist()
     level = max(quiet + cfg.threshold * (loud - quiet), cfg.min_level_db)
     spans = _runs((energy_db > level).tolist())
 
