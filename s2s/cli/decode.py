@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-segment", type=float, default=VadConfig.max_segment_s, metavar="S")
     p.add_argument("--min-silence", type=float, default=VadConfig.min_silence_s, metavar="S")
+    p.add_argument(
+        "--segment-pad",
+        type=float,
+        default=VadConfig.pad_s,
+        metavar="S",
+        help="pause kept around each segment (0 for a model trained on tightly cut utterances)",
+    )
     p.add_argument("--decode-config", help="YAML with a decode: section (conf/decode/*.yaml)")
     p.add_argument("--beam", type=int, help="beam size (overrides the config)")
     p.add_argument("--nbest", type=int, help="hypotheses per input (overrides the config)")
@@ -192,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     try:
-        vad = VadConfig(max_segment_s=args.max_segment, min_silence_s=args.min_silence)
+        vad = VadConfig(
+            max_segment_s=args.max_segment,
+            min_silence_s=args.min_silence,
+            pad_s=args.segment_pad,
+        )
     except ValueError as e:
         print(f"s2s-decode: {e}", file=sys.stderr)
         return 2

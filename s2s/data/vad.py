@@ -19,9 +19,11 @@ The rule, per fbank frame (10 ms hop by default):
    about 79 dB, speech peaking near -6 dBFS about 109 dB;
 3. pauses shorter than `min_silence_s` do not split; bursts shorter than `min_speech_s` are
    dropped; each segment is padded by `pad_s` on both sides (never past the middle of the
-   pause to its neighbour). The default pad is 0: the level rule already keeps an
-   utterance's soft edges, and extra pause around a segment cost the phrases recipe's model
-   half its BLEU (BENCHMARKS.md §11);
+   pause to its neighbour). The default pad, 0.1 s, keeps a little of the pause a model
+   heard around its training utterances: on the phrases recipe's dev set (utterances recorded
+   with 0-0.8 s of pause around them) the long recording scored 2.8-4.1 BLEU more resegmented
+   than with no pad, and about as much as 0.2-0.5 s (BENCHMARKS.md §40). A model that never
+   heard a pause around its utterances wants 0: it lost half its BLEU to a 0.1 s pad (§11 there);
 4. a segment longer than `max_segment_s` is cut at its quietest frame in the second half of
    the allowed length, repeatedly, so no segment exceeds it.
 
@@ -49,7 +51,7 @@ class VadConfig:
     min_level_db: float = 55.0
     min_silence_s: float = 0.3
     min_speech_s: float = 0.15
-    pad_s: float = 0.0
+    pad_s: float = 0.1
     max_segment_s: float = 20.0
 
     def __post_init__(self) -> None:
