@@ -23,7 +23,7 @@ The rule, per fbank frame (10 ms hop by default):
    heard around its training utterances: on the phrases recipe's dev set (utterances recorded
    with 0-0.8 s of pause around them) the long recording scored 2.8-4.1 BLEU more resegmented
    than with no pad, and about as much as 0.2-0.5 s (BENCHMARKS.md §40). A model that never
-   heard a pause around its utterances wants 0: it lost half its BLEU to a 0.1 s pad (§11 there);
+   heard a pause around its utterances wants 0: one lost half its BLEU to a 0.1 s pad (§11);
 4. a segment longer than `max_segment_s` is cut at its quietest frame in the second half of
    the allowed length, repeatedly, so no segment exceeds it.
 
