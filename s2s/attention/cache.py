@@ -110,6 +110,10 @@ class AttentionCache:
         """(N,) own slots in use."""
         return self.num_slots() - self.base()
 
+    def own_in_use(self) -> int:
+        """The most own slots any row uses (a host read): the columns a copy must keep."""
+        return int(self.own_slots().max()) if self.batch_size else 0
+
     # --- memory ---------------------------------------------------------------------------
     def allocated_bytes(self) -> int:
         """Bytes the cache holds now: own and shared buffers (the owner table too)."""
@@ -152,7 +156,7 @@ class AttentionCache:
     def _grow_own(self, new_cap: int) -> None:
         """Own buffers (and owner table) of new_cap > capacity slots, the slots in use copied."""
         cap = self.capacity
-        used = min(int(self.own_slots().max()), cap) if self.batch_size else 0
+        used = min(self.own_in_use(), cap)
         for name, buf in self.buffers.items():
             grown = self._alloc((buf.shape[0], new_cap, *buf.shape[2:]), buf.device, buf.dtype)
             grown[:, :used] = buf[:, :used]
@@ -256,7 +260,7 @@ class AttentionCache:
         every row of one). The own part keeps its capacity, the shared part its utterances'
         rows; the slots in use are copied, and owner entries name the rows' new indices."""
         utts = rows[:: self.group] // self.group
-        used = int(self.own_slots().max()) if self.batch_size else 0
+        used = self.own_in_use()
         new_n = rows.shape[0]
         for name, buf in self.buffers.items():
             kept = self._alloc((new_n, buf.shape[1], *buf.shape[2:]), buf.device, buf.dtype)
@@ -281,7 +285,7 @@ class AttentionCache:
         if self.group != 1:
             raise ValueError("expand once")
         U, cap = self.batch_size, self.capacity
-        used = int(self.own_slots().max()) if U else 0
+        used = self.own_in_use()
         new_cap = max(own_slots or cap, used, 1)
         index = self._rows().repeat_interleave(beam)
         for name, buf in self.buffers.items():
