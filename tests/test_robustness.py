@@ -115,6 +115,7 @@ def check_report(report: dict, hyps: dict, long: dict) -> None:
         assert row["hyps"] == hyps[name], name
         same = sum(a == b for a, b in zip(hyps[name], alone)) / len(alone)
         assert row["same_as_onset_0"] == same, name
+        assert row["right_kept"] == R.right_and_kept([alone, hyps[name]], PHRASES)[1], name
     assert report["onset_invariance"] == R.onset_invariance([alone, hyps["onset 300 ms"]])
     assert report["long_recording"]["texts"] == long["texts"]
     assert report["long_recording"]["matching"] == long["matching"]

@@ -14,7 +14,8 @@ It reports the score of each condition against the references, and the **onset i
 the share of utterances whose best hypothesis is the same at every onset as at 0 ms. Since that
 share cannot exceed how often the model is right, it also reports the steadiness measured
 against accuracy: of the outputs **exactly right at 0 ms** (the reference, lc.rm-normalised),
-the share that stay exactly right at every other onset; and the **score spread**, the largest
+the share that stay exactly right at every other onset (and, per condition, the share still
+right in it); and the **score spread**, the largest
 distance of an onset's or a level's score from the score at 0 ms. Then the **long
 recording**: the utterances joined into one file with ``--gap`` s pauses, decoded as
 s2s-decode decodes a long file (voice-activity segments); its output is resegmented onto the
@@ -174,12 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     long_score = compute([metric], long_hyps, refs).values[metric]
 
     print(" ".join([f"{args.model} on {len(utts)} utterances of {args.data}", *args.overrides]))
-    print(f"| condition | {metric} | same as at 0 ms |")
-    print("|---|---:|---:|")
+    print(f"| condition | {metric} | same as at 0 ms | right at 0 ms, still right |")
+    print("|---|---:|---:|---:|")
     for name, row in rows.items():
         same = sum(a == b for a, b in zip(row["hyps"], alone)) / len(alone)
+        # condition by condition, where the steadiness goes: which onsets lose right outputs
         row["same_as_onset_0"] = same
-        print(f"| {name} | {row[metric]:.1f} | {100 * same:.1f}% |")
+        row["right_kept"] = right_and_kept([alone, row["hyps"]], refs)[1]
+        print(
+            f"| {name} | {row[metric]:.1f} | {100 * same:.1f}% | {100 * row['right_kept']:.1f}% |"
+        )
     onsets = ", ".join(f"{ms:g}" for ms in args.onsets)
     print(f"onset invariance (the same output at every onset {onsets} ms): {100 * invariance:.1f}%")
     print(
