@@ -20,9 +20,11 @@ from s2s.cli.decode import main as decode_main
 from s2s.data.datadir import write_datadir
 from s2s.decode.inference import Speech2Text
 from s2s.experiment import (
+    ExperimentConfig,
     decoding_config,
     decoding_name,
 )
+from s2s.experiment.decode_config import BeamSearchConfig
 from s2s.models.seq2seq import Seq2SeqModel
 
 
@@ -362,3 +364,53 @@ def test_the_encoder_takes_long_batches_in_chunks(speech_exp: Path, monkeypatch)
     assert [[r.tokens for r in nb] for nb in s2t.decode_sources(sources)] == [
         [r.tokens for r in nb] for nb in one
     ]
+
+
+@pytest.mark.parametrize("views, shifts", [(2, (0, 2)), (3, (0, 1, 2)), (4, (0, 1, 2, 3))])
+def test_encoder_views_average_encodings_started_across_the_subsampling_step(
+    speech_exp: Path, views: int, shifts: tuple[int, ...]
+) -> None:
+    """decode.encoder_views=N: each source's memory is the mean of its encodings started
+    j * factor // N frames in (a source the frontend could not take that much shorter keeps
+    its start), each encoded alone here, cut to the shortest view; padded frames are zeros;
+    and the search over a batch finds what it finds for each source alone."""
+    s2t = Speech2Text.from_dir(speech_exp, decode_overrides=[f"decode.encoder_views={views}"])
+    assert s2t.model.subsampling_factor == 4  # the conv2d4 frontend
+    need = s2t.model.min_input_length
+    g = torch.Generator().manual_seed(0)
+    sources = [torch.randn(n, 80, generator=g) for n in (90, 31, need, need + 1)]
+    memory, lens = s2t.encode_sources(sources)
+    with torch.inference_mode():
+        for b, src in enumerate(sources):
+            starts = [k if src.shape[0] - k >= need else 0 for k in shifts]
+            views_alone = [
+                s2t.model.encode(src[k:][None], torch.tensor([src.shape[0] - k])) for k in starts
+            ]
+            n = min(int(n) for _, n in views_alone)
+            expected = torch.stack([m[0, :n] for m, _ in views_alone]).mean(0)
+            assert int(lens[b]) == n
+            torch.testing.assert_close(memory[b, :n], expected, atol=1e-5, rtol=0)
+            assert not memory[b, n:].any()
+    together = s2t.decode_sources(sources)
+    for src, nbest in zip(sources, together):
+        assert [r.tokens for r in s2t.decode_sources([src])[0]] == [r.tokens for r in nbest]
+
+
+def test_encoder_views_are_checked(tmp_path: Path) -> None:
+    """At least one view; several only where a speech frontend subsamples (a text encoder
+    has no step to start across)."""
+    with pytest.raises(ValueError, match="encoder_views must be >= 1, got 0"):
+        BeamSearchConfig(encoder_views=0)
+    exp = make_exp(tmp_path, text=True)
+    with pytest.raises(ValueError, match="decode.encoder_views=2 .* not this model"):
+        Speech2Text.from_dir(exp, decode_overrides=["decode.encoder_views=2"])
+
+    class Graphs:  # what Speech2Text sees of an ONNX bundle's model: no frontend to read
+        def to(self, device):
+            return self
+
+        def eval(self):
+            return self
+
+    with pytest.raises(ValueError, match="encoder_views=3 .* not an ONNX bundle"):
+        Speech2Text(Graphs(), None, ExperimentConfig(), decode=BeamSearchConfig(encoder_views=3))

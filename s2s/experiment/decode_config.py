@@ -29,7 +29,13 @@ class BeamSearchConfig:
     where torch has MKL), "onednn", or "auto", the faster of the two at the model's shapes,
     timed once per process (MKL runs its AVX2 code on AMD CPUs: oneDNN is up to 2x faster
     on AVX-512 ones; s2s.decode.compiled); under oneDNN, the Linear shapes it computes faster
-    16 columns wider are computed so (timed too)."""
+    16 columns wider are computed so (timed too).
+    encoder_views: N > 1 encodes each speech input N times, started N evenly spaced frames
+    into the frontend's subsampling step (0, 3 for 2 views of a 6x frontend; the views keep
+    an input the frontend could not take shorter), and searches the mean of the N encoder
+    outputs: the frames no longer depend on where the subsampling grid happens to start, so
+    the output changes less with the silence in front (BENCHMARKS.md §41); N times the
+    encoder's cost (Speech2Text, PyTorch backend)."""
 
     beam_size: int = 4
     nbest: int = 1
@@ -46,8 +52,11 @@ class BeamSearchConfig:
     compile_buckets: int = 8
     compile_mode: str = "default"
     compile_gemm: str = "auto"
+    encoder_views: int = 1
 
     def __post_init__(self) -> None:
+        if self.encoder_views < 1:
+            raise ValueError(f"encoder_views must be >= 1, got {self.encoder_views}")
         if self.lm_weight < 0:
             raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
         if not 0.0 <= self.ctc_weight <= 1.0:
