@@ -386,11 +386,11 @@ def test_encoder_views_average_encodings_started_across_the_subsampling_step(
             views_alone = [
                 s2t.model.encode(src[k:][None], torch.tensor([src.shape[0] - k])) for k in starts
             ]
-            n = min(int(n) for _, n in views_alone)
-            expected = torch.stack([m[0, :n] for m, _ in views_alone]).mean(0)
-            assert int(lens[b]) == n
-            torch.testing.assert_close(memory[b, :n], expected, atol=1e-5, rtol=0)
-            assert not memory[b, n:].any()
+            shortest = min(int(n) for _, n in views_alone)
+            expected = torch.stack([m[0, :shortest] for m, _ in views_alone]).mean(0)
+            assert int(lens[b]) == shortest
+            torch.testing.assert_close(memory[b, :shortest], expected, atol=1e-5, rtol=0)
+            assert not memory[b, shortest:].any()
     together = s2t.decode_sources(sources)
     for src, nbest in zip(sources, together):
         assert [r.tokens for r in s2t.decode_sources([src])[0]] == [r.tokens for r in nbest]

@@ -33,8 +33,8 @@ class BeamSearchConfig:
     encoder_views: N > 1 encodes each speech input N times, started N evenly spaced frames
     into the frontend's subsampling step (0, 3 for 2 views of a 6x frontend; the views keep
     an input the frontend could not take shorter), and searches the mean of the N encoder
-    outputs: the frames no longer depend on where the subsampling grid happens to start, so
-    the output changes less with the silence in front (BENCHMARKS.md §41); N times the
+    outputs: the frames depend less on where the subsampling grid happens to start, so the
+    output changes less with the silence in front (BENCHMARKS.md §41); N times the
     encoder's cost (Speech2Text, PyTorch backend)."""
 
     beam_size: int = 4
