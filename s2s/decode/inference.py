@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from s2s.attention.masks import lengths_to_padding_mask
 from s2s.data.audio import AudioError
 from s2s.data.sampler import plan_batches
 from s2s.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -299,8 +300,7 @@ class Speech2Text:
         S = min(m.shape[1] for m, _ in encoded)
         lens = torch.stack([n for _, n in encoded]).amin(0)
         memory = torch.stack([m[:, :S] for m, _ in encoded]).mean(0)
-        valid = torch.arange(S, device=memory.device) < lens[:, None]  # (B, S)
-        return memory * valid[..., None].to(memory.dtype), lens
+        return memory.masked_fill(lengths_to_padding_mask(lens, S)[..., None], 0.0), lens
 
     def _encode_batch(self, sources: list[Tensor]) -> tuple[Tensor, Tensor]:
         """One padded batch through the encoder: memory (B, S, d), lengths (B,)."""

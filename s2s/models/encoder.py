@@ -96,6 +96,7 @@ class TokenEmbedding(nn.Module):
 
     name = "text"
     min_input_length = 1
+    subsampling_factor = 1
 
     def __init__(self, vocab_size: int, d_model: int) -> None:
         super().__init__()

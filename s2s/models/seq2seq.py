@@ -11,7 +11,6 @@ person to look at (attention probabilities, merge weights, lengths: s2s.models.i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -108,7 +107,7 @@ class Seq2SeqModel(nn.Module):
     @property
     def subsampling_factor(self) -> int:
         """Input frames (or tokens) per encoder frame: the product of the frontend's strides."""
-        return math.prod(s for _, s, _ in getattr(self.encoder.frontend, "time_layers", ()))
+        return self.encoder.frontend.subsampling_factor
 
     def ctc_log_probs(self, memory: Tensor) -> Tensor | None:
         """CTC log-posteriors (B, S, V) float32 over the encoder output, None without a head."""

@@ -14,6 +14,8 @@ Every frontend returns (out, out_lens) and raises ValueError when an input is sh
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -55,6 +57,7 @@ class Frontend(nn.Module):
         super().__init__()
         self.time_layers = time_layers
         self.min_input_length = _min_len(time_layers)
+        self.subsampling_factor = math.prod(s for _, s, _ in time_layers)  # inputs per output
 
     def output_lengths(self, lens: Tensor) -> Tensor:
         """(B,) input lengths -> (B,) output lengths."""
