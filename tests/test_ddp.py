@@ -6,6 +6,7 @@ in a shared exp dir and writes what each rank saw to rank<r>.pt.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import subprocess
@@ -18,11 +19,16 @@ from helpers import text_experiment
 
 HERE = Path(__file__).resolve().parent
 POISON = "utt005"  # one NaN utterance: only one rank sees it, both must skip together
+LAUNCH_TIMEOUT = 240  # s, a whole torchrun run of launch (restarts included)
+STACKS_AFTER = 150  # s: a worker still alive by then prints every thread's stack to stderr
 
 
 def worker(exp: Path, options: dict) -> None:
     """options: "cfg" (make_cfg overrides), "kill_at" (rank 1 dies right after that update,
     in the first attempt only: torchrun's restart must resume it)."""
+    # a worker runs for seconds: one still alive long after has hung; its stacks (and where
+    # the other worker is, when it hangs too) land in the output launch shows on a timeout
+    faulthandler.dump_traceback_later(STACKS_AFTER, exit=False)
     sys.path.insert(0, str(HERE))
     from helpers import ToyDataset, ToyModel, make_cfg, make_loader
 
@@ -174,7 +180,23 @@ def launch(exp: Path, flags: list[str], options: dict | None = None, wait: bool 
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    popen = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    try:
+        out, err = popen.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        # SIGTERM, not subprocess.run's SIGKILL: torchrun then stops its workers (SIGKILL after
+        # 30 s) instead of leaving them, in sessions of their own, waiting on a peer for the
+        # gloo timeout (30 min); and the output, with the hung workers' stacks, is shown
+        popen.terminate()
+        try:
+            out, err = popen.communicate(timeout=60)
+        except subprocess.TimeoutExpired as e:
+            popen.kill()
+            out, err = (x.decode(errors="replace") if isinstance(x, bytes) else x or ""
+                        for x in (e.stdout, e.stderr))  # fmt: skip
+        pytest.fail(f"torchrun still running after {LAUNCH_TIMEOUT} s\n{out[-3000:]}{err[-12000:]}")
+    proc = subprocess.CompletedProcess(cmd, popen.returncode, out, err)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
