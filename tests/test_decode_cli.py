@@ -414,3 +414,54 @@ def test_encoder_views_are_checked(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="encoder_views=3 .* not an ONNX bundle"):
         Speech2Text(Graphs(), None, ExperimentConfig(), decode=BeamSearchConfig(encoder_views=3))
+
+
+def test_onset_aligned_decoding_reads_the_same_frames_whatever_is_in_front(
+    speech_exp: Path, tmp_path: Path
+) -> None:
+    """decode.onset_pad_ms: a burst behind 0-370 ms of near-silence (whole frames) is decoded
+    from the same frames, from audio or from a feature dump, with its onset pad_ms in; text
+    sources have no onset and decode as before."""
+    from s2s.data.datadir import load_datadir
+    from s2s.data.features import (
+        FbankConfig,
+        compute_features,
+        dump_features,
+        frame_energy_db,
+        speech_onset,
+    )
+    from s2s.decode.decode_dir import datadir_sources
+
+    s2t = Speech2Text.from_dir(speech_exp, decode_overrides=["decode.onset_pad_ms=50"])
+    plain = Speech2Text.from_dir(speech_exp)
+    g = torch.Generator().manual_seed(0)
+    burst = torch.from_numpy(tone(16000, 0.5)).float() * torch.hann_window(8000)
+    wave = torch.cat([3e-4 * torch.randn(1600, generator=g), burst])
+    feats = s2t.features(wave)
+    raw = compute_features(wave, s2t.fbank)  # before CMVN
+    raw_onset = speech_onset(frame_energy_db(raw), 12.0)
+    assert raw_onset > 5 and feats.shape[0] == raw.shape[0] - raw_onset + 5
+    waves = {"u0": wave}
+    for ms in (30, 100, 370):
+        late = torch.cat([3e-4 * torch.randn(16 * ms, generator=g), wave])
+        waves[f"u{ms}"] = late
+        assert plain.features(late).shape[0] == plain.features(wave).shape[0] + ms // 10
+        torch.testing.assert_close(s2t.features(late), feats, atol=1e-4, rtol=0)
+    d = tmp_path / "data"
+    paths = {}
+    for u, w in waves.items():
+        paths[u] = str(tmp_path / f"{u}.wav")
+        sf.write(paths[u], w.numpy(), 16000, subtype="FLOAT")
+    write_datadir(d, paths, {"text": {u: "red cup" for u in waves}}, {u: u for u in waves})
+    dump = dump_features(d, tmp_path / "dump", FbankConfig(**s2t.cfg.data.features.__dict__))
+    get, _ = datadir_sources(s2t, load_datadir(d), dump)
+    for u in waves:
+        torch.testing.assert_close(get(u), feats, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="onset_pad_ms must be >= 0"):
+        BeamSearchConfig(onset_pad_ms=-1.0)
+    with pytest.raises(ValueError, match="onset_below_db must be > 0"):
+        BeamSearchConfig(onset_below_db=0.0)
+    text_exp = make_exp(tmp_path / "text", text=True)
+    texts = Speech2Text.from_dir(text_exp, decode_overrides=["decode.onset_pad_ms=50"])
+    as_before = Speech2Text.from_dir(text_exp).decode_texts(["the red cup number 3"])
+    assert texts.decode_texts(["the red cup number 3"])[0][0].tokens == as_before[0][0].tokens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 from pathlib import Path
@@ -13,7 +14,10 @@ import soundfile as sf
 import torch
 import torchaudio.compliance.kaldi as kaldi
 from helpers import BAD_AUDIO, write_bad_audio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
+from torch import Tensor
 
 from s2s.data.audio import AudioError, load_audio
 from s2s.data.features import (
@@ -21,10 +25,13 @@ from s2s.data.features import (
     FbankConfig,
     FeatureReader,
     GlobalCMVN,
+    align_onset,
     compute_cmvn_stats,
     compute_fbank,
     compute_features,
     dump_features,
+    frame_energy_db,
+    speech_onset,
     utterance_cmvn,
 )
 from s2s.data.perturb import speed_perturb
@@ -89,6 +96,79 @@ def test_level_normalised_features_ignore_gain_and_added_silence() -> None:
     assert torch.equal(compute_features(wave, FbankConfig()), raw)  # "none": Kaldi's as is
     with pytest.raises(ValueError, match="features.level"):
         FbankConfig(level="rms")
+
+
+BELOW_DB = 12.0
+
+
+def frames_at(levels_db: list[float], seed: int, bins: int = 8) -> Tensor:
+    """(T, bins) log-mel frames whose energies are levels_db to within 0.5 dB: each bin
+    ln(10^(level/10) / bins) plus a little noise."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.tensor(levels_db, dtype=torch.float64) * (math.log(10) / 10) - math.log(bins)
+    return base[:, None] + 0.05 * torch.randn(
+        len(levels_db), bins, generator=g, dtype=torch.float64
+    )
+
+
+# frames 3 dB or more clear of the onset threshold on either side, so the rounding of a sum
+# never decides which side a frame is on
+LOUD = st.floats(-BELOW_DB + 3, 0)
+QUIET = st.floats(-80, -BELOW_DB - 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    head=st.lists(QUIET, max_size=12),
+    speech=st.lists(st.one_of(LOUD, QUIET), min_size=1, max_size=30),
+    front=st.lists(QUIET, max_size=40),
+    pad=st.integers(0, 10),
+    gain=st.floats(-30, 30),
+    seed=st.integers(0, 2**16),
+)
+def test_aligned_features_start_pad_frames_before_the_onset_whatever_is_in_front(
+    head, speech, front, pad, gain, seed
+) -> None:
+    """X: `head` quiet frames, then frames starting with one at the loudest level, then a
+    pause (so the quietest frame is under the threshold). Put in
+    front of it, any number of frames quieter than the threshold leave every frame from the
+    onset's pad on as it was; a gain shifts every frame and moves nothing."""
+    levels = [*head, 0.0, *speech, -60.0]
+    x = frames_at(levels, seed)
+    onset = len(head)
+    assert speech_onset(frame_energy_db(x), BELOW_DB) == onset
+    out = align_onset(x, pad, BELOW_DB)
+    assert out.shape[0] == x.shape[0] - onset + pad
+    assert speech_onset(frame_energy_db(out), BELOW_DB) == pad
+    kept = min(pad, onset)  # frames of x's own in front of the onset that stay
+    assert torch.equal(out[pad - kept :], x[onset - kept :])
+    if pad > onset:  # the rest: copies of the quietest frame
+        assert torch.equal(out[: pad - onset], x[x.logsumexp(-1).argmin()].expand(pad - onset, -1))
+    later = align_onset(torch.cat([frames_at(front, seed + 1), x]), pad, BELOW_DB)
+    assert later.shape == out.shape
+    assert torch.equal(later[pad - kept :], out[pad - kept :])
+    if len(front) + onset >= pad:  # enough in front: cut there, the same frames as x's own
+        assert torch.equal(later[pad - kept :], x[onset - kept :])
+    shift = gain * math.log(10) / 10
+    assert torch.allclose(align_onset(x + shift, pad, BELOW_DB), out + shift, atol=1e-9)
+
+
+def test_aligned_features_of_a_recording_ignore_near_silence_in_front() -> None:
+    """align_onset on compute_features: a burst behind its own 200 ms pause and then 0-500 ms
+    more of near-silence (whole frames) gives the same frames, its onset 10 frames in."""
+    g = torch.Generator().manual_seed(0)
+    burst = 0.3 * torch.randn(8000, generator=g) * torch.hann_window(8000)
+    wave = torch.cat([1e-4 * torch.randn(3200, generator=g), burst])
+    cfg = FbankConfig(level="max_frame")
+    raw = compute_features(wave, cfg)
+    onset = speech_onset(frame_energy_db(raw), BELOW_DB)
+    feats = align_onset(raw, 10, BELOW_DB)
+    assert onset > 20 and torch.equal(feats, raw[onset - 10 :])
+    assert speech_onset(frame_energy_db(feats), BELOW_DB) == 10
+    for ms in (10, 30, 100, 500):
+        late = compute_features(torch.cat([3e-4 * torch.randn(16 * ms, generator=g), wave]), cfg)
+        assert late.shape[0] == raw.shape[0] + ms // 10
+        torch.testing.assert_close(align_onset(late, 10, BELOW_DB), feats, atol=1e-4, rtol=0)
 
 
 def test_dump_nj1_nj2_identical_and_reader(tmp_path: Path) -> None:

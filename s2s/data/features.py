@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -134,6 +135,33 @@ def normalize_level(feats: Tensor, level: str) -> Tensor:
     if level != "max_frame":
         raise ValueError(f"level {level!r} not in {LEVELS}")
     return feats - feats.logsumexp(-1).max()
+
+
+def frame_energy_db(feats: Tensor) -> Tensor:
+    """(T, F) log-mel fbank (natural log of mel power) -> (T,) frame energy in dB."""
+    return feats.float().logsumexp(-1) * (10.0 / math.log(10.0))
+
+
+def speech_onset(energy_db: Tensor, below_db: float) -> int:
+    """(T,) frame energies -> the first frame within `below_db` of the loudest (0 for T = 0).
+    Measured from the loudest frame, so near-silence put in front moves it by exactly the
+    frames put there, a gain not at all, and a noise floor under `below_db` not at all."""
+    if energy_db.numel() == 0:
+        return 0
+    loud = energy_db >= energy_db.max() - below_db
+    return int(loud.to(torch.uint8).argmax())
+
+
+def align_onset(feats: Tensor, pad_frames: int, below_db: float) -> Tensor:
+    """(T, F) log-mel fbank (natural log of mel power, at any constant offset) -> (T', F)
+    whose speech onset (`speech_onset`) is frame `pad_frames`: the frames further in front
+    cut, or copies of the quietest frame put in front (what data.specaug.time_shift puts
+    there in training). T' = T - onset + pad_frames >= pad_frames + 1."""
+    energy = frame_energy_db(feats)
+    onset = speech_onset(energy, below_db)
+    if onset >= pad_frames:
+        return feats[onset - pad_frames :]
+    return torch.cat([feats[energy.argmin()].expand(pad_frames - onset, -1), feats])
 
 
 def compute_features(wave: Tensor, cfg: FbankConfig) -> Tensor:

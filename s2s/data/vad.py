@@ -34,13 +34,14 @@ turns them into sample ranges of the waveform.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from s2s.data.features import FbankConfig
+from s2s.data.features import FbankConfig, frame_energy_db
+
+__all__ = ["VadConfig", "frame_energy_db", "frame_to_samples", "speech_spans"]
 
 
 @dataclass
@@ -61,11 +62,6 @@ class VadConfig:
             raise ValueError("min_silence_s, min_speech_s and pad_s must be >= 0")
         if self.max_segment_s < 1.0:
             raise ValueError(f"max_segment_s must be >= 1 s, got {self.max_segment_s}")
-
-
-def frame_energy_db(feats: Tensor) -> Tensor:
-    """(T, F) log-mel fbank (natural log of mel power) -> (T,) frame energy in dB."""
-    return feats.float().logsumexp(-1) * (10.0 / math.log(10.0))
 
 
 def _runs(mask: list[bool]) -> list[list[int]]:

@@ -44,7 +44,7 @@ def datadir_sources(s2t: Speech2Text, dd, dump_dir: Path | None):
         ids = {u: torch.tensor(tok.encode(texts[u])[:limit] or [tok.unk_id]) for u in dd.utt_ids}
         return ids.__getitem__, {u: len(v) for u, v in ids.items()}
     if dump_dir is not None:
-        from s2s.data.features import FeatureReader, utterance_cmvn
+        from s2s.data.features import FeatureReader
 
         reader = FeatureReader(dump_dir)
         missing = [u for u in dd.utt_ids if u not in reader]
@@ -54,8 +54,7 @@ def datadir_sources(s2t: Speech2Text, dd, dump_dir: Path | None):
             )
 
         def get(u: str) -> torch.Tensor:
-            feats = reader[u]
-            return s2t.cmvn(feats) if s2t.cmvn is not None else utterance_cmvn(feats)
+            return s2t.normalize(reader[u])
 
         return get, {u: reader.num_frames(u) for u in dd.utt_ids}
     from s2s.data.audio import load_utterance

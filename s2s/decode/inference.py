@@ -222,9 +222,20 @@ class Speech2Text:
 
     def features(self, wave: Tensor) -> Tensor:
         """(N,) mono waveform at self.sample_rate -> normalised (T, F) features."""
-        from s2s.data.features import compute_features, utterance_cmvn
+        from s2s.data.features import compute_features
 
-        feats = compute_features(wave, self.fbank)
+        return self.normalize(compute_features(wave, self.fbank))
+
+    def normalize(self, feats: Tensor) -> Tensor:
+        """(T, F) features as computed (compute_features, or a dump's) -> (T', F) what the
+        encoder reads: onset-aligned where decode.onset_pad_ms says (align_onset), then CMVN
+        (the experiment's global statistics, else the utterance's own)."""
+        from s2s.data.features import align_onset, utterance_cmvn
+
+        pad_ms = self.decode_cfg.onset_pad_ms
+        if pad_ms is not None:
+            pad = round(pad_ms / self.fbank.frame_shift_ms)
+            feats = align_onset(feats, pad, self.decode_cfg.onset_below_db)
         return self.cmvn(feats) if self.cmvn is not None else utterance_cmvn(feats)
 
     def load(self, path: str | Path) -> Tensor:

@@ -35,7 +35,13 @@ class BeamSearchConfig:
     an input the frontend could not take shorter), and searches the mean of the N encoder
     outputs: the frames depend less on where the subsampling grid happens to start, so the
     output changes less with the silence in front (BENCHMARKS.md §41); N times the
-    encoder's cost (Speech2Text, PyTorch backend)."""
+    encoder's cost (Speech2Text, PyTorch backend).
+    onset_pad_ms: None (speech decoded as it comes) or P: each speech input's features cut or
+    padded to start P ms (rounded to frames) before its speech onset, the first frame within
+    onset_below_db dB of its loudest (s2s.data.features.align_onset), so the same speech
+    behind any whole number of frames of near-silence is decoded from the same frames and
+    gives the same output (BENCHMARKS.md §42). Text sources have no onset: it does nothing
+    there."""
 
     beam_size: int = 4
     nbest: int = 1
@@ -53,8 +59,14 @@ class BeamSearchConfig:
     compile_mode: str = "default"
     compile_gemm: str = "auto"
     encoder_views: int = 1
+    onset_pad_ms: float | None = None
+    onset_below_db: float = 12.0
 
     def __post_init__(self) -> None:
+        if self.onset_pad_ms is not None and self.onset_pad_ms < 0:
+            raise ValueError(f"onset_pad_ms must be >= 0, got {self.onset_pad_ms}")
+        if self.onset_below_db <= 0:
+            raise ValueError(f"onset_below_db must be > 0, got {self.onset_below_db}")
         if self.encoder_views < 1:
             raise ValueError(f"encoder_views must be >= 1, got {self.encoder_views}")
         if self.lm_weight < 0:
