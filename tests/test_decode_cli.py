@@ -457,6 +457,13 @@ def test_onset_aligned_decoding_reads_the_same_frames_whatever_is_in_front(
     get, _ = datadir_sources(s2t, load_datadir(d), dump)
     for u in waves:
         torch.testing.assert_close(get(u), feats, atol=1e-4, rtol=0)
+    # no pad and the onset in the last frames: too few frames left, decoded as it is
+    bare = Speech2Text.from_dir(speech_exp, decode_overrides=["decode.onset_pad_ms=0"])
+    need = bare.model.min_input_length
+    end = torch.cat([3e-4 * torch.randn(8000, generator=g), burst[3600:4400]])
+    raw_end = compute_features(end, bare.fbank)
+    assert raw_end.shape[0] - speech_onset(frame_energy_db(raw_end), 12.0) < need
+    torch.testing.assert_close(bare.features(end), plain.features(end))
     with pytest.raises(ValueError, match="onset_pad_ms must be >= 0"):
         BeamSearchConfig(onset_pad_ms=-1.0)
     with pytest.raises(ValueError, match="onset_below_db must be > 0"):

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from s2s.data.audio import AudioError, load_audio
 from s2s.data.features import (
+    ONSET_HOLD_FRAMES,
     BadAudioError,
     FbankConfig,
     FeatureReader,
@@ -120,7 +121,7 @@ QUIET = st.floats(-80, -BELOW_DB - 3)
 @settings(max_examples=60, deadline=None)
 @given(
     head=st.lists(QUIET, max_size=12),
-    speech=st.lists(st.one_of(LOUD, QUIET), min_size=1, max_size=30),
+    speech=st.lists(st.one_of(LOUD, QUIET), max_size=30),
     front=st.lists(QUIET, max_size=40),
     pad=st.integers(0, 10),
     gain=st.floats(-30, 30),
@@ -129,11 +130,11 @@ QUIET = st.floats(-80, -BELOW_DB - 3)
 def test_aligned_features_start_pad_frames_before_the_onset_whatever_is_in_front(
     head, speech, front, pad, gain, seed
 ) -> None:
-    """X: `head` quiet frames, then frames starting with one at the loudest level, then a
-    pause (so the quietest frame is under the threshold). Put in
+    """X: `head` quiet frames, then ONSET_HOLD_FRAMES at the loudest level (the loudness),
+    then any frames, then a pause (so the quietest frame is under the threshold). Put in
     front of it, any number of frames quieter than the threshold leave every frame from the
     onset's pad on as it was; a gain shifts every frame and moves nothing."""
-    levels = [*head, 0.0, *speech, -60.0]
+    levels = [*head, *[0.0] * ONSET_HOLD_FRAMES, *speech, -60.0]
     x = frames_at(levels, seed)
     onset = len(head)
     assert speech_onset(frame_energy_db(x), BELOW_DB) == onset
@@ -169,6 +170,18 @@ def test_aligned_features_of_a_recording_ignore_near_silence_in_front() -> None:
         late = compute_features(torch.cat([3e-4 * torch.randn(16 * ms, generator=g), wave]), cfg)
         assert late.shape[0] == raw.shape[0] + ms // 10
         torch.testing.assert_close(align_onset(late, 10, BELOW_DB), feats, atol=1e-4, rtol=0)
+
+
+def test_a_click_does_not_move_the_onset() -> None:
+    """The onset's loudness is the loudest level held for 30 ms, not the loudest frame: a
+    click of one or two frames, however loud, leaves the onset where it was; three frames
+    that loud are sound, and set it."""
+    levels = [-60.0] * 20 + [0.0] * 15 + [-60.0] * 10
+    x = frames_at(levels, 0)
+    assert speech_onset(frame_energy_db(x), BELOW_DB) == 20
+    for frames, onset in ((1, 20), (2, 20), (3, 40)):
+        clicked = frames_at([*levels[:40], *[40.0] * frames, *levels[40 + frames :]], 0)
+        assert speech_onset(frame_energy_db(clicked), BELOW_DB) == onset
 
 
 def test_dump_nj1_nj2_identical_and_reader(tmp_path: Path) -> None:

@@ -142,21 +142,31 @@ def frame_energy_db(feats: Tensor) -> Tensor:
     return feats.float().logsumexp(-1) * (10.0 / math.log(10.0))
 
 
+#: speech_onset's loudness: the loudest level held for this many frames (30 ms at a 10 ms
+#: shift), so that a click of a frame or two does not set it
+ONSET_HOLD_FRAMES = 3
+
+
 def speech_onset(energy_db: Tensor, below_db: float) -> int:
-    """(T,) frame energies -> the first frame within `below_db` of the loudest (0 for T = 0).
-    Measured from the loudest frame, so near-silence put in front moves it by exactly the
-    frames put there, a gain not at all, and a noise floor under `below_db` not at all."""
+    """(T,) frame energies -> the first frame within `below_db` dB of the input's loudness,
+    the loudest level held for ONSET_HOLD_FRAMES frames in a row (0 for T = 0). Measured from
+    the loudness, so near-silence put in front moves it by exactly the frames put there, a
+    gain not at all, and a noise floor under `below_db` not at all; a click of a frame or two
+    does not count, however loud (with the loudest single frame, a click at the end would
+    move the onset past the speech)."""
     if energy_db.numel() == 0:
         return 0
-    loud = energy_db >= energy_db.max() - below_db
+    hold = min(ONSET_HOLD_FRAMES, energy_db.numel())
+    loudness = energy_db.unfold(0, hold, 1).amin(-1).max()
+    loud = energy_db >= loudness - below_db
     return int(loud.to(torch.uint8).argmax())
 
 
 def align_onset(feats: Tensor, pad_frames: int, below_db: float) -> Tensor:
     """(T, F) log-mel fbank (natural log of mel power, at any constant offset) -> (T', F)
     whose speech onset (`speech_onset`) is frame `pad_frames`: the frames further in front
-    cut, or copies of the quietest frame put in front (what data.specaug.time_shift puts
-    there in training). T' = T - onset + pad_frames >= pad_frames + 1."""
+    cut, or copies of the quietest frame put in front (as the training's time shift pads).
+    T' = T - onset + pad_frames >= pad_frames + 1."""
     energy = frame_energy_db(feats)
     onset = speech_onset(energy, below_db)
     if onset >= pad_frames:

@@ -235,7 +235,11 @@ class Speech2Text:
         pad_ms = self.decode_cfg.onset_pad_ms
         if pad_ms is not None:
             pad = round(pad_ms / self.fbank.frame_shift_ms)
-            feats = align_onset(feats, pad, self.decode_cfg.onset_below_db)
+            aligned = align_onset(feats, pad, self.decode_cfg.onset_below_db)
+            # an onset in the last frames and a short pad would leave fewer frames than the
+            # frontend takes: such an input is decoded as it is
+            if aligned.shape[0] >= self.model.min_input_length:
+                feats = aligned
         return self.cmvn(feats) if self.cmvn is not None else utterance_cmvn(feats)
 
     def load(self, path: str | Path) -> Tensor:
