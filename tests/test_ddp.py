@@ -25,7 +25,9 @@ STACKS_AFTER = 150  # s: a worker still alive by then prints every thread's stac
 
 def worker(exp: Path, options: dict) -> None:
     """options: "cfg" (make_cfg overrides), "kill_at" (rank 1 dies right after that update,
-    in the first attempt only: torchrun's restart must resume it)."""
+    in the first attempt only: torchrun's restart must resume it), "stale" (in the restarted
+    attempt rank 1 sees the oldest checkpoint as the latest, as a lagging shared file system
+    might show it)."""
     # a worker runs for seconds: one still alive long after has hung; its stacks (and where
     # the other worker is, when it hangs too) land in the output launch shows on a timeout
     faulthandler.dump_traceback_later(STACKS_AFTER, exit=False)
@@ -58,6 +60,10 @@ def worker(exp: Path, options: dict) -> None:
             return stop
 
         T.Trainer._after_step = dying
+    if options.get("stale") and not first_attempt and info.rank == 1:
+        from s2s.experiment.checkpoints import list_checkpoints
+
+        T.latest_checkpoint = lambda ckpt_dir: list_checkpoints(ckpt_dir)[0][1]
     torch.manual_seed(info.rank)  # different inits: DDP must broadcast rank 0's
     model = ToyModel()
     cfg = make_cfg(**{"max_epochs": 2, "accum_grad": 2, **options.get("cfg", {})})
@@ -259,6 +265,24 @@ def test_a_worker_killed_mid_run_is_restarted_and_resumes(one_node, tmp_path) ->
     # it resumed: its first checkpoint is past step 1 (one of 2-4: rank 0 saves update 3
     # unless torchrun stops it first), and it wrote every later one
     assert 1 < r0["saves"][0] <= 4 and r0["saves"][:-1] == list(range(r0["saves"][0], 6))
+    assert_same_model(r0, one_node)
+
+
+def test_a_restarted_rank_that_sees_an_older_checkpoint_resumes_from_rank_0s(
+    one_node, tmp_path
+) -> None:
+    """As above, but after the restart rank 1 lists the oldest checkpoint as the latest: every
+    rank loads rank 0's choice, so the run still ends with the reference's weights (a rank on
+    another step would wait in collectives the others never reach)."""
+    from s2s.recipe.stages import RunOptions, torchrun_args
+
+    exp = tmp_path / "exp"
+    flags = torchrun_args(RunOptions(max_restarts=1), "stale")
+    flags[1] = "--nproc_per_node=2"
+    proc = launch(exp, flags, {**EVERY_STEP, "kill_at": 3, "stale": True})
+    r0 = torch.load(exp / "rank0.pt", weights_only=False)
+    assert r0["attempt"] == 1, proc.stderr[-3000:]
+    assert r0["saves"][0] > 2  # resumed past the oldest checkpoint (step 1)
     assert_same_model(r0, one_node)
 
 

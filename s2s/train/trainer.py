@@ -194,8 +194,12 @@ class Trainer:
         return dict(self.valid_metrics)
 
     def resume(self, path: str | Path | None = None) -> Path | None:
-        """Load `path`, or the latest checkpoint of exp_dir, if any; return what was loaded."""
+        """Load `path`, or the latest checkpoint of exp_dir, if any; return what was loaded.
+        Every rank loads rank 0's choice: one that saw another latest file (a shared file
+        system's lag) would resume at another step and wait in collectives the others never
+        reach."""
         path = Path(path) if path else latest_checkpoint(self.ckpt_dir)
+        path = D.all_gather_object(path)[0]
         if path is None:
             return None
         state = load_checkpoint(path)
