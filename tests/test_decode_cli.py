@@ -424,7 +424,6 @@ def test_onset_aligned_decoding_reads_the_same_frames_whatever_is_in_front(
     sources have no onset and decode as before."""
     from s2s.data.datadir import load_datadir
     from s2s.data.features import (
-        FbankConfig,
         compute_features,
         dump_features,
         frame_energy_db,
@@ -453,7 +452,7 @@ def test_onset_aligned_decoding_reads_the_same_frames_whatever_is_in_front(
         paths[u] = str(tmp_path / f"{u}.wav")
         sf.write(paths[u], w.numpy(), 16000, subtype="FLOAT")
     write_datadir(d, paths, {"text": {u: "red cup" for u in waves}}, {u: u for u in waves})
-    dump = dump_features(d, tmp_path / "dump", FbankConfig(**s2t.cfg.data.features.__dict__))
+    dump = dump_features(d, tmp_path / "dump", s2t.fbank)
     get, _ = datadir_sources(s2t, load_datadir(d), dump)
     for u in waves:
         torch.testing.assert_close(get(u), feats, atol=1e-4, rtol=0)

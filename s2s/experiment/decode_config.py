@@ -38,7 +38,8 @@ class BeamSearchConfig:
     encoder's cost (Speech2Text, PyTorch backend).
     onset_pad_ms: None (speech decoded as it comes) or P: each speech input's features cut or
     padded to start P ms (rounded to frames) before its speech onset, the first frame within
-    onset_below_db dB of its loudest (s2s.data.features.align_onset), so the same speech
+    onset_below_db dB of the loudest level it holds for 30 ms (s2s.data.features.speech_onset,
+    align_onset), so the same speech
     behind any whole number of frames of near-silence is decoded from the same frames and
     gives the same output (BENCHMARKS.md §42). Text sources have no onset: it does nothing
     there."""
