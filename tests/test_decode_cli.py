@@ -396,11 +396,87 @@ def test_encoder_views_average_encodings_started_across_the_subsampling_step(
         assert [r.tokens for r in s2t.decode_sources([src])[0]] == [r.tokens for r in nbest]
 
 
+def test_views_merged_by_scores_search_the_mean_of_each_views_log_probs(tmp_path: Path) -> None:
+    """decode.views_merge=scores: greedy search over N views takes, step by step, the argmax
+    of the mean over the views of the decoder's log-probs, each teacher-forced here on its
+    view's encoding computed alone (started j * 4 // N frames in), and its log-prob is the sum
+    of those means. Every step's best token leads the next by over 1e-3, so rounding cannot
+    decide a token."""
+    from s2s.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+    exp = make_exp(tmp_path)
+    views, limit = 3, 6
+    s2t = Speech2Text.from_dir(exp, decode_overrides=[
+        "decode.beam_size=1", "decode.nbest=1", f"decode.max_len_b={limit}",
+        f"decode.encoder_views={views}", "decode.views_merge=scores",
+    ])  # fmt: skip
+    g = torch.Generator().manual_seed(1)
+    sources = [torch.randn(n, 80, generator=g) for n in (90, 47)]
+    with pytest.raises(ValueError, match="views_merge=scores searches 3 encodings"):
+        s2t.encode_sources(sources)
+    found = s2t.decode_sources(sources)
+    model = s2t.model
+    with torch.inference_mode():
+        for src, nbest in zip(sources, found):
+            encs = [
+                model.encode(src[k:][None], torch.tensor([src.shape[0] - k])) for k in (0, 1, 2)
+            ]
+            prefix, total = [BOS_ID], 0.0
+            for t in range(limit + 1):
+                x = torch.tensor([prefix])
+                lens = torch.tensor([len(prefix)])
+                logits = [model.decoder(x, lens, m, n)[0, -1].double() for m, n in encs]
+                logp = torch.stack([lo.log_softmax(-1) for lo in logits]).mean(0)
+                logp[[PAD_ID, BOS_ID]] = float("-inf")
+                if t == limit:  # the search's length limit: EOS only
+                    logp[torch.arange(logp.numel()) != EOS_ID] = float("-inf")
+                top = logp.topk(2)
+                assert t == limit or float(top.values[0] - top.values[1]) > 1e-3
+                token = int(top.indices[0])
+                total += float(logp[token])
+                if token == EOS_ID:
+                    break
+                prefix.append(token)
+            assert nbest[0].tokens == prefix[1:]
+            assert nbest[0].log_prob == pytest.approx(total, abs=1e-4)
+
+
+def test_views_merged_by_scores_batch_as_alone_and_keep_the_lm_once(tmp_path: Path) -> None:
+    """With CTC (a partial scorer, once per view), a batch of sources finds what each finds
+    alone; with one view, views_merge=scores is the plain search; a scorer that reads no
+    encoding (the LM) is in the ensemble once, at its own weight."""
+    from s2s.decode.scorer_set import view_ensemble
+    from s2s.decode.scorers import OnEncoding, Weighted
+
+    exp = make_exp(tmp_path, ctc=0.3)
+    over = ["decode.beam_size=3", "decode.max_len_b=6", "decode.views_merge=scores"]
+    s2t = Speech2Text.from_dir(exp, decode_overrides=[*over, "decode.encoder_views=2"])
+    g = torch.Generator().manual_seed(0)
+    sources = [torch.randn(n, 80, generator=g) for n in (90, 31, 120)]
+    together = s2t.decode_sources(sources)
+    for src, nbest in zip(sources, together):
+        assert [r.tokens for r in s2t.decode_sources([src])[0]] == [r.tokens for r in nbest]
+    one = Speech2Text.from_dir(exp, decode_overrides=[*over, "decode.encoder_views=1"])
+    plain = Speech2Text.from_dir(exp, decode_overrides=over[:2])
+    assert [[r.tokens for r in nb] for nb in one.decode_sources(sources)] == [
+        [r.tokens for r in nb] for nb in plain.decode_sources(sources)
+    ]
+    encodings = s2t.encode_views(sources)
+    real = s2t.scorers() | {"lm": Weighted(s2t.scorers()["decoder"].scorer, 0.5)}
+    ens = view_ensemble(real, encodings)
+    assert list(ens) == ["decoder@0", "ctc@0", "decoder@1", "ctc@1", "lm"]
+    assert [w.weight for w in ens.values()] == pytest.approx([0.35, 0.15, 0.35, 0.15, 0.5])
+    assert ens["lm"] is real["lm"] and isinstance(ens["ctc@1"].scorer, OnEncoding)
+    assert ens["ctc@1"].scorer.memory is encodings[1][0]
+
+
 def test_encoder_views_are_checked(tmp_path: Path) -> None:
     """At least one view; several only where a speech frontend subsamples (a text encoder
     has no step to start across)."""
     with pytest.raises(ValueError, match="encoder_views must be >= 1, got 0"):
         BeamSearchConfig(encoder_views=0)
+    with pytest.raises(ValueError, match="views_merge must be one of .*, got 'mean'"):
+        BeamSearchConfig(views_merge="mean")
     exp = make_exp(tmp_path, text=True)
     with pytest.raises(ValueError, match="decode.encoder_views=2 .* not this model"):
         Speech2Text.from_dir(exp, decode_overrides=["decode.encoder_views=2"])

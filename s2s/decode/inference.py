@@ -29,7 +29,7 @@ from s2s.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from s2s.data.vad import VadConfig
 from s2s.decode.beam_search import BeamSearchConfig, beam_search
 from s2s.decode.ctc_prefix import CTCPrefixScorer
-from s2s.decode.scorer_set import search_scorers
+from s2s.decode.scorer_set import search_scorers, view_ensemble
 from s2s.decode.scorers import DecoderScorer, LMScorer, Weighted
 from s2s.experiment import ExperimentConfig, load_cmvn, load_experiment
 
@@ -97,10 +97,11 @@ class Speech2Text:
         views = self.decode_cfg.encoder_views
         if views > 1 and getattr(self.model, "subsampling_factor", 1) < 2:
             raise ValueError(
-                f"decode.encoder_views={views} averages encodings started at points of the speech "
+                f"decode.encoder_views={views} encodes the input started at points of the speech "
                 "frontend's subsampling step: it needs a speech model that subsamples on the "
                 "PyTorch backend, not "
                 + ("an ONNX bundle" if not isinstance(model, torch.nn.Module) else "this model")
+                + " (decode.encoder_views=1 decodes it)"
             )
 
     @classmethod
@@ -276,46 +277,67 @@ class Speech2Text:
     @torch.inference_mode()
     def encode_sources(self, sources: list[Tensor]) -> tuple[Tensor, Tensor]:
         """sources: (T, F) feature matrices or (T,) token-id vectors -> memory (B, S, d) and
-        lengths (B,), in the order given. Past ENCODE_FRAMES padded frames the encoder runs
-        over length-sorted chunks of at most that many (its activations grow with the padded
-        length, and a short source padded to a long one's length is computed for nothing),
-        and the chunks' outputs are padded into one batch for the search."""
+        lengths (B,), in the order given: the one encoding the search reads (encode_views;
+        with decode.views_merge="scores" there are several: ValueError)."""
+        encodings = self.encode_views(sources)
+        if len(encodings) > 1:
+            raise ValueError(
+                f"decode.views_merge=scores searches {len(encodings)} encodings: use encode_views"
+            )
+        return encodings[0]
+
+    @torch.inference_mode()
+    def encode_views(self, sources: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        """sources as encode_sources -> the encodings the search reads, each (memory (B, S, d),
+        lengths (B,)) in the order given: one, or with decode.encoder_views=N > 1 and
+        views_merge="scores" one per view of each speech source (_encode). Past
+        ENCODE_FRAMES padded frames the encoder runs over length-sorted chunks of at most
+        that many (its activations grow with the padded length, and a short source padded
+        to a long one's length is computed for nothing), and the chunks' outputs are padded
+        into one batch for the search."""
         chunks = plan_batches(
             [s.shape[0] for s in sources], ENCODE_FRAMES, len(sources), longest_first=True
         )
         if len(chunks) == 1:  # one padded batch, in the order given
             return self._encode(sources)
         parts = [self._encode([sources[i] for i in chunk]) for chunk in chunks]
-        S = max(m.shape[1] for m, _ in parts)
-        pad = torch.nn.functional.pad
-        memory = torch.cat([pad(m, (0, 0, 0, S - m.shape[1])) for m, _ in parts])
         back = torch.tensor([i for chunk in chunks for i in chunk], device=self.device).argsort()
-        return memory[back], torch.cat([n for _, n in parts])[back]
+        pad = torch.nn.functional.pad
+        out = []
+        for view in zip(*parts):  # each view's encodings of the chunks
+            S = max(m.shape[1] for m, _ in view)
+            memory = torch.cat([pad(m, (0, 0, 0, S - m.shape[1])) for m, _ in view])
+            out.append((memory[back], torch.cat([n for _, n in view])[back]))
+        return out
 
-    def _encode(self, sources: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """One padded batch through the encoder: memory (B, S, d), lengths (B,); with
-        decode.encoder_views > 1, the mean of the encodings of each view (_encode_views)."""
+    def _encode(self, sources: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        """One padded batch through the encoder -> [(memory (B, S, d), lengths (B,))]; with
+        decode.encoder_views=N > 1 (speech), its N views (_view_encodings): their mean
+        (views_merge="encodings") or each of them ("scores")."""
         views = self.decode_cfg.encoder_views
-        if views > 1 and sources[0].is_floating_point():
-            return self._encode_views(sources, views)
-        return self._encode_batch(sources)
+        if views == 1 or not sources[0].is_floating_point():
+            return [self._encode_batch(sources)]
+        encoded = self._view_encodings(sources, views)
+        if self.decode_cfg.views_merge == "scores":
+            return encoded
+        S = min(m.shape[1] for m, _ in encoded)
+        lens = torch.stack([n for _, n in encoded]).amin(0)
+        memory = torch.stack([m[:, :S] for m, _ in encoded]).mean(0)
+        return [(memory.masked_fill(lengths_to_padding_mask(lens, S)[..., None], 0.0), lens)]
 
-    def _encode_views(self, sources: list[Tensor], views: int) -> tuple[Tensor, Tensor]:
-        """sources (T, F) -> the mean (B, S, d) of the encodings of each source started
-        k = j * factor // views frames in (j < views, factor the frontend's subsampling; a
-        source the frontend could not take that much shorter keeps its start), and lengths
-        (B,), each the shortest of its views'. Averaged over the points of the subsampling
-        step, the frames depend less on where the step starts, which decides more of the
-        demo's flipped answers than the silence in front does (BENCHMARKS.md §41)."""
+    def _view_encodings(self, sources: list[Tensor], views: int) -> list[tuple[Tensor, Tensor]]:
+        """sources (T, F) -> per view j < views, the encoding (memory (B, S_j, d), lengths
+        (B,)) of each source started k = j * factor // views frames in (factor: the
+        frontend's subsampling; a source the frontend could not take that much shorter keeps
+        its start). Over the points of the subsampling step, what is searched depends less
+        on where the step starts, which decides more of the demo's flipped answers than the
+        silence in front does (BENCHMARKS.md §41)."""
         factor, need = self.model.subsampling_factor, self.model.min_input_length
         encoded = []
         for k in sorted({j * factor // views for j in range(views)}):
             view = [s[k:] if s.shape[0] - k >= need else s for s in sources]
             encoded.append(self._encode_batch(view))
-        S = min(m.shape[1] for m, _ in encoded)
-        lens = torch.stack([n for _, n in encoded]).amin(0)
-        memory = torch.stack([m[:, :S] for m, _ in encoded]).mean(0)
-        return memory.masked_fill(lengths_to_padding_mask(lens, S)[..., None], 0.0), lens
+        return encoded
 
     def _encode_batch(self, sources: list[Tensor]) -> tuple[Tensor, Tensor]:
         """One padded batch through the encoder: memory (B, S, d), lengths (B,)."""
@@ -328,10 +350,14 @@ class Speech2Text:
     def decode_sources(self, sources: list[Tensor]) -> list[list[Result]]:
         """sources: (T, F) feature matrices or (T,) token-id vectors -> n-best per source,
         searched together (one beam search over all of them)."""
-        memory, memory_lens = self.encode_sources(sources)
+        encodings = self.encode_views(sources)
+        scorers = self.scorers()
+        if len(encodings) > 1:  # decode.views_merge="scores": an ensemble of the views
+            scorers = view_ensemble(scorers, encodings)
+        memory, memory_lens = encodings[0]  # the first view starts at 0: the longest
         search: dict = {}
         hyps = beam_search(
-            self.scorers(), memory, memory_lens, self.decode_cfg, bos_id=BOS_ID, eos_id=EOS_ID,
+            scorers, memory, memory_lens, self.decode_cfg, bos_id=BOS_ID, eos_id=EOS_ID,
             blank_id=PAD_ID, stats=search,
         )  # fmt: skip
         self.peak_cache_bytes = max(self.peak_cache_bytes, search["peak_cache_bytes"])

@@ -3,8 +3,10 @@ they say so: the one place that turns decode.* settings into beam_search's score
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from s2s.decode.compiled import compile_scorers
-from s2s.decode.scorers import Scorer, Weighted
+from s2s.decode.scorers import OnEncoding, Scorer, Weighted
 from s2s.experiment.decode_config import BeamSearchConfig
 
 
@@ -28,3 +30,24 @@ def search_scorers(
         mode = None if cfg.compile_mode == "default" else cfg.compile_mode
         return compile_scorers(out, cfg.compile_buckets, mode=mode, gemm=cfg.compile_gemm)
     return out
+
+
+def view_ensemble(
+    scorers: dict[str, Weighted],
+    encodings: list[tuple[Tensor, Tensor]],
+    shared: tuple[str, ...] = ("lm",),
+) -> dict[str, Weighted]:
+    """decode.views_merge="scores": every scorer that reads the encoding once per view,
+    "name@j" reading view j's (memory (U, S_j, d), memory_lens (U,)) at 1/N of its weight,
+    so a token's score is the mean over the N views of what the set gives it on each (as
+    ESPnet weighs the decoders of an ensemble). The scorers named in `shared` read no encoding
+    (the LM) and stay once, at their weight. A scorer's object serves every view: its states
+    are per view (init_state)."""
+    n = len(encodings)
+    out = {
+        f"{name}@{j}": Weighted(OnEncoding(w.scorer, memory, lens), w.weight / n)
+        for j, (memory, lens) in enumerate(encodings)
+        for name, w in scorers.items()
+        if name not in shared
+    }
+    return out | {name: w for name, w in scorers.items() if name in shared}

@@ -25,7 +25,7 @@ had its end scored by every scorer: there is no separate final score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from torch import Tensor
@@ -89,6 +89,34 @@ class Scorer(Protocol):
 class Weighted(NamedTuple):
     scorer: Scorer
     weight: float
+
+
+class OnEncoding:
+    """A scorer reading another encoding than the search's: one view's, in an ensemble of
+    decode.encoder_views (s2s.decode.scorer_set.view_ensemble). memory: (U, S', d),
+    memory_lens (U,), the search's utterances in the search's order; S' may differ from the
+    search's S (a view started k frames in has up to one frame fewer)."""
+
+    def __init__(self, scorer: Scorer, memory: Tensor, memory_lens: Tensor) -> None:
+        self.scorer, self.memory, self.memory_lens = scorer, memory, memory_lens
+        self.partial, self.fixed_shapes = scorer.partial, scorer.fixed_shapes
+
+    def init_state(self, search: SearchInit) -> Any:
+        return self.scorer.init_state(
+            replace(search, memory=self.memory, memory_lens=self.memory_lens)
+        )
+
+    def score(self, state: Any, tokens: Tensor, cand: Tensor | None) -> Tensor:
+        return self.scorer.score(state, tokens, cand)
+
+    def select(self, state: Any, rows: Tensor, cols: Tensor, tokens: Tensor) -> None:
+        self.scorer.select(state, rows, cols, tokens)
+
+    def peak_cache_bytes(self, state: Any) -> int:
+        return self.scorer.peak_cache_bytes(state)
+
+    def keep(self, state: Any, rows: Tensor) -> Any:
+        return self.scorer.keep(state, rows)
 
 
 class DecoderScorer:

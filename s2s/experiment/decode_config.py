@@ -8,6 +8,8 @@ from dataclasses import dataclass
 COMPILE_MODES = ("default", "reduce-overhead")  # torch.compile's modes decode.compile takes
 #: who computes a compiled CPU step's float32 Linears (decode.compile_gemm): "auto" times both
 COMPILE_GEMMS = ("auto", "mkl", "onednn")
+#: how decode.encoder_views' N encodings are combined (decode.views_merge)
+VIEWS_MERGES = ("encodings", "scores")
 
 
 @dataclass
@@ -32,10 +34,12 @@ class BeamSearchConfig:
     16 columns wider are computed so (timed too).
     encoder_views: N > 1 encodes each speech input N times, started N evenly spaced frames
     into the frontend's subsampling step (0, 3 for 2 views of a 6x frontend; the views keep
-    an input the frontend could not take shorter), and searches the mean of the N encoder
-    outputs: the frames depend less on where the subsampling grid happens to start, so the
-    output changes less with the silence in front (BENCHMARKS.md §41); N times the
-    encoder's cost (Speech2Text, PyTorch backend).
+    an input the frontend could not take shorter): the output depends less on where the
+    subsampling grid happens to start (BENCHMARKS.md §41, §43); Speech2Text, PyTorch backend.
+    views_merge: "encodings" searches the mean of the N encoder outputs (N times the
+    encoder's cost); "scores" searches with every scorer once per view, each reading its
+    view's encoding at 1/N of its weight (an ensemble over the grid's phases: N times the
+    encoder's and the search's cost and caches).
     onset_pad_ms: None (speech decoded as it comes) or P: each speech input's features cut or
     padded to start P ms (rounded to frames) before its speech onset, the first frame within
     onset_below_db dB of the loudest level it holds for 30 ms (s2s.data.features.speech_onset,
@@ -60,6 +64,7 @@ class BeamSearchConfig:
     compile_mode: str = "default"
     compile_gemm: str = "auto"
     encoder_views: int = 1
+    views_merge: str = "encodings"
     onset_pad_ms: float | None = None
     onset_below_db: float = 12.0
 
@@ -70,6 +75,8 @@ class BeamSearchConfig:
             raise ValueError(f"onset_below_db must be > 0, got {self.onset_below_db}")
         if self.encoder_views < 1:
             raise ValueError(f"encoder_views must be >= 1, got {self.encoder_views}")
+        if self.views_merge not in VIEWS_MERGES:
+            raise ValueError(f"views_merge must be one of {VIEWS_MERGES}, got {self.views_merge!r}")
         if self.lm_weight < 0:
             raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
         if not 0.0 <= self.ctc_weight <= 1.0:
