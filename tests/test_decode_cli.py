@@ -441,10 +441,14 @@ def test_views_merged_by_scores_search_the_mean_of_each_views_log_probs(tmp_path
             assert nbest[0].log_prob == pytest.approx(total, abs=1e-4)
 
 
-def test_views_merged_by_scores_batch_as_alone_and_keep_the_lm_once(tmp_path: Path) -> None:
+def test_views_merged_by_scores_batch_as_alone_and_keep_the_lm_once(
+    tmp_path: Path, monkeypatch
+) -> None:
     """With CTC (a partial scorer, once per view), a batch of sources finds what each finds
-    alone; with one view, views_merge=scores is the plain search; a scorer that reads no
+    alone, and so it does with the encoder run in chunks (each view's chunks put back in
+    order); with one view, views_merge=scores is the plain search; a scorer that reads no
     encoding (the LM) is in the ensemble once, at its own weight."""
+    import s2s.decode.inference as inference
     from s2s.decode.scorer_set import view_ensemble
     from s2s.decode.scorers import OnEncoding, Weighted
 
@@ -456,6 +460,11 @@ def test_views_merged_by_scores_batch_as_alone_and_keep_the_lm_once(tmp_path: Pa
     together = s2t.decode_sources(sources)
     for src, nbest in zip(sources, together):
         assert [r.tokens for r in s2t.decode_sources([src])[0]] == [r.tokens for r in nbest]
+    monkeypatch.setattr(inference, "ENCODE_FRAMES", 150)  # a chunk per source
+    assert [[r.tokens for r in nb] for nb in s2t.decode_sources(sources)] == [
+        [r.tokens for r in nb] for nb in together
+    ]
+    monkeypatch.undo()
     one = Speech2Text.from_dir(exp, decode_overrides=[*over, "decode.encoder_views=1"])
     plain = Speech2Text.from_dir(exp, decode_overrides=over[:2])
     assert [[r.tokens for r in nb] for nb in one.decode_sources(sources)] == [
