@@ -147,7 +147,7 @@ def bundle(tmp_path_factory):
     return exp, out, wav
 
 
-def test_bundle_decodes_like_its_experiment(bundle, capsys) -> None:
+def test_bundle_decodes_like_its_experiment(bundle, tmp_path, capsys) -> None:
     import onnx
 
     exp, out, wav = bundle
@@ -160,19 +160,28 @@ def test_bundle_decodes_like_its_experiment(bundle, capsys) -> None:
     for name in ("encoder.onnx", "decoder_step.onnx"):
         onnx.checker.check_model(str(out / name), full_check=True)
         assert onnx.load(str(out / name)).opset_import[0].version == manifest["opset"]
+    assert manifest["model"]["subsampling_factor"] == 4  # the conv2d4 frontend
     capsys.readouterr()
-    for setting in ("decode.ctc_weight=0", "decode.ctc_weight=0.3"):
-        assert decode_main(["--model", str(exp), "--format", "json", str(wav), setting]) == 0
+    views = ["decode.encoder_views=4", "decode.views_merge=scores"]
+    for setting in (["decode.ctc_weight=0"], ["decode.ctc_weight=0.3"], views):
+        assert decode_main(["--model", str(exp), "--format", "json", str(wav), *setting]) == 0
         want = json.loads(capsys.readouterr().out)
         args = ["--model", str(out), "--backend", "onnxruntime", "--threads", "1", "--format",
                 "json", str(wav)]  # fmt: skip
-        assert decode_main([*args, setting]) == 0
+        assert decode_main([*args, *setting]) == 0
         got = json.loads(capsys.readouterr().out)
         assert [h["text"] for h in got["nbest"]] == [h["text"] for h in want["nbest"]]
         for g, w in zip(got["nbest"], want["nbest"]):
             assert g["log_prob"] == pytest.approx(w["log_prob"], abs=1e-4)
     assert export_main([str(exp), str(out)]) == 2  # never replaced without --force
     assert "--force" in capsys.readouterr().err
+    # a bundle written before the manifest said how its frontend subsamples: no views
+    older = shutil.copytree(out, tmp_path / "older")
+    del manifest["model"]["subsampling_factor"]
+    (older / "MANIFEST.json").write_text(json.dumps(manifest))
+    args[1] = str(older)
+    _one_line_error([*args, *views], capsys, "not an ONNX bundle that does not say how")
+    assert decode_main(args) == 0
 
 
 def _one_line_error(args: list[str], capsys, *needles: str) -> None:

@@ -98,9 +98,13 @@ class Speech2Text:
         if views > 1 and getattr(self.model, "subsampling_factor", 1) < 2:
             raise ValueError(
                 f"decode.encoder_views={views} encodes the input started at points of the speech "
-                "frontend's subsampling step: it needs a speech model that subsamples on the "
-                "PyTorch backend, not "
-                + ("an ONNX bundle" if not isinstance(model, torch.nn.Module) else "this model")
+                "frontend's subsampling step: it needs a speech model that subsamples, not "
+                + (
+                    "an ONNX bundle that does not say how (exported before s2s-export wrote "
+                    "it: export it again)"
+                    if not isinstance(model, torch.nn.Module)
+                    else "this model"
+                )
                 + " (decode.encoder_views=1 decodes it)"
             )
 

@@ -35,7 +35,7 @@ class BeamSearchConfig:
     encoder_views: N > 1 encodes each speech input N times, started N evenly spaced frames
     into the frontend's subsampling step (0, 3 for 2 views of a 6x frontend; the views keep
     an input the frontend could not take shorter): the output depends less on where the
-    subsampling grid happens to start (BENCHMARKS.md §41, §43); Speech2Text, PyTorch backend.
+    subsampling grid happens to start (BENCHMARKS.md §41, §43); Speech2Text, either backend.
     views_merge: "encodings" searches the mean of the N encoder outputs (N times the
     encoder's cost); "scores" searches with every scorer once per view, each reading its
     view's encoding at 1/N of its weight (an ensemble over the grid's phases: N times the

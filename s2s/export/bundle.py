@@ -36,7 +36,8 @@ from s2s.artifact import (
     verify_folder,
 )
 
-# what the runtime reads from the manifest's "model" entry
+# what the runtime reads from the manifest's "model" entry; besides, "subsampling_factor"
+# (the frontend's, for decode.encoder_views), which bundles written before it lack: read as 1
 MODEL_KEYS = (
     "source", "arrangement", "attention", "stride", "n_layers", "slot_shapes", "vocab_size",
     "min_input_length", "ctc", "cache_bytes_per_token",

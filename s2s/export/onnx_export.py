@@ -87,6 +87,7 @@ def export_model(model, cfg, out: Path) -> dict:
         "source": cfg.data.source,
         "vocab_size": model.vocab_size,
         "min_input_length": min_len,
+        "subsampling_factor": model.subsampling_factor,  # decode.encoder_views starts
         "ctc": model.ctc is not None,
         **export_decoder(dec, memory, memory_lens, out),
     }

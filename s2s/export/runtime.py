@@ -126,6 +126,8 @@ class OnnxModel:
         self.decoder = OnnxDecoder(folder, model, threads)
         self.vocab_size = int(model["vocab_size"])
         self.min_input_length = int(model["min_input_length"])
+        # inputs per encoder frame (decode.encoder_views); 1: a bundle from before the key
+        self.subsampling_factor = int(model.get("subsampling_factor", 1))
 
     def to(self, device) -> OnnxModel:
         if torch.device(device).type != "cpu":
