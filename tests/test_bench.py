@@ -176,6 +176,14 @@ def test_decode_data_bench_compares_a_revision(tmp_path, capsys, before: str) ->
         assert parts == pytest.approx(r["seconds"])
     assert report["same"]["nbest"] == 5 and report["same"]["max_score_diff"] < 1e-6
     assert "same n-best tokens: 5/5" in capsys.readouterr().out
+    if before == "HEAD":  # settings from the trailing overrides; several encodings refused
+        views = ["decode.encoder_views=2", "decode.views_merge=scores"]
+        assert bench_main([*argv[:4], "--repeats", "0", *views]) == 2
+        assert "add decode.encoder_views=1" in capsys.readouterr().err
+        argv = [*argv[:4], "--repeats", "1", "--json", str(out), "decode.beam_size=2"]
+        assert bench_main([*argv, "decode.encoder_views=2"]) == 0
+        report = json.loads(out.read_text())["decode"]
+        assert report["beam_size"] == 2 and report["encoder_views"] == 2
 
 
 @pytest.fixture

@@ -18,7 +18,11 @@ n-best lists are compared with the current eager ones.
 
     python -m s2s.bench.decode_data --model exp/NAME --data data/test [--dump dump/test]
         [--compare REV] [--compile [--compile-buckets 8]] [--repeats 3] [--threads N]
-        [--json out.json]
+        [--json out.json] [decode.key=value ...]
+
+The decoding settings are the experiment's, then the trailing overrides. The runs search one
+encoding per batch: an experiment that decodes with several (`decode.views_merge=scores`)
+is timed with `decode.encoder_views=1`, or with `decode.views_merge=encodings`.
 """
 
 from __future__ import annotations
@@ -214,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--batch-frames", type=int, default=BATCH_FRAMES)
     p.add_argument("--json", type=Path)
+    p.add_argument("overrides", nargs="*", help="decode settings, decode.key=value")
     args = p.parse_args(argv)
     with torch_threads(args.threads), tempfile.TemporaryDirectory() as tmp:
         return _run(args, Path(tmp))
@@ -222,7 +227,16 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, tmp: Path) -> int:
     from s2s.data.datadir import load_datadir
 
-    s2t = Speech2Text.from_dir(args.model)
+    s2t = Speech2Text.from_dir(args.model, decode_overrides=args.overrides)
+    cfg = s2t.decode_cfg
+    if cfg.encoder_views > 1 and cfg.views_merge == "scores":
+        print(
+            f"decode_data: {args.model} decodes with decode.encoder_views={cfg.encoder_views} "
+            "decode.views_merge=scores, a search over several encodings; these runs time one "
+            "encoding's: add decode.encoder_views=1 or decode.views_merge=encodings",
+            file=sys.stderr,
+        )
+        return 2
     dd = load_datadir(args.data)
     get, lengths = datadir_sources(s2t, dd, Path(args.dump) if args.dump else None)
     utts = dd.utt_ids
