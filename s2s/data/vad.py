@@ -8,7 +8,8 @@ recording starts and ends; there is no webrtcvad, silero or pyannote in the lock
 
 The rule, per fbank frame (10 ms hop by default):
 
-1. energy (dB) = 10·log10 of the frame's total mel power (logsumexp of the log-mel bins);
+1. energy (dB) = 10·log10 of the frame's total mel power (logsumexp of the log-mel bins:
+   s2s.data.features.frame_energy_db);
 2. a frame is speech when its energy is above the level `threshold` of the way from the
    recording's background (the 0.05 quantile of frame energies: its pauses) to its loud level
    (the 0.99 quantile, so one click does not set it), and above `min_level_db`, so a silent
@@ -39,9 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from s2s.data.features import FbankConfig, frame_energy_db
-
-__all__ = ["VadConfig", "frame_energy_db", "frame_to_samples", "speech_spans"]
+from s2s.data.features import FbankConfig
 
 
 @dataclass

@@ -508,8 +508,8 @@ class Speech2Text:
         (s2s.data.vad), then the segments' own features (as if each were a file of its own)
         decoded in length-sorted batches. A segment shorter than the model's minimum input is
         logged and left out; an input with no speech gives []."""
-        from s2s.data.features import compute_fbank
-        from s2s.data.vad import frame_energy_db, frame_to_samples, speech_spans
+        from s2s.data.features import compute_fbank, frame_energy_db
+        from s2s.data.vad import frame_to_samples, speech_spans
 
         name, wave = self._waveform(speech, sample_rate)
         if wave.numel() < self.fbank.window_samples:
